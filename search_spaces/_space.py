@@ -1,0 +1,1072 @@
+"""SearchSpace: load built-in spaces, merge overrides, resolve resources, sample, check."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from pydantic import ValidationError
+
+from ._expr import Expr, ExprError, compile_expr
+from ._schema import (
+    CategoricalParamModel,
+    ConstraintModel,
+    FloatParamModel,
+    IntParamModel,
+    SpaceFileModel,
+    format_validation_error,
+    is_number,
+    same_value,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import optuna
+
+__all__ = [
+    "Capabilities",
+    "Constraint",
+    "ParamSpec",
+    "SearchSpace",
+    "SpaceError",
+    "builtin_space_path",
+    "builtin_spaces",
+    "load_space",
+]
+
+BUILTIN_DIR = Path(__file__).resolve().parent
+FRAMEWORK_ALIASES = {"pytorch": "torch"}
+GRID_MAX_FULL = 16  # int ranges with at most this many values are gridded fully
+GRID_POINTS = 5  # otherwise: this many points
+_NAME_RE = re.compile(r"^[a-z0-9_]+$")
+
+
+class SpaceError(ValueError):
+    """A search space (or a config checked against one) is invalid.
+
+    The message is one line: ``search space <file>: <key.path>: <problem>``. ``source`` is the
+    file (or space name) and ``key`` the key path, when known.
+    """
+
+    def __init__(self, message: str, *, source: str | None = None, key: str | None = None):
+        super().__init__(message)
+        self.source = source
+        self.key = key
+
+
+def _error(source: str, key: str | None, problem: str) -> SpaceError:
+    text = " ".join(str(problem).split())  # always one line
+    prefix = f"search space {source}: " + (f"{key}: " if key else "")
+    return SpaceError(prefix + text, source=source, key=key)
+
+
+class _KeyError(Exception):
+    """Internal: a problem at a key path inside one file; turned into SpaceError by the caller."""
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(problem)
+        self.key = key
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a framework backend can honour on a device (built by the backend).
+
+    ``params``: parameter names it understands; ``choices``: allowed values of categorical
+    parameters (e.g. ``{"optimizer": frozenset({"sgd", "adam"}), ...}``); ``framework``: used in
+    messages, e.g. ``"torch"``.
+    """
+
+    params: frozenset[str]
+    choices: Mapping[str, frozenset] = field(default_factory=dict)
+    framework: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", frozenset(self.params))
+        object.__setattr__(
+            self,
+            "choices",
+            MappingProxyType({k: frozenset(v) for k, v in dict(self.choices).items()}),
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.params, frozenset(self.choices.items()), self.framework))
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One resolved parameter (resources applied; numbers only, no expressions).
+
+    ``type`` is ``"int"``, ``"float"`` or ``"categorical"``; an ``int`` declared with
+    ``choices_pow2`` has ``pow2=True`` and its values in ``choices`` (suggested as a categorical).
+    ``disabled`` is the reason a conditional parameter can never be active (its domain came out
+    empty for these resources); ``dropped`` lists ``(value, reason)`` for choices removed because
+    they would activate such a parameter.
+    """
+
+    name: str
+    type: str
+    default: Any
+    low: int | float | None = None
+    high: int | float | None = None
+    step: int | float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] | None = None
+    pow2: bool = False
+    when: Mapping[str, tuple[Any, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    otherwise: Any = None
+    has_otherwise: bool = False
+    disabled: str | None = None
+    dropped: tuple[tuple[Any, str], ...] = ()
+    description: str = ""
+    source: str = ""
+
+    @property
+    def kind(self) -> str:
+        """``int``, ``pow2``, ``float`` or ``categorical``."""
+        return "pow2" if self.pow2 else self.type
+
+    @property
+    def is_choice(self) -> bool:
+        return self.choices is not None
+
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` lies in this parameter's domain."""
+        if self.choices is not None:
+            return any(same_value(value, c) for c in self.choices)
+        if self.type == "int":
+            if not isinstance(value, int) or isinstance(value, bool):
+                return False
+            if not self.low <= value <= self.high:  # type: ignore[operator]
+                return False
+            return self.step is None or (value - self.low) % self.step == 0  # type: ignore[operator]
+        if not is_number(value) or not self.low <= value <= self.high:  # type: ignore[operator]
+            return False
+        if self.step is None:
+            return True
+        k = round((value - self.low) / self.step)  # type: ignore[operator]
+        return math.isclose(self.low + k * self.step, value, rel_tol=1e-9, abs_tol=1e-12)  # type: ignore[operator]
+
+    def domain_text(self) -> str:
+        """Short human-readable domain, e.g. ``float [0.0001, 0.03] log``."""
+        if self.pow2:
+            return "{" + ", ".join(_fmt(c) for c in self.choices or ()) + "} (powers of two)"
+        if self.choices is not None:
+            return "{" + ", ".join(_fmt(c) for c in self.choices) + "}"
+        text = f"{self.type} [{_fmt(self.low)}, {_fmt(self.high)}]"
+        if self.step is not None:
+            text += f" step {_fmt(self.step)}"
+        if self.log:
+            text += " log"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type}
+        if self.pow2:
+            out["pow2"] = True
+        if self.choices is not None:
+            out["choices"] = list(self.choices)
+        else:
+            out["low"] = self.low
+            out["high"] = self.high
+            if self.step is not None:
+                out["step"] = self.step
+            out["log"] = self.log
+        out["default"] = self.default
+        if self.when:
+            out["when"] = {k: list(v) for k, v in self.when.items()}
+        if self.has_otherwise:
+            out["otherwise"] = self.otherwise
+        if self.disabled:
+            out["disabled"] = self.disabled
+        if self.dropped:
+            out["dropped"] = [{"value": v, "reason": r} for v, r in self.dropped]
+        if self.description:
+            out["description"] = self.description
+        out["source"] = self.source
+        return out
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A boolean expression over parameters and resources that every config must satisfy."""
+
+    expr: str
+    message: str = ""
+    names: frozenset[str] = frozenset()
+    source: str = ""
+    _compiled: Expr | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def text(self) -> str:
+        """``expr: message`` (or just ``expr``), as reported by :meth:`SearchSpace.violations`."""
+        return f"{self.expr}: {self.message}" if self.message else self.expr
+
+    def evaluate(self, env: Mapping[str, Any]) -> Any:
+        compiled = self._compiled or compile_expr(self.expr)
+        return compiled.evaluate(env)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"expr": self.expr, "message": self.message, "source": self.source}
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+# -- reading files -------------------------------------------------------------------------------
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate mapping keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
+    loader.flatten_mapping(node)
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            duplicate = key in seen
+        except TypeError:
+            continue  # unhashable key: let the normal constructor complain
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _parse_yaml(text: str, label: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f"line {mark.line + 1}" if mark is not None else None
+        problem = exc.problem or exc.context or "syntax error"
+        raise _error(label, line, f"malformed YAML: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise _error(label, None, f"malformed YAML: {exc}") from None
+
+
+@dataclass
+class _File:
+    label: str
+    model: SpaceFileModel
+
+
+def _read_file(path: Path, label: str, *, builtin: bool) -> _File:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise _error(label, None, f"file not found ({path})") from None
+    except IsADirectoryError:
+        raise _error(label, None, f"is a directory, not a file ({path})") from None
+    except UnicodeDecodeError:
+        raise _error(label, None, "cannot read file: not UTF-8 text") from None
+    except OSError as exc:
+        raise _error(label, None, f"cannot read file: {exc.strerror or exc}") from None
+    data = _parse_yaml(text, label)
+    if data is None:
+        raise _error(label, None, "empty file (expected a mapping with 'params')")
+    if not isinstance(data, dict):
+        raise _error(label, "top level", f"expected a mapping, got {type(data).__name__}")
+    try:
+        model = SpaceFileModel.model_validate(data)
+    except ValidationError as exc:
+        raise _error(label, None, format_validation_error(exc)) from None
+    if builtin:
+        for key in ("extends", "replace_constraints"):
+            if key in model.model_fields_set:
+                raise _error(label, key, "only allowed in override files")
+    return _File(label, model)
+
+
+# -- built-in lookup -------------------------------------------------------------------------------
+
+
+def _norm(value: str, what: str) -> str:
+    norm = str(value).strip().lower()
+    if not _NAME_RE.match(norm):
+        raise SpaceError(f"search space: invalid {what} {value!r}")
+    return norm
+
+
+def builtin_spaces() -> list[tuple[str, str]]:
+    """``(framework, device_class)`` pairs of the spaces that ship with perftune."""
+    out = []
+    for path in sorted(BUILTIN_DIR.glob("*.yaml")):
+        framework, sep, device = path.stem.partition("-")
+        out.append((framework, device) if sep else ("torch", path.stem))
+    return sorted(out)
+
+
+def builtin_space_path(framework: str, device_class: str) -> Path:
+    """Path of the built-in space: ``<device>.yaml`` for torch, ``<framework>-<device>.yaml``."""
+    fw = FRAMEWORK_ALIASES.get(_norm(framework, "framework"), _norm(framework, "framework"))
+    dev = _norm(device_class, "device class")
+    path = BUILTIN_DIR / (f"{dev}.yaml" if fw == "torch" else f"{fw}-{dev}.yaml")
+    if not path.is_file():
+        shipped = ", ".join(f"{f}/{d}" for f, d in builtin_spaces()) or "none"
+        raise _error(
+            f"{fw}/{dev}",
+            None,
+            f"no built-in search space for this framework and device class (available: {shipped})",
+        )
+    return path
+
+
+# -- loading and merging ---------------------------------------------------------------------------
+
+
+@dataclass
+class _RawParam:
+    name: str
+    model: IntParamModel | FloatParamModel | CategoricalParamModel
+    label: str
+
+
+@dataclass
+class _RawConstraint:
+    model: ConstraintModel
+    label: str
+    index: int  # position in its own file, for key paths
+
+    @property
+    def key(self) -> str:
+        return f"constraints[{self.index}]"
+
+
+def load_space(
+    framework: str,
+    device_class: str,
+    *,
+    resources: Mapping[str, int | float],
+    override: str | os.PathLike[str] | None = None,
+    supported: Capabilities | None = None,
+) -> SearchSpace:
+    """Load the built-in space for ``framework``/``device_class``, merge ``override``, validate.
+
+    ``resources`` (e.g. ``{"cores": 8, "device_count": 1, "memory_gib": 23}``) are the names that
+    expressions in ``low``/``high``/``default``/``otherwise`` and constraints may use.
+    ``supported`` (from the backend) restricts parameter names and categorical values.
+    Raises :class:`SpaceError` with a one-line message naming the file and key path.
+    """
+    fw = FRAMEWORK_ALIASES.get(_norm(framework, "framework"), _norm(framework, "framework"))
+    dev = _norm(device_class, "device class")
+    base_name = f"{fw}/{dev}"
+    res = _check_resources(resources, base_name)
+
+    over: _File | None = None
+    if override is not None:
+        over_path = Path(os.fspath(override)).expanduser()
+        over = _read_file(over_path, os.fspath(override), builtin=False)
+
+    if over is not None and over.model.extends == "none":
+        name = Path(over.label).name
+        whole = over.label
+        params: dict[str, _RawParam] = {}
+        for pname, pmodel in over.model.params.items():
+            if pmodel is None:
+                raise _error(over.label, f"params.{pname}", "null (removal) needs extends: builtin")
+            params[pname] = _RawParam(pname, pmodel, over.label)
+        if over.model.replace_constraints:
+            raise _error(over.label, "replace_constraints", "needs extends: builtin")
+        constraints = [
+            _RawConstraint(c, over.label, i) for i, c in enumerate(over.model.constraints)
+        ]
+        description = over.model.description or ""
+    else:
+        path = builtin_space_path(fw, dev)
+        base = _read_file(path, path.name, builtin=True)
+        name = base_name
+        whole = base.label
+        description = base.model.description or ""
+        params = {}
+        for pname, pmodel in base.model.params.items():
+            if pmodel is None:
+                raise _error(base.label, f"params.{pname}", "null is only allowed in overrides")
+            params[pname] = _RawParam(pname, pmodel, base.label)
+        constraints = [
+            _RawConstraint(c, base.label, i) for i, c in enumerate(base.model.constraints)
+        ]
+        if over is not None:
+            name = f"{base_name}+{Path(over.label).name}"
+            whole = over.label
+            if over.model.description is not None:
+                description = over.model.description
+            params, constraints = _merge(params, constraints, over, base_name)
+    return _build(name, description, params, constraints, res, supported, fw, whole)
+
+
+def _check_resources(resources: Mapping[str, Any], label: str) -> dict[str, int | float]:
+    if not isinstance(resources, Mapping):
+        raise _error(label, "resources", f"expected a mapping, got {type(resources).__name__}")
+    out: dict[str, int | float] = {}
+    for key, value in resources.items():
+        if not isinstance(key, str) or not key.isidentifier() or key.startswith("_"):
+            raise _error(label, f"resources.{key}", "not a valid name")
+        if not is_number(value) or (isinstance(value, float) and not math.isfinite(value)):
+            raise _error(label, f"resources.{key}", f"expected a number, got {value!r}")
+        out[key] = value
+    return out
+
+
+def _merge(
+    params: dict[str, _RawParam],
+    constraints: list[_RawConstraint],
+    over: _File,
+    base_name: str,
+) -> tuple[dict[str, _RawParam], list[_RawConstraint]]:
+    merged = dict(params)
+    removed: list[str] = []
+    for pname, pmodel in over.model.params.items():
+        if pmodel is None:
+            if pname not in merged:
+                raise _error(
+                    over.label,
+                    f"params.{pname}",
+                    f"cannot remove: no such parameter in the built-in space {base_name} "
+                    f"(has: {', '.join(merged)})",
+                )
+            del merged[pname]
+            removed.append(pname)
+        else:
+            merged[pname] = _RawParam(pname, pmodel, over.label)  # replaces in place, or appends
+    new_constraints = [
+        _RawConstraint(c, over.label, i) for i, c in enumerate(over.model.constraints)
+    ]
+    if over.model.replace_constraints:
+        merged_constraints = new_constraints
+    else:
+        merged_constraints = constraints + new_constraints
+    for gone in removed:
+        users = [
+            f"params.{p.name}.when ({p.label})"
+            for p in merged.values()
+            if p.model.when and gone in p.model.when
+        ]
+        for c in merged_constraints:
+            try:
+                names = compile_expr(c.model.expr).names
+            except ExprError:  # pragma: no cover - validated by the schema
+                names = frozenset()
+            if gone in names:
+                users.append(f"{c.key} ({c.label})")
+        if users:
+            raise _error(
+                over.label,
+                f"params.{gone}",
+                f"cannot remove: still referenced by {', '.join(users)}",
+            )
+    return merged, merged_constraints
+
+
+# -- resolution ------------------------------------------------------------------------------------
+
+
+def _order(params: dict[str, _RawParam]) -> list[str]:
+    """File order, moved so that each param follows the params its ``when`` names."""
+    for p in params.values():
+        for parent in p.model.when or {}:
+            if parent == p.name:
+                raise _error(
+                    p.label, f"params.{p.name}.when.{parent}", "a parameter cannot depend on itself"
+                )
+            if parent not in params:
+                raise _error(
+                    p.label,
+                    f"params.{p.name}.when.{parent}",
+                    f"unknown parameter (known: {', '.join(params)})",
+                )
+    done: list[str] = []
+    state: dict[str, int] = {}  # 1 = visiting, 2 = done
+
+    def visit(name: str, stack: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = stack[stack.index(name) :] + [name]
+            p = params[stack[-1]]
+            raise _error(
+                p.label, f"params.{p.name}.when", f"dependency cycle: {' -> '.join(cycle)}"
+            )
+        state[name] = 1
+        for parent in params[name].model.when or {}:
+            visit(parent, stack + [name])
+        state[name] = 2
+        done.append(name)
+
+    for name in params:
+        visit(name, [])
+    return done
+
+
+def _eval_value(
+    raw: Any, key: str, resources: Mapping[str, int | float], params: Iterable[str], want: str
+) -> Any:
+    """Evaluate a number-or-expression field; ``want`` is ``int`` or ``float``."""
+    if not isinstance(raw, str):
+        value = raw
+    else:
+        expr = compile_expr(raw)
+        bad_params = sorted(n for n in expr.names if n in set(params) and n not in resources)
+        if bad_params:
+            raise _KeyError(
+                key,
+                f"expression {raw!r} uses parameter {bad_params[0]!r}; only resources are "
+                f"allowed here ({', '.join(sorted(resources)) or 'none given'})",
+            )
+        unknown = sorted(n for n in expr.names if n not in resources)
+        if unknown:
+            raise _KeyError(
+                key,
+                f"expression {raw!r}: unknown name {unknown[0]!r} "
+                f"(resources: {', '.join(sorted(resources)) or 'none given'})",
+            )
+        try:
+            value = expr.evaluate(resources)
+        except ExprError as exc:
+            raise _KeyError(key, str(exc)) from None
+        if not is_number(value):
+            raise _KeyError(key, f"expression {raw!r} must give a number (got {value!r})")
+    if want == "int":
+        if isinstance(value, float):
+            if not value.is_integer():
+                shown = f"expression {raw!r} gave {value!r}" if isinstance(raw, str) else value
+                raise _KeyError(key, f"must be an integer ({shown})")
+            value = int(value)
+    elif want == "float" and isinstance(value, int):
+        value = float(value)
+    return value
+
+
+def _describe_source(raw: Any, value: Any) -> str:
+    return f"{raw} = {_fmt(value)}" if isinstance(raw, str) else _fmt(value)
+
+
+def _resolve(
+    raw: _RawParam, resources: Mapping[str, int | float], names: Iterable[str]
+) -> ParamSpec:
+    m = raw.model
+    key = f"params.{raw.name}"
+    when = MappingProxyType({k: tuple(v) for k, v in (m.when or {}).items()})
+    has_otherwise = m.otherwise is not None
+    common: dict[str, Any] = {
+        "name": raw.name,
+        "when": when,
+        "has_otherwise": has_otherwise,
+        "description": m.description or "",
+        "source": raw.label,
+    }
+    if isinstance(m, CategoricalParamModel):
+        return ParamSpec(
+            type="categorical",
+            default=m.default,
+            choices=tuple(m.choices),
+            otherwise=m.otherwise,
+            **common,
+        )
+    want = "int" if isinstance(m, IntParamModel) else "float"
+    otherwise = m.otherwise
+    if isinstance(otherwise, str):
+        otherwise = _eval_value(otherwise, f"{key}.otherwise", resources, names, want)
+    if isinstance(m, IntParamModel) and m.choices_pow2 is not None:
+        lo, hi = m.choices_pow2
+        choices = tuple(2**i for i in range(lo.bit_length() - 1, hi.bit_length()))
+        default = _eval_value(m.default, f"{key}.default", resources, names, "int")
+        if default not in choices:
+            raise _KeyError(f"{key}.default", f"{default} is not a power of two in [{lo}, {hi}]")
+        return ParamSpec(
+            type="int",
+            default=default,
+            choices=choices,
+            pow2=True,
+            otherwise=otherwise,
+            **common,
+        )
+    low = _eval_value(m.low, f"{key}.low", resources, names, want)
+    high = _eval_value(m.high, f"{key}.high", resources, names, want)
+    step = m.step
+    disabled = None
+    if low > high:
+        detail = f"low {_describe_source(m.low, low)} > high {_describe_source(m.high, high)}"
+        if not m.when:
+            raise _KeyError(f"{key}.low", f"must be <= high (got {detail})")
+        disabled = f"empty domain: {detail}"
+    if m.log and disabled is None:
+        if want == "int" and low < 1:
+            raise _KeyError(
+                f"{key}.low", f"must be >= 1 with log: true (got {_describe_source(m.low, low)})"
+            )
+        if want == "float" and low <= 0:
+            raise _KeyError(
+                f"{key}.low", f"must be > 0 with log: true (got {_describe_source(m.low, low)})"
+            )
+    if step is not None and disabled is None:
+        # Snap high down onto the step grid (optuna would do the same, with a warning).
+        n = math.floor((high - low) / step + 1e-9)
+        snapped = low + n * step
+        if want == "float":
+            snapped = float(f"{snapped:.12g}")
+            step = float(step)
+        high = min(high, snapped) if want == "float" else snapped
+    default = _eval_value(m.default, f"{key}.default", resources, names, want)
+    spec = ParamSpec(
+        type=want,
+        default=default,
+        low=low,
+        high=high,
+        step=step,
+        log=m.log,
+        otherwise=otherwise,
+        disabled=disabled,
+        **common,
+    )
+    if disabled is None and not spec.contains(default):
+        where = spec.domain_text()
+        raise _KeyError(
+            f"{key}.default",
+            f"{_describe_source(m.default, default)} is outside the domain {where}",
+        )
+    return spec
+
+
+def _build(
+    name: str,
+    description: str,
+    raw_params: dict[str, _RawParam],
+    raw_constraints: list[_RawConstraint],
+    resources: dict[str, int | float],
+    supported: Capabilities | None,
+    framework: str,
+    whole: str,
+) -> SearchSpace:
+    for p in raw_params.values():
+        if p.name in resources:
+            raise _error(
+                p.label, f"params.{p.name}", "name clashes with a resource of the same name"
+            )
+    order = _order(raw_params)
+    if supported is not None:
+        _check_capabilities(raw_params, supported, framework)
+
+    specs: dict[str, ParamSpec] = {}
+    for pname in order:
+        raw = raw_params[pname]
+        try:
+            specs[pname] = _resolve(raw, resources, raw_params)
+        except _KeyError as exc:
+            raise _error(raw.label, exc.key, exc.problem) from None
+
+    _check_when_values(specs, raw_params)
+    specs = _prune(specs, order, raw_params)
+
+    constraints = []
+    known = set(specs) | set(resources)
+    for rc in raw_constraints:
+        expr = compile_expr(rc.model.expr)
+        unknown = sorted(expr.names - known)
+        if unknown:
+            raise _error(
+                rc.label,
+                f"{rc.key}.expr",
+                f"unknown name {unknown[0]!r} in {rc.model.expr!r} "
+                f"(params: {', '.join(specs)}; resources: {', '.join(sorted(resources))})",
+            )
+        constraints.append(Constraint(rc.model.expr, rc.model.message, expr.names, rc.label, expr))
+
+    space = SearchSpace(name, description, specs, constraints, resources)
+    defaults = space.defaults()
+    for rc, constraint in zip(raw_constraints, constraints, strict=True):
+        try:
+            ok = space._check_constraint(constraint, defaults)
+        except ExprError as exc:
+            raise _error(rc.label, rc.key, f"cannot evaluate with the defaults: {exc}") from None
+        if ok is False:
+            shown = {n: defaults[n] for n in sorted(constraint.names) if n in defaults}
+            raise _error(
+                whole,
+                "defaults",
+                f"violates constraint {rc.key} ({rc.label}) {constraint.text!r} with {shown}",
+            )
+    try:  # safety net: the baseline must be a valid config of its own space
+        space.validate_config(defaults, what="defaults")
+    except SpaceError as exc:  # pragma: no cover - the checks above should catch it first
+        raise _error(whole, exc.key, str(exc).split(": ", 2)[-1]) from None
+    return space
+
+
+def _check_capabilities(
+    raw_params: dict[str, _RawParam], caps: Capabilities, framework: str
+) -> None:
+    backend = f"the {caps.framework or framework} backend"
+    for p in raw_params.values():
+        key = f"params.{p.name}"
+        if p.name not in caps.params:
+            raise _error(
+                p.label,
+                key,
+                f"unknown parameter for {backend} (known: {', '.join(sorted(caps.params))})",
+            )
+        allowed = caps.choices.get(p.name)
+        if allowed is None:
+            continue
+        m = p.model
+        values: list[tuple[str, Any]] = []
+        if isinstance(m, CategoricalParamModel):
+            values = [(f"{key}.choices", c) for c in m.choices]
+        elif isinstance(m, IntParamModel) and m.choices_pow2 is not None:
+            lo, hi = m.choices_pow2
+            values = [
+                (f"{key}.choices_pow2", 2**i) for i in range(lo.bit_length() - 1, hi.bit_length())
+            ]
+        if m.otherwise is not None:
+            values.append((f"{key}.otherwise", m.otherwise))
+        for where, value in values:
+            if not any(same_value(value, a) for a in allowed):
+                shown = ", ".join(sorted(_fmt(a) for a in allowed))
+                raise _error(
+                    p.label,
+                    where,
+                    f"{value!r} is not supported by {backend} (supported: {shown})",
+                )
+
+
+def _check_when_values(specs: dict[str, ParamSpec], raw: dict[str, _RawParam]) -> None:
+    """Typos in ``when`` values are errors when the parent comes from the same file.
+
+    (A parent redefined by an override may legitimately narrow its choices.)
+    """
+    for spec in specs.values():
+        for parent, values in spec.when.items():
+            pspec = specs[parent]
+            if raw[parent].label != raw[spec.name].label:
+                continue
+            for value in values:
+                if pspec.disabled is None and not pspec.contains(value):
+                    raise _error(
+                        spec.source,
+                        f"params.{spec.name}.when.{parent}",
+                        f"{value!r} is not in the domain of params.{parent} "
+                        f"({pspec.domain_text()})",
+                    )
+
+
+def _prune(
+    specs: dict[str, ParamSpec], order: list[str], raw: dict[str, _RawParam]
+) -> dict[str, ParamSpec]:
+    """Drop the parent choices that would activate a conditional param with an empty domain."""
+    specs = dict(specs)
+    for pname in reversed(order):
+        spec = specs[pname]
+        if spec.disabled is None:
+            continue
+        if len(spec.when) != 1:
+            raise _error(
+                spec.source,
+                f"params.{pname}",
+                f"{spec.disabled}, and its when names several parameters, so the values that "
+                f"activate it cannot be dropped; make its domain non-empty for these resources",
+            )
+        ((parent, values),) = spec.when.items()
+        pspec = specs[parent]
+        if pspec.disabled is not None:
+            continue
+        if pspec.choices is None:
+            raise _error(
+                spec.source,
+                f"params.{pname}",
+                f"{spec.disabled}, and params.{parent} is not categorical, so the values that "
+                f"activate it cannot be dropped",
+            )
+        reason = f"params.{pname} has an {spec.disabled}"
+        keep = tuple(c for c in pspec.choices if not any(same_value(c, v) for v in values))
+        gone = tuple((c, reason) for c in pspec.choices if any(same_value(c, v) for v in values))
+        if not gone:
+            continue
+        disabled = None
+        if not keep:
+            if not pspec.when:
+                raise _error(
+                    raw[parent].label,
+                    f"params.{parent}.choices",
+                    f"no choices left: {reason}",
+                )
+            disabled = f"empty domain: all choices dropped ({reason})"
+        elif any(same_value(pspec.default, c) for c, _ in gone):
+            raise _error(
+                raw[parent].label,
+                f"params.{parent}.default",
+                f"{pspec.default!r} would have to be dropped: {reason}",
+            )
+        specs[parent] = replace(
+            pspec, choices=keep, dropped=pspec.dropped + gone, disabled=disabled
+        )
+    return specs
+
+
+# -- the space -------------------------------------------------------------------------------------
+
+
+class SearchSpace:
+    """A validated search space with resources applied.
+
+    ``params`` is ordered so that every parameter comes after the parameters its ``when`` names.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        params: Mapping[str, ParamSpec],
+        constraints: list[Constraint],
+        resources: Mapping[str, int | float],
+    ) -> None:
+        self.name = name
+        self.description = description
+        self.params: Mapping[str, ParamSpec] = MappingProxyType(dict(params))
+        self.constraints: list[Constraint] = list(constraints)
+        self.resources: dict[str, int | float] = dict(resources)
+
+    def __repr__(self) -> str:
+        return f"SearchSpace({self.name!r}, params={list(self.params)})"
+
+    # -- activity --
+
+    def _active(self, spec: ParamSpec, values: Mapping[str, Any], active: set[str]) -> bool:
+        if spec.disabled is not None:
+            return False
+        for parent, allowed in spec.when.items():
+            if parent not in active or parent not in values:
+                return False
+            if not any(same_value(values[parent], v) for v in allowed):
+                return False
+        return True
+
+    def active_params(self, config: Mapping[str, Any]) -> list[str]:
+        """Names of the parameters that are active for ``config`` (in space order)."""
+        active: set[str] = set()
+        out = []
+        for name, spec in self.params.items():
+            if self._active(spec, config, active):
+                active.add(name)
+                out.append(name)
+        return out
+
+    # -- configs --
+
+    def defaults(self) -> dict[str, Any]:
+        """The baseline config: active params' defaults plus ``otherwise`` of inactive ones."""
+        config: dict[str, Any] = {}
+        active: set[str] = set()
+        for name, spec in self.params.items():
+            if self._active(spec, config, active):
+                config[name] = spec.default
+                active.add(name)
+            elif spec.has_otherwise:
+                config[name] = spec.otherwise
+        return config
+
+    def sample(self, trial: optuna.trial.BaseTrial) -> dict[str, Any]:
+        """Suggest every active parameter on ``trial`` (in order); return the resolved config."""
+        config: dict[str, Any] = {}
+        active: set[str] = set()
+        for name, spec in self.params.items():
+            if self._active(spec, config, active):
+                config[name] = self._suggest(trial, spec)
+                active.add(name)
+            elif spec.has_otherwise:
+                config[name] = spec.otherwise
+        return config
+
+    @staticmethod
+    def _suggest(trial: Any, spec: ParamSpec) -> Any:
+        if spec.choices is not None:
+            return trial.suggest_categorical(spec.name, list(spec.choices))
+        if spec.type == "int":
+            return trial.suggest_int(
+                spec.name, spec.low, spec.high, step=spec.step or 1, log=spec.log
+            )
+        return trial.suggest_float(spec.name, spec.low, spec.high, step=spec.step, log=spec.log)
+
+    def suggested_params(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The part of ``config`` that :meth:`sample` would suggest (for ``enqueue_trial``)."""
+        return {name: config[name] for name in self.active_params(config) if name in config}
+
+    def _check_constraint(self, constraint: Constraint, config: Mapping[str, Any]) -> bool | None:
+        """True/False, or None when it names an inactive parameter that has no value."""
+        env: dict[str, Any] = dict(self.resources)
+        for n in constraint.names:
+            if n in self.params:
+                if n not in config:
+                    return None
+                env[n] = config[n]
+        return bool(constraint.evaluate(env))
+
+    def violations(self, config: Mapping[str, Any]) -> list[str]:
+        """``expr: message`` of every violated constraint; ``[]`` if the config satisfies all.
+
+        A constraint naming a parameter that ``config`` lacks (inactive, no ``otherwise``) is
+        skipped; one that cannot be evaluated counts as violated.
+        """
+        out = []
+        for constraint in self.constraints:
+            try:
+                ok = self._check_constraint(constraint, config)
+            except ExprError as exc:
+                out.append(f"{constraint.text} (cannot evaluate: {exc})")
+                continue
+            if ok is False:
+                out.append(constraint.text)
+        return out
+
+    def validate_config(self, config: Mapping[str, Any], *, what: str = "config") -> None:
+        """SpaceError if a value is outside its domain, missing, unknown, or a constraint fails."""
+        active = set(self.active_params(config))
+        for key in config:
+            if key not in self.params:
+                raise _error(
+                    self.name,
+                    f"{what}.{key}",
+                    f"unknown parameter (known: {', '.join(self.params)})",
+                )
+        for name, spec in self.params.items():
+            key = f"{what}.{name}"
+            if name in active:
+                if name not in config:
+                    raise _error(self.name, key, "missing (the parameter is active)")
+                if not spec.contains(config[name]):
+                    raise _error(
+                        self.name, key, f"{config[name]!r} is outside {spec.domain_text()}"
+                    )
+            elif name in config:
+                if not spec.has_otherwise:
+                    raise _error(self.name, key, "set, but the parameter is inactive")
+                if not same_value(config[name], spec.otherwise):
+                    raise _error(
+                        self.name,
+                        key,
+                        f"{config[name]!r} given, but the parameter is inactive and takes "
+                        f"{spec.otherwise!r}",
+                    )
+        problems = self.violations(config)
+        if problems:
+            raise _error(self.name, what, f"violates constraint {problems[0]!r}")
+
+    # -- exports --
+
+    def grid(self) -> dict[str, list[Any]]:
+        """A finite grid for :class:`optuna.samplers.GridSampler`.
+
+        Choices as they are; int ranges in full up to 16 values, else 5 evenly (log: geometrically)
+        spaced values; floats 5 values. Conditional parameters are included: GridSampler raises
+        ``ValueError`` for a suggested name missing from the grid, while a grid key that a trial
+        never suggests is tolerated (that trial just ignores it, so some grid points repeat a
+        config). Parameters that can never be active are left out.
+        """
+        reachable = self._reachable()
+        out: dict[str, list[Any]] = {}
+        for name, spec in self.params.items():
+            if name in reachable:
+                out[name] = _grid_values(spec)
+        return out
+
+    def _reachable(self) -> set[str]:
+        reachable: set[str] = set()
+        for name, spec in self.params.items():
+            if spec.disabled is not None:
+                continue
+            ok = True
+            for parent, values in spec.when.items():
+                pspec = self.params[parent]
+                if parent not in reachable or not any(pspec.contains(v) for v in values):
+                    ok = False
+                    break
+            if ok:
+                reachable.add(name)
+        return reachable
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved space, JSON-serializable (for logging as an artifact)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "resources": dict(self.resources),
+            "params": {name: spec.to_dict() for name, spec in self.params.items()},
+            "constraints": [c.to_dict() for c in self.constraints],
+        }
+
+    def describe(self) -> list[tuple[str, str]]:
+        """``(name, domain)`` rows for a CLI table."""
+        rows = []
+        for name, spec in self.params.items():
+            parts = [spec.domain_text(), f"default {_fmt(spec.default)}"]
+            if spec.when:
+                cond = " and ".join(
+                    f"{p} in {{{', '.join(_fmt(v) for v in vs)}}}" for p, vs in spec.when.items()
+                )
+                parts.append(f"only if {cond}")
+            if spec.has_otherwise:
+                parts.append(f"else {_fmt(spec.otherwise)}")
+            if spec.dropped:
+                values = ", ".join(_fmt(v) for v, _ in spec.dropped)
+                parts.append(f"dropped {values} ({spec.dropped[0][1]})")
+            text = "; ".join(parts)
+            if spec.disabled is not None:
+                text = f"never active ({spec.disabled})" + (
+                    f"; always {_fmt(spec.otherwise)}" if spec.has_otherwise else ""
+                )
+            rows.append((name, text))
+        return rows
+
+
+def _round(value: float) -> float:
+    return float(f"{value:.6g}")
+
+
+def _grid_values(spec: ParamSpec) -> list[Any]:
+    if spec.choices is not None:
+        return list(spec.choices)
+    low, high = spec.low, spec.high
+    assert low is not None and high is not None
+    if spec.type == "int":
+        step = spec.step or 1
+        count = (high - low) // step + 1
+        if count <= GRID_MAX_FULL:
+            return list(range(low, high + 1, step))
+        if spec.log:
+            raw = [low * (high / low) ** (i / (GRID_POINTS - 1)) for i in range(GRID_POINTS)]
+            values = [int(round(v)) for v in raw]
+        else:
+            values = [
+                low + round(i * (count - 1) / (GRID_POINTS - 1)) * step for i in range(GRID_POINTS)
+            ]
+        values = [min(max(low + round((v - low) / step) * step, low), high) for v in values]
+        return sorted(set(values))
+    if low == high:
+        return [low]
+    if spec.log:
+        raw = [low * (high / low) ** (i / (GRID_POINTS - 1)) for i in range(GRID_POINTS)]
+    else:
+        raw = [low + (high - low) * i / (GRID_POINTS - 1) for i in range(GRID_POINTS)]
+    if spec.step is not None:
+        raw = [low + round((v - low) / spec.step) * spec.step for v in raw]
+    values = [_round(v) for v in raw[1:-1]]
+    values = [min(max(v, low), high) for v in values]
+    return sorted(set([low, *values, high]))

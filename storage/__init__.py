@@ -1,0 +1,47 @@
+"""perftune's config store: devices, workloads, sweeps and the best config per key.
+
+A small abstract interface (:class:`BaseConfigStore`) with one SQLAlchemy implementation
+(:class:`SQLConfigStore`) that runs on an embedded SQLite file (the default) or on
+PostgreSQL (``postgresql+psycopg://...``), possibly in the same database as Optuna's and
+MLflow's tables: all our tables are prefixed ``perftune_`` and our Alembic revision lives in
+``perftune_alembic_version``.
+
+Typical use::
+
+    from storage import open_store
+
+    with open_store("~/.perftune/perftune.db", create=True) as store:
+        dev = store.upsert_device(fp, framework="torch", kind="cpu", name="AMD EPYC 7B13",
+                                  count=1, memory_bytes=None, info={})
+        ...
+        rec, improved = store.save_best(...)
+
+Servers are migrated explicitly (``perftune db upgrade`` -> :func:`upgrade`); opening a store
+with ``create=False`` never changes the database.
+"""
+
+from ._base import (
+    BaseConfigStore,
+    BestConfigRecord,
+    SchemaNotReadyError,
+    StoreError,
+    StoreUnavailableError,
+)
+from ._migrate import current_revision, head_revision, upgrade
+from ._store import SQLConfigStore, open_store
+from ._urls import normalize_url, redact_url
+
+__all__ = [
+    "BaseConfigStore",
+    "SQLConfigStore",
+    "BestConfigRecord",
+    "open_store",
+    "upgrade",
+    "current_revision",
+    "head_revision",
+    "StoreError",
+    "StoreUnavailableError",
+    "SchemaNotReadyError",
+    "normalize_url",
+    "redact_url",
+]

@@ -1,0 +1,634 @@
+"""SQLAlchemy implementation of :class:`~storage.BaseConfigStore`."""
+
+from __future__ import annotations
+
+import math
+import string
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from enum import Enum
+from pathlib import PurePath
+from typing import Any, TypeVar
+
+from sqlalchemy import exc, func, or_, select
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.orm import Session, contains_eager, selectinload
+
+from ._base import (
+    DIRECTIONS,
+    SWEEP_STATES,
+    BaseConfigStore,
+    BestConfigRecord,
+    SchemaNotReadyError,
+    StoreError,
+    StoreUnavailableError,
+)
+from ._engine import (
+    SQLITE_BEGIN_OPTION,
+    make_engine,
+    not_ready,
+    parse_url,
+    sqlite_file,
+    translate_error,
+)
+from ._migrate import head_revision, known_revisions, revision_of, upgrade_engine
+from ._models import BestConfig, BestConfigHistory, Device, Sweep, Workload, utcnow
+from ._urls import normalize_url, redact_url
+
+__all__ = ["SQLConfigStore", "open_store"]
+
+T = TypeVar("T")
+_HEX = frozenset(string.hexdigits.lower())
+_FINAL_SWEEP_STATES = tuple(s for s in SWEEP_STATES if s != "running")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _jsonable(value: Any) -> Any:
+    """A JSON-safe copy of ``value``: numpy scalars/arrays become Python numbers/lists,
+    tuples and sets become lists, datetimes ISO strings, non-finite floats ``None``
+    (PostgreSQL's JSON rejects NaN/Infinity), anything else ``str()``."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return _jsonable(value.value)
+    if isinstance(value, PurePath):
+        return str(value)
+    for attr in ("tolist", "item"):  # numpy arrays / numpy, torch scalars
+        fn = getattr(value, attr, None)
+        if callable(fn):
+            try:
+                return _jsonable(fn())
+            except Exception:  # fall back to str()
+                continue
+    return str(value)
+
+
+def _json_dict(value: dict[str, Any] | None, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be a dict, got {type(value).__name__}")
+    return _jsonable(value)
+
+
+def _finite(value: Any, what: str) -> float:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number, got {value!r}") from None
+    if not math.isfinite(f):
+        raise ValueError(f"{what} must be finite, got {value!r}")
+    return f
+
+
+def _opt_float(value: Any) -> float | None:
+    """Optional float; non-finite values are stored as NULL."""
+    if value is None:
+        return None
+    f = float(value)
+    return f if math.isfinite(f) else None
+
+
+def _fingerprint(fp: str) -> str:
+    fp = (fp or "").strip().lower()
+    if not fp:
+        raise ValueError("device fingerprint must not be empty")
+    if len(fp) > 128:
+        raise ValueError("device fingerprint longer than 128 characters")
+    return fp
+
+
+def _is_better_or_equal(new: float, old: float, direction: str) -> bool:
+    return new <= old if direction == "minimize" else new >= old
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.isoformat() if dt is not None else None
+
+
+def _history_dict(h: BestConfigHistory) -> dict[str, Any]:
+    return {
+        "config": h.config,
+        "value": h.value,
+        "spread": h.spread,
+        "speedup": h.speedup,
+        "metrics": h.metrics,
+        "baseline_value": h.baseline_value,
+        "mlflow_run_id": h.mlflow_run_id,
+        "sweep_id": h.sweep_id,
+        "recorded_at": _iso(h.recorded_at),
+        "reason": h.reason,
+    }
+
+
+def _record(row: BestConfig) -> BestConfigRecord:
+    history = sorted(row.history, key=lambda h: (h.recorded_at, h.id), reverse=True)
+    return BestConfigRecord(
+        id=row.id,
+        workload=row.workload.name,
+        framework=row.framework,
+        device_kind=row.device.kind,
+        device_name=row.device.name,
+        device_fingerprint=row.device.fingerprint,
+        objective=row.objective,
+        direction=row.direction,
+        unit=row.unit,
+        config=row.config,
+        value=row.value,
+        spread=row.spread,
+        metrics=row.metrics,
+        baseline_config=row.baseline_config,
+        baseline_value=row.baseline_value,
+        speedup=row.speedup,
+        mlflow_run_id=row.mlflow_run_id,
+        sweep_id=row.sweep_id,
+        study_name=row.sweep.study_name if row.sweep is not None else None,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        history=[_history_dict(h) for h in history],
+    )
+
+
+def _sweep_dict(sw: Sweep) -> dict[str, Any]:
+    return {
+        "id": sw.id,
+        "study_name": sw.study_name,
+        "workload": sw.workload.name,
+        "framework": sw.workload.framework,
+        "device_fingerprint": sw.device.fingerprint,
+        "device_kind": sw.device.kind,
+        "device_name": sw.device.name,
+        "objective": sw.objective,
+        "state": sw.state,
+        "started_at": _iso(sw.started_at),
+        "finished_at": _iso(sw.finished_at),
+        "n_trials": sw.n_trials,
+        "n_complete": sw.n_complete,
+        "mlflow_run_id": sw.mlflow_run_id,
+        "settings": sw.settings,
+        "summary": sw.summary,
+    }
+
+
+def _sort_key(rec: BestConfigRecord) -> tuple[str, float, int]:
+    return (rec.objective, rec.value if rec.direction == "minimize" else -rec.value, rec.id)
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class SQLConfigStore(BaseConfigStore):
+    """Config store on any SQLAlchemy database (tested: SQLite files, PostgreSQL/psycopg 3).
+
+    Use :func:`open_store` to get one: it checks that the database is reachable and its
+    schema current. Constructing ``SQLConfigStore(url)`` directly neither connects nor
+    checks the schema.
+
+    * **Ownership**: the store creates and owns one :class:`~sqlalchemy.engine.Engine`
+      (connection pool); :meth:`close` (or leaving ``with store:``) disposes it. Nothing
+      else should close it; :attr:`engine` is exposed for tests and migrations only.
+    * **Sessions**: every public method opens its own short-lived
+      :class:`~sqlalchemy.orm.Session` and transaction and closes both before returning;
+      no ORM object escapes (records are plain dataclasses / dicts).
+    * **Thread safety**: consequently one store object can be shared by any number of
+      threads. Several processes may use the same database concurrently: on PostgreSQL
+      :meth:`save_best` and the upserts lock the affected row (``SELECT ... FOR UPDATE``)
+      and retry once on a unique-key insert race; on SQLite every writing transaction
+      starts with ``BEGIN IMMEDIATE`` (WAL mode, 30 s busy timeout), which serialises
+      writers.
+    * In-memory SQLite (``sqlite://``) works with one shared connection, for tests only.
+    """
+
+    def __init__(self, url: str | URL) -> None:
+        self._url: URL = parse_url(normalize_url(url)) if isinstance(url, str) else url
+        self._engine: Engine = make_engine(self._url)
+        self._closed = False
+
+    # -- plumbing -----------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The database URL with the password redacted."""
+        return redact_url(self._url.render_as_string(hide_password=False))
+
+    @property
+    def engine(self) -> Engine:
+        """The engine owned by this store (do not dispose it yourself)."""
+        return self._engine
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._engine.dispose()
+
+    def __enter__(self) -> SQLConfigStore:
+        return self
+
+    def __repr__(self) -> str:
+        return f"SQLConfigStore({self.url!r})"
+
+    @contextmanager
+    def _tx(self, *, write: bool = False) -> Iterator[Session]:
+        """One session + transaction; commits on success, rolls back on error.
+
+        ``IntegrityError`` is re-raised as is (callers retry), other database errors are
+        translated to :class:`StoreError` subclasses.
+        """
+        if self._closed:
+            raise StoreError("the perftune config store is closed")
+        try:
+            with self._engine.connect() as conn:
+                if write and conn.dialect.name == "sqlite":
+                    conn.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+                with Session(bind=conn, expire_on_commit=False, autoflush=True) as s, s.begin():
+                    yield s
+        except exc.IntegrityError:
+            raise
+        except (exc.SQLAlchemyError, ImportError) as e:
+            err = translate_error(e, self._url)
+            raise err from (None if isinstance(err, StoreUnavailableError) else e)
+
+    def _retry_integrity(self, fn: Callable[[], T], what: str) -> T:
+        """Run ``fn`` (one transaction); on a unique-key race retry it once."""
+        try:
+            return fn()
+        except exc.IntegrityError:
+            pass
+        try:
+            return fn()
+        except exc.IntegrityError as e:
+            raise StoreError(f"{what} failed: {translate_error(e, self._url)}") from e
+
+    @staticmethod
+    def _workload_id(s: Session, name: str, framework: str) -> int:
+        wid = s.scalar(
+            select(Workload.id).where(Workload.name == name, Workload.framework == framework)
+        )
+        if wid is None:
+            raise StoreError(
+                f"unknown workload {name!r} (framework {framework!r}): call upsert_workload first"
+            )
+        return wid
+
+    @staticmethod
+    def _device_id(s: Session, fingerprint: str) -> int:
+        did = s.scalar(select(Device.id).where(Device.fingerprint == fingerprint))
+        if did is None:
+            raise StoreError(
+                f"unknown device with fingerprint {fingerprint!r}: call upsert_device first"
+            )
+        return did
+
+    # -- devices & workloads --------------------------------------------------------
+
+    def upsert_device(
+        self,
+        fingerprint: str,
+        *,
+        framework: str,
+        kind: str,
+        name: str,
+        count: int,
+        memory_bytes: int | None,
+        info: dict[str, Any],
+    ) -> int:
+        fp = _fingerprint(fingerprint)
+        info = _json_dict(info, "info")
+
+        def op() -> int:
+            with self._tx(write=True) as s:
+                now = utcnow()
+                dev = s.scalars(
+                    select(Device).where(Device.fingerprint == fp).with_for_update()
+                ).one_or_none()
+                if dev is None:
+                    dev = Device(fingerprint=fp, first_seen=now)
+                    s.add(dev)
+                dev.framework = framework
+                dev.kind = kind
+                dev.name = name
+                dev.count = int(count)
+                dev.memory_bytes = int(memory_bytes) if memory_bytes is not None else None
+                dev.info = info
+                dev.last_seen = now
+                s.flush()
+                return dev.id
+
+        return self._retry_integrity(op, "upsert_device")
+
+    def upsert_workload(self, name: str, *, framework: str, info: dict[str, Any]) -> int:
+        info = _json_dict(info, "info")
+
+        def op() -> int:
+            with self._tx(write=True) as s:
+                wl = s.scalars(
+                    select(Workload)
+                    .where(Workload.name == name, Workload.framework == framework)
+                    .with_for_update()
+                ).one_or_none()
+                if wl is None:
+                    wl = Workload(name=name, framework=framework, created_at=utcnow())
+                    s.add(wl)
+                wl.info = info
+                s.flush()
+                return wl.id
+
+        return self._retry_integrity(op, "upsert_workload")
+
+    # -- sweeps -------------------------------------------------------------------
+
+    def start_sweep(
+        self,
+        *,
+        study_name: str,
+        workload: str,
+        framework: str,
+        device_fingerprint: str,
+        objective: str,
+        settings: dict[str, Any],
+        mlflow_run_id: str | None = None,
+    ) -> int:
+        fp = _fingerprint(device_fingerprint)
+        settings = _json_dict(settings, "settings")
+        with self._tx(write=True) as s:
+            sweep = Sweep(
+                study_name=study_name,
+                workload_id=self._workload_id(s, workload, framework),
+                device_id=self._device_id(s, fp),
+                objective=objective,
+                state="running",
+                started_at=utcnow(),
+                finished_at=None,
+                n_trials=0,
+                n_complete=0,
+                mlflow_run_id=mlflow_run_id,
+                settings=settings,
+                summary=None,
+            )
+            s.add(sweep)
+            s.flush()
+            return sweep.id
+
+    def finish_sweep(
+        self,
+        sweep_id: int,
+        *,
+        state: str,
+        n_trials: int,
+        n_complete: int,
+        summary: dict[str, Any] | None = None,
+        mlflow_run_id: str | None = None,
+    ) -> None:
+        if state not in _FINAL_SWEEP_STATES:
+            raise ValueError(f"sweep state must be one of {_FINAL_SWEEP_STATES}, got {state!r}")
+        summary_json = _json_dict(summary, "summary") if summary is not None else None
+        with self._tx(write=True) as s:
+            sweep = s.get(Sweep, sweep_id, with_for_update=True)
+            if sweep is None:
+                raise StoreError(f"unknown sweep id {sweep_id}")
+            sweep.state = state
+            sweep.n_trials = int(n_trials)
+            sweep.n_complete = int(n_complete)
+            sweep.finished_at = utcnow()
+            if summary is not None:
+                sweep.summary = summary_json
+            if mlflow_run_id is not None:
+                sweep.mlflow_run_id = mlflow_run_id
+
+    def get_sweep(self, sweep_id: int) -> dict[str, Any] | None:
+        with self._tx() as s:
+            sweep = s.get(
+                Sweep,
+                sweep_id,
+                options=[selectinload(Sweep.workload), selectinload(Sweep.device)],
+            )
+            return _sweep_dict(sweep) if sweep is not None else None
+
+    # -- best configs ---------------------------------------------------------------
+
+    def save_best(
+        self,
+        *,
+        workload: str,
+        framework: str,
+        device_fingerprint: str,
+        objective: str,
+        direction: str,
+        unit: str,
+        config: dict[str, Any],
+        value: float,
+        spread: float | None,
+        metrics: dict[str, Any],
+        baseline_config: dict[str, Any] | None,
+        baseline_value: float | None,
+        speedup: float | None,
+        mlflow_run_id: str | None,
+        sweep_id: int | None,
+    ) -> tuple[BestConfigRecord, bool]:
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        fp = _fingerprint(device_fingerprint)
+        payload: dict[str, Any] = {
+            "config": _json_dict(config, "config"),
+            "value": _finite(value, "value"),
+            "spread": _opt_float(spread),
+            "metrics": _json_dict(metrics, "metrics"),
+            "baseline_value": _opt_float(baseline_value),
+            "speedup": _opt_float(speedup),
+            "mlflow_run_id": mlflow_run_id,
+            "sweep_id": sweep_id,
+        }
+        base_cfg = (
+            _json_dict(baseline_config, "baseline_config") if baseline_config is not None else None
+        )
+
+        def op() -> tuple[BestConfigRecord, bool]:
+            with self._tx(write=True) as s:
+                wid = self._workload_id(s, workload, framework)
+                did = self._device_id(s, fp)
+                if sweep_id is not None and s.get(Sweep, sweep_id) is None:
+                    raise StoreError(f"unknown sweep id {sweep_id}")
+                now = utcnow()
+                row = s.scalars(
+                    select(BestConfig)
+                    .where(
+                        BestConfig.workload_id == wid,
+                        BestConfig.framework == framework,
+                        BestConfig.device_id == did,
+                        BestConfig.objective == objective,
+                    )
+                    .with_for_update()
+                ).one_or_none()
+                if row is None:
+                    row = BestConfig(
+                        workload_id=wid,
+                        device_id=did,
+                        framework=framework,
+                        objective=objective,
+                        direction=direction,
+                        unit=unit,
+                        baseline_config=base_cfg,
+                        created_at=now,
+                        updated_at=now,
+                        **payload,
+                    )
+                    s.add(row)
+                    improved = True
+                else:
+                    if row.direction != direction:
+                        raise StoreError(
+                            f"objective {objective!r} is stored with direction "
+                            f"{row.direction!r}, got {direction!r}"
+                        )
+                    improved = _is_better_or_equal(payload["value"], row.value, direction)
+                    if improved:
+                        s.add(
+                            BestConfigHistory(
+                                best_config_id=row.id,
+                                config=row.config,
+                                value=row.value,
+                                spread=row.spread,
+                                metrics=row.metrics,
+                                baseline_value=row.baseline_value,
+                                speedup=row.speedup,
+                                mlflow_run_id=row.mlflow_run_id,
+                                sweep_id=row.sweep_id,
+                                recorded_at=now,
+                                reason="replaced",
+                            )
+                        )
+                        for key, val in payload.items():
+                            setattr(row, key, val)
+                        row.unit = unit
+                        row.baseline_config = base_cfg
+                        row.updated_at = now
+                    else:
+                        s.add(
+                            BestConfigHistory(
+                                best_config_id=row.id,
+                                recorded_at=now,
+                                reason="not_better",
+                                **payload,
+                            )
+                        )
+                s.flush()
+                s.expire(row, ["history"])
+                return _record(row), improved
+
+        return self._retry_integrity(op, "save_best")
+
+    def get_best(
+        self,
+        *,
+        workload: str,
+        framework: str | None = None,
+        device: str | None = None,
+        objective: str | None = None,
+    ) -> list[BestConfigRecord]:
+        stmt = (
+            select(BestConfig)
+            .join(BestConfig.workload)
+            .join(BestConfig.device)
+            .where(Workload.name == workload)
+            .options(
+                contains_eager(BestConfig.workload),
+                contains_eager(BestConfig.device),
+                selectinload(BestConfig.sweep),
+                selectinload(BestConfig.history),
+            )
+        )
+        if framework is not None:
+            stmt = stmt.where(BestConfig.framework == framework)
+        if objective is not None:
+            stmt = stmt.where(BestConfig.objective == objective)
+        if device is not None:
+            d = device.strip().lower()
+            conds = [func.lower(Device.kind) == d, func.lower(Device.name) == d]
+            if len(d) >= 6 and set(d) <= _HEX:
+                conds.append(Device.fingerprint.startswith(d, autoescape=True))
+            stmt = stmt.where(or_(*conds))
+        with self._tx() as s:
+            records = [_record(row) for row in s.scalars(stmt).unique()]
+        return sorted(records, key=_sort_key)
+
+    def get_best_by_id(self, best_id: int) -> BestConfigRecord | None:
+        with self._tx() as s:
+            row = s.get(
+                BestConfig,
+                best_id,
+                options=[
+                    selectinload(BestConfig.workload),
+                    selectinload(BestConfig.device),
+                    selectinload(BestConfig.sweep),
+                    selectinload(BestConfig.history),
+                ],
+            )
+            return _record(row) if row is not None else None
+
+
+# --------------------------------------------------------------------------- opening
+
+
+def open_store(url: str, *, create: bool = False) -> SQLConfigStore:
+    """Open the config store at ``url`` (see :func:`normalize_url` for accepted forms).
+
+    ``create=True`` first migrates the database to the newest schema (creating a SQLite
+    file and its directory if needed): convenient for the embedded SQLite default.
+
+    ``create=False`` never creates anything; it raises :class:`SchemaNotReadyError` if the
+    SQLite file does not exist or the schema is not at the head revision, and
+    :class:`StoreUnavailableError` if the database cannot be reached (bad URL, missing
+    driver, server down: PostgreSQL gives up after a 3 s connect timeout).
+
+    The caller owns the returned store and must :meth:`~SQLConfigStore.close` it.
+    """
+    u = parse_url(normalize_url(url))
+    path = sqlite_file(u)
+    if create:
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        store = SQLConfigStore(u)
+        try:
+            upgrade_engine(store.engine)
+        except BaseException as e:
+            store.close()
+            if isinstance(e, exc.SQLAlchemyError | ImportError):
+                err = translate_error(e, u)
+                raise err from (None if isinstance(err, StoreUnavailableError) else e)
+            raise
+        return store
+
+    if path is not None and not path.exists():
+        raise not_ready(u)
+    store = SQLConfigStore(u)
+    try:
+        with store.engine.connect() as conn:
+            rev = revision_of(conn)
+        if rev is None:
+            raise not_ready(u)
+        head = head_revision()
+        if rev != head:
+            if rev in known_revisions():
+                raise not_ready(u, f"is at schema revision {rev}, not {head}")
+            raise SchemaNotReadyError(
+                f"perftune database at {store.url} is at schema revision {rev}, unknown to "
+                "this perftune (written by a newer version?): upgrade perftune"
+            )
+    except BaseException as e:
+        store.close()
+        if isinstance(e, exc.SQLAlchemyError | ImportError):
+            err = translate_error(e, u)
+            raise err from (None if isinstance(err, StoreUnavailableError) else e)
+        raise
+    return store

@@ -1,0 +1,238 @@
+"""The built-in spaces: lookup, loading, defaults, resources, reporting."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import search_spaces
+from search_spaces import SpaceError, builtin_space_path, builtin_spaces, load_space
+
+CPU_DEFAULTS = {
+    "batch_size": 32,
+    "learning_rate": 1e-3,
+    "optimizer": "adam",
+    "beta1": 0.9,
+    "beta2": 0.999,
+    "parallel_strategy": "single",
+    "world_size": 1,
+    "num_threads": 2,
+    "precision": "fp32",
+}
+
+
+def test_import_pulls_in_no_framework_and_no_optuna():
+    code = (
+        "import sys, search_spaces\n"
+        "bad = [m for m in ('torch', 'tensorflow', 'mindspore', 'optuna') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_public_api():
+    for name in search_spaces.__all__:
+        assert hasattr(search_spaces, name)
+    assert issubclass(SpaceError, ValueError)
+    assert "choices_pow2" in search_spaces.__doc__
+
+
+def test_builtin_lookup():
+    assert builtin_spaces() == [("torch", "cpu"), ("torch", "cuda")]
+    assert builtin_space_path("torch", "cpu").name == "cpu.yaml"
+    assert builtin_space_path("torch", "cuda").name == "cuda.yaml"
+    assert builtin_space_path("PyTorch", "CPU").name == "cpu.yaml"
+    assert builtin_space_path("torch", "cpu").is_file()
+
+
+def test_builtin_lookup_missing_lists_what_exists():
+    with pytest.raises(SpaceError) as info:
+        builtin_space_path("tensorflow", "cpu")
+    message = str(info.value)
+    assert message.startswith("search space tensorflow/cpu: no built-in search space")
+    assert "available: torch/cpu, torch/cuda" in message
+    with pytest.raises(SpaceError, match="invalid device class"):
+        builtin_space_path("torch", "../cpu")
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_builtins_load(device, resources):
+    space = load_space("torch", device, resources=resources)
+    assert space.name == f"torch/{device}"
+    assert space.resources == resources
+    space.validate_config(space.defaults(), what="defaults")
+    assert space.violations(space.defaults()) == []
+    json.dumps(space.to_dict())  # JSON-able
+
+
+def test_cpu_defaults(cpu_space):
+    assert cpu_space.defaults() == CPU_DEFAULTS
+    assert list(cpu_space.params) == [
+        "batch_size",
+        "learning_rate",
+        "optimizer",
+        "momentum",
+        "beta1",
+        "beta2",
+        "weight_decay",
+        "parallel_strategy",
+        "world_size",
+        "num_threads",
+        "precision",
+    ]
+    assert cpu_space.params["batch_size"].choices == (8, 16, 32, 64, 128, 256, 512)
+    assert cpu_space.params["num_threads"].high == 2
+    assert [c.expr for c in cpu_space.constraints] == ["world_size * num_threads <= cores"]
+    assert "compile" not in cpu_space.params
+
+
+def test_cpu_defaults_follow_cores(resources):
+    space = load_space("torch", "cpu", resources={**resources, "cores": 16})
+    assert space.defaults()["num_threads"] == 16
+    assert space.params["world_size"].high == 16
+
+
+def test_cpu_with_one_core_drops_ddp(resources):
+    space = load_space("torch", "cpu", resources={**resources, "cores": 1})
+    assert space.params["parallel_strategy"].choices == ("single",)
+    assert space.params["world_size"].disabled is not None
+    assert space.defaults()["world_size"] == 1
+
+
+def test_cuda_on_one_gpu_drops_data_parallel(resources):
+    space = load_space("torch", "cuda", resources=resources)
+    strategy = space.params["parallel_strategy"]
+    assert strategy.choices == ("single",)
+    assert [v for v, _ in strategy.dropped] == ["dp", "ddp"]
+    assert "params.world_size has an empty domain" in strategy.dropped[0][1]
+    assert "low 2 > high device_count = 1" in space.params["world_size"].disabled
+    assert space.defaults()["world_size"] == 1
+    assert "world_size" not in space.grid()
+    # reported by describe() and to_dict()
+    rows = dict(space.describe())
+    assert "dropped dp, ddp" in rows["parallel_strategy"]
+    assert rows["world_size"].startswith("never active")
+    data = space.to_dict()
+    assert data["params"]["parallel_strategy"]["choices"] == ["single"]
+    assert [d["value"] for d in data["params"]["parallel_strategy"]["dropped"]] == ["dp", "ddp"]
+    assert "empty domain" in data["params"]["world_size"]["disabled"]
+
+
+def test_cuda_on_four_gpus_keeps_data_parallel(resources):
+    space = load_space("torch", "cuda", resources={**resources, "device_count": 4})
+    assert space.params["parallel_strategy"].choices == ("single", "dp", "ddp")
+    assert not space.params["parallel_strategy"].dropped
+    world = space.params["world_size"]
+    assert (world.low, world.high, world.disabled) == (2, 4, None)
+    config = {**space.defaults(), "parallel_strategy": "ddp", "world_size": 4}
+    space.validate_config(config)
+
+
+def test_cuda_contents(resources):
+    space = load_space("torch", "cuda", resources=resources)
+    p = space.params
+    assert p["batch_size"].choices[0] == 8 and p["batch_size"].choices[-1] == 4096
+    assert p["precision"].choices == ("fp32", "tf32", "bf16", "fp16")
+    assert p["compile"].choices == ("none", "default", "max-autotune")
+    assert p["channels_last"].choices == (False, True)
+    assert "num_threads" not in p
+    defaults = space.defaults()
+    assert defaults["compile"] == "none"
+    assert defaults["channels_last"] is False
+    assert defaults["batch_size"] == 32
+    assert space.constraints[0].expr == "parallel_strategy == 'single' or device_count >= 2"
+
+
+def test_describe_rows(cpu_space):
+    rows = dict(cpu_space.describe())
+    assert rows["batch_size"].startswith("{8, 16, 32, 64, 128, 256, 512} (powers of two)")
+    assert rows["learning_rate"] == "float [0.0001, 0.03] log; default 0.001"
+    assert "only if optimizer in {sgd, rmsprop}" in rows["momentum"]
+    assert rows["world_size"].endswith("else 1")
+    assert rows["num_threads"] == "int [1, 2]; default 2"
+
+
+def test_to_dict(cpu_space):
+    data = cpu_space.to_dict()
+    assert data["name"] == "torch/cpu"
+    assert data["resources"] == {"cores": 2, "device_count": 1, "memory_gib": 23}
+    assert data["params"]["learning_rate"] == {
+        "type": "float",
+        "low": 1e-4,
+        "high": 3e-2,
+        "log": True,
+        "default": 1e-3,
+        "source": "cpu.yaml",
+    }
+    assert data["params"]["world_size"]["when"] == {"parallel_strategy": ["ddp"]}
+    assert data["params"]["world_size"]["otherwise"] == 1
+    assert data["constraints"][0]["message"].startswith("ranks x threads")
+
+
+def test_violations_oversubscription(cpu_space):
+    config = {**cpu_space.defaults(), "parallel_strategy": "ddp", "world_size": 2}
+    assert config["num_threads"] == 2
+    assert cpu_space.violations(config) == [
+        "world_size * num_threads <= cores: ranks x threads must not oversubscribe the CPU cores"
+    ]
+    with pytest.raises(SpaceError) as info:
+        cpu_space.validate_config(config)
+    assert str(info.value).startswith("search space torch/cpu: config: violates constraint")
+    assert cpu_space.violations({**config, "num_threads": 1}) == []
+
+
+def test_constraint_skipped_when_a_name_is_absent(cpu_space):
+    config = dict(cpu_space.defaults())
+    del config["world_size"]  # as if inactive without `otherwise`
+    assert cpu_space.violations(config) == []
+
+
+def test_validate_config_domain_errors(cpu_space):
+    good = cpu_space.defaults()
+    cases = [
+        ({"batch_size": 33}, "config.batch_size: 33 is outside {8, 16"),
+        ({"learning_rate": 0.5}, "config.learning_rate: 0.5 is outside float [0.0001, 0.03] log"),
+        ({"optimizer": "lamb"}, "config.optimizer: 'lamb' is outside"),
+        ({"num_threads": 3}, "config.num_threads: 3 is outside int [1, 2]"),
+        ({"momentum": 0.9}, "config.momentum: set, but the parameter is inactive"),
+        ({"world_size": 2}, "config.world_size: 2 given, but the parameter is inactive"),
+        ({"colour": 1}, "config.colour: unknown parameter"),
+    ]
+    for change, fragment in cases:
+        with pytest.raises(SpaceError) as info:
+            cpu_space.validate_config({**good, **change})
+        assert fragment in str(info.value), str(info.value)
+    missing = dict(good)
+    del missing["beta1"]
+    with pytest.raises(SpaceError, match=r"config\.beta1: missing"):
+        cpu_space.validate_config(missing)
+
+
+def test_resources_are_checked():
+    with pytest.raises(SpaceError, match=r"resources\.cores: expected a number"):
+        load_space("torch", "cpu", resources={"cores": "many"})
+    with pytest.raises(SpaceError) as info:
+        load_space("torch", "cpu", resources={"device_count": 1})
+    assert str(info.value) == (
+        "search space cpu.yaml: params.world_size.high: expression 'cores': "
+        "unknown name 'cores' (resources: device_count)"
+    )
+
+
+def test_docstring_examples_load(write_yaml, resources):
+    doc = search_spaces.__doc__
+    example = textwrap.dedent(doc[doc.index("    version: 1") : doc.index("Top-level keys")])
+    path = write_yaml("extends: none\n" + example, name="example.yaml")
+    space = load_space("torch", "cpu", resources=resources, override=path)
+    assert space.defaults()["num_threads"] == 2
+    override = textwrap.dedent(
+        doc[doc.index("    extends: builtin") : doc.index("Every problem raises")]
+    )
+    path = write_yaml(override, name="override.yaml")
+    space = load_space("torch", "cpu", resources=resources, override=path)
+    assert "precision" not in space.params
+    assert space.constraints[-1].expr == "batch_size * grad_accum <= 512"

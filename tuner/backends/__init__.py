@@ -1,0 +1,53 @@
+"""Framework backends.
+
+One small abstract base, :class:`Backend`, and one implementation per framework in a private
+module. Nothing here imports a framework: a backend imports its framework when its methods run,
+inside a trial worker process.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from tuner.backends._base import (
+    Backend,
+    Channel,
+    NullChannel,
+    TrialOutcome,
+    TrialRequest,
+    classify_exception,
+    classify_exit,
+)
+from tuner.backends._torch import TorchBackend
+from tuner.errors import UsageError
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "Channel",
+    "NullChannel",
+    "TorchBackend",
+    "TrialOutcome",
+    "TrialRequest",
+    "classify_exception",
+    "classify_exit",
+    "get_backend",
+    "installed",
+]
+
+#: Registered backends by ``--framework`` name.
+BACKENDS: dict[str, type[Backend]] = {TorchBackend.name: TorchBackend}
+
+
+def get_backend(name: str) -> type[Backend]:
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise UsageError(
+            f"--framework {name}: unknown framework (choose from: {', '.join(BACKENDS)})"
+        ) from None
+
+
+def installed(name: str) -> bool:
+    """Whether the backend's framework is importable in *this* interpreter (no import done)."""
+    return importlib.util.find_spec(get_backend(name).module) is not None

@@ -1,0 +1,170 @@
+"""The framework backend interface (stdlib only: importable without any framework).
+
+A backend runs *inside a trial worker process*: it imports its framework lazily, discovers
+devices, and trains a :class:`~tuner.workload.Workload` with one configuration, reporting
+intermediate values through a :class:`Channel` so that the sweep process can prune.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tuner.errors import Diverged, TrialError
+
+
+@dataclass
+class TrialRequest:
+    """Everything a worker needs to run one trial; JSON-serialisable (sent over the protocol)."""
+
+    workload: str
+    framework: str
+    device: str
+    config: dict[str, Any]
+    measure: str = "converge"  # "converge" (time-to-target) or "throughput"
+    seed: int = 0
+    budget_s: float | None = None  # overrides the workload's budget when set
+    timeout_s: float = 300.0
+    trial_number: int | None = None
+    log_path: str | None = None
+    warmup_s: float = 0.5
+    window_s: float = 0.5
+    repeats: int = 5
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrialRequest:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class TrialOutcome:
+    """What came of a trial, as the sweep process sees it.
+
+    ``status`` is ``"ok"`` (metrics measured), ``"pruned"`` (stopped by the pruner), or
+    ``"failed"`` with ``cause`` one of :data:`tuner.errors.FAILURE_CAUSES`.
+    """
+
+    status: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    curves: dict[str, list] = field(default_factory=dict)
+    cause: str | None = None
+    message: str | None = None
+    wall_s: float | None = None
+    log_path: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Channel(abc.ABC):
+    """How a running trial talks to the sweep process. Used from the trial's main thread only."""
+
+    @abc.abstractmethod
+    def report(self, step: int, value: float) -> bool:
+        """Report an intermediate objective value at ``step``; return True if the trial should
+        stop (pruned)."""
+
+    def fail(self, cause: str, message: str) -> None:  # noqa: B027 - optional hook
+        """End the trial from any thread with a known cause (e.g. a DDP rank died).
+
+        Implementations must be thread safe; the default does nothing."""
+
+
+class NullChannel(Channel):
+    """A channel that never prunes (confirmation runs, direct use)."""
+
+    def report(self, step: int, value: float) -> bool:
+        return False
+
+
+class Backend(abc.ABC):
+    """A deep-learning framework, as perftune drives it.
+
+    Class attributes describe the backend *without importing the framework*, so the sweep
+    process can validate a search space against them. Methods other than :meth:`capabilities`
+    run in a trial worker process and may import the framework.
+    """
+
+    #: Registry name, also the ``--framework`` value.
+    name: str = ""
+    #: The Python module of the framework (for "is it installed" checks).
+    module: str = ""
+    #: Device classes this backend can drive, e.g. ``("cpu", "cuda")``.
+    device_classes: tuple[str, ...] = ()
+
+    @classmethod
+    @abc.abstractmethod
+    def capabilities(cls, device_class: str) -> dict[str, Any]:
+        """``{"params": [...], "choices": {param: [...]}}``: what the backend honours on a device
+        class. A search space naming anything else is rejected before the sweep starts."""
+
+    @abc.abstractmethod
+    def preload(self) -> dict[str, str]:
+        """Import the framework without initialising any device (the worker forks trials after
+        this); return version strings."""
+
+    @abc.abstractmethod
+    def devices(self) -> list[dict[str, Any]]:
+        """Devices the framework finds: dicts with at least ``kind``, ``name``, ``count``,
+        ``memory_bytes`` and ``versions``."""
+
+    @abc.abstractmethod
+    def run_trial(self, workload: Any, request: TrialRequest, channel: Channel) -> dict[str, Any]:
+        """Train ``workload`` with ``request.config``; return ``{"metrics": {...}, "curves":
+        {...}, "pruned": bool}``. Raise :class:`~tuner.errors.TrialError` subclasses (or let
+        framework errors through) to fail; :func:`classify_exception` names the cause."""
+
+
+_OOM_MARKERS = (
+    "out of memory",
+    "can't allocate memory",
+    "cannot allocate memory",
+    "outofmemoryerror",
+    "resourceexhaustederror",
+    "resource exhausted",
+    "failed to allocate",
+    "oom when allocating",
+)
+
+
+def classify_exception(exc: BaseException) -> str:
+    """The failure cause of an exception raised by a trial: the one place OOM is recognised."""
+    if isinstance(exc, TrialError):
+        return exc.cause
+    if isinstance(exc, MemoryError):
+        return "oom"
+    text = f"{type(exc).__name__}: {exc}".lower()
+    if any(marker in text for marker in _OOM_MARKERS):
+        return "oom"
+    return "crash"
+
+
+def classify_exit(status: int, *, killed_for_timeout: bool) -> tuple[str, str]:
+    """The failure cause of a trial process that ended without a result, from its wait status."""
+    if killed_for_timeout:
+        return "timeout", "exceeded the trial timeout and was killed"
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig == 9:
+            return "oom", "killed by SIGKILL (most likely the kernel's out-of-memory killer)"
+        import signal
+
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        return "crash", f"killed by {name}"
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else status
+    return "crash", f"exited with status {code} before reporting a result"
+
+
+def check_finite(loss: float, step: int) -> None:
+    if not math.isfinite(loss):
+        raise Diverged(f"training loss became {loss} at step {step}")

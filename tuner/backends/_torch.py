@@ -1,0 +1,504 @@
+"""PyTorch backend: runs in a trial worker, imports torch when used.
+
+Strategies: ``single`` (one process) and ``ddp`` (DistributedDataParallel over ``world_size``
+forked processes; gloo on the CPU). Precision: ``fp32`` or ``bf16`` autocast. ``batch_size`` is
+per process; the global batch is ``batch_size * world_size``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+from tuner.backends._base import Backend, Channel, TrialRequest, check_finite
+from tuner.errors import InvalidConfig
+
+_OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+_COMMON = ("batch_size", "learning_rate", "optimizer", "momentum", "beta1", "beta2",
+           "weight_decay", "parallel_strategy", "world_size", "precision")  # fmt: skip
+
+
+def _rss_peak_mb() -> float:
+    """Peak resident set size of this process (VmHWM), in MiB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+class TorchBackend(Backend):
+    name = "torch"
+    module = "torch"
+    device_classes = ("cpu", "cuda")
+
+    @classmethod
+    def capabilities(cls, device_class: str) -> dict[str, Any]:
+        if device_class == "cpu":
+            return {
+                "params": [*_COMMON, "num_threads"],
+                "choices": {
+                    "optimizer": list(_OPTIMIZERS),
+                    "parallel_strategy": ["single", "ddp"],
+                    "precision": ["fp32", "bf16"],
+                },
+            }
+        return {
+            "params": [*_COMMON, "compile", "channels_last", "num_threads"],
+            "choices": {
+                "optimizer": list(_OPTIMIZERS),
+                "parallel_strategy": ["single", "ddp"],
+                "precision": ["fp32", "tf32", "bf16", "fp16"],
+                "compile": ["none", "default", "max-autotune"],
+                "channels_last": [False, True],
+            },
+        }
+
+    def preload(self) -> dict[str, str]:
+        import torch  # import only: no device initialised, safe to fork after
+        import torch.distributed  # noqa: F401
+        import torch.nn.parallel  # noqa: F401
+
+        # Building an optimizer the first time imports torch._dynamo and friends (~1 s): pay it
+        # once here rather than in every forked trial. A 1-element CPU tensor starts no threads.
+        p = torch.zeros(1, requires_grad=True)
+        for opt in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop,
+                    torch.optim.Adagrad):  # fmt: skip
+            opt([p], lr=0.1)
+
+        return self._versions()
+
+    def _versions(self) -> dict[str, str]:
+        import torch
+
+        return {"torch": torch.__version__, "python": platform.python_version()}
+
+    def devices(self) -> list[dict[str, Any]]:
+        import torch
+
+        try:
+            import psutil
+
+            mem = psutil.virtual_memory().total
+        except ImportError:
+            mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        found = [
+            {
+                "kind": "cpu",
+                "name": _cpu_name(),
+                "count": 1,
+                "memory_bytes": int(mem),
+                "cores": usable_cores(),
+                "versions": self._versions(),
+                "bf16": True,
+            }
+        ]
+        if torch.cuda.is_available():
+            n = torch.cuda.device_count()
+            props = torch.cuda.get_device_properties(0)
+            found.append(
+                {
+                    "kind": "cuda",
+                    "name": props.name,
+                    "count": n,
+                    "memory_bytes": int(props.total_memory),
+                    "compute_capability": f"{props.major}.{props.minor}",
+                    "cores": usable_cores(),
+                    "versions": {**self._versions(), "cuda": str(torch.version.cuda)},
+                    "bf16": bool(torch.cuda.is_bf16_supported()),
+                }
+            )
+        return found
+
+    # ------------------------------------------------------------------ trials
+    def run_trial(self, workload: Any, request: TrialRequest, channel: Channel) -> dict[str, Any]:
+        cfg = request.config
+        strategy = cfg.get("parallel_strategy", "single")
+        world = int(cfg.get("world_size", 1)) if strategy == "ddp" else 1
+        if strategy not in ("single", "ddp"):
+            raise InvalidConfig(f"parallel_strategy {strategy!r} is not supported by this backend")
+        if strategy == "ddp" and world < 2:
+            raise InvalidConfig("ddp needs world_size >= 2")
+        if cfg.get("optimizer", "adam") not in _OPTIMIZERS:
+            raise InvalidConfig(f"optimizer {cfg.get('optimizer')!r} is not supported")
+        if world == 1:
+            return _Trainer(workload, request, channel, rank=0, world=1).run()
+        return _run_ddp(workload, request, channel, world)
+
+
+def _run_ddp(workload: Any, request: TrialRequest, channel: Channel, world: int) -> dict[str, Any]:
+    """Fork ``world - 1`` more ranks (the trial process is rank 0) and rendezvous over gloo.
+
+    All ranks share the trial's process group, so the worker's kill on timeout reaches them all.
+    A rank that dies ends the trial at once (instead of rank 0 waiting in a collective).
+    """
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    store_dir = tempfile.mkdtemp(prefix="perftune-ddp-")
+    store_path = os.path.join(store_dir, "store")
+    pids = []
+    for rank in range(1, world):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the forked rank
+            code = 0
+            try:
+                _Trainer(workload, request, None, rank=rank, world=world, store=store_path).run()
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+                code = 1
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        pids.append(pid)
+
+    def watch() -> None:
+        for pid in pids:
+            _, status = os.waitpid(pid, 0)
+            if status != 0:
+                # Rank 0 would otherwise wait in a collective until the gloo timeout.
+                killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == 9
+                cause = "oom" if killed else "crash"
+                how = "was killed by SIGKILL" if killed else f"ended with wait status {status}"
+                channel.fail(cause, f"ddp rank process {pid} {how}")
+                os._exit(3)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        return _Trainer(workload, request, channel, rank=0, world=world, store=store_path).run()
+    finally:
+        watcher.join(timeout=30)
+        with contextlib.suppress(OSError):
+            os.remove(store_path)
+            os.rmdir(store_dir)
+
+
+class _Trainer:
+    """One rank's training loop, for both measures."""
+
+    def __init__(self, workload, request: TrialRequest, channel: Channel | None, *, rank: int,
+                 world: int, store: str | None = None) -> None:  # fmt: skip
+        import torch
+
+        self.t_start = time.perf_counter()
+        self.torch = torch
+        self.workload, self.req, self.channel = workload, request, channel
+        self.cfg = request.config
+        self.rank, self.world = rank, world
+        threads = int(self.cfg.get("num_threads") or max(1, usable_cores() // world))
+        torch.set_num_threads(threads)
+        torch.manual_seed(request.seed)
+        self.device = torch.device(request.device if request.device != "cpu" else "cpu")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device.index or rank)
+            torch.cuda.reset_peak_memory_stats()
+        if world > 1:
+            import datetime
+
+            import torch.distributed as dist
+
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            dist.init_process_group(
+                backend,
+                store=dist.FileStore(store, world),
+                rank=rank,
+                world_size=world,
+                timeout=datetime.timedelta(seconds=max(60.0, request.timeout_s)),
+            )
+        self.rss_start = _rss_peak_mb()
+
+    # -- setup
+    def _tensors(self):
+        torch = self.torch
+        x_tr, y_tr, x_va, y_va = self.workload.data()
+
+        def as_t(a, floating):
+            t = a if isinstance(a, torch.Tensor) else torch.as_tensor(a)
+            if floating and not t.is_floating_point():
+                t = t.float()
+            return t.to(self.device)
+
+        classification = self.workload.loss == "cross_entropy"
+        return (as_t(x_tr, True), as_t(y_tr, not classification),
+                as_t(x_va, True), as_t(y_va, not classification))  # fmt: skip
+
+    def _optimizer(self, params):
+        torch, c = self.torch, self.cfg
+        name, lr = c.get("optimizer", "adam"), float(c.get("learning_rate", 1e-3))
+        betas = (float(c.get("beta1", 0.9)), float(c.get("beta2", 0.999)))
+        if name == "sgd":
+            return torch.optim.SGD(params, lr=lr, momentum=float(c.get("momentum", 0.0)))
+        if name == "adam":
+            return torch.optim.Adam(params, lr=lr, betas=betas)
+        if name == "adamw":
+            return torch.optim.AdamW(params, lr=lr, betas=betas,
+                                     weight_decay=float(c.get("weight_decay", 1e-2)))  # fmt: skip
+        if name == "rmsprop":
+            return torch.optim.RMSprop(params, lr=lr, momentum=float(c.get("momentum", 0.0)))
+        if name == "adagrad":
+            return torch.optim.Adagrad(params, lr=lr)
+        raise InvalidConfig(f"optimizer {name!r} is not supported")
+
+    def _loss_fn(self):
+        F = self.torch.nn.functional
+        loss = self.workload.loss
+        if callable(loss):
+            return loss
+        if loss == "cross_entropy":
+            return F.cross_entropy
+        if loss == "mse":
+            return F.mse_loss
+        raise InvalidConfig(f"workload loss {loss!r} is not known (use a callable)")
+
+    def _metric(self, out, y) -> float:
+        metric = self.workload.metric
+        if callable(metric):
+            return float(metric(out, y))
+        if metric == "accuracy":
+            return float((out.argmax(dim=1) == y).float().mean().item())
+        if metric == "mse":
+            return float(self.torch.nn.functional.mse_loss(out.float(), y.float()).item())
+        raise InvalidConfig(f"workload metric {metric!r} is not known (use a callable)")
+
+    def _autocast(self):
+        precision = self.cfg.get("precision", "fp32")
+        if precision == "fp32":
+            return contextlib.nullcontext()
+        if precision == "bf16":
+            return self.torch.autocast(self.device.type, dtype=self.torch.bfloat16)
+        raise InvalidConfig(f"precision {precision!r} is not supported on {self.device.type}")
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize()
+
+    def _agree(self, flag: bool) -> bool:
+        """Rank 0's decision, made the same on every rank (a no-op with one process)."""
+        if self.world == 1:
+            return flag
+        t = self.torch.tensor([1 if flag else 0], dtype=self.torch.int32)
+        self.torch.distributed.broadcast(t, src=0)
+        return bool(t.item())
+
+    def _broadcast_int(self, value: int) -> int:
+        if self.world == 1:
+            return value
+        t = self.torch.tensor([value], dtype=self.torch.int64)
+        self.torch.distributed.broadcast(t, src=0)
+        return int(t.item())
+
+    def _batches(self, n: int, bs: int, epoch_seed: int):
+        """Endless stream of this rank's index batches: shuffled per epoch, the same
+        permutation on every rank, each global batch split across ranks."""
+        torch = self.torch
+        gen = torch.Generator().manual_seed(epoch_seed)
+        gb = bs * self.world
+        epoch = 0
+        while True:
+            perm = torch.randperm(n, generator=gen)
+            for i in range(0, n, gb):
+                chunk = perm[i : i + gb]
+                if len(chunk) < self.world:
+                    continue
+                yield epoch, chunk[self.rank :: self.world]
+            epoch += 1
+
+    # -- run
+    def run(self) -> dict[str, Any]:
+        torch = self.torch
+        try:
+            x_tr, y_tr, x_va, y_va = self._tensors()
+            model = self.workload.model().to(self.device)
+            self.eval_model = model
+            if self.world > 1:
+                from torch.nn.parallel import DistributedDataParallel as DDP
+
+                model = DDP(model)
+            opt = self._optimizer(model.parameters())
+            loss_fn = self._loss_fn()
+            bs = int(self.cfg.get("batch_size", 32))
+            self.global_bs = bs * self.world
+            batches = self._batches(len(x_tr), bs, self.req.seed)
+            autocast = self._autocast()
+            model.train()
+
+            def step():
+                epoch, idx = next(batches)
+                xb, yb = x_tr[idx], y_tr[idx]
+                with autocast:
+                    loss = loss_fn(model(xb), yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                return epoch, loss, len(idx)
+
+            self.setup_s = time.perf_counter() - self.t_start
+            if self.req.measure == "throughput":
+                result = self._throughput(step)
+            else:
+                result = self._converge(step, model, x_va, y_va)
+            result["metrics"].update(self._memory())
+            result["metrics"]["setup_s"] = self.setup_s
+            result["metrics"]["global_batch_size"] = self.global_bs
+            result["metrics"]["world_size"] = self.world
+            return result
+        finally:
+            if self.world > 1 and torch.distributed.is_initialized():
+                with contextlib.suppress(Exception):
+                    torch.distributed.destroy_process_group()
+
+    def _memory(self) -> dict[str, float]:
+        torch = self.torch
+        peak = _rss_peak_mb()
+        out = {"peak_rss_mb": peak, "rss_growth_mb": max(0.0, peak - self.rss_start)}
+        if self.device.type == "cuda":
+            out["peak_device_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        if self.world > 1:
+            gathered: list[Any] = [None] * self.world
+            torch.distributed.all_gather_object(gathered, out)
+            out = {k: float(sum(g[k] for g in gathered)) for k in out}
+        return out
+
+    def _evaluate(self, x_va, y_va) -> float:
+        torch, model = self.torch, self.eval_model
+        model.eval()
+        outs = []
+        with torch.no_grad(), self._autocast():
+            for i in range(0, len(x_va), 4096):
+                outs.append(model(x_va[i : i + 4096]).float())
+        model.train()
+        return self._metric(torch.cat(outs), y_va)
+
+    def _converge(self, step, model, x_va, y_va) -> dict[str, Any]:
+        wl, req = self.workload, self.req
+        budget = float(req.budget_s or wl.budget_s)
+        interval = float(wl.eval_interval_s)
+        check_every = 1 if self.world == 1 else 8
+        train_s = eval_s = 0.0
+        steps = samples = evals = 0
+        epoch = 0
+        curve: list[list[float]] = []
+        reached = pruned = False
+        metric = math.nan
+        seg = time.perf_counter()
+        while True:
+            epoch, loss, n = step()
+            steps += 1
+            samples += n * self.world
+            if steps % check_every:
+                continue
+            due = time.perf_counter() - seg + train_s >= interval * (evals + 1)
+            if not self._agree(due):
+                continue
+            self._sync()
+            now = time.perf_counter()
+            train_s += now - seg
+            loss_v = float(loss.detach().float().item())
+            check_finite(loss_v, steps)
+            stop = False
+            if self.rank == 0:
+                metric = self._evaluate(x_va, y_va)
+                evals += 1
+                curve.append([evals, round(train_s, 4), metric, loss_v])
+                reached = wl.reached(metric)
+                if not reached and self.channel is not None:
+                    pruned = self.channel.report(evals, wl.gap(metric))
+                stop = reached or pruned or train_s >= budget
+            else:
+                evals += 1
+            stop = self._agree(stop)
+            seg = time.perf_counter()
+            eval_s += seg - now
+            if stop:
+                break
+        metrics = {
+            "reached_target": reached,
+            "time_to_target_s": train_s if reached else None,
+            "train_time_s": train_s,
+            "eval_time_s": eval_s,
+            "final_metric": metric,
+            "target": float(wl.target),
+            "evals": evals,
+            "steps": steps,
+            "samples": samples,
+            "epochs": epoch + 1,
+            "throughput_sps": samples / train_s if train_s > 0 else None,
+        }
+        return {"metrics": metrics, "curves": {"val_metric": curve}, "pruned": pruned}
+
+    def _throughput(self, step) -> dict[str, Any]:
+        req = self.req
+        # Warm-up: at least 3 steps and warmup_s seconds; calibrates the window length.
+        self._sync()
+        t0 = time.perf_counter()
+        n = 0
+        while True:
+            step()
+            n += 1
+            if n >= 3 and time.perf_counter() - t0 >= req.warmup_s:
+                break
+        self._sync()
+        per_step = (time.perf_counter() - t0) / n
+        per_window = self._broadcast_int(max(3, math.ceil(req.window_s / per_step)))
+        windows: list[float] = []
+        pruned = False
+        loss = None
+        for r in range(int(req.repeats)):
+            self._sync()
+            t = time.perf_counter()
+            for _ in range(per_window):
+                _, loss, _ = step()
+            self._sync()
+            dt = time.perf_counter() - t
+            windows.append(per_window * self.global_bs / dt)
+            check_finite(float(loss.detach().float().item()), n + (r + 1) * per_window)
+            if self.rank == 0 and self.channel is not None:
+                pruned = self.channel.report(r, windows[-1])
+            if self._agree(pruned):
+                pruned = True
+                break
+        med = statistics.median(windows)
+        metrics = {
+            "throughput_sps": med,
+            "throughput_spread": (max(windows) - min(windows)) / med if len(windows) > 1 else 0.0,
+            "step_time_ms": 1000.0 * self.global_bs / med,
+            "steps_per_window": per_window,
+            "warmup_steps": n,
+            "windows": len(windows),
+        }
+        return {"metrics": metrics, "curves": {"throughput_window": [[i, w] for i, w in
+                                                                     enumerate(windows)]},
+                "pruned": pruned}  # fmt: skip

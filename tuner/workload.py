@@ -1,0 +1,208 @@
+"""The workload a user brings: a model factory, data, a loss and a metric with a quality target.
+
+perftune owns the training loop, because the knobs it tunes (batch size, optimizer, learning rate,
+parallel strategy, precision, threads) live there. A workload only says *what* to train and when
+it is good enough.
+
+A workload is named by a *spec* string, resolved inside the trial worker (never in the sweep
+process, which must not import a framework):
+
+- a built-in name: ``mlp-digits``, ``cnn-digits``;
+- ``path/to/file.py:make_workload`` or ``package.module:make_workload``: a zero-argument callable
+  returning a :class:`Workload`.
+
+This module imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import math
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tuner.errors import UsageError
+
+#: Built-in workloads: name -> "module:factory" (per framework).
+BUILTIN_WORKLOADS: dict[str, dict[str, str]] = {
+    "mlp-digits": {"torch": "tuner.workloads.torch_digits:mlp_digits"},
+    "cnn-digits": {"torch": "tuner.workloads.torch_digits:cnn_digits"},
+}
+
+
+@dataclass
+class Workload:
+    """What to train and when it is good enough.
+
+    Args:
+        name: short identifier, used for the MLflow experiment and the config store.
+        framework: ``"torch"`` (TensorFlow and MindSpore come with their backends).
+        model: zero-argument factory returning a fresh, untrained model (a ``torch.nn.Module``).
+            Called inside the trial process, after the device and threads are configured.
+        data: zero-argument callable returning ``(x_train, y_train, x_val, y_val)`` as NumPy
+            arrays or tensors. Loaded once per trial process; keep it in memory-sized arrays.
+        loss: ``"cross_entropy"`` or ``"mse"``, or a callable ``loss(outputs, targets)`` returning
+            a scalar tensor.
+        metric: ``"accuracy"`` or ``"mse"``, or a callable ``metric(outputs, targets)`` returning a
+            float computed over the whole validation set.
+        target: the quality target of the metric (e.g. validation accuracy 0.97).
+        mode: ``"max"`` if a higher metric is better, ``"min"`` otherwise.
+        budget_s: cap on training seconds for a time-to-target trial; a trial that has not
+            reached the target by then is recorded as not reaching it.
+        eval_interval_s: training seconds between evaluations (evaluation time is excluded from
+            the training clock and reported separately).
+        flops_per_sample: forward+backward FLOPs per training sample, when known (for MFU).
+        description: one line for listings.
+    """
+
+    name: str
+    model: Callable[[], Any]
+    data: Callable[[], tuple[Any, Any, Any, Any]]
+    target: float
+    framework: str = "torch"
+    loss: str | Callable[..., Any] = "cross_entropy"
+    metric: str | Callable[..., float] = "accuracy"
+    mode: str = "max"
+    budget_s: float = 60.0
+    eval_interval_s: float = 0.25
+    flops_per_sample: float | None = None
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name or not isinstance(self.name, str):
+            raise UsageError("workload: name must be a non-empty string")
+        if self.mode not in ("max", "min"):
+            raise UsageError(f"workload {self.name}: mode must be 'max' or 'min', got {self.mode!r}")
+        if not math.isfinite(float(self.target)):
+            raise UsageError(f"workload {self.name}: target must be a finite number")
+        if not self.budget_s > 0:
+            raise UsageError(f"workload {self.name}: budget_s must be > 0, got {self.budget_s}")
+        if not self.eval_interval_s > 0:
+            raise UsageError(
+                f"workload {self.name}: eval_interval_s must be > 0, got {self.eval_interval_s}"
+            )
+        for attr in ("model", "data"):
+            if not callable(getattr(self, attr)):
+                raise UsageError(f"workload {self.name}: {attr} must be a callable factory")
+
+    def reached(self, value: float) -> bool:
+        """Whether a metric value meets the target."""
+        return value >= self.target if self.mode == "max" else value <= self.target
+
+    def gap(self, value: float) -> float:
+        """Distance to the target, lower is better (<= 0 once reached): what the pruner sees."""
+        return self.target - value if self.mode == "max" else value - self.target
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able metadata, sent from the worker to the sweep process."""
+        return {
+            "name": self.name,
+            "framework": self.framework,
+            "loss": self.loss if isinstance(self.loss, str) else getattr(self.loss, "__name__", "custom"),
+            "metric": self.metric if isinstance(self.metric, str) else getattr(self.metric, "__name__", "custom"),
+            "target": float(self.target),
+            "mode": self.mode,
+            "budget_s": float(self.budget_s),
+            "eval_interval_s": float(self.eval_interval_s),
+            "flops_per_sample": self.flops_per_sample,
+            "description": self.description,
+        }
+
+
+def is_builtin(spec: str) -> bool:
+    return spec in BUILTIN_WORKLOADS
+
+
+def check_spec(spec: str, framework: str) -> None:
+    """Cheap checks of a workload spec in the sweep process (no import of the user's code)."""
+    if spec in BUILTIN_WORKLOADS:
+        if framework not in BUILTIN_WORKLOADS[spec]:
+            have = ", ".join(sorted(BUILTIN_WORKLOADS[spec]))
+            raise UsageError(f"--workload {spec}: no {framework} version (available for: {have})")
+        return
+    if ":" not in spec:
+        names = ", ".join(sorted(BUILTIN_WORKLOADS))
+        raise UsageError(
+            f"--workload {spec}: unknown workload (built-in: {names}; or give FILE.py:FUNCTION "
+            "or package.module:FUNCTION)"
+        )
+    target, _, attr = spec.rpartition(":")
+    if not attr.isidentifier():
+        raise UsageError(f"--workload {spec}: {attr!r} is not a function name")
+    if target.endswith(".py") and not os.path.isfile(target):
+        raise UsageError(f"--workload {spec}: file not found: {target}")
+
+
+def canonical_spec(spec: str) -> str:
+    """A spec usable from another working directory (file paths made absolute)."""
+    if spec in BUILTIN_WORKLOADS or ":" not in spec:
+        return spec
+    target, _, attr = spec.rpartition(":")
+    if target.endswith(".py"):
+        return f"{os.path.abspath(target)}:{attr}"
+    return spec
+
+
+def _load_callable(spec: str) -> Callable[[], Any]:
+    target, _, attr = spec.rpartition(":")
+    if target.endswith(".py"):
+        path = os.path.abspath(target)
+        mod_name = "perftune_user_" + os.path.splitext(os.path.basename(path))[0]
+        module_spec = importlib.util.spec_from_file_location(mod_name, path)
+        if module_spec is None or module_spec.loader is None:
+            raise UsageError(f"--workload {spec}: cannot load {path}")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[mod_name] = module
+        sys.path.insert(0, os.path.dirname(path))
+        module_spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise UsageError(f"--workload {spec}: cannot import {target}: {exc}") from exc
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise UsageError(f"--workload {spec}: {target} has no attribute {attr!r}") from None
+
+
+_CACHE: dict[tuple[str, str], Workload] = {}
+
+
+def warm(spec: str, framework: str = "torch") -> None:
+    """Resolve a workload and load its data once, caching both in this process.
+
+    The trial worker calls this before forking trials, so each trial inherits the loaded data
+    instead of paying for it. ``data()`` must therefore return host (CPU) arrays.
+    """
+    if (spec, framework) in _CACHE:
+        return
+    workload = resolve(spec, framework)
+    arrays = workload.data()
+    workload.data = lambda: arrays
+    _CACHE[(spec, framework)] = workload
+
+
+def resolve(spec: str, framework: str = "torch") -> Workload:
+    """Build the :class:`Workload` a spec names (in the trial worker, where the framework lives)."""
+    if (spec, framework) in _CACHE:
+        return _CACHE[(spec, framework)]
+    check_spec(spec, framework)
+    factory_spec = BUILTIN_WORKLOADS[spec][framework] if spec in BUILTIN_WORKLOADS else spec
+    factory = _load_callable(factory_spec)
+    workload = factory()
+    if not isinstance(workload, Workload):
+        raise UsageError(
+            f"--workload {spec}: the factory returned {type(workload).__name__}, not tuner.Workload"
+        )
+    if workload.framework != framework:
+        raise UsageError(
+            f"--workload {spec}: it is a {workload.framework} workload, not {framework} "
+            f"(pass --framework {workload.framework})"
+        )
+    return workload
