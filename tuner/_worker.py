@@ -29,6 +29,7 @@ from tuner.backends._base import Channel
 from tuner.errors import UsageError
 
 CONTROL_TIMEOUT_S = 180.0
+EXIT_GRACE_S = 5.0
 
 
 class LineReader:
@@ -155,6 +156,11 @@ class Server:
                     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
                     os.dup2(fd, 1)
                     os.dup2(fd, 2)
+                import faulthandler
+
+                # On a timeout the server asks for every thread's stack before the kill, so a
+                # hang leaves its location in the trial log.
+                faulthandler.register(signal.SIGUSR1, all_threads=True)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 writer = LineWriter(c2p_w)
@@ -187,9 +193,11 @@ class Server:
         timed_out = cancelled = False
         try:
             while not child.eof:
+                if final is not None:  # a result is in: leave the trial a moment to exit
+                    deadline = min(deadline, time.monotonic() + EXIT_GRACE_S)
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    timed_out = True
+                    timed_out = final is None
                     break
                 for key, _ in sel.select(timeout=min(left, 1.0)):
                     if key.data == "child":
@@ -211,8 +219,9 @@ class Server:
                 if cancelled:
                     break
         finally:
-            if timed_out or cancelled:
-                _kill_group(pid)
+            if timed_out:
+                _dump_stacks(pid)
+            _kill_group(pid)
             _, status = os.waitpid(pid, 0)
             _kill_group(pid)  # stray processes the trial started (e.g. DDP ranks)
             sel.close()
@@ -276,6 +285,14 @@ class Server:
             if msg is None or msg.get("op") == "shutdown":
                 return 0
             self.handle(msg)
+
+
+def _dump_stacks(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGUSR1)
+        time.sleep(0.5)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _kill_group(pid: int) -> None:

@@ -157,6 +157,11 @@ class TorchBackend(Backend):
         return _run_ddp(workload, request, channel, world)
 
 
+#: Distributed trainers are never freed: the trial process ends with ``os._exit``, and freeing a
+#: DistributedDataParallel module after its process group is torn down can block forever.
+_KEEPALIVE: list = []
+
+
 def _run_ddp(workload: Any, request: TrialRequest, channel: Channel, world: int) -> dict[str, Any]:
     """Fork ``world - 1`` more ranks (the trial process is rank 0) and rendezvous over gloo.
 
@@ -172,7 +177,9 @@ def _run_ddp(workload: Any, request: TrialRequest, channel: Channel, world: int)
         if pid == 0:  # pragma: no cover - runs in the forked rank
             code = 0
             try:
-                _Trainer(workload, request, None, rank=rank, world=world, store=store_path).run()
+                trainer = _Trainer(workload, request, None, rank=rank, world=world, store=store_path)
+                _KEEPALIVE.append(trainer)
+                trainer.run()
             except BaseException:
                 import traceback
 
@@ -187,7 +194,7 @@ def _run_ddp(workload: Any, request: TrialRequest, channel: Channel, world: int)
     def watch() -> None:
         for pid in pids:
             _, status = os.waitpid(pid, 0)
-            if status != 0:
+            if status != 0 and not stopping.is_set():
                 # Rank 0 would otherwise wait in a collective until the gloo timeout.
                 killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == 9
                 cause = "oom" if killed else "crash"
@@ -195,10 +202,19 @@ def _run_ddp(workload: Any, request: TrialRequest, channel: Channel, world: int)
                 channel.fail(cause, f"ddp rank process {pid} {how}")
                 os._exit(3)
 
+    stopping = threading.Event()
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
-        return _Trainer(workload, request, channel, rank=0, world=world, store=store_path).run()
+        trainer = _Trainer(workload, request, channel, rank=0, world=world, store=store_path)
+        _KEEPALIVE.append(trainer)
+        return trainer.run()
+    except BaseException:
+        stopping.set()
+        for pid in pids:  # they would wait for rank 0 in a collective until the gloo timeout
+            with contextlib.suppress(OSError):
+                os.kill(pid, 9)
+        raise
     finally:
         watcher.join(timeout=30)
         with contextlib.suppress(OSError):
@@ -313,6 +329,17 @@ class _Trainer:
         self.torch.distributed.broadcast(t, src=0)
         return bool(t.item())
 
+    def _check_loss(self, loss, step: int) -> float:
+        """Raise :class:`Diverged` on every rank if the loss is not finite on any rank."""
+        value = float(loss.detach().float().item())
+        bad = not math.isfinite(value)
+        if self.world > 1:
+            t = self.torch.tensor([1 if bad else 0], dtype=self.torch.int32)
+            self.torch.distributed.all_reduce(t, op=self.torch.distributed.ReduceOp.MAX)
+            bad = bool(t.item())
+        check_finite(math.nan if bad else value, step)
+        return value
+
     def _broadcast_int(self, value: int) -> int:
         if self.world == 1:
             return value
@@ -348,6 +375,7 @@ class _Trainer:
 
                 model = DDP(model)
             opt = self._optimizer(model.parameters())
+            self.keep = (model, opt, x_tr, y_tr, x_va, y_va)  # see _KEEPALIVE
             loss_fn = self._loss_fn()
             bs = int(self.cfg.get("batch_size", 32))
             self.global_bs = bs * self.world
@@ -426,8 +454,7 @@ class _Trainer:
             self._sync()
             now = time.perf_counter()
             train_s += now - seg
-            loss_v = float(loss.detach().float().item())
-            check_finite(loss_v, steps)
+            loss_v = self._check_loss(loss, steps)
             stop = False
             if self.rank == 0:
                 metric = self._evaluate(x_va, y_va)
@@ -484,7 +511,7 @@ class _Trainer:
             self._sync()
             dt = time.perf_counter() - t
             windows.append(per_window * self.global_bs / dt)
-            check_finite(float(loss.detach().float().item()), n + (r + 1) * per_window)
+            self._check_loss(loss, n + (r + 1) * per_window)
             if self.rank == 0 and self.channel is not None:
                 pruned = self.channel.report(r, windows[-1])
             if self._agree(pruned):

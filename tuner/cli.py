@@ -1,0 +1,283 @@
+"""The ``perftune`` command: a thin Typer + Rich layer over :mod:`tuner.service`.
+
+Exit codes: 0 success, 2 bad input (one line naming what is wrong, nothing written), 1 a
+runtime failure, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tuner.errors import PerftuneError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
+                  help="Automated performance tuning for deep-learning workloads.")  # fmt: skip
+db_app = typer.Typer(no_args_is_help=True, help="perftune's config database.")
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+
+Home = Annotated[str | None, typer.Option("--home", help="Workspace folder [env PERFTUNE_HOME; default ./.perftune]")]
+Storage = Annotated[str | None, typer.Option("--storage", help="Optuna storage URL [env PERFTUNE_STORAGE]")]
+Tracking = Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI [env PERFTUNE_TRACKING_URI]")]
+Db = Annotated[str | None, typer.Option("--db", help="perftune database URL [env PERFTUNE_DB]")]
+Json = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+
+
+def _ws(home=None, storage=None, tracking_uri=None, db=None):
+    from tuner.settings import Workspace
+
+    return Workspace.resolve(home, storage=storage, tracking_uri=tracking_uri, db=db)
+
+
+def _fmt(v: Any, unit: str = "") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}{(' ' + unit) if unit else ''}"
+    return str(v)
+
+
+def _config_text(cfg: dict[str, Any] | None) -> str:
+    if not cfg:
+        return "-"
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in cfg.items())
+
+
+@app.command()
+def devices(
+    framework: Annotated[str, typer.Option(help="A framework, or 'all'.")] = "all",
+    json_out: Json = False,
+) -> None:
+    """List the devices each framework finds on this machine."""
+    from tuner.service import list_devices
+
+    found = list_devices(None if framework == "all" else [framework])
+    if json_out:
+        print(json.dumps(found, indent=2, default=str))
+        return
+    table = Table(title="Devices")
+    for col in ("framework", "kind", "name", "count", "memory", "cores", "fingerprint"):
+        table.add_column(col)
+    for d in found:
+        if d.get("error"):
+            table.add_row(d["framework"], "-", f"[red]{d['error']}[/red]", "", "", "", "")
+            continue
+        mem = f"{d['memory_bytes'] / 2**30:.1f} GiB" if d.get("memory_bytes") else "-"
+        table.add_row(d["framework"], d["kind"], d["name"], str(d["count"]), mem,
+                      str(d.get("cores", "-")), d["fingerprint"][:12])  # fmt: skip
+    out.print(table)
+
+
+class _Progress:
+    """Rich progress for a sweep: a bar over trials, then one over confirmation runs."""
+
+    def __init__(self, unit: str) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.unit = unit
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
+                            console=err, transient=False)  # fmt: skip
+        self.task = self.confirm_task = None
+
+    def __call__(self, event: str, data: dict[str, Any]) -> None:
+        if event == "start":
+            self.bar.start()
+            self.task = self.bar.add_task("trials", total=data["total"], completed=data["done"], info="")
+        elif event == "trial":
+            state = data["state"].lower() if not data.get("cause") else data["cause"]
+            info = f"#{data['number']} {state} {_fmt(data['value'], self.unit)} | best {_fmt(data['best'], self.unit)}"
+            self.bar.update(self.task, completed=data["done"], info=info)
+        elif event == "confirm":
+            if self.confirm_task is None:
+                self.confirm_task = self.bar.add_task("confirm", total=data["total"], info="")
+            self.bar.update(self.confirm_task, completed=data["i"] - 1,
+                            info=f"{data['label']} repeat {data['repeat']}")  # fmt: skip
+
+    def stop(self) -> None:
+        if self.confirm_task is not None:
+            self.bar.update(self.confirm_task, completed=self.bar.tasks[self.confirm_task].total, info="")
+        self.bar.stop()
+
+
+@app.command()
+def sweep(
+    workload: Annotated[str, typer.Option(help="Built-in name (mlp-digits, cnn-digits) or FILE.py:FUNC / module:FUNC.")],
+    framework: Annotated[str, typer.Option(help="torch")] = "torch",
+    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    objective: Annotated[str, typer.Option(help="time-to-target or throughput")] = "time-to-target",
+    trials: Annotated[int, typer.Option(help="Total trials in the study (re-running resumes up to it).")] = 20,
+    timeout: Annotated[float | None, typer.Option(help="Stop starting trials after this many seconds.")] = None,
+    space: Annotated[str | None, typer.Option(help="YAML file overriding or extending the built-in search space.")] = None,
+    study: Annotated[str | None, typer.Option(help="Study name [default WORKLOAD-FRAMEWORK-DEVICE-OBJECTIVE].")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for the sampler and training.")] = None,
+    sampler: Annotated[str, typer.Option(help="tpe, random, grid, cmaes or gp")] = "tpe",
+    pruner: Annotated[str, typer.Option(help="median or none")] = "median",
+    confirm_top: Annotated[int, typer.Option(help="Candidates re-measured before storing.")] = 2,
+    confirm_repeats: Annotated[int, typer.Option(help="Repeats per confirmed candidate.")] = 3,
+    trial_timeout: Annotated[float | None, typer.Option(help="Seconds before a trial is killed.")] = None,
+    budget: Annotated[float | None, typer.Option(help="Training seconds cap per time-to-target trial.")] = None,
+    home: Home = None, storage: Storage = None, tracking_uri: Tracking = None, db: Db = None,
+    json_out: Json = False,
+) -> None:
+    """Run (or resume) a tuning sweep and store the confirmed best config."""
+    from tuner.objectives import get_objective
+    from tuner.service import sweep as run
+    from tuner.sweep import SweepConfig
+
+    cfg = SweepConfig(workload=workload, framework=framework, device=device, objective=objective,
+                      trials=trials, timeout=timeout, space=space, study=study, seed=seed,
+                      sampler=sampler, pruner=pruner, confirm_top=confirm_top,
+                      confirm_repeats=confirm_repeats, trial_timeout=trial_timeout, budget_s=budget)  # fmt: skip
+    cfg.validate()
+    ws = _ws(home, storage, tracking_uri, db)
+    unit = get_objective(objective).unit
+    progress = None if json_out or os.environ.get("PERFTUNE_NO_PROGRESS") else _Progress(unit)
+    try:
+        report = run(cfg, ws, progress)
+    finally:
+        if progress is not None:
+            progress.stop()
+    if json_out:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        _print_report(report, ws)
+    if report.best is None:
+        raise PerftuneError("no configuration reached a result: see the failures above")
+
+
+def _print_report(r, ws) -> None:
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(r.trials.items()))
+    out.print(f"\n[bold]{r.study_name}[/bold]: {counts}")
+    if r.failures:
+        causes: dict[str, int] = {}
+        for f in r.failures:
+            causes[f["cause"]] = causes.get(f["cause"], 0) + 1
+        out.print("failed trials: " + ", ".join(f"{c} x{n}" for c, n in causes.items())
+                  + f"  (logs in {ws.logs})")  # fmt: skip
+    table = Table(title=f"{r.workload} / {r.framework} / {r.device['kind']} ({r.device['name']}) / {r.objective}")
+    for col in ("", "config", f"median ({r.unit})", "spread", "runs"):
+        table.add_column(col)
+    for label, side in (("baseline", r.baseline), ("best", r.best)):
+        if side is None:
+            table.add_row(label, "-", "-", "-", "-")
+            continue
+        st = side["stats"] or {}
+        runs = f"{len(side['values'])}" + (f" ({len(side['failures'])} failed)" if side["failures"] else "")
+        name = label if side["label"] == "baseline" or label == "baseline" else f"best (trial {side['trial_number']})"
+        table.add_row(name, _config_text(side["config"]), _fmt(st.get("median")),
+                      f"±{st['spread'] * 100:.0f}%" if st else "-", runs)  # fmt: skip
+    out.print(table)
+    if r.speedup is not None:
+        out.print(f"speedup over the default: [bold]{r.speedup:.2f}x[/bold]"
+                  + ("" if r.stored else " (an earlier stored best is better; kept it)"))  # fmt: skip
+    out.print(f"stored: perftune best --workload {r.workload} --framework {r.framework} "
+              f"--device {r.device['kind']} --objective {r.objective}"
+              + (f" --home {ws.home}" if ws.home != os.path.abspath(".perftune") else ""))  # fmt: skip
+    out.print("MLflow: perftune ui   (run " + str(r.mlflow_run_id) + ")")
+
+
+@app.command()
+def best(
+    workload: Annotated[str, typer.Option(help="Workload name.")],
+    framework: Annotated[str | None, typer.Option(help="Filter by framework.")] = None,
+    device: Annotated[str | None, typer.Option(help="Device kind, name or fingerprint prefix.")] = None,
+    objective: Annotated[str | None, typer.Option(help="time-to-target or throughput")] = None,
+    home: Home = None, db: Db = None, json_out: Json = False,
+) -> None:
+    """Show the stored best configs, best first."""
+    from tuner.service import best_configs
+
+    ws = _ws(home, db=db)
+    found = best_configs(ws, workload, framework=framework, device=device, objective=objective)
+    if json_out:
+        print(json.dumps([r.to_dict() for r in found], indent=2, default=str))
+    else:
+        table = Table(title=f"Best configs for {workload}")
+        for col in ("id", "framework", "device", "objective", "value", "spread", "speedup", "config"):
+            table.add_column(col)
+        for r in found:
+            table.add_row(str(r.id), r.framework, f"{r.device_kind} ({r.device_name})", r.objective,
+                          _fmt(r.value, r.unit), f"±{r.spread * 100:.0f}%" if r.spread is not None else "-",
+                          f"{r.speedup:.2f}x" if r.speedup else "-", _config_text(r.config))  # fmt: skip
+        if found:
+            out.print(table)
+    if not found:
+        raise PerftuneError(f"no best config stored for workload {workload}"
+                            + "".join(f", {k} {v}" for k, v in (("framework", framework),
+                                      ("device", device), ("objective", objective)) if v))  # fmt: skip
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 5000,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    home: Home = None, tracking_uri: Tracking = None,
+) -> None:
+    """Start the MLflow UI on perftune's tracking store."""
+    from tuner.service import ui_command
+
+    cmd = ui_command(_ws(home, tracking_uri=tracking_uri), host=host, port=port)
+    err.print(f"MLflow UI on http://{host}:{port}  (Ctrl-C to stop)")
+    sys.stdout.flush()
+    os.execv(cmd[0], cmd)
+
+
+@db_app.command("upgrade")
+def db_upgrade(home: Home = None, db: Db = None) -> None:
+    """Apply perftune's database migrations (Alembic)."""
+    from storage import redact_url
+    from tuner.service import db_upgrade as upgrade
+
+    ws = _ws(home, db=db)
+    rev = upgrade(ws)
+    out.print(f"{redact_url(ws.db)} at revision {rev}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from storage import StoreError
+
+    cmd = typer.main.get_command(app)
+    try:
+        rv = cmd.main(args=argv, prog_name="perftune", standalone_mode=False)
+        return int(rv or 0) if isinstance(rv, int) else 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.UsageError as exc:
+        err.print(f"perftune: error: {exc.format_message()}", markup=False, highlight=False)
+        return 2
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err.print("perftune: interrupted", markup=False)
+        return 130
+    except PerftuneError as exc:
+        err.print(f"perftune: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except StoreError as exc:
+        err.print(f"perftune: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return 1
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,93 @@
+"""Service functions: what the CLI (and, later, the HTTP API) call. No I/O formatting here."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from tuner.errors import PerftuneError, UsageError
+from tuner.settings import Workspace
+from tuner.sweep import ProgressFn, SweepConfig, SweepReport, run_sweep
+
+
+def list_devices(frameworks: list[str] | None = None) -> list[dict[str, Any]]:
+    """Devices each framework finds here (one worker per framework; nothing imported here)."""
+    from tuner.backends import BACKENDS, get_backend
+    from tuner.devices import Device
+    from tuner.executor import ProcessExecutor
+
+    names = frameworks or list(BACKENDS)
+    out: list[dict[str, Any]] = []
+    for name in names:
+        get_backend(name)
+        try:
+            with ProcessExecutor(name) as ex:
+                out += [Device.from_discovery(name, d).to_dict() for d in ex.devices()]
+        except PerftuneError as exc:
+            out.append({"framework": name, "kind": None, "error": str(exc)})
+    return out
+
+
+def sweep(cfg: SweepConfig, ws: Workspace, progress: ProgressFn | None = None) -> SweepReport:
+    return run_sweep(cfg, ws, progress)
+
+
+def _open_read_only(ws: Workspace):
+    from storage import SchemaNotReadyError, StoreUnavailableError, open_store, redact_url
+
+    if ws.db.startswith("sqlite:///") and not os.path.exists(ws.db[len("sqlite:///"):]):
+        raise PerftuneError(f"no perftune database at {redact_url(ws.db)}: run a sweep first "
+                            "(or point --home / --db at one)")  # fmt: skip
+    try:
+        return open_store(ws.db, create=False)
+    except StoreUnavailableError as exc:
+        raise UsageError(f"--db: {exc}") from None
+    except SchemaNotReadyError as exc:
+        raise PerftuneError(str(exc)) from None
+
+
+def best_configs(ws: Workspace, workload: str, *, framework: str | None = None,
+                 device: str | None = None, objective: str | None = None) -> list:  # fmt: skip
+    """Stored best configs matching the filters, best first (``BestConfigRecord`` objects)."""
+    if objective is not None:
+        from tuner.objectives import get_objective
+
+        get_objective(objective)
+    if framework is not None:
+        from tuner.backends import get_backend
+
+        get_backend(framework)
+    store = _open_read_only(ws)
+    try:
+        return store.get_best(workload=workload, framework=framework, device=device,
+                              objective=objective)  # fmt: skip
+    finally:
+        store.close()
+
+
+def db_upgrade(ws: Workspace) -> str | None:
+    from storage import StoreError, current_revision, upgrade
+    from tuner.tracking import check_database
+
+    check_database(ws.db, "--db")
+    try:
+        upgrade(ws.db)
+        return current_revision(ws.db)
+    except StoreError as exc:
+        raise UsageError(f"--db: {exc}") from None
+
+
+def ui_command(ws: Workspace, *, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
+    """The ``mlflow server`` command line serving perftune's tracking store."""
+    if not 0 < port < 65536:
+        raise UsageError(f"--port {port}: must be between 1 and 65535")
+    if ws.tracking_uri.startswith(("http://", "https://")):
+        raise UsageError(f"--tracking-uri {ws.tracking_uri}: already a tracking server; open it "
+                         "in a browser instead")  # fmt: skip
+    from tuner.tracking import check_tracking
+
+    check_tracking(ws.tracking_uri)
+    ws.prepare()
+    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", ws.tracking_uri,
+            "--default-artifact-root", str(ws.artifacts), "--host", host, "--port", str(port)]  # fmt: skip

@@ -1,0 +1,605 @@
+"""The study loop: one Optuna study per (workload, framework, device, objective).
+
+``run_sweep`` checks every input before writing anything, then: enqueues the framework-default
+config as the baseline, asks the sampler for configs, runs each as an isolated trial, tells
+Optuna and logs MLflow, re-measures the top candidates and the baseline (the confirmation
+round), and stores the confirmed best in perftune's config store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tuner.backends import TrialOutcome, TrialRequest, get_backend
+from tuner.devices import Device, select
+from tuner.errors import PerftuneError, UsageError
+from tuner.objectives import Objective, get_objective, speedup, summarize
+from tuner.settings import Workspace
+from tuner.workload import canonical_spec, check_spec
+
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp")
+PRUNERS = ("median", "none")
+MAX_CONSECUTIVE_INVALID = 50
+BOUND_FACTOR = 1.5
+
+
+@contextlib.contextmanager
+def _heartbeat(trial, storage):
+    """Record Optuna heartbeats while a trial runs (``study.optimize`` does this; ask/tell does
+    not), so a sweep that dies mid-trial leaves a trial that ``fail_stale_trials`` can fail."""
+    try:
+        from optuna.storages._heartbeat import get_heartbeat_thread
+    except ImportError:  # pragma: no cover - optuna moved it
+        yield
+        return
+    thread = get_heartbeat_thread(trial._trial_id, storage)
+    with thread:
+        yield
+
+
+@dataclass
+class SweepConfig:
+    """A sweep request. ``trials`` is the study's total: re-running resumes up to it."""
+
+    workload: str
+    framework: str = "torch"
+    device: str = "cpu"
+    objective: str = "time-to-target"
+    trials: int = 20
+    timeout: float | None = None
+    space: str | None = None
+    study: str | None = None
+    seed: int | None = None
+    sampler: str = "tpe"
+    pruner: str = "median"
+    confirm_top: int = 2
+    confirm_repeats: int = 3
+    trial_timeout: float | None = None
+    budget_s: float | None = None
+    isolate: bool = True
+    track: bool = True
+
+    def validate(self) -> None:
+        get_backend(self.framework)
+        get_objective(self.objective)
+        check_spec(self.workload, self.framework)
+        kind = self.device.split(":", 1)[0]
+        classes = get_backend(self.framework).device_classes
+        if kind not in classes:
+            raise UsageError(f"--device {self.device}: the {self.framework} backend drives "
+                             f"{', '.join(classes)}")  # fmt: skip
+        if self.sampler not in SAMPLERS:
+            raise UsageError(f"--sampler {self.sampler}: unknown (choose from: {', '.join(SAMPLERS)})")
+        if self.pruner not in PRUNERS:
+            raise UsageError(f"--pruner {self.pruner}: unknown (choose from: {', '.join(PRUNERS)})")
+        checks = [("--trials", self.trials, 1), ("--confirm-top", self.confirm_top, 1),
+                  ("--confirm-repeats", self.confirm_repeats, 1)]  # fmt: skip
+        for flag, value, low in checks:
+            if not isinstance(value, int) or value < low:
+                raise UsageError(f"{flag} {value}: must be an integer >= {low}")
+        for flag, value in (("--timeout", self.timeout), ("--trial-timeout", self.trial_timeout),
+                            ("--budget", self.budget_s)):  # fmt: skip
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise UsageError(f"{flag} {value}: must be a positive number of seconds")
+        if self.space is not None and not os.path.isfile(self.space):
+            raise UsageError(f"--space {self.space}: file not found")
+        if self.study is not None and not self.study.strip():
+            raise UsageError("--study: must not be empty")
+
+
+@dataclass
+class Measured:
+    """A config re-measured in the confirmation round."""
+
+    label: str
+    config: dict[str, Any]
+    values: list[float]
+    trial_number: int | None = None
+    failures: list[str] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.values) and not self.failures
+
+    @property
+    def stats(self) -> dict[str, float] | None:
+        return summarize(self.values) if self.values else None
+
+
+@dataclass
+class SweepReport:
+    study_name: str
+    workload: str
+    framework: str
+    device: dict[str, Any]
+    objective: str
+    direction: str
+    unit: str
+    trials: dict[str, int]
+    baseline: dict[str, Any] | None
+    best: dict[str, Any] | None
+    speedup: float | None
+    stored: bool
+    best_config_id: int | None
+    mlflow_run_id: str | None
+    mlflow_experiment_id: str | None
+    failures: list[dict[str, Any]]
+    duration_s: float
+    sweep_id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: ``progress(event, data)``: "start" {total, done}, "trial" {number, state, value, best, ...},
+#: "confirm" {label, repeat, total}, "done" {}.
+ProgressFn = Callable[[str, dict[str, Any]], None]
+
+
+def _sampler(name: str, seed: int | None, space):
+    import optuna
+
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        return optuna.samplers.GridSampler(space.grid(), seed=seed)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    return optuna.samplers.GPSampler(seed=seed)
+
+
+def _pruner(name: str):
+    import optuna
+
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3)
+
+
+def _storage(url: str):
+    import optuna
+
+    from storage import redact_url
+
+    try:
+        return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
+    except Exception as exc:  # noqa: BLE001
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise UsageError(f"--storage {redact_url(url)}: cannot open the Optuna storage ({reason})") from None
+
+
+def _trial_timeout(cfg: SweepConfig, objective: Objective, budget: float) -> float:
+    if cfg.trial_timeout:
+        return cfg.trial_timeout
+    if objective.measure == "throughput":
+        return 120.0
+    return 2 * budget + 60
+
+
+def _failure_tag(outcome: TrialOutcome) -> str:
+    return outcome.cause or ""
+
+
+class _Sweep:
+    def __init__(self, cfg: SweepConfig, ws: Workspace, progress: ProgressFn | None,
+                 executor=None, tracker=None) -> None:  # fmt: skip
+        self.cfg, self.ws = cfg, ws
+        self.progress = progress or (lambda event, data: None)
+        self.objective = get_objective(cfg.objective)
+        self.spec = canonical_spec(cfg.workload)
+        self._executor, self._tracker = executor, tracker
+        self.failures: list[dict[str, Any]] = []
+
+    # -- setup (nothing written until every check passed)
+    def prepare(self) -> None:
+        from search_spaces import Capabilities, SpaceError, load_space
+        from storage import StoreError, open_store
+        from tuner.executor import make_executor
+        from tuner.tracking import MlflowTracker, NullTracker, check_database, check_tracking
+
+        cfg, ws = self.cfg, self.ws
+        cfg.validate()
+        check_database(ws.storage, "--storage")
+        check_database(ws.db, "--db")
+        if cfg.track:
+            check_tracking(ws.tracking_uri)
+        self.executor = self._executor or make_executor(cfg.framework, isolate=cfg.isolate,
+                                                        log_dir=None)  # fmt: skip
+        self.workload = self.executor.describe(self.spec)
+        devices = [Device.from_discovery(cfg.framework, d) for d in self.executor.devices()]
+        self.device = select(devices, cfg.device)
+        caps = get_backend(cfg.framework).capabilities(self.device.kind)
+        capabilities = Capabilities(params=frozenset(caps["params"]),
+                                    choices={k: frozenset(v) for k, v in caps["choices"].items()},
+                                    framework=cfg.framework)  # fmt: skip
+        try:
+            self.space = load_space(cfg.framework, self.device.kind, resources=self.device.resources,
+                                    override=cfg.space, supported=capabilities)  # fmt: skip
+        except SpaceError as exc:
+            raise UsageError(str(exc)) from None
+        self.baseline = self.space.defaults()
+        self.study_name = cfg.study or (f"{self.workload['name']}-{cfg.framework}-"
+                                        f"{self.device.kind}-{cfg.objective}")  # fmt: skip
+        self.budget = float(cfg.budget_s or self.workload["budget_s"])
+        # Only now touch the databases and the workspace.
+        ws.prepare()
+        if getattr(self.executor, "log_dir", "") is None:
+            self.executor.log_dir = str(ws.logs)
+        self.storage = _storage(ws.storage)
+        try:
+            self.store = open_store(ws.db, create=True)
+        except StoreError as exc:
+            raise UsageError(f"--db: {exc}") from None
+        if self._tracker is not None:
+            self.tracker = self._tracker
+        elif cfg.track:
+            self.tracker = MlflowTracker(ws.tracking_uri,
+                                         str(ws.artifacts) if ws.local_tracking else None)  # fmt: skip
+        else:
+            self.tracker = NullTracker()
+
+    def create_study(self):
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(
+            storage=self.storage, study_name=self.study_name, load_if_exists=True,
+            sampler=_sampler(self.cfg.sampler, self.cfg.seed, self.space),
+            pruner=_pruner(self.cfg.pruner), direction=self.objective.direction,
+        )  # fmt: skip
+        if study.direction.name.lower() != self.objective.direction:
+            raise UsageError(f"--study {self.study_name}: exists with direction "
+                             f"{study.direction.name.lower()}, not {self.objective.direction}")  # fmt: skip
+        prior = study.user_attrs.get("workload")
+        if prior and prior != self.workload["name"]:
+            raise UsageError(f"--study {self.study_name}: belongs to workload {prior}, "
+                             f"not {self.workload['name']}")  # fmt: skip
+        for key, value in (("workload", self.workload["name"]), ("framework", self.cfg.framework),
+                           ("device", self.device.fingerprint), ("objective", self.cfg.objective)):  # fmt: skip
+            study.set_user_attr(key, value)
+        optuna.storages.fail_stale_trials(study)
+        study.enqueue_trial(self.space.suggested_params(self.baseline),
+                            user_attrs={"baseline": True}, skip_if_exists=True)  # fmt: skip
+        return study
+
+    # -- helpers
+    def trial_budget(self, study) -> float:
+        """Training-time cap of a time-to-target trial: the workload's budget, tightened to
+        ``BOUND_FACTOR`` x the best time so far (a trial still short of the target by then
+        cannot win; the slack leaves room for noise, which the confirmation round settles)."""
+        if self.objective.measure != "converge":
+            return self.budget
+        try:
+            best = float(study.best_value)
+        except ValueError:
+            return self.budget
+        return max(self.budget * 0.05, min(self.budget, BOUND_FACTOR * best))
+
+    def request(self, config: dict[str, Any], *, seed: int, number: int | None, label: str) -> TrialRequest:
+        return TrialRequest(
+            workload=self.spec, framework=self.cfg.framework, device=self.cfg.device,
+            config=config, measure=self.objective.measure, seed=seed,
+            budget_s=self.cfg.budget_s, timeout_s=_trial_timeout(self.cfg, self.objective, self.budget),
+            trial_number=number, log_path=str(self.ws.logs / f"{self.study_name}-{label}.log"),
+        )  # fmt: skip
+
+    def tags(self, **extra: Any) -> dict[str, str]:
+        base = {"framework": self.cfg.framework, "device": self.device.kind,
+                "device_name": self.device.name, "device_fingerprint": self.device.fingerprint,
+                "workload": self.workload["name"], "objective": self.cfg.objective,
+                "study": self.study_name}  # fmt: skip
+        return {**base, **{k: str(v) for k, v in extra.items() if v is not None}}
+
+    @staticmethod
+    def _finished(study) -> list:
+        from optuna.trial import TrialState
+
+        done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        return [t for t in study.get_trials(deepcopy=False, states=done)
+                if t.user_attrs.get("cause") != "invalid"]  # fmt: skip
+
+    # -- the loop
+    def run_trials(self, study, deadline: float | None) -> None:
+        from optuna.trial import TrialState
+
+        seed = self.cfg.seed or 0
+        done = len(self._finished(study))
+        self.progress("start", {"total": self.cfg.trials, "done": done})
+        invalid_streak = 0
+        while done < self.cfg.trials:
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            trial = study.ask()
+            config = self.space.sample(trial)
+            trial.set_user_attr("config", config)
+            violations = self.space.violations(config)
+            if violations:
+                invalid_streak += 1
+                if invalid_streak >= MAX_CONSECUTIVE_INVALID:
+                    study.tell(trial, state=TrialState.FAIL)
+                    raise UsageError(f"search space {self.space.name}: the constraints rejected "
+                                     f"{invalid_streak} configs in a row ({violations[0]})")  # fmt: skip
+                trial.set_user_attr("cause", "invalid")
+                trial.set_user_attr("message", "; ".join(violations))
+                study.tell(trial, state=TrialState.PRUNED)  # the sampler learns to avoid it
+                continue
+            invalid_streak = 0
+
+            def on_report(step: int, value: float, trial=trial) -> bool:
+                trial.report(value, step)
+                return trial.should_prune()
+
+            request = self.request(config, seed=seed, number=trial.number,
+                                   label=f"trial-{trial.number}")  # fmt: skip
+            request.budget_s = self.trial_budget(study)
+            with _heartbeat(trial, self.storage):
+                outcome = self.executor.run(request, on_report)
+            value = self.objective.value(outcome.metrics) if outcome.status == "ok" else None
+            if outcome.status == "failed":
+                state, note = TrialState.FAIL, outcome.cause
+                trial.set_user_attr("cause", outcome.cause)
+                trial.set_user_attr("message", outcome.message)
+                self.failures.append({"trial": trial.number, "cause": outcome.cause,
+                                      "message": outcome.message, "config": config})  # fmt: skip
+            elif value is None:
+                state = TrialState.PRUNED
+                note = "pruned" if outcome.status == "pruned" else "not_reached"
+                trial.set_user_attr("outcome", note)
+            else:
+                state, note = TrialState.COMPLETE, None
+            scalars = {k: v for k, v in outcome.metrics.items()
+                       if isinstance(v, int | float | bool) or v is None}  # fmt: skip
+            trial.set_user_attr("metrics", scalars)
+            trial.set_user_attr("wall_s", outcome.wall_s)
+            if state == TrialState.COMPLETE:
+                study.tell(trial, value)
+            else:
+                study.tell(trial, state=state)
+            self.log_trial(trial.number, config, outcome, value, state.name, note)
+            done += 1
+            best = None
+            try:
+                best = study.best_value
+            except ValueError:
+                pass
+            self.progress("trial", {"number": trial.number, "state": state.name, "value": value,
+                                    "best": best, "cause": note, "done": done,
+                                    "wall_s": outcome.wall_s})  # fmt: skip
+
+    def log_trial(self, number: int | None, config: dict[str, Any], outcome: TrialOutcome,
+                  value: float | None, state: str, note: str | None, phase: str = "search") -> None:  # fmt: skip
+        metrics = dict(outcome.metrics)
+        if value is not None:
+            metrics["objective"] = value
+        if outcome.wall_s is not None:
+            metrics["trial_wall_s"] = outcome.wall_s
+        curves: dict[str, list[tuple[int, float]]] = {}
+        for row in outcome.curves.get("val_metric", []):
+            curves.setdefault("val_metric", []).append((int(row[0]), row[2]))
+            curves.setdefault("train_loss", []).append((int(row[0]), row[3]))
+            curves.setdefault("train_time_s", []).append((int(row[0]), row[1]))
+        for row in outcome.curves.get("throughput_window", []):
+            curves.setdefault("window_throughput_sps", []).append((int(row[0]), row[1]))
+        name = f"trial-{number}" if phase == "search" else phase
+        status = "FAILED" if state == "FAIL" else "FINISHED"
+        self.tracker.log_trial(
+            name, config, metrics, curves,
+            self.tags(trial_state=state, failure_cause=note if state == "FAIL" else None,
+                      outcome=note, optuna_trial_number=number, phase=phase,
+                      failure_message=(outcome.message or "")[:500] if state == "FAIL" else None),
+            status=status,
+        )  # fmt: skip
+
+    # -- confirmation
+    def confirm(self, study) -> tuple[Measured | None, Measured | None]:
+        from optuna.trial import TrialState
+
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        complete.sort(key=lambda t: t.value, reverse=self.objective.direction == "maximize")
+        baseline_key = json.dumps(self.baseline, sort_keys=True)
+        candidates: list[Measured] = [Measured("baseline", self.baseline, [])]
+        seen = {baseline_key}
+        for t in complete:
+            cfg = t.user_attrs.get("config") or t.params
+            key = json.dumps(cfg, sort_keys=True)
+            if key in seen:
+                continue
+            seen.add(key)
+            candidates.append(Measured(f"candidate-{t.number}", cfg, [], trial_number=t.number))
+            if len(candidates) > self.cfg.confirm_top:
+                break
+        total = len(candidates) * self.cfg.confirm_repeats
+        i = 0
+        for cand in candidates:
+            for r in range(self.cfg.confirm_repeats):
+                i += 1
+                self.progress("confirm", {"label": cand.label, "repeat": r + 1, "i": i, "total": total})
+                seed = (self.cfg.seed or 0) + 1000 + r
+                outcome = self.executor.run(self.request(cand.config, seed=seed, number=cand.trial_number,
+                                                         label=f"{cand.label}-r{r + 1}"))  # fmt: skip
+                value = self.objective.value(outcome.metrics) if outcome.status == "ok" else None
+                if value is None:
+                    cand.failures.append(outcome.cause or "not_reached")
+                else:
+                    cand.values.append(value)
+                    cand.metrics = outcome.metrics
+            stats = cand.stats
+            self.tracker.log_trial(
+                f"confirm-{cand.label}", cand.config,
+                {"objective_median": stats["median"], "objective_spread": stats["spread"],
+                 "objective_min": stats["min"], "objective_max": stats["max"]} if stats else {},
+                {"objective_repeat": list(enumerate(cand.values))},
+                self.tags(phase="confirmation", candidate=cand.label,
+                          optuna_trial_number=cand.trial_number,
+                          failures=",".join(cand.failures) or None),
+            )  # fmt: skip
+        base = candidates[0]
+        qualified = [c for c in candidates if c.ok]
+        if not qualified:
+            return base, None
+        pick = min if self.objective.direction == "minimize" else max
+        winner = pick(qualified, key=lambda c: c.stats["median"])
+        return base, winner
+
+    # -- the end
+    def artifacts(self, study, winner: Measured | None, base: Measured | None, report: dict) -> None:
+        import yaml
+
+        with tempfile.TemporaryDirectory() as tmp:
+            if winner is not None:
+                path = os.path.join(tmp, "best_config.yaml")
+                with open(path, "w") as f:
+                    yaml.safe_dump({"workload": self.workload["name"], "framework": self.cfg.framework,
+                                    "device": self.device.to_dict(), "objective": self.cfg.objective,
+                                    "config": winner.config, "value": winner.stats,
+                                    "baseline": base.stats if base else None,
+                                    "speedup": report.get("speedup")}, f, sort_keys=False)  # fmt: skip
+                self.tracker.log_artifact(path)
+            path = os.path.join(tmp, "search_space.json")
+            with open(path, "w") as f:
+                json.dump(self.space.to_dict(), f, indent=2, default=str)
+            self.tracker.log_artifact(path)
+            self._plots(study, tmp)
+
+    def _plots(self, study, tmp: str) -> None:
+        import optuna.visualization as vis
+        from optuna.trial import TrialState
+
+        plots = {"optimization_history": vis.plot_optimization_history,
+                 "intermediate_values": vis.plot_intermediate_values}  # fmt: skip
+        if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) >= 2:
+            plots["param_importances"] = vis.plot_param_importances
+        for name, fn in plots.items():
+            try:
+                fig = fn(study)
+                path = os.path.join(tmp, f"{name}.html")
+                fig.write_html(path, include_plotlyjs=True, full_html=True)
+                self.tracker.log_artifact(path, "plots")
+            except Exception as exc:  # noqa: BLE001 - a plot is not worth failing a sweep
+                self.failures.append({"trial": None, "cause": "plot", "message": f"{name}: {exc}"})
+
+
+def run_sweep(cfg: SweepConfig, ws: Workspace, progress: ProgressFn | None = None, *,
+              executor=None, tracker=None) -> SweepReport:  # fmt: skip
+    """Run (or resume) a sweep and store its confirmed best. See the module docstring."""
+    t0 = time.monotonic()
+    sw = _Sweep(cfg, ws, progress, executor, tracker)
+    try:
+        sw.prepare()
+        return _run(sw, cfg, t0)
+    finally:
+        ex = getattr(sw, "executor", None)
+        if ex is not None and executor is None:
+            ex.close()
+        store = getattr(sw, "store", None)
+        if store is not None:
+            store.close()
+
+
+def _run(sw: _Sweep, cfg: SweepConfig, t0: float) -> SweepReport:
+    from optuna.trial import TrialState
+
+    study = sw.create_study()
+    device = sw.device
+    sw.store.upsert_device(device.fingerprint, framework=cfg.framework, kind=device.kind,
+                           name=device.name, count=device.count,
+                           memory_bytes=device.memory_bytes, info=device.to_dict())  # fmt: skip
+    sw.store.upsert_workload(sw.workload["name"], framework=cfg.framework,
+                             info={**sw.workload, "spec": sw.spec})  # fmt: skip
+    run_id = sw.tracker.start_sweep(
+        sw.workload["name"], f"{sw.study_name}@{time.strftime('%Y%m%d-%H%M%S')}",
+        {"workload": sw.workload["name"], "workload_spec": sw.spec, "framework": cfg.framework,
+         "device": device.kind, "objective": cfg.objective, "direction": sw.objective.direction,
+         "trials": cfg.trials, "sampler": cfg.sampler, "pruner": cfg.pruner, "seed": cfg.seed,
+         "search_space": sw.space.name, "study": sw.study_name, "target": sw.workload["target"],
+         "confirm_top": cfg.confirm_top, "confirm_repeats": cfg.confirm_repeats,
+         "budget_s": sw.budget},
+        sw.tags(perftune_role="sweep"),
+    )  # fmt: skip
+    sweep_id = sw.store.start_sweep(study_name=sw.study_name, workload=sw.workload["name"],
+                                    framework=cfg.framework, device_fingerprint=device.fingerprint,
+                                    objective=cfg.objective, settings=asdict(cfg),
+                                    mlflow_run_id=run_id)  # fmt: skip
+    state = "failed"
+    try:
+        deadline = time.monotonic() + cfg.timeout if cfg.timeout else None
+        sw.run_trials(study, deadline)
+        counts: dict[str, int] = {}
+        for t in study.get_trials(deepcopy=False):
+            key = "invalid" if t.user_attrs.get("cause") == "invalid" else t.state.name.lower()
+            counts[key] = counts.get(key, 0) + 1
+        base = winner = None
+        if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            base, winner = sw.confirm(study)
+        base_stats = base.stats if base else None
+        win_stats = winner.stats if winner else None
+        gain = speedup(base_stats["median"] if base_stats else None,
+                       win_stats["median"] if win_stats else None, sw.objective.direction)  # fmt: skip
+        stored, best_id = False, None
+        if winner is not None:
+            rec, stored = sw.store.save_best(
+                workload=sw.workload["name"], framework=cfg.framework,
+                device_fingerprint=device.fingerprint, objective=cfg.objective,
+                direction=sw.objective.direction, unit=sw.objective.unit, config=winner.config,
+                value=win_stats["median"], spread=win_stats["spread"],
+                metrics={**{k: v for k, v in winner.metrics.items()
+                            if isinstance(v, int | float | bool)},
+                         "repeats": winner.values, "trial_number": winner.trial_number},
+                baseline_config=sw.baseline,
+                baseline_value=base_stats["median"] if base_stats else None,
+                speedup=gain, mlflow_run_id=run_id, sweep_id=sweep_id,
+            )  # fmt: skip
+            best_id = rec.id
+        summary = {"baseline": _side(base), "best": _side(winner), "speedup": gain}
+        sw.tracker.log_summary(
+            {k: v for k, v in {
+                "baseline_median": base_stats and base_stats["median"],
+                "baseline_spread": base_stats and base_stats["spread"],
+                "best_median": win_stats and win_stats["median"],
+                "best_spread": win_stats and win_stats["spread"],
+                "speedup": gain, **{f"trials_{k}": v for k, v in counts.items()}}.items()
+             if v is not None},
+            {"best_config": json.dumps(winner.config) if winner else "none"},
+        )  # fmt: skip
+        sw.artifacts(study, winner, base, summary)
+        state = "completed"
+        return SweepReport(
+            study_name=sw.study_name, workload=sw.workload["name"], framework=cfg.framework,
+            device=device.to_dict(), objective=cfg.objective, direction=sw.objective.direction,
+            unit=sw.objective.unit, trials=counts, baseline=_side(base), best=_side(winner),
+            speedup=gain, stored=stored, best_config_id=best_id, mlflow_run_id=run_id,
+            mlflow_experiment_id=sw.tracker.experiment_id, failures=sw.failures,
+            duration_s=time.monotonic() - t0, sweep_id=sweep_id,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        state = "interrupted"
+        raise
+    finally:
+        try:
+            n = len(study.get_trials(deepcopy=False))
+            complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+            sw.store.finish_sweep(sweep_id, state=state, n_trials=n, n_complete=complete)
+        except Exception:  # noqa: BLE001 - never hide the original error
+            pass
+        sw.tracker.end_sweep({"completed": "FINISHED", "interrupted": "KILLED"}.get(state, "FAILED"))
+
+
+def _side(m: Measured | None) -> dict[str, Any] | None:
+    if m is None:
+        return None
+    return {"label": m.label, "config": m.config, "trial_number": m.trial_number,
+            "values": m.values, "failures": m.failures, "stats": m.stats}  # fmt: skip
+
+
+__all__ = ["PRUNERS", "SAMPLERS", "PerftuneError", "SweepConfig", "SweepReport", "run_sweep"]
