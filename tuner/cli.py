@@ -272,6 +272,13 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         err.print(f"perftune: error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return 1
+    except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback on request
+        if os.environ.get("PERFTUNE_DEBUG"):
+            raise
+        err.print(f"perftune: internal error: {type(exc).__name__}: {exc} "
+                  "(set PERFTUNE_DEBUG=1 for the traceback)", markup=False, highlight=False,
+                  soft_wrap=True)  # fmt: skip
+        return 1
 
 
 def run() -> None:

@@ -167,10 +167,22 @@ def _pruner(name: str):
     return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3)
 
 
+def _quiet_optuna() -> None:
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+
+
 def _storage(url: str):
     import optuna
 
     from storage import redact_url
+
+    _quiet_optuna()
 
     try:
         return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
@@ -252,7 +264,7 @@ class _Sweep:
     def create_study(self):
         import optuna
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        _quiet_optuna()  # again: importing MLflow resets warning filters
         study = optuna.create_study(
             storage=self.storage, study_name=self.study_name, load_if_exists=True,
             sampler=_sampler(self.cfg.sampler, self.cfg.seed, self.space),

@@ -1,0 +1,179 @@
+"""End to end through the real parts: the CLI runs a real PyTorch sweep on the CPU, then the
+Optuna study, the MLflow runs and the config store are checked with their own APIs."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from conftest import run_cli, run_json
+
+pytestmark = pytest.mark.slow
+
+STUDY = "mlp-digits-torch-cpu-time-to-target"
+SWEEP = ["sweep", "--workload", "mlp-digits", "--seed", "0", "--budget", "25",
+         "--confirm-top", "1", "--confirm-repeats", "2"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    home = tmp_path_factory.mktemp("ws")
+    report = run_json(*SWEEP, "--trials", "4", "--home", str(home))
+    return home, report
+
+
+def test_report_has_baseline_best_and_speedup(swept):
+    _, report = swept
+    assert report["study_name"] == STUDY
+    assert report["workload"] == "mlp-digits" and report["framework"] == "torch"
+    assert report["device"]["kind"] == "cpu" and len(report["device"]["fingerprint"]) == 64
+    base, best = report["baseline"], report["best"]
+    assert base["config"]["batch_size"] == 32 and base["config"]["optimizer"] == "adam"
+    assert base["config"]["learning_rate"] == pytest.approx(1e-3)
+    assert len(base["values"]) == 2 and base["stats"]["median"] > 0
+    assert best["stats"]["median"] <= base["stats"]["median"]
+    assert report["speedup"] == pytest.approx(base["stats"]["median"] / best["stats"]["median"])
+    assert report["stored"] is True and report["best_config_id"] is not None
+
+
+def test_optuna_study(swept):
+    import optuna
+
+    home, report = swept
+    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{home}/optuna.db")
+    finished = [t for t in study.trials if t.state.is_finished()
+                and t.user_attrs.get("cause") != "invalid"]  # fmt: skip
+    assert len(finished) == 4
+    first = study.trials[0]
+    assert first.user_attrs.get("baseline") is True
+    assert first.params["batch_size"] == 32 and first.params["optimizer"] == "adam"
+    # The default normally reaches the target well inside the budget; on a loaded machine it may
+    # not, and is then recorded as pruned (not reaching the target), never as failed.
+    assert first.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    assert study.user_attrs["workload"] == "mlp-digits"
+    assert study.user_attrs["device"] == report["device"]["fingerprint"]
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+
+
+def test_mlflow_runs(swept):
+    import mlflow
+    from mlflow import MlflowClient
+
+    home, report = swept
+    uri = f"sqlite:///{home}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["mlp-digits"], output_format="list")
+    parent = [r for r in runs if r.info.run_id == report["mlflow_run_id"]]
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    assert parent[0].data.metrics["speedup"] == pytest.approx(report["speedup"])
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == report["mlflow_run_id"]]
+    trials = [r for r in children if r.data.tags.get("phase") == "search"]
+    confirms = [r for r in children if r.data.tags.get("phase") == "confirmation"]
+    assert len(trials) == 4 and len(confirms) == 2
+    for run in trials:
+        assert {"batch_size", "learning_rate", "optimizer", "num_threads"} <= set(run.data.params)
+        assert run.data.tags["framework"] == "torch"
+        assert run.data.tags["device_fingerprint"] == report["device"]["fingerprint"]
+        assert run.data.tags["trial_state"] in ("COMPLETE", "PRUNED", "FAIL")
+        assert "peak_rss_mb" in run.data.metrics
+    baseline_run = next(r for r in trials if r.data.tags["optuna_trial_number"] == "0")
+    assert baseline_run.data.metrics["objective"] > 0
+    client = MlflowClient(uri)
+    curve = client.get_metric_history(baseline_run.info.run_id, "val_metric")
+    assert len(curve) >= 2 and [m.step for m in curve] == sorted(m.step for m in curve)
+    assert curve[-1].value >= 0.96  # the baseline reached mlp-digits' target
+    artifacts = {a.path for a in client.list_artifacts(report["mlflow_run_id"])}
+    assert {"best_config.yaml", "search_space.json", "plots"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(report["mlflow_run_id"], "plots")}
+    assert "plots/optimization_history.html" in plots
+
+
+def test_best_from_cli_and_python(swept):
+    home, report = swept
+    found = run_json("best", "--workload", "mlp-digits", "--framework", "torch",
+                     "--device", "cpu", "--home", str(home))  # fmt: skip
+    assert len(found) == 1
+    rec = found[0]
+    assert rec["config"] == report["best"]["config"]
+    assert rec["value"] == pytest.approx(report["best"]["stats"]["median"])
+    assert rec["baseline_value"] == pytest.approx(report["baseline"]["stats"]["median"])
+    assert rec["speedup"] == pytest.approx(report["speedup"])
+    assert rec["mlflow_run_id"] == report["mlflow_run_id"]
+    assert rec["device_fingerprint"] == report["device"]["fingerprint"]
+    code = (f"import json, tuner; r = tuner.best_config('mlp-digits', home={str(home)!r}); "
+            "print(json.dumps(r.config))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == report["best"]["config"]
+    table = run_cli("best", "--workload", "mlp-digits", "--home", str(home))
+    assert table.returncode == 0 and "time-to-target" in table.stdout
+
+
+def test_resume_continues_the_same_study(swept):
+    import optuna
+
+    home, _ = swept
+    report = run_json(*SWEEP, "--trials", "5", "--home", str(home))
+    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{home}/optuna.db")
+    finished = [t for t in study.trials if t.state.is_finished()
+                and t.user_attrs.get("cause") != "invalid"]  # fmt: skip
+    assert len(finished) == 5  # one more trial, not five more
+    assert sum(1 for t in study.trials if t.user_attrs.get("baseline")) == 1
+    assert report["best_config_id"] is not None
+    found = run_json("best", "--workload", "mlp-digits", "--home", str(home))
+    assert len(found) == 1  # the same key: replaced or kept, with history
+    assert len(found[0]["history"]) >= 1
+
+
+def test_best_unknown_workload_is_exit_1(swept):
+    home, _ = swept
+    proc = run_cli("best", "--workload", "nope", "--home", str(home))
+    assert proc.returncode == 1 and "no best config stored" in proc.stderr
+
+
+def test_devices_json():
+    found = run_json("devices")
+    cpu = [d for d in found if d["kind"] == "cpu"]
+    assert len(cpu) == 1 and cpu[0]["framework"] == "torch" and cpu[0]["cores"] >= 1
+    again = run_json("devices", "--framework", "torch")
+    assert again[0]["fingerprint"] == cpu[0]["fingerprint"]  # stable across runs
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ui_serves_the_tracking_store(swept):
+    home, report = swept
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tuner.cli", "ui", "--port", str(port),
+                             "--home", str(home)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(url + "/health", timeout=2).read()
+                break
+            except OSError:
+                assert time.time() < deadline, "the MLflow UI did not come up"
+                assert proc.poll() is None, "perftune ui exited"
+                time.sleep(0.5)
+        req = urllib.request.Request(url + "/api/2.0/mlflow/runs/get?run_id=" + report["mlflow_run_id"])
+        run = json.loads(urllib.request.urlopen(req, timeout=10).read())
+        assert run["run"]["info"]["run_id"] == report["mlflow_run_id"]
+        page = urllib.request.urlopen(url + "/", timeout=10).read().decode()
+        assert "<html" in page.lower()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
