@@ -173,16 +173,21 @@ def _print_report(r, ws) -> None:
         out.print("failed trials: " + ", ".join(f"{c} x{n}" for c, n in causes.items())
                   + f"  (logs in {ws.logs})")  # fmt: skip
     table = Table(title=f"{r.workload} / {r.framework} / {r.device['kind']} ({r.device['name']}) / {r.objective}")
-    for col in ("", "config", f"median ({r.unit})", "spread", "runs"):
+    for col in ("", "config (changes from the default)", f"median ({r.unit})", "spread", "runs"):
         table.add_column(col)
+    base_cfg = (r.baseline or {}).get("config") or {}
     for label, side in (("baseline", r.baseline), ("best", r.best)):
         if side is None:
             table.add_row(label, "-", "-", "-", "-")
             continue
         st = side["stats"] or {}
         runs = f"{len(side['values'])}" + (f" ({len(side['failures'])} failed)" if side["failures"] else "")
-        name = label if side["label"] == "baseline" or label == "baseline" else f"best (trial {side['trial_number']})"
-        table.add_row(name, _config_text(side["config"]), _fmt(st.get("median")),
+        if label == "baseline" or side["label"] == "baseline":
+            name, cfg_text = label if label == "baseline" else "best (= baseline)", "framework default"
+        else:
+            name = f"best (trial {side['trial_number']})"
+            cfg_text = _config_text({k: v for k, v in side["config"].items() if base_cfg.get(k) != v})
+        table.add_row(name, cfg_text, _fmt(st.get("median")),
                       f"±{st['spread'] * 100:.0f}%" if st else "-", runs)  # fmt: skip
     out.print(table)
     if r.speedup is not None:

@@ -60,8 +60,10 @@ class Workspace:
         return self.home / "logs"
 
     @property
-    def local_tracking(self) -> bool:
-        return self.tracking_uri.startswith("sqlite:") or self.tracking_uri.startswith("file:")
+    def tracking_server(self) -> bool:
+        """Whether tracking goes to an MLflow server (which then decides artifact locations);
+        otherwise artifacts go under the workspace's ``mlartifacts/``."""
+        return self.tracking_uri.startswith(("http://", "https://", "databricks"))
 
     def check_distinct(self) -> None:
         urls = {"--storage": self.storage, "--tracking-uri": self.tracking_uri, "--db": self.db}

@@ -257,7 +257,7 @@ class _Sweep:
             self.tracker = self._tracker
         elif cfg.track:
             self.tracker = MlflowTracker(ws.tracking_uri,
-                                         str(ws.artifacts) if ws.local_tracking else None)  # fmt: skip
+                                         None if ws.tracking_server else str(ws.artifacts))  # fmt: skip
         else:
             self.tracker = NullTracker()
 

@@ -16,7 +16,7 @@ from conftest import run_cli, run_json
 pytestmark = pytest.mark.slow
 
 STUDY = "mlp-digits-torch-cpu-time-to-target"
-SWEEP = ["sweep", "--workload", "mlp-digits", "--seed", "0", "--budget", "25",
+SWEEP = ["sweep", "--workload", "mlp-digits", "--seed", "0", "--budget", "60",
          "--confirm-top", "1", "--confirm-repeats", "2"]  # fmt: skip
 
 

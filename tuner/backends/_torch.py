@@ -1,7 +1,8 @@
 """PyTorch backend: runs in a trial worker, imports torch when used.
 
-Strategies: ``single`` (one process) and ``ddp`` (DistributedDataParallel over ``world_size``
-forked processes; gloo on the CPU). Precision: ``fp32`` or ``bf16`` autocast. ``batch_size`` is
+Strategies: ``single`` (one process), ``ddp`` (DistributedDataParallel over ``world_size``
+forked processes; gloo on the CPU, nccl on CUDA) and ``dp`` (DataParallel, CUDA). Precision: ``fp32``,
+``tf32`` (CUDA matmuls), ``bf16`` autocast, ``fp16`` autocast with GradScaler. ``batch_size`` is
 per process; the global batch is ``batch_size * world_size``.
 """
 
@@ -67,18 +68,20 @@ class TorchBackend(Backend):
     def capabilities(cls, device_class: str) -> dict[str, Any]:
         if device_class == "cpu":
             return {
-                "params": [*_COMMON, "num_threads"],
+                "params": [*_COMMON, "num_threads", "channels_last", "compile"],
                 "choices": {
                     "optimizer": list(_OPTIMIZERS),
                     "parallel_strategy": ["single", "ddp"],
                     "precision": ["fp32", "bf16"],
+                    "compile": ["none", "default", "max-autotune"],
+                    "channels_last": [False, True],
                 },
             }
         return {
             "params": [*_COMMON, "compile", "channels_last", "num_threads"],
             "choices": {
                 "optimizer": list(_OPTIMIZERS),
-                "parallel_strategy": ["single", "ddp"],
+                "parallel_strategy": ["single", "dp", "ddp"],
                 "precision": ["fp32", "tf32", "bf16", "fp16"],
                 "compile": ["none", "default", "max-autotune"],
                 "channels_last": [False, True],
@@ -143,18 +146,33 @@ class TorchBackend(Backend):
 
     # ------------------------------------------------------------------ trials
     def run_trial(self, workload: Any, request: TrialRequest, channel: Channel) -> dict[str, Any]:
+        validate_config(request.config, request.device)
         cfg = request.config
-        strategy = cfg.get("parallel_strategy", "single")
-        world = int(cfg.get("world_size", 1)) if strategy == "ddp" else 1
-        if strategy not in ("single", "ddp"):
-            raise InvalidConfig(f"parallel_strategy {strategy!r} is not supported by this backend")
-        if strategy == "ddp" and world < 2:
-            raise InvalidConfig("ddp needs world_size >= 2")
-        if cfg.get("optimizer", "adam") not in _OPTIMIZERS:
-            raise InvalidConfig(f"optimizer {cfg.get('optimizer')!r} is not supported")
+        world = int(cfg.get("world_size", 1)) if cfg.get("parallel_strategy") == "ddp" else 1
         if world == 1:
             return _Trainer(workload, request, channel, rank=0, world=1).run()
         return _run_ddp(workload, request, channel, world)
+
+
+def validate_config(cfg: dict[str, Any], device: str) -> None:
+    """Reject what this backend cannot honour on ``device`` (raises :class:`InvalidConfig`)."""
+    kind = device.split(":", 1)[0]
+    strategy = cfg.get("parallel_strategy", "single")
+    world = int(cfg.get("world_size", 1))
+    if strategy not in ("single", "ddp", "dp"):
+        raise InvalidConfig(f"parallel_strategy {strategy!r} is not supported by this backend")
+    if strategy in ("ddp", "dp") and world < 2:
+        raise InvalidConfig(f"{strategy} needs world_size >= 2")
+    if strategy == "dp" and kind != "cuda":
+        raise InvalidConfig("dp (DataParallel) needs CUDA devices")
+    if cfg.get("optimizer", "adam") not in _OPTIMIZERS:
+        raise InvalidConfig(f"optimizer {cfg.get('optimizer')!r} is not supported")
+    precision = cfg.get("precision", "fp32")
+    allowed = ("fp32", "bf16") if kind == "cpu" else ("fp32", "tf32", "bf16", "fp16")
+    if precision not in allowed:
+        raise InvalidConfig(f"precision {precision!r} is not supported on {kind}")
+    if cfg.get("compile", "none") not in ("none", "default", "max-autotune"):
+        raise InvalidConfig(f"compile {cfg.get('compile')!r} is not a torch.compile mode")
 
 
 #: Distributed trainers are never freed: the trial process ends with ``os._exit``, and freeing a
@@ -238,9 +256,14 @@ class _Trainer:
         torch.set_num_threads(threads)
         torch.manual_seed(request.seed)
         self.device = torch.device(request.device if request.device != "cpu" else "cpu")
+        self.replicas = int(self.cfg.get("world_size", 1)) if self.cfg.get(
+            "parallel_strategy") == "dp" else 1  # fmt: skip
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device.index or rank)
             torch.cuda.reset_peak_memory_stats()
+            tf32 = self.cfg.get("precision") == "tf32"
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
         if world > 1:
             import datetime
 
@@ -310,12 +333,11 @@ class _Trainer:
         raise InvalidConfig(f"workload metric {metric!r} is not known (use a callable)")
 
     def _autocast(self):
-        precision = self.cfg.get("precision", "fp32")
-        if precision == "fp32":
+        precision, torch = self.cfg.get("precision", "fp32"), self.torch
+        if precision in ("fp32", "tf32"):  # tf32 is a matmul setting, made in __init__
             return contextlib.nullcontext()
-        if precision == "bf16":
-            return self.torch.autocast(self.device.type, dtype=self.torch.bfloat16)
-        raise InvalidConfig(f"precision {precision!r} is not supported on {self.device.type}")
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        return torch.autocast(self.device.type, dtype=dtype)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -364,23 +386,40 @@ class _Trainer:
             epoch += 1
 
     # -- run
+    def _model(self):
+        torch, cfg = self.torch, self.cfg
+        model = self.workload.model().to(self.device)
+        if cfg.get("channels_last"):
+            model = model.to(memory_format=torch.channels_last)
+        self.eval_model = model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            model = DDP(model)
+        elif cfg.get("parallel_strategy") == "dp":
+            model = torch.nn.DataParallel(model, device_ids=list(range(self.replicas)))
+        mode = cfg.get("compile", "none")
+        if mode != "none":
+            model = torch.compile(model, mode=None if mode == "default" else mode)
+        return model
+
     def run(self) -> dict[str, Any]:
-        torch = self.torch
+        torch, cfg = self.torch, self.cfg
         try:
             x_tr, y_tr, x_va, y_va = self._tensors()
-            model = self.workload.model().to(self.device)
-            self.eval_model = model
-            if self.world > 1:
-                from torch.nn.parallel import DistributedDataParallel as DDP
-
-                model = DDP(model)
+            if cfg.get("channels_last") and x_tr.dim() == 4:
+                x_tr = x_tr.contiguous(memory_format=torch.channels_last)
+                x_va = x_va.contiguous(memory_format=torch.channels_last)
+            model = self._model()
             opt = self._optimizer(model.parameters())
             self.keep = (model, opt, x_tr, y_tr, x_va, y_va)  # see _KEEPALIVE
             loss_fn = self._loss_fn()
-            bs = int(self.cfg.get("batch_size", 32))
+            bs = int(cfg.get("batch_size", 32)) * self.replicas  # dp splits one batch on GPUs
             self.global_bs = bs * self.world
             batches = self._batches(len(x_tr), bs, self.req.seed)
             autocast = self._autocast()
+            # fp16 needs loss scaling; bf16 and fp32 do not.
+            scaler = torch.amp.GradScaler(self.device.type) if cfg.get("precision") == "fp16" else None
             model.train()
 
             def step():
@@ -389,8 +428,13 @@ class _Trainer:
                 with autocast:
                     loss = loss_fn(model(xb), yb)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                if scaler is None:
+                    loss.backward()
+                    opt.step()
+                else:
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
                 return epoch, loss, len(idx)
 
             self.setup_s = time.perf_counter() - self.t_start
@@ -401,7 +445,7 @@ class _Trainer:
             result["metrics"].update(self._memory())
             result["metrics"]["setup_s"] = self.setup_s
             result["metrics"]["global_batch_size"] = self.global_bs
-            result["metrics"]["world_size"] = self.world
+            result["metrics"]["world_size"] = self.world * self.replicas
             return result
         finally:
             if self.world > 1 and torch.distributed.is_initialized():

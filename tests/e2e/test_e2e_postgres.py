@@ -1,0 +1,85 @@
+"""The multi-machine setup for real: Optuna, MLflow and perftune's store each in their own
+schema of the PostgreSQL server on 127.0.0.1:5432 (database ``test``), driven by the CLI."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from conftest import run_cli, run_json
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+SERVER = os.environ.get("PERFTUNE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _url(schema: str) -> str:
+    return f"{SERVER}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(scope="module")
+def schemas():
+    sa = pytest.importorskip("sqlalchemy")
+    engine = sa.create_engine(SERVER, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect():
+            pass
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"PostgreSQL not reachable at {SERVER}: {exc}")
+    tag = uuid.uuid4().hex[:8]
+    names = {k: f"perftune_e2e_{k}_{tag}" for k in ("optuna", "mlflow", "store")}
+    with engine.begin() as conn:
+        for name in names.values():
+            conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
+    try:
+        yield {k: _url(v) for k, v in names.items()}
+    finally:
+        with engine.begin() as conn:
+            for name in names.values():
+                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+        engine.dispose()
+
+
+def test_sweep_on_postgres(schemas, tmp_path):
+    import mlflow
+    import optuna
+
+    urls = ["--storage", schemas["optuna"], "--tracking-uri", schemas["mlflow"],
+            "--db", schemas["store"], "--home", str(tmp_path / "ws")]  # fmt: skip
+    report = run_json("sweep", "--workload", "mlp-digits", "--objective", "throughput",
+                      "--trials", "3", "--seed", "1", "--confirm-top", "1",
+                      "--confirm-repeats", "1", *urls)  # fmt: skip
+    assert report["best"] is not None
+
+    study = optuna.load_study(study_name=report["study_name"], storage=schemas["optuna"])
+    assert len([t for t in study.trials if t.state.is_finished()]) >= 3
+
+    mlflow.set_tracking_uri(schemas["mlflow"])
+    runs = mlflow.search_runs(experiment_names=["mlp-digits"], output_format="list")
+    assert any(r.info.run_id == report["mlflow_run_id"] for r in runs)
+    assert sum(r.data.tags.get("phase") == "search" for r in runs) == 3
+
+    found = run_json("best", "--workload", "mlp-digits", "--db", schemas["store"])
+    assert found[0]["config"] == report["best"]["config"]
+    assert found[0]["mlflow_run_id"] == report["mlflow_run_id"]
+
+    # Nothing of the three landed in the SQLite files of the workspace.
+    assert not (tmp_path / "ws" / "optuna.db").exists()
+    assert not (tmp_path / "ws" / "perftune.db").exists()
+    assert not (tmp_path / "ws" / "mlflow.db").exists()
+
+
+def test_db_upgrade_on_postgres(schemas):
+    proc = run_cli("db", "upgrade", "--db", schemas["store"])
+    assert proc.returncode == 0, proc.stderr
+    assert "revision" in proc.stdout
+
+
+def test_unreachable_postgres_is_one_line_exit_2(tmp_path):
+    proc = run_cli("sweep", "--workload", "mlp-digits", "--home", str(tmp_path / "ws"),
+                   "--storage", "postgresql://u:hunter2@127.0.0.1:1/x")  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "--storage" in proc.stderr
+    assert "hunter2" not in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "ws").exists()
