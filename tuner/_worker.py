@@ -158,6 +158,8 @@ class Server:
                     os.dup2(fd, 2)
                 import faulthandler
 
+                _die_with_parent()
+                faulthandler.enable()  # a fatal signal (SIGSEGV...) leaves a stack in the log
                 # On a timeout the server asks for every thread's stack before the kill, so a
                 # hang leaves its location in the trial log.
                 faulthandler.register(signal.SIGUSR1, all_threads=True)
@@ -285,6 +287,20 @@ class Server:
             if msg is None or msg.get("op") == "shutdown":
                 return 0
             self.handle(msg)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (prctl PR_SET_PDEATHSIG), so a
+    trial never outlives its worker (nor a DDP rank its trial). A no-op elsewhere."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(70)
+    except (OSError, AttributeError):
+        pass
 
 
 def _dump_stacks(pid: int) -> None:

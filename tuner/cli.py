@@ -6,12 +6,12 @@ runtime failure, 130 interrupted.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -256,28 +256,45 @@ def db_upgrade(home: Home = None, db: Db = None) -> None:
     out.print(f"{redact_url(ws.db)} at revision {rev}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    from storage import StoreError
+def _click_errors():
+    """Click's exception classes: typer's vendored click (typer >= 0.2x) and, if installed, click."""
+    usage, exits, aborts = [], [typer.Exit], [typer.Abort]
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        usage += [mod.UsageError] if hasattr(mod, "UsageError") else []
+        exits += [mod.Exit] if hasattr(mod, "Exit") else []
+        aborts += [mod.Abort] if hasattr(mod, "Abort") else []
+    return tuple(usage), tuple(exits), tuple(aborts)
 
+
+def main(argv: list[str] | None = None) -> int:
+    usage_errors, exits, aborts = _click_errors()
     cmd = typer.main.get_command(app)
     try:
         rv = cmd.main(args=argv, prog_name="perftune", standalone_mode=False)
         return int(rv or 0) if isinstance(rv, int) else 0
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.exceptions.UsageError as exc:
-        err.print(f"perftune: error: {exc.format_message()}", markup=False, highlight=False)
+    except exits as exc:
+        return int(getattr(exc, "exit_code", 0) or 0)
+    except usage_errors as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `perftune`: the help, as click does
+            err.print(exc.format_message(), markup=False, highlight=False)
+            return 2
+        msg = " ".join(exc.format_message().split())
+        err.print(f"perftune: error: {msg}", markup=False, highlight=False, soft_wrap=True)
         return 2
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (*aborts, KeyboardInterrupt):
         err.print("perftune: interrupted", markup=False)
         return 130
     except PerftuneError as exc:
         err.print(f"perftune: error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return exc.exit_code
-    except StoreError as exc:
-        err.print(f"perftune: error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        return 1
     except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback on request
+        if type(exc).__name__ == "StoreError" or type(exc).__module__.startswith("storage"):
+            err.print(f"perftune: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+            return 1
         if os.environ.get("PERFTUNE_DEBUG"):
             raise
         err.print(f"perftune: internal error: {type(exc).__name__}: {exc} "

@@ -145,6 +145,47 @@ class SweepReport:
 ProgressFn = Callable[[str, dict[str, Any]], None]
 
 
+def _grid_sampler_class():
+    import optuna
+
+    class GridSampler(optuna.samplers.GridSampler):
+        """Optuna's grid sampler for an ask/tell loop.
+
+        The enqueued baseline takes the grid point it matches (if any), each other trial takes
+        the first unvisited point in the (seeded) grid order, and exhausting the grid ends the
+        loop (``is_exhausted``) instead of calling ``study.stop()``, which only works inside
+        ``study.optimize``.
+        """
+
+        def before_trial(self, study, trial) -> None:
+            attrs = trial.system_attrs
+            if "grid_id" in attrs:
+                return
+            storage = study._storage
+            if "fixed_params" in attrs:
+                fixed = attrs["fixed_params"]
+                names = [n for n in self._param_names if n in fixed]
+                for gid, point in enumerate(self._all_grids):
+                    if all(point[self._param_names.index(n)] == fixed[n] for n in names):
+                        storage.set_trial_system_attr(trial._trial_id, "search_space", self._search_space)
+                        storage.set_trial_system_attr(trial._trial_id, "grid_id", gid)
+                        break
+                return
+            unvisited = self._get_unvisited_grid_ids(study)
+            gid = unvisited[0] if unvisited else 0
+            storage.set_trial_system_attr(trial._trial_id, "search_space", self._search_space)
+            storage.set_trial_system_attr(trial._trial_id, "grid_id", gid)
+
+        def after_trial(self, study, trial, state, values) -> None:
+            pass
+
+    return GridSampler
+
+
+def _GridSampler(grid, seed):  # noqa: N802 - a class factory (optuna is imported lazily)
+    return _grid_sampler_class()(grid, seed=seed)
+
+
 def _sampler(name: str, seed: int | None, space):
     import optuna
 
@@ -153,7 +194,7 @@ def _sampler(name: str, seed: int | None, space):
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
-        return optuna.samplers.GridSampler(space.grid(), seed=seed)
+        return _GridSampler(space.grid(), seed=seed)
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     return optuna.samplers.GPSampler(seed=seed)
@@ -329,8 +370,11 @@ class _Sweep:
         done = len(self._finished(study))
         self.progress("start", {"total": self.cfg.trials, "done": done})
         invalid_streak = 0
+        sampler = study.sampler
         while done < self.cfg.trials:
             if deadline is not None and time.monotonic() >= deadline:
+                break
+            if hasattr(sampler, "is_exhausted") and sampler.is_exhausted(study):
                 break
             trial = study.ask()
             config = self.space.sample(trial)

@@ -159,7 +159,12 @@ def _load_callable(spec: str) -> Callable[[], Any]:
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[mod_name] = module
         sys.path.insert(0, os.path.dirname(path))
-        module_spec.loader.exec_module(module)
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:  # noqa: BLE001 - the user's file: report it as bad input
+            sys.modules.pop(mod_name, None)
+            raise UsageError(f"--workload {spec}: cannot load {path}: "
+                             f"{type(exc).__name__}: {exc}") from None  # fmt: skip
     else:
         try:
             module = importlib.import_module(target)
@@ -195,7 +200,12 @@ def resolve(spec: str, framework: str = "torch") -> Workload:
     check_spec(spec, framework)
     factory_spec = BUILTIN_WORKLOADS[spec][framework] if spec in BUILTIN_WORKLOADS else spec
     factory = _load_callable(factory_spec)
-    workload = factory()
+    try:
+        workload = factory()
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's factory: report it as bad input
+        raise UsageError(f"--workload {spec}: the factory raised {type(exc).__name__}: {exc}") from None
     if not isinstance(workload, Workload):
         raise UsageError(
             f"--workload {spec}: the factory returned {type(workload).__name__}, not tuner.Workload"

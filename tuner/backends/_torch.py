@@ -194,6 +194,9 @@ def _run_ddp(workload: Any, request: TrialRequest, channel: Channel, world: int)
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the forked rank
             code = 0
+            from tuner._worker import _die_with_parent
+
+            _die_with_parent()
             try:
                 trainer = _Trainer(workload, request, None, rank=rank, world=world, store=store_path)
                 _KEEPALIVE.append(trainer)

@@ -1,0 +1,270 @@
+"""Bad input through the real CLI: exit code 2, one ``perftune: error:`` line naming the field or
+resource at fault, no traceback, and nothing written (the ``--home`` folder is never created).
+
+Every case that fails before the trial worker starts runs twice: in this process through
+``tuner.cli.main(argv)`` (milliseconds: the fast tier), and as a real ``python -m tuner.cli``
+subprocess; the subprocesses run concurrently once per module (each CLI start costs ~0.6 s of
+imports), a representative few in the fast tier and all of them under ``slow``. Cases that only fail
+once the worker has started (they need the workload's metadata or the device list: a user factory
+that returns a non-Workload, a search-space error) take several seconds each (the worker imports
+torch) and are ``slow``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+UNREACHABLE_PG = "postgresql://u:secret@127.0.0.1:1/x"
+
+INPUT_FILES = {
+    "malformed.yaml": """
+        params:
+          batch_size: {type: int, low: 8, high: 64, default: 32}
+          learning_rate: low: 1
+          optimizer: adam
+    """,
+    "bad_low.yaml": """
+        params:
+          batch_size: {type: int, low: 64, high: 32, default: 32}
+    """,
+    "lamb.yaml": """
+        params:
+          optimizer: {type: categorical, choices: [adam, lamb], default: adam}
+    """,
+    "wl.py": """
+        def not_a_workload():
+            return 42
+
+        def make():
+            from tuner import Workload
+            return Workload(name="w", model=lambda: None, data=lambda: None, target=0.5)
+    """,
+    "broken.py": """
+        def make(:
+            pass
+    """,
+}
+
+
+def perftune(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PERFTUNE_")}
+    env["PERFTUNE_NO_PROGRESS"] = "1"
+    return subprocess.run([sys.executable, "-m", "tuner.cli", *args], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=timeout)  # fmt: skip
+
+
+def assert_usage_error(proc: subprocess.CompletedProcess, home: Path, *needles: str,
+                       absent: tuple[str, ...] = ()) -> str:  # fmt: skip
+    """Exit 2, exactly one stderr line ``perftune: error: ...`` with every needle, no traceback,
+    nothing on stdout, and no workspace. Returns the message line."""
+    shown = f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert "Traceback" not in proc.stdout + proc.stderr, shown
+    assert proc.returncode == 2, shown
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, shown
+    line = lines[0]
+    assert line.startswith("perftune: error: "), shown
+    for needle in needles:
+        assert needle in line, f"{needle!r} not in {line!r}"
+    for word in absent:
+        assert word not in line, f"{word!r} leaked into {line!r}"
+    assert proc.stdout.strip() == "", shown
+    assert not home.exists(), f"{home} was created: {sorted(p.name for p in home.rglob('*'))}"
+    return line
+
+
+@dataclass
+class Case:
+    id: str
+    args: list[str]  # after "sweep --home ws-ID ..." (or the whole command when not sweep)
+    needles: list[str]
+    absent: tuple[str, ...] = ()
+    command: str = "sweep"
+    marks: list = field(default_factory=list)
+
+
+def SWEEP(*args: str) -> list[str]:  # noqa: N802 - reads like the command line
+    return ["--workload", "mlp-digits", *args]
+
+
+FAST_CASES = [
+    Case("unknown-workload", ["--workload", "nope"], ["--workload nope", "unknown workload"]),
+    Case("workload-file-missing", ["--workload", "missing.py:make"], ["--workload", "missing.py"]),
+    Case("workload-bad-function-name", ["--workload", "wl.py:not-a-name"], ["--workload"]),
+    Case("unknown-framework", SWEEP("--framework", "jax"), ["--framework jax"]),
+    Case("unknown-device", SWEEP("--device", "tpu"), ["--device tpu"]),
+    Case("unknown-objective", SWEEP("--objective", "nope"), ["--objective nope"]),
+    Case("unknown-sampler", SWEEP("--sampler", "nope"), ["--sampler nope"]),
+    Case("unknown-pruner", SWEEP("--pruner", "nope"), ["--pruner nope"]),
+    Case("zero-trials", SWEEP("--trials", "0"), ["--trials 0"]),
+    Case("zero-confirm-repeats", SWEEP("--confirm-repeats", "0"), ["--confirm-repeats 0"]),
+    Case("negative-timeout", SWEEP("--timeout", "-1"), ["--timeout"]),
+    Case("zero-trial-timeout", SWEEP("--trial-timeout", "0"), ["--trial-timeout"]),
+    Case("empty-study", SWEEP("--study", " "), ["--study"]),
+    Case("space-missing", SWEEP("--space", "nope.yaml"), ["--space nope.yaml", "not found"]),
+    Case("storage-not-a-url", SWEEP("--storage", "nope"), ["--storage nope"]),
+    Case("storage-unreachable", SWEEP("--storage", UNREACHABLE_PG),
+         ["--storage", "127.0.0.1", "cannot reach"], absent=("secret",)),
+    Case("db-unreachable", SWEEP("--db", UNREACHABLE_PG),
+         ["--db", "127.0.0.1", "cannot reach"], absent=("secret",)),
+    Case("tracking-db-unreachable", SWEEP("--tracking-uri", UNREACHABLE_PG),
+         ["--tracking-uri", "127.0.0.1", "cannot reach"], absent=("secret",)),
+    Case("tracking-server-unreachable", SWEEP("--tracking-uri", "http://127.0.0.1:1"),
+         ["--tracking-uri http://127.0.0.1:1", "cannot reach"]),
+    Case("tracking-server-credentials", SWEEP("--tracking-uri", "http://u:secret@127.0.0.1:1"),
+         ["--tracking-uri"], absent=("secret",)),
+    Case("storage-equals-db", SWEEP("--storage", "sqlite:///same.db", "--db", "sqlite:///same.db"),
+         ["--storage", "--db", "same database"]),
+    Case("best-unknown-objective", ["--workload", "x", "--objective", "nope"],
+         ["--objective nope"], command="best"),
+    Case("best-unknown-framework", ["--workload", "x", "--framework", "jax"],
+         ["--framework jax"], command="best"),
+    Case("unknown-option", SWEEP("--bogus"), ["--bogus"]),
+    Case("not-an-integer", SWEEP("--trials", "abc"), ["--trials"]),
+    Case("missing-workload", [], ["workload"]),
+]  # fmt: skip
+
+
+def _argv(case: Case, home: Path) -> list[str]:
+    if case.command == "sweep":
+        return ["sweep", "--home", str(home), "--trials", "1", "--budget", "1",
+                "--confirm-top", "1", "--confirm-repeats", "1", *case.args]  # fmt: skip
+    return [case.command, "--home", str(home), *case.args]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    """A working directory holding the input files; each case's workspace is ``ws-<id>``."""
+    path = tmp_path_factory.mktemp("cli-errors")
+    for name, text in INPUT_FILES.items():
+        (path / name).write_text(textwrap.dedent(text).lstrip("\n"))
+    return path
+
+
+#: Run as subprocesses in the fast tier too (the others only under ``slow``).
+SUBPROCESS_FAST = ("unknown-workload", "storage-unreachable", "storage-equals-db",
+                   "best-unknown-objective", "unknown-option")  # fmt: skip
+
+
+def _run_all(work: Path, cases: list[Case]) -> dict[str, subprocess.CompletedProcess]:
+    def one(case: Case) -> subprocess.CompletedProcess:
+        return perftune(*_argv(case, work / f"ws-{case.id}"), cwd=work)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(zip([c.id for c in cases], pool.map(one, cases), strict=True))
+
+
+@pytest.fixture(scope="module")
+def fast_results(work) -> dict[str, subprocess.CompletedProcess]:
+    return _run_all(work, [c for c in FAST_CASES if c.id in SUBPROCESS_FAST])
+
+
+@pytest.fixture(scope="module")
+def all_results(work) -> dict[str, subprocess.CompletedProcess]:
+    return _run_all(work, FAST_CASES)
+
+
+def _params(cases):
+    return [pytest.param(c, id=c.id, marks=c.marks) for c in cases]
+
+
+@pytest.mark.parametrize("case", _params(FAST_CASES))
+def test_bad_input_in_process(case, work, capsys, monkeypatch):
+    from tuner.cli import main
+
+    for key in [k for k in os.environ if k.startswith("PERFTUNE_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("PERFTUNE_NO_PROGRESS", "1")
+    monkeypatch.chdir(work)
+    home = work / f"ws-inproc-{case.id}"
+    argv = _argv(case, home)
+    code = main(argv)
+    captured = capsys.readouterr()
+    proc = subprocess.CompletedProcess(argv, code, captured.out, captured.err)
+    assert_usage_error(proc, home, *case.needles, absent=case.absent)
+
+
+@pytest.mark.parametrize("case", _params(c for c in FAST_CASES if c.id in SUBPROCESS_FAST))
+def test_bad_input(case, work, fast_results):
+    assert_usage_error(fast_results[case.id], work / f"ws-{case.id}", *case.needles,
+                       absent=case.absent)  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", _params(FAST_CASES))
+def test_bad_input_subprocess(case, work, all_results):
+    assert_usage_error(all_results[case.id], work / f"ws-{case.id}", *case.needles,
+                       absent=case.absent)  # fmt: skip
+
+
+def test_storage_equal_to_db_creates_no_database(work, fast_results):
+    assert fast_results["storage-equals-db"].returncode == 2
+    assert not (work / "same.db").exists()
+
+
+def test_help_exits_zero(work):
+    proc = perftune("sweep", "--help", cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    assert "--workload" in proc.stdout
+    assert proc.stderr == ""
+
+
+# -- cases that need the trial worker (it imports torch): a few seconds each
+
+
+def _sweep(work: Path, home: Path, *args: str) -> subprocess.CompletedProcess:
+    return perftune("sweep", "--home", str(home), "--trials", "1", "--budget", "1",
+                    "--confirm-top", "1", "--confirm-repeats", "1", *args, cwd=work)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_workload_function_missing(work, tmp_path):
+    assert_usage_error(_sweep(work, tmp_path / "ws", "--workload", "wl.py:missing_func"),
+                       tmp_path / "ws", "--workload", "wl.py", "missing_func")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_factory_returns_non_workload(work, tmp_path):
+    assert_usage_error(_sweep(work, tmp_path / "ws", "--workload", "wl.py:not_a_workload"),
+                       tmp_path / "ws", "--workload", "wl.py:not_a_workload", "int",
+                       "not tuner.Workload")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_workload_file_with_syntax_error(work, tmp_path):
+    assert_usage_error(_sweep(work, tmp_path / "ws", "--workload", "broken.py:make"),
+                       tmp_path / "ws", "--workload", "broken.py")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_space_malformed_yaml_names_file_and_line(work, tmp_path):
+    assert_usage_error(_sweep(work, tmp_path / "ws", *SWEEP("--space", "malformed.yaml")),
+                       tmp_path / "ws", "malformed.yaml", "line 3", "malformed YAML")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_space_low_above_high(work, tmp_path):
+    assert_usage_error(_sweep(work, tmp_path / "ws", *SWEEP("--space", "bad_low.yaml")),
+                       tmp_path / "ws", "bad_low.yaml", "params.batch_size")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_space_unsupported_optimizer(work, tmp_path):
+    assert_usage_error(_sweep(work, tmp_path / "ws", *SWEEP("--space", "lamb.yaml")),
+                       tmp_path / "ws", "lamb.yaml", "params.optimizer", "lamb")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_device_not_on_this_machine(work, tmp_path):
+    if os.path.exists("/dev/nvidiactl"):
+        pytest.skip("this machine may have a CUDA device")
+    assert_usage_error(_sweep(work, tmp_path / "ws", *SWEEP("--device", "cuda")),
+                       tmp_path / "ws", "--device cuda", "not found")  # fmt: skip

@@ -1,0 +1,121 @@
+"""The sweep loop against a fake executor (no framework, no worker, no MLflow): how outcomes land
+in Optuna and the report, and how the grid sampler covers its grid."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tuner.backends import TrialOutcome, TrialRequest
+from tuner.executor import Executor
+from tuner.settings import Workspace
+from tuner.sweep import SweepConfig, run_sweep
+
+GRID = [16, 32, 64, 128, 256]
+BAD = {16: "timeout", 64: "crash", 128: "oom", 256: "diverged"}
+
+
+class FakeExecutor(Executor):
+    """Batch size 32 reaches the target in about 1 s; the others fail as :data:`BAD` says."""
+
+    framework = "torch"
+
+    def __init__(self) -> None:
+        self.requests: list[TrialRequest] = []
+
+    def describe(self, workload: str) -> dict[str, Any]:
+        return {"name": "fake", "framework": "torch", "target": 0.5, "mode": "max",
+                "budget_s": 5.0, "eval_interval_s": 0.1}  # fmt: skip
+
+    def devices(self) -> list[dict[str, Any]]:
+        return [{"kind": "cpu", "name": "Fake CPU", "count": 1, "memory_bytes": 2**33,
+                 "cores": 2}]  # fmt: skip
+
+    def run(self, request: TrialRequest, on_report=None) -> TrialOutcome:
+        self.requests.append(request)
+        bs = request.config["batch_size"]
+        if bs in BAD:
+            return TrialOutcome("failed", cause=BAD[bs], message=f"fake {BAD[bs]}", wall_s=0.01)
+        seconds = 1.0 + len(self.requests) / 1000  # some noise
+        return TrialOutcome("ok", metrics={"reached_target": True, "time_to_target_s": seconds},
+                            wall_s=0.01)  # fmt: skip
+
+    def search_batch_sizes(self) -> list[int]:
+        """Batch sizes of the search trials (not the confirmation runs), in order."""
+        return [r.config["batch_size"] for r in self.requests if "-trial-" in r.log_path]
+
+
+@pytest.fixture
+def space(tmp_path) -> str:
+    path = tmp_path / "space.yaml"
+    path.write_text(
+        textwrap.dedent(f"""
+        extends: none
+        version: 1
+        params:
+          batch_size: {{type: categorical, choices: {GRID}, default: 32}}
+    """).lstrip()
+    )
+    return str(path)
+
+
+def sweep(tmp_path: Path, space: str, **kw):
+    ex = FakeExecutor()
+    cfg = SweepConfig(**{"workload": "mlp-digits", "space": space, "sampler": "grid",
+                         "confirm_top": 1, "confirm_repeats": 1, "track": False, **kw})  # fmt: skip
+    ws = Workspace.resolve(tmp_path / "ws")
+    return ex, ws, run_sweep(cfg, ws, executor=ex)
+
+
+def _load(ws: Workspace, name: str):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=ws.storage)
+
+
+def test_failures_reach_optuna_and_the_report(tmp_path, space):
+    from optuna.trial import TrialState
+
+    ex, ws, report = sweep(tmp_path, space, sampler="random", trials=12, seed=3)
+    assert report.trials["complete"] + report.trials["fail"] == 12
+    study = _load(ws, report.study_name)
+    for t in study.get_trials(deepcopy=False):
+        bs = t.params["batch_size"]
+        if bs in BAD:
+            assert t.state == TrialState.FAIL
+            assert (t.user_attrs["cause"], t.user_attrs["message"]) == (BAD[bs], f"fake {BAD[bs]}")
+        else:
+            assert t.state == TrialState.COMPLETE and 1.0 < t.value < 1.1
+    assert {f["cause"] for f in report.failures} <= set(BAD.values())
+    assert report.best["config"] == {"batch_size": 32}
+    assert report.speedup == pytest.approx(1.0, abs=0.01)
+
+
+def test_resume_counts_to_the_total(tmp_path, space):
+    ex, ws, first = sweep(tmp_path, space, sampler="random", trials=3, seed=1)
+    ex2, _, second = sweep(tmp_path, space, sampler="random", trials=5, seed=1)
+    assert len(ex.search_batch_sizes()) == 3 and len(ex2.search_batch_sizes()) == 2
+    assert len(_load(ws, second.study_name).trials) == 5
+
+
+def test_grid_with_as_many_trials_as_points_covers_the_grid(tmp_path, space):
+    ex, _, report = sweep(tmp_path, space, trials=len(GRID), seed=0)
+    assert sorted(set(ex.search_batch_sizes())) == GRID
+
+
+def test_grid_sweep_that_exhausts_the_grid(tmp_path, space):
+    ex, _, report = sweep(tmp_path, space, trials=len(GRID) + 1, seed=0)
+    assert sorted(set(ex.search_batch_sizes())) == GRID
+
+
+def test_space_error_writes_nothing(tmp_path):
+    from tuner.errors import UsageError
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("params:\n  batch_size: {type: int, low: 64, high: 32, default: 32}\n")
+    with pytest.raises(UsageError, match=r"bad.yaml: params.batch_size.low: must be <= high"):
+        sweep(tmp_path, str(bad))
+    assert not (tmp_path / "ws").exists()
