@@ -17,8 +17,10 @@ def best_config(workload: str, *, framework: str = "torch", device: str = "cpu",
     it is. The database is the workspace's (``home``, ``PERFTUNE_HOME``, ``./.perftune``) unless
     ``db`` (or ``PERFTUNE_DB``) names another.
     """
-    from tuner.service import best_configs
+    from tuner.service import best_configs, has_database
 
     ws = Workspace.resolve(home, db=db)
+    if not has_database(ws):
+        return None
     found = best_configs(ws, workload, framework=framework, device=device, objective=objective)
     return found[0] if found else None

@@ -33,10 +33,15 @@ def sweep(cfg: SweepConfig, ws: Workspace, progress: ProgressFn | None = None) -
     return run_sweep(cfg, ws, progress)
 
 
+def has_database(ws: Workspace) -> bool:
+    """False only for an embedded (SQLite) database whose file does not exist yet."""
+    return not ws.db.startswith("sqlite:///") or os.path.exists(ws.db[len("sqlite:///"):])
+
+
 def _open_read_only(ws: Workspace):
     from storage import SchemaNotReadyError, StoreUnavailableError, open_store, redact_url
 
-    if ws.db.startswith("sqlite:///") and not os.path.exists(ws.db[len("sqlite:///"):]):
+    if not has_database(ws):
         raise PerftuneError(f"no perftune database at {redact_url(ws.db)}: run a sweep first "
                             "(or point --home / --db at one)")  # fmt: skip
     try:

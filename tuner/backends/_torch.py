@@ -105,7 +105,7 @@ class TorchBackend(Backend):
     def _versions(self) -> dict[str, str]:
         import torch
 
-        return {"torch": torch.__version__, "python": platform.python_version()}
+        return {"torch": str(torch.__version__), "python": platform.python_version()}
 
     def devices(self) -> list[dict[str, Any]]:
         import torch
@@ -293,9 +293,11 @@ class _Trainer:
                 t = t.float()
             return t.to(self.device)
 
-        classification = self.workload.loss == "cross_entropy"
-        return (as_t(x_tr, True), as_t(y_tr, not classification),
-                as_t(x_va, True), as_t(y_va, not classification))  # fmt: skip
+        # Integer labels stay integers (class indices) unless the loss is MSE; float targets
+        # stay floats. A callable loss gets the targets as the data gives them.
+        regression = self.workload.loss == "mse"
+        return (as_t(x_tr, True), as_t(y_tr, regression),
+                as_t(x_va, True), as_t(y_va, regression))  # fmt: skip
 
     def _optimizer(self, params):
         torch, c = self.torch, self.cfg
