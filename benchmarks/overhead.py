@@ -101,16 +101,6 @@ def _quiet() -> None:
 
 
 # ------------------------------------------------------------------------------ sweeps
-class JsonSafeInProcessExecutor(InProcessExecutor):
-    """Works around a tuner bug: in-process, ``devices()`` returns torch's version as a
-    ``TorchVersion`` (a str subclass) that ``yaml.safe_dump`` rejects, so ``run_sweep`` with
-    ``isolate=False`` fails writing best_config.yaml at the end of any sweep with a winner. The
-    fork-server path is not affected: its replies go through JSON, as this class's do."""
-
-    def devices(self) -> list[dict[str, Any]]:
-        return json.loads(json.dumps(super().devices()))
-
-
 def measure_sweep(mode: str, trials: int, seed: int, keep: str | None = None,
                   profiler: Any = None, sampler: str = "random") -> dict[str, Any]:  # fmt: skip
     """One real sweep; the trial loop's time split into the workload's and the service's."""
@@ -127,8 +117,7 @@ def measure_sweep(mode: str, trials: int, seed: int, keep: str | None = None,
         def progress(event: str, data: dict[str, Any]) -> None:
             events.append((event, time.perf_counter()))
 
-        # In-process, pass an executor of our own: see JsonSafeInProcessExecutor.
-        executor = None if isolate else JsonSafeInProcessExecutor("torch")
+        executor = None
         t0 = time.perf_counter()
         if profiler is not None:
             profiler.enable()
@@ -255,7 +244,7 @@ def _profile_optuna(tmp: Path, n: int, storage_kind: str) -> dict[str, dict[str,
 def _noop_outcome():
     from tuner.backends import TrialRequest
 
-    ex = JsonSafeInProcessExecutor("torch")
+    ex = InProcessExecutor("torch")
     config = _space(os.cpu_count() or 1).defaults()
     return config, ex.run(TrialRequest(workload=SPEC, framework="torch", device="cpu",
                                        config=config))  # fmt: skip
@@ -318,7 +307,7 @@ def _profile_executor(kind: str, n: int, log_dir: Path) -> tuple[dict[str, Any],
     config = _space(os.cpu_count() or 1).defaults()
     t = time.perf_counter()
     ex = (ProcessExecutor("torch", log_dir=str(log_dir)) if kind == "process"
-          else JsonSafeInProcessExecutor("torch"))  # fmt: skip
+          else InProcessExecutor("torch"))  # fmt: skip
     ex.devices()  # starts the worker (and imports torch in it)
     request = TrialRequest(workload=SPEC, framework="torch", device="cpu", config=config,
                            timeout_s=60.0, log_path=str(log_dir / f"trial-{kind}.log"))  # fmt: skip

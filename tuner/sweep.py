@@ -226,10 +226,29 @@ def _storage(url: str):
     _quiet_optuna()
 
     try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
+        storage = optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
     except Exception as exc:  # noqa: BLE001
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise UsageError(f"--storage {redact_url(url)}: cannot open the Optuna storage ({reason})") from None
+    if url.startswith("sqlite"):
+        _fast_sqlite(storage.engine)
+    return storage
+
+
+def _fast_sqlite(engine) -> None:
+    """WAL journal and ``synchronous=NORMAL`` on an SQLite study database: a commit no longer
+    waits for an fsync (about 20 ms per trial here), and a crash of the sweep loses nothing that
+    was committed (only a power cut can lose the last transactions)."""
+    import sqlalchemy as sa
+
+    @sa.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn, _record) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    engine.dispose()  # pooled connections were opened before the listener
 
 
 def _trial_timeout(cfg: SweepConfig, objective: Objective, budget: float) -> float:
