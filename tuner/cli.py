@@ -216,14 +216,17 @@ def best(
         print(json.dumps([r.to_dict() for r in found], indent=2, default=str))
     else:
         table = Table(title=f"Best configs for {workload}")
-        for col in ("id", "framework", "device", "objective", "value", "spread", "speedup", "config"):
-            table.add_column(col)
+        for col in ("id", "framework", "device", "objective", "value", "spread", "speedup"):
+            table.add_column(col, no_wrap=col in ("objective", "value"))
         for r in found:
             table.add_row(str(r.id), r.framework, f"{r.device_kind} ({r.device_name})", r.objective,
                           _fmt(r.value, r.unit), f"±{r.spread * 100:.0f}%" if r.spread is not None else "-",
-                          f"{r.speedup:.2f}x" if r.speedup else "-", _config_text(r.config))  # fmt: skip
+                          f"{r.speedup:.2f}x" if r.speedup else "-")  # fmt: skip
         if found:
             out.print(table)
+            for r in found:
+                out.print(f"#{r.id} config: {_config_text(r.config)}", soft_wrap=True,
+                          highlight=False)  # fmt: skip
     if not found:
         raise PerftuneError(f"no best config stored for workload {workload}"
                             + "".join(f", {k} {v}" for k, v in (("framework", framework),
