@@ -195,7 +195,7 @@ def _print_report(r, ws) -> None:
                   + ("" if r.stored else " (an earlier stored best is better; kept it)"))  # fmt: skip
     out.print(f"stored: perftune best --workload {r.workload} --framework {r.framework} "
               f"--device {r.device['kind']} --objective {r.objective}"
-              + (f" --home {ws.home}" if ws.home != os.path.abspath(".perftune") else ""))  # fmt: skip
+              + (f" --home {ws.home}" if str(ws.home) != os.path.abspath(".perftune") else ""))  # fmt: skip
     out.print("MLflow: perftune ui   (run " + str(r.mlflow_run_id) + ")")
 
 
