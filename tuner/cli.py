@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import sys
 from typing import Annotated, Any
 
@@ -150,6 +151,10 @@ def sweep(
     ws = _ws(home, storage, tracking_uri, db)
     unit = get_objective(objective).unit
     progress = None if json_out or os.environ.get("PERFTUNE_NO_PROGRESS") else _Progress(unit)
+    def _terminate(signum, frame):  # `kill PID` stops a sweep as cleanly as Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         report = run(cfg, ws, progress)
     finally:
@@ -278,9 +283,15 @@ def main(argv: list[str] | None = None) -> int:
     cmd = typer.main.get_command(app)
     try:
         rv = cmd.main(args=argv, prog_name="perftune", standalone_mode=False)
-        return int(rv or 0) if isinstance(rv, int) else 0
+        code = int(rv or 0) if isinstance(rv, int) else 0
+        if code == 130:  # typer turns KeyboardInterrupt into Exit(130), returned here
+            err.print("perftune: interrupted", markup=False)
+        return code
     except exits as exc:
-        return int(getattr(exc, "exit_code", 0) or 0)
+        code = int(getattr(exc, "exit_code", 0) or 0)
+        if code == 130:  # typer turns KeyboardInterrupt into Exit(130)
+            err.print("perftune: interrupted", markup=False)
+        return code
     except usage_errors as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":  # bare `perftune`: the help, as click does
             err.print(exc.format_message(), markup=False, highlight=False)

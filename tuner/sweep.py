@@ -30,6 +30,9 @@ SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp")
 PRUNERS = ("median", "none")
 MAX_CONSECUTIVE_INVALID = 50
 BOUND_FACTOR = 1.5
+#: Trials that do not count towards ``--trials``: configs the constraints rejected, and trials
+#: cut short by Ctrl-C / SIGTERM (they are run again on resume).
+NOT_COUNTED = ("invalid", "interrupted")
 
 
 @contextlib.contextmanager
@@ -344,8 +347,11 @@ class _Sweep:
                            ("device", self.device.fingerprint), ("objective", self.cfg.objective)):  # fmt: skip
             study.set_user_attr(key, value)
         optuna.storages.fail_stale_trials(study)
-        study.enqueue_trial(self.space.suggested_params(self.baseline),
-                            user_attrs={"baseline": True}, skip_if_exists=True)  # fmt: skip
+        # The baseline runs once per study; again only if its run was interrupted.
+        if not any(t.user_attrs.get("baseline") and t.user_attrs.get("cause") not in NOT_COUNTED
+                   for t in study.get_trials(deepcopy=False)):  # fmt: skip
+            study.enqueue_trial(self.space.suggested_params(self.baseline),
+                                user_attrs={"baseline": True})  # fmt: skip
         return study
 
     # -- helpers
@@ -382,7 +388,7 @@ class _Sweep:
 
         done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
         return [t for t in study.get_trials(deepcopy=False, states=done)
-                if t.user_attrs.get("cause") != "invalid"]  # fmt: skip
+                if t.user_attrs.get("cause") not in NOT_COUNTED]  # fmt: skip
 
     # -- the loop
     def run_trials(self, study, deadline: float | None) -> None:
@@ -421,8 +427,14 @@ class _Sweep:
             request = self.request(config, seed=seed, number=trial.number,
                                    label=f"trial-{trial.number}")  # fmt: skip
             request.budget_s = self.trial_budget(study)
-            with _heartbeat(trial, self.storage):
-                outcome = self.executor.run(request, on_report)
+            try:
+                with _heartbeat(trial, self.storage):
+                    outcome = self.executor.run(request, on_report)
+            except KeyboardInterrupt:
+                # Leave nothing RUNNING: the interrupted trial is failed with its cause.
+                trial.set_user_attr("cause", "interrupted")
+                study.tell(trial, state=TrialState.FAIL)
+                raise
             value = self.objective.value(outcome.metrics) if outcome.status == "ok" else None
             if outcome.status == "failed":
                 state, note = TrialState.FAIL, outcome.cause
@@ -617,7 +629,8 @@ def _run(sw: _Sweep, cfg: SweepConfig, t0: float) -> SweepReport:
         sw.run_trials(study, deadline)
         counts: dict[str, int] = {}
         for t in study.get_trials(deepcopy=False):
-            key = "invalid" if t.user_attrs.get("cause") == "invalid" else t.state.name.lower()
+            cause = t.user_attrs.get("cause")
+            key = cause if cause in NOT_COUNTED else t.state.name.lower()
             counts[key] = counts.get(key, 0) + 1
         base = winner = None
         if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
