@@ -213,7 +213,10 @@ class Server:
                         self.inp.fill()
                         while (m := self.inp.pop()) is not None:
                             if m.get("op") == "prune_reply":
-                                os.write(p2c_w, (json.dumps(m) + "\n").encode())
+                                try:
+                                    os.write(p2c_w, (json.dumps(m) + "\n").encode())
+                                except OSError:  # the trial already ended (e.g. a DDP rank died)
+                                    pass
                             elif m.get("op") in ("cancel", "shutdown"):
                                 cancelled = True
                         if self.inp.eof:

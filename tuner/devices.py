@@ -56,9 +56,12 @@ class Device:
 
 def select(devices: list[Device], wanted: str) -> Device:
     """Pick the device a ``--device`` value names: a kind (``cpu``, ``cuda``) or ``kind:index``."""
-    kind = wanted.split(":", 1)[0]
+    kind, _, index = wanted.partition(":")
     for dev in devices:
         if dev.kind == kind:
+            if index and not (index.isdigit() and int(index) < dev.count):
+                raise UsageError(f"--device {wanted}: no such {kind} device (found {dev.count}: "
+                                 f"{kind}:0 to {kind}:{dev.count - 1})")  # fmt: skip
             return dev
     found = ", ".join(d.kind for d in devices) or "none"
     raise UsageError(f"--device {wanted}: not found on this machine (found: {found})")

@@ -204,6 +204,7 @@ class ProcessExecutor(Executor):
         if self.proc is not None and self.proc.poll() is None:
             try:
                 self._send({"op": "shutdown"})
+                self.proc.stdin.close()  # EOF ends the worker's loop even mid-trial
                 self.proc.wait(timeout=5)
             except (OSError, subprocess.TimeoutExpired, ValueError):
                 pass
@@ -234,7 +235,8 @@ class ProcessExecutor(Executor):
         t0 = time.perf_counter()
         self._send({"op": "run", "id": rid, "request": request.to_dict()})
         # The worker enforces the trial timeout; this deadline only guards against the worker.
-        deadline = time.monotonic() + request.timeout_s + 60
+        # (warming the workload up to 60 s, the trial, the stack dump and exit grace, slack)
+        deadline = time.monotonic() + request.timeout_s + 60 + 30
         while True:
             msg = self._next(deadline)
             if msg is None or msg.get("type") == "__timeout__":

@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import tempfile
 import time
 import warnings
@@ -33,6 +34,22 @@ BOUND_FACTOR = 1.5
 #: Trials that do not count towards ``--trials``: configs the constraints rejected, and trials
 #: cut short by Ctrl-C / SIGTERM (they are run again on resume).
 NOT_COUNTED = ("invalid", "interrupted")
+
+
+def _fail_if_running(study, trial, exc: BaseException) -> None:
+    """Tell a trial that an exception interrupted as FAIL, with its cause, if still running."""
+    from optuna.trial import TrialState
+
+    try:
+        if study._storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
+            return
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        trial.set_user_attr("cause", "interrupted" if interrupted else "crash")
+        if not interrupted:
+            trial.set_user_attr("message", f"{type(exc).__name__}: {exc}"[:500])
+        study.tell(trial, state=TrialState.FAIL)
+    except Exception:  # noqa: BLE001 - never hide the original error
+        pass
 
 
 @contextlib.contextmanager
@@ -93,10 +110,15 @@ class SweepConfig:
                             ("--budget", self.budget_s)):  # fmt: skip
             if value is not None and not (value > 0 and math.isfinite(value)):
                 raise UsageError(f"{flag} {value}: must be a positive number of seconds")
+        if self.seed is not None and not (isinstance(self.seed, int)
+                                          and 0 <= self.seed < 2**32 - 10_000):  # fmt: skip
+            raise UsageError(f"--seed {self.seed}: must be an integer in [0, {2**32 - 10_000})")
         if self.space is not None and not os.path.isfile(self.space):
             raise UsageError(f"--space {self.space}: file not found")
         if self.study is not None and not self.study.strip():
             raise UsageError("--study: must not be empty")
+        if self.study is not None and not re.fullmatch(r"[\w.@+=-]+", self.study):
+            raise UsageError(f"--study {self.study}: use letters, digits and . _ - + = @ only")
 
 
 @dataclass
@@ -204,14 +226,16 @@ def _sampler(name: str, seed: int | None, space):
     return optuna.samplers.GPSampler(seed=seed)
 
 
-def _pruner(name: str):
+def _pruner(name: str, measure: str):
     import optuna
 
     if name == "none":
         return optuna.pruners.NopPruner()
-    # Compare at equal training time, after 5 evaluations (1 s for the built-ins): earlier,
-    # the validation metric is too noisy to judge a config.
-    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=5)
+    # time-to-target: compare at equal training time, after 5 evaluations (1 s for the
+    # built-ins): earlier, the validation metric is too noisy to judge a config.
+    # throughput: from the second timed window on.
+    warmup = 5 if measure == "converge" else 1
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=warmup)
 
 
 def _quiet_optuna() -> None:
@@ -334,15 +358,20 @@ class _Sweep:
         study = optuna.create_study(
             storage=self.storage, study_name=self.study_name, load_if_exists=True,
             sampler=_sampler(self.cfg.sampler, self.cfg.seed, self.space),
-            pruner=_pruner(self.cfg.pruner), direction=self.objective.direction,
+            pruner=_pruner(self.cfg.pruner, self.objective.measure),
+            direction=self.objective.direction,
         )  # fmt: skip
         if study.direction.name.lower() != self.objective.direction:
             raise UsageError(f"--study {self.study_name}: exists with direction "
                              f"{study.direction.name.lower()}, not {self.objective.direction}")  # fmt: skip
-        prior = study.user_attrs.get("workload")
-        if prior and prior != self.workload["name"]:
-            raise UsageError(f"--study {self.study_name}: belongs to workload {prior}, "
-                             f"not {self.workload['name']}")  # fmt: skip
+        for key, mine in (("workload", self.workload["name"]), ("framework", self.cfg.framework),
+                          ("device", self.device.fingerprint)):  # fmt: skip
+            prior = study.user_attrs.get(key)
+            if prior and prior != mine:
+                what = f"device {prior[:12]}" if key == "device" else f"{key} {prior}"
+                raise UsageError(f"--study {self.study_name}: belongs to {what}, not this one "
+                                 "(results from different setups must not mix; name another "
+                                 "study with --study)")  # fmt: skip
         for key, value in (("workload", self.workload["name"]), ("framework", self.cfg.framework),
                            ("device", self.device.fingerprint), ("objective", self.cfg.objective)):  # fmt: skip
             study.set_user_attr(key, value)
@@ -372,7 +401,8 @@ class _Sweep:
             workload=self.spec, framework=self.cfg.framework, device=self.cfg.device,
             config=config, measure=self.objective.measure, seed=seed,
             budget_s=self.cfg.budget_s, timeout_s=_trial_timeout(self.cfg, self.objective, self.budget),
-            trial_number=number, log_path=str(self.ws.logs / f"{self.study_name}-{label}.log"),
+            trial_number=number,
+            log_path=str(self.ws.logs / re.sub(r"[^\w.@+=-]+", "_", f"{self.study_name}-{label}.log")),
         )  # fmt: skip
 
     def tags(self, **extra: Any) -> dict[str, str]:
@@ -392,12 +422,9 @@ class _Sweep:
 
     # -- the loop
     def run_trials(self, study, deadline: float | None) -> None:
-        from optuna.trial import TrialState
-
-        seed = self.cfg.seed or 0
         done = len(self._finished(study))
         self.progress("start", {"total": self.cfg.trials, "done": done})
-        invalid_streak = 0
+        self.invalid_streak = 0
         sampler = study.sampler
         while done < self.cfg.trials:
             if deadline is not None and time.monotonic() >= deadline:
@@ -405,67 +432,78 @@ class _Sweep:
             if hasattr(sampler, "is_exhausted") and sampler.is_exhausted(study):
                 break
             trial = study.ask()
-            config = self.space.sample(trial)
-            trial.set_user_attr("config", config)
-            violations = self.space.violations(config)
-            if violations:
-                invalid_streak += 1
-                if invalid_streak >= MAX_CONSECUTIVE_INVALID:
-                    study.tell(trial, state=TrialState.FAIL)
-                    raise UsageError(f"search space {self.space.name}: the constraints rejected "
-                                     f"{invalid_streak} configs in a row ({violations[0]})")  # fmt: skip
-                trial.set_user_attr("cause", "invalid")
-                trial.set_user_attr("message", "; ".join(violations))
-                study.tell(trial, state=TrialState.PRUNED)  # the sampler learns to avoid it
-                continue
-            invalid_streak = 0
-
-            def on_report(step: int, value: float, trial=trial) -> bool:
-                trial.report(value, step)
-                return trial.should_prune()
-
-            request = self.request(config, seed=seed, number=trial.number,
-                                   label=f"trial-{trial.number}")  # fmt: skip
-            request.budget_s = self.trial_budget(study)
             try:
-                with _heartbeat(trial, self.storage):
-                    outcome = self.executor.run(request, on_report)
-            except KeyboardInterrupt:
-                # Leave nothing RUNNING: the interrupted trial is failed with its cause.
-                trial.set_user_attr("cause", "interrupted")
-                study.tell(trial, state=TrialState.FAIL)
+                counted = self.one_trial(study, trial)
+            except BaseException as exc:
+                # Leave nothing RUNNING: whatever stopped us is recorded on the trial.
+                _fail_if_running(study, trial, exc)
                 raise
-            value = self.objective.value(outcome.metrics) if outcome.status == "ok" else None
-            if outcome.status == "failed":
-                state, note = TrialState.FAIL, outcome.cause
-                trial.set_user_attr("cause", outcome.cause)
-                trial.set_user_attr("message", outcome.message)
-                self.failures.append({"trial": trial.number, "cause": outcome.cause,
-                                      "message": outcome.message, "config": config})  # fmt: skip
-            elif value is None:
-                state = TrialState.PRUNED
-                note = "pruned" if outcome.status == "pruned" else "not_reached"
-                trial.set_user_attr("outcome", note)
-            else:
-                state, note = TrialState.COMPLETE, None
-            scalars = {k: v for k, v in outcome.metrics.items()
-                       if isinstance(v, int | float | bool) or v is None}  # fmt: skip
-            trial.set_user_attr("metrics", scalars)
-            trial.set_user_attr("wall_s", outcome.wall_s)
-            if state == TrialState.COMPLETE:
-                study.tell(trial, value)
-            else:
-                study.tell(trial, state=state)
-            self.log_trial(trial.number, config, outcome, value, state.name, note)
-            done += 1
-            best = None
-            try:
-                best = study.best_value
-            except ValueError:
-                pass
-            self.progress("trial", {"number": trial.number, "state": state.name, "value": value,
-                                    "best": best, "cause": note, "done": done,
-                                    "wall_s": outcome.wall_s})  # fmt: skip
+            if counted:
+                done += 1
+                best = None
+                with contextlib.suppress(ValueError):
+                    best = study.best_value
+                self.progress("trial", {"done": done, "best": best, **self.last})
+
+    def one_trial(self, study, trial) -> bool:
+        """Sample, run, tell and log one trial; False if it does not count towards --trials."""
+        from optuna.trial import TrialState
+
+        config = self.space.sample(trial)
+        trial.set_user_attr("config", config)
+        violations = self.space.violations(config)
+        if violations:
+            self.invalid_streak += 1
+            if self.invalid_streak >= MAX_CONSECUTIVE_INVALID:
+                raise UsageError(f"search space {self.space.name}: the constraints rejected "
+                                 f"{self.invalid_streak} configs in a row ({violations[0]})")  # fmt: skip
+            trial.set_user_attr("cause", "invalid")
+            trial.set_user_attr("message", "; ".join(violations))
+            study.tell(trial, state=TrialState.PRUNED)  # the sampler learns to avoid it
+            return False
+
+        def on_report(step: int, value: float) -> bool:
+            trial.report(value, step)
+            return trial.should_prune()
+
+        request = self.request(config, seed=self.cfg.seed or 0, number=trial.number,
+                               label=f"trial-{trial.number}")  # fmt: skip
+        request.budget_s = self.trial_budget(study)
+        with _heartbeat(trial, self.storage):
+            outcome = self.executor.run(request, on_report)
+        value = self.objective.value(outcome.metrics) if outcome.status == "ok" else None
+        if outcome.status == "failed":
+            state, note = TrialState.FAIL, outcome.cause
+            trial.set_user_attr("cause", outcome.cause)
+            trial.set_user_attr("message", outcome.message)
+            self.failures.append({"trial": trial.number, "cause": outcome.cause,
+                                  "message": outcome.message, "config": config})  # fmt: skip
+        elif value is None:
+            state = TrialState.PRUNED
+            note = "pruned" if outcome.status == "pruned" else "not_reached"
+            trial.set_user_attr("outcome", note)
+        else:
+            state, note = TrialState.COMPLETE, None
+        scalars = {k: v for k, v in outcome.metrics.items()
+                   if isinstance(v, int | float | bool) or v is None}  # fmt: skip
+        trial.set_user_attr("metrics", scalars)
+        trial.set_user_attr("wall_s", outcome.wall_s)
+        if state == TrialState.COMPLETE:
+            study.tell(trial, value)
+        else:
+            study.tell(trial, state=state)
+        self.log_trial(trial.number, config, outcome, value, state.name, note)
+        self.last = {"number": trial.number, "state": state.name, "value": value, "cause": note,
+                     "wall_s": outcome.wall_s}  # fmt: skip
+        if note in NOT_COUNTED:  # the backend rejected the config
+            self.invalid_streak += 1
+            if self.invalid_streak >= MAX_CONSECUTIVE_INVALID:
+                raise UsageError(f"--workload {self.spec}: the {self.cfg.framework} backend "
+                                 f"rejected {self.invalid_streak} configs in a row "
+                                 f"({outcome.message})")  # fmt: skip
+            return False
+        self.invalid_streak = 0
+        return True
 
     def log_trial(self, number: int | None, config: dict[str, Any], outcome: TrialOutcome,
                   value: float | None, state: str, note: str | None, phase: str = "search") -> None:  # fmt: skip

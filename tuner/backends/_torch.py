@@ -213,8 +213,8 @@ def _run_ddp(workload: Any, request: TrialRequest, channel: Channel, world: int)
         pids.append(pid)
 
     def watch() -> None:
-        for pid in pids:
-            _, status = os.waitpid(pid, 0)
+        for _ in pids:  # whichever rank ends first
+            pid, status = os.waitpid(-1, 0)
             if status != 0 and not stopping.is_set():
                 # Rank 0 would otherwise wait in a collective until the gloo timeout.
                 killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == 9
@@ -262,7 +262,7 @@ class _Trainer:
         self.replicas = int(self.cfg.get("world_size", 1)) if self.cfg.get(
             "parallel_strategy") == "dp" else 1  # fmt: skip
         if self.device.type == "cuda":
-            torch.cuda.set_device(self.device.index or rank)
+            torch.cuda.set_device((self.device.index or 0) + rank)
             torch.cuda.reset_peak_memory_stats()
             tf32 = self.cfg.get("precision") == "tf32"
             torch.backends.cuda.matmul.allow_tf32 = tf32
@@ -272,7 +272,8 @@ class _Trainer:
 
             import torch.distributed as dist
 
-            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            # The small control collectives (_agree, _check_loss) use CPU tensors: gloo for them.
+            backend = "cpu:gloo,cuda:nccl" if self.device.type == "cuda" else "gloo"
             dist.init_process_group(
                 backend,
                 store=dist.FileStore(store, world),
@@ -550,16 +551,20 @@ class _Trainer:
         per_step = (time.perf_counter() - t0) / n
         per_window = self._broadcast_int(max(3, math.ceil(req.window_s / per_step)))
         windows: list[float] = []
+        sizes: list[float] = []
         pruned = False
         loss = None
         for r in range(int(req.repeats)):
             self._sync()
             t = time.perf_counter()
+            samples = 0  # the real count: an epoch's last batch can be short
             for _ in range(per_window):
-                _, loss, _ = step()
+                _, loss, n_step = step()
+                samples += n_step * self.world
             self._sync()
             dt = time.perf_counter() - t
-            windows.append(per_window * self.global_bs / dt)
+            windows.append(samples / dt)
+            sizes.append(samples / per_window)
             self._check_loss(loss, n + (r + 1) * per_window)
             if self.rank == 0 and self.channel is not None:
                 pruned = self.channel.report(r, windows[-1])
@@ -570,7 +575,7 @@ class _Trainer:
         metrics = {
             "throughput_sps": med,
             "throughput_spread": (max(windows) - min(windows)) / med if len(windows) > 1 else 0.0,
-            "step_time_ms": 1000.0 * self.global_bs / med,
+            "step_time_ms": 1000.0 * statistics.median(sizes) / med,
             "steps_per_window": per_window,
             "warmup_steps": n,
             "windows": len(windows),
