@@ -430,8 +430,9 @@ def test_workspace_distinctness_from_env(clean_env, monkeypatch):
 
 
 def test_sweep_config_valid():
-    SweepConfig(workload="mlp-digits").validate()
-    SweepConfig(workload="cnn-digits", device="cuda:0", objective="throughput", trials=1,
+    # validate() returns nothing and raises nothing for good input
+    assert SweepConfig(workload="mlp-digits").validate() is None
+    assert SweepConfig(workload="cnn-digits", device="cuda:0", objective="throughput", trials=1,
                 timeout=0.5, sampler="grid", pruner="none", trial_timeout=10,
                 budget_s=3).validate()  # fmt: skip
 
