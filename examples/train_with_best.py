@@ -29,6 +29,7 @@ import time
 from typing import Any
 
 import tuner
+from tuner.backends import make_optimizer
 from tuner.errors import PerftuneError
 
 
@@ -69,24 +70,6 @@ def tuned_config(workload: str, device: str, home: str | None) -> tuple[dict[str
     return dict(record.config), "stored"
 
 
-def make_optimizer(torch, params, cfg: dict[str, Any]):
-    name, lr = cfg.get("optimizer", "adam"), float(cfg.get("learning_rate", 1e-3))
-    betas = (float(cfg.get("beta1", 0.9)), float(cfg.get("beta2", 0.999)))
-    momentum = float(cfg.get("momentum", 0.0))
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=betas)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=betas,
-                                 weight_decay=float(cfg.get("weight_decay", 1e-2)))  # fmt: skip
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, momentum=momentum)
-    if name == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr)
-    raise SystemExit(f"unknown optimizer {name!r}")
-
-
 def train(wl, cfg: dict[str, Any], *, max_seconds: float | None, seed: int) -> dict[str, Any]:
     """Train the :class:`tuner.Workload` ``wl`` with ``cfg`` until its target (or a time cap)."""
     import torch
@@ -120,7 +103,7 @@ def train(wl, cfg: dict[str, Any], *, max_seconds: float | None, seed: int) -> d
         return contextlib.nullcontext()
 
     model = wl.model()
-    opt = make_optimizer(torch, model.parameters(), cfg)
+    opt = make_optimizer(model.parameters(), cfg)  # built exactly as the trials built it
     cap = float(max_seconds or wl.budget_s)
     train_s, value, steps, epochs, reached = 0.0, float("nan"), 0, 0, False
     next_eval = wl.eval_interval_s

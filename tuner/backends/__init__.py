@@ -18,7 +18,7 @@ from tuner.backends._base import (
     classify_exception,
     classify_exit,
 )
-from tuner.backends._torch import TorchBackend
+from tuner.backends._torch import TorchBackend, make_optimizer
 from tuner.errors import UsageError
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "classify_exit",
     "get_backend",
     "installed",
+    "make_optimizer",
 ]
 
 #: Registered backends by ``--framework`` name.

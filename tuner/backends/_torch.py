@@ -175,6 +175,29 @@ def validate_config(cfg: dict[str, Any], device: str) -> None:
         raise InvalidConfig(f"compile {cfg.get('compile')!r} is not a torch.compile mode")
 
 
+def make_optimizer(params, config: dict[str, Any]):
+    """The ``torch.optim`` optimizer a perftune config names (``optimizer``, ``learning_rate``,
+    ``momentum``, ``beta1``/``beta2``, ``weight_decay``), exactly as trials build it: use it in
+    a training script so that a tuned config means there what it meant in the sweep."""
+    import torch
+
+    name, lr = config.get("optimizer", "adam"), float(config.get("learning_rate", 1e-3))
+    betas = (float(config.get("beta1", 0.9)), float(config.get("beta2", 0.999)))
+    momentum = float(config.get("momentum", 0.0))
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=betas)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, betas=betas,
+                                 weight_decay=float(config.get("weight_decay", 1e-2)))  # fmt: skip
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, momentum=momentum)
+    if name == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr)
+    raise InvalidConfig(f"optimizer {name!r} is not supported")
+
+
 #: Distributed trainers are never freed: the trial process ends with ``os._exit``, and freeing a
 #: DistributedDataParallel module after its process group is torn down can block forever.
 _KEEPALIVE: list = []
@@ -301,21 +324,7 @@ class _Trainer:
                 as_t(x_va, True), as_t(y_va, regression))  # fmt: skip
 
     def _optimizer(self, params):
-        torch, c = self.torch, self.cfg
-        name, lr = c.get("optimizer", "adam"), float(c.get("learning_rate", 1e-3))
-        betas = (float(c.get("beta1", 0.9)), float(c.get("beta2", 0.999)))
-        if name == "sgd":
-            return torch.optim.SGD(params, lr=lr, momentum=float(c.get("momentum", 0.0)))
-        if name == "adam":
-            return torch.optim.Adam(params, lr=lr, betas=betas)
-        if name == "adamw":
-            return torch.optim.AdamW(params, lr=lr, betas=betas,
-                                     weight_decay=float(c.get("weight_decay", 1e-2)))  # fmt: skip
-        if name == "rmsprop":
-            return torch.optim.RMSprop(params, lr=lr, momentum=float(c.get("momentum", 0.0)))
-        if name == "adagrad":
-            return torch.optim.Adagrad(params, lr=lr)
-        raise InvalidConfig(f"optimizer {name!r} is not supported")
+        return make_optimizer(params, self.cfg)
 
     def _loss_fn(self):
         F = self.torch.nn.functional
