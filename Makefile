@@ -1,14 +1,23 @@
 # perftune: two commands on a fresh machine.
 #   make demo   - create .venv, install perftune with the torch extra, run a real sweep on the CPU
-#   make test   - create/update .venv with the dev extras and run the whole test suite
+#   make test   - create/update .venv with the dev extras, and the TensorFlow and MindSpore
+#                 interpreters, and run the whole test suite
+#
+# Each framework's trials run under their own interpreter (MindSpore 2.10 needs NumPy 1.x, the
+# sweep process's MLflow needs NumPy 2). perftune finds .venv-<framework>/bin/python by itself;
+# elsewhere set PERFTUNE_PYTHON_<FRAMEWORK>. A trial interpreter needs only the framework and
+# perftune's small trial-side dependencies (WORKER_PKGS); perftune itself is put on its path.
 PY      ?= python3
 VENV    ?= .venv
 BIN      = $(VENV)/bin
 TORCH   ?= torch==2.13.0
 STAMP    = $(VENV)/.perftune-installed
+WORKER_PKGS = "numpy" "scipy>=1.10" "scikit-learn>=1.3" "psutil>=5.9"
+TF_PKGS ?= "tensorflow-cpu==2.21.*"
+MS_PKGS ?= "mindspore==2.10.*" "numpy<2"
 DEMO_TRIALS ?= 16
 
-.PHONY: demo test install lint bench clean
+.PHONY: demo test install frameworks lint bench bench-frameworks clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -22,18 +31,35 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
+.venv-tensorflow/.installed:
+	$(PY) -m venv .venv-tensorflow
+	.venv-tensorflow/bin/pip install -q --upgrade pip
+	.venv-tensorflow/bin/pip install -q $(TF_PKGS) $(WORKER_PKGS)
+	touch $@
+
+.venv-mindspore/.installed:
+	$(PY) -m venv .venv-mindspore
+	.venv-mindspore/bin/pip install -q --upgrade pip
+	.venv-mindspore/bin/pip install -q $(MS_PKGS) $(WORKER_PKGS)
+	touch $@
+
+frameworks: .venv-tensorflow/.installed .venv-mindspore/.installed
+
 demo: $(STAMP)
 	$(BIN)/perftune sweep --workload mlp-digits --framework torch --device cpu --trials $(DEMO_TRIALS) --seed 0
 
-test: $(STAMP)
+test: $(STAMP) frameworks
 	$(BIN)/ruff check tuner search_spaces storage tests benchmarks examples
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	PERFTUNE_REQUIRE_FRAMEWORKS=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check tuner search_spaces storage tests benchmarks examples
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
+
+bench-frameworks: $(STAMP) frameworks
+	$(BIN)/python benchmarks/frameworks.py
 
 clean:
 	rm -rf .perftune build *.egg-info

@@ -270,6 +270,9 @@ class SpaceFileModel(_Strict):
     description: StrictStr | None = None
     # Override files only: "builtin" (default) merges onto the built-in space, "none" replaces it.
     extends: Literal["builtin", "none"] | None = None
+    # Built-in files only: "common" starts from _common.yaml (the parameters every framework
+    # shares); the file's own params then replace, add to (or, with null, remove) those.
+    include: Literal["common"] | None = None
     # Override files only: ``name: null`` removes a built-in parameter.
     params: dict[str, ParamModel | None] = Field(default_factory=dict)
     constraints: list[ConstraintModel] = Field(default_factory=list)

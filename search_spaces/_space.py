@@ -294,6 +294,8 @@ def _read_file(path: Path, label: str, *, builtin: bool) -> _File:
         for key in ("extends", "replace_constraints"):
             if key in model.model_fields_set:
                 raise _error(label, key, "only allowed in override files")
+    elif "include" in model.model_fields_set:
+        raise _error(label, "include", "only allowed in built-in files (use extends)")
     return _File(label, model)
 
 
@@ -311,6 +313,8 @@ def builtin_spaces() -> list[tuple[str, str]]:
     """``(framework, device_class)`` pairs of the spaces that ship with perftune."""
     out = []
     for path in sorted(BUILTIN_DIR.glob("*.yaml")):
+        if path.name.startswith("_"):  # shared fragments, not spaces
+            continue
         framework, sep, device = path.stem.partition("-")
         out.append((framework, device) if sep else ("torch", path.stem))
     return sorted(out)
@@ -397,14 +401,7 @@ def load_space(
         name = base_name
         whole = base.label
         description = base.model.description or ""
-        params = {}
-        for pname, pmodel in base.model.params.items():
-            if pmodel is None:
-                raise _error(base.label, f"params.{pname}", "null is only allowed in overrides")
-            params[pname] = _RawParam(pname, pmodel, base.label)
-        constraints = [
-            _RawConstraint(c, base.label, i) for i, c in enumerate(base.model.constraints)
-        ]
+        params, constraints = _builtin_params(base)
         if over is not None:
             name = f"{base_name}+{Path(over.label).name}"
             whole = over.label
@@ -412,6 +409,28 @@ def load_space(
                 description = over.model.description
             params, constraints = _merge(params, constraints, over, base_name)
     return _build(name, description, params, constraints, res, supported, fw, whole)
+
+
+def _builtin_params(base: _File) -> tuple[dict[str, _RawParam], list[_RawConstraint]]:
+    """A built-in file's params and constraints, on top of ``_common.yaml`` if it includes it."""
+    params: dict[str, _RawParam] = {}
+    constraints: list[_RawConstraint] = []
+    if base.model.include == "common":
+        common = _read_file(BUILTIN_DIR / "_common.yaml", "_common.yaml", builtin=True)
+        params = {n: _RawParam(n, m, common.label) for n, m in common.model.params.items()
+                  if m is not None}  # fmt: skip
+        constraints = [_RawConstraint(c, common.label, i)
+                       for i, c in enumerate(common.model.constraints)]  # fmt: skip
+    for pname, pmodel in base.model.params.items():
+        if pmodel is not None:
+            params[pname] = _RawParam(pname, pmodel, base.label)  # replaces in place, or appends
+        elif pname in params:
+            del params[pname]
+        else:
+            raise _error(base.label, f"params.{pname}", "null removes an included parameter; "
+                         "there is none of that name")  # fmt: skip
+    constraints += [_RawConstraint(c, base.label, i) for i, c in enumerate(base.model.constraints)]
+    return params, constraints
 
 
 def _check_resources(resources: Mapping[str, Any], label: str) -> dict[str, int | float]:

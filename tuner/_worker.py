@@ -280,8 +280,15 @@ class Server:
     def serve(self) -> int:
         try:
             versions = self.backend.preload()
+        except ImportError as exc:
+            var = f"PERFTUNE_PYTHON_{self.framework.upper()}"
+            self.out.send({"type": "fatal", "message": (
+                f"{self.framework} is not usable with {sys.executable} ({_one_line(exc)}); "
+                f"install it there or set {var} to an interpreter that has it")})  # fmt: skip
+            return 1
         except Exception as exc:  # noqa: BLE001
-            self.out.send({"type": "fatal", "message": f"cannot import {self.framework}: {exc}"})
+            self.out.send({"type": "fatal",
+                           "message": f"cannot import {self.framework}: {_one_line(exc)}"})
             return 1
         self.out.send({"type": "ready", "pid": os.getpid(), "framework": self.framework,
                        "python": sys.executable, "versions": versions})  # fmt: skip

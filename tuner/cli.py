@@ -121,8 +121,8 @@ class _Progress:
 @app.command()
 def sweep(
     workload: Annotated[str, typer.Option(help="Built-in name (mlp-digits, cnn-digits) or FILE.py:FUNC / module:FUNC.")],
-    framework: Annotated[str, typer.Option(help="torch")] = "torch",
-    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    framework: Annotated[str, typer.Option(help="torch, tensorflow or mindspore")] = "torch",
+    device: Annotated[str, typer.Option(help="cpu, cuda, tpu or npu (Ascend); KIND:INDEX picks one")] = "cpu",
     objective: Annotated[str, typer.Option(help="time-to-target or throughput")] = "time-to-target",
     trials: Annotated[int, typer.Option(help="Total trials in the study (re-running resumes up to it).")] = 20,
     timeout: Annotated[float | None, typer.Option(help="Stop starting trials after this many seconds.")] = None,

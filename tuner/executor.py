@@ -10,12 +10,17 @@ tests and for measuring the service's own overhead.
 from __future__ import annotations
 
 import abc
+import atexit
+import functools
+import importlib.util
 import itertools
 import json
 import os
 import queue
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -39,9 +44,35 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 def python_for(framework: str) -> str:
-    """The interpreter that runs ``framework``'s trials: ``PERFTUNE_PYTHON_<FRAMEWORK>`` if set
-    (e.g. a virtualenv with that framework's own NumPy), else this interpreter."""
-    return os.environ.get(f"PERFTUNE_PYTHON_{framework.upper()}") or sys.executable
+    """The interpreter that runs ``framework``'s trials.
+
+    In order: ``PERFTUNE_PYTHON_<FRAMEWORK>`` (e.g. a virtualenv with that framework's own
+    NumPy); this interpreter, if the framework is importable here; a ``.venv-<framework>``
+    virtualenv in the working directory or in perftune's source checkout (what ``make test``
+    builds); else this interpreter, whose worker then reports the framework as not installed.
+    """
+    env = os.environ.get(f"PERFTUNE_PYTHON_{framework.upper()}")
+    if env:
+        return env
+    module = get_backend(framework).module
+    if importlib.util.find_spec(module) is not None:
+        return sys.executable
+    for root in (Path.cwd(), Path(_PACKAGE_ROOT)):
+        candidate = root / f".venv-{framework}" / "bin" / "python"
+        if candidate.is_file():
+            return str(candidate)
+    return sys.executable
+
+
+@functools.cache
+def _tuner_path() -> str:
+    """A folder holding only the ``tuner`` package (a link), for another interpreter's
+    PYTHONPATH: putting perftune's own site-packages there would shadow that interpreter's
+    packages (MindSpore's NumPy 1.x with this environment's NumPy 2, say)."""
+    folder = tempfile.mkdtemp(prefix="perftune-path-")
+    os.symlink(os.path.join(_PACKAGE_ROOT, "tuner"), os.path.join(folder, "tuner"))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
 
 
 class Executor(abc.ABC):
@@ -140,7 +171,7 @@ class ProcessExecutor(Executor):
     # -- process management
     def _start(self) -> None:
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_tuner_path(), env.get("PYTHONPATH")) if p)
         env.setdefault("PYTHONUNBUFFERED", "1")
         stderr: Any = subprocess.DEVNULL
         if self.log_dir:
@@ -161,8 +192,10 @@ class ProcessExecutor(Executor):
         threading.Thread(target=self._pump, args=(self.proc, self._queue), daemon=True).start()
         msg = self._next(time.monotonic() + self.start_timeout)
         if msg is None or msg.get("type") != "ready":
-            detail = msg.get("message") if msg else "it exited or did not answer"
             self._kill()
+            if msg and msg.get("type") == "fatal":  # the framework is missing or broken there
+                raise UsageError(f"--framework {self.framework}: {msg.get('message')}")
+            detail = msg.get("message") if msg else "it exited or did not answer"
             raise WorkerError(f"the {self.framework} worker ({self.python}) did not start: {detail}")
         self.info = msg
 

@@ -18,15 +18,21 @@ def list_devices(frameworks: list[str] | None = None) -> list[dict[str, Any]]:
     from tuner.executor import ProcessExecutor
 
     names = frameworks or list(BACKENDS)
-    out: list[dict[str, Any]] = []
     for name in names:
         get_backend(name)
+
+    def discover(name: str) -> list[dict[str, Any]]:
         try:
             with ProcessExecutor(name) as ex:
-                out += [Device.from_discovery(name, d).to_dict() for d in ex.devices()]
+                return [Device.from_discovery(name, d).to_dict() for d in ex.devices()]
         except PerftuneError as exc:
-            out.append({"framework": name, "kind": None, "error": str(exc)})
-    return out
+            return [{"framework": name, "kind": None, "error": str(exc)}]
+
+    # Each framework's worker starts (imports its framework) at the same time.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(names)) as pool:
+        return [d for found in pool.map(discover, names) for d in found]
 
 
 def sweep(cfg: SweepConfig, ws: Workspace, progress: ProgressFn | None = None) -> SweepReport:

@@ -29,8 +29,12 @@ from tuner.errors import UsageError
 
 #: Built-in workloads: name -> "module:factory" (per framework).
 BUILTIN_WORKLOADS: dict[str, dict[str, str]] = {
-    "mlp-digits": {"torch": "tuner.workloads.torch_digits:mlp_digits"},
-    "cnn-digits": {"torch": "tuner.workloads.torch_digits:cnn_digits"},
+    "mlp-digits": {"torch": "tuner.workloads.torch_digits:mlp_digits",
+                   "tensorflow": "tuner.workloads.tf_digits:mlp_digits",
+                   "mindspore": "tuner.workloads.ms_digits:mlp_digits"},
+    "cnn-digits": {"torch": "tuner.workloads.torch_digits:cnn_digits",
+                   "tensorflow": "tuner.workloads.tf_digits:cnn_digits",
+                   "mindspore": "tuner.workloads.ms_digits:cnn_digits"},
 }
 
 

@@ -42,7 +42,9 @@ def test_public_api():
 
 
 def test_builtin_lookup():
-    assert builtin_spaces() == [("torch", "cpu"), ("torch", "cuda")]
+    assert {("torch", "cpu"), ("torch", "cuda")} <= set(builtin_spaces())
+    for fw in ("tensorflow", "mindspore"):
+        assert {(fw, "cpu"), (fw, "cuda")} <= set(builtin_spaces())
     assert builtin_space_path("torch", "cpu").name == "cpu.yaml"
     assert builtin_space_path("torch", "cuda").name == "cuda.yaml"
     assert builtin_space_path("PyTorch", "CPU").name == "cpu.yaml"
@@ -51,10 +53,10 @@ def test_builtin_lookup():
 
 def test_builtin_lookup_missing_lists_what_exists():
     with pytest.raises(SpaceError) as info:
-        builtin_space_path("tensorflow", "cpu")
+        builtin_space_path("jax", "cpu")
     message = str(info.value)
-    assert message.startswith("search space tensorflow/cpu: no built-in search space")
-    assert "available: torch/cpu, torch/cuda" in message
+    assert message.startswith("search space jax/cpu: no built-in search space")
+    assert "available: mindspore/cpu, " in message and "torch/cpu, torch/cuda" in message
     with pytest.raises(SpaceError, match="invalid device class"):
         builtin_space_path("torch", "../cpu")
 
@@ -166,7 +168,7 @@ def test_to_dict(cpu_space):
         "high": 3e-2,
         "log": True,
         "default": 1e-3,
-        "source": "cpu.yaml",
+        "source": "_common.yaml",
     }
     assert data["params"]["world_size"]["when"] == {"parallel_strategy": ["ddp"]}
     assert data["params"]["world_size"]["otherwise"] == 1
@@ -236,3 +238,61 @@ def test_docstring_examples_load(write_yaml, resources):
     space = load_space("torch", "cpu", resources=resources, override=path)
     assert "precision" not in space.params
     assert space.constraints[-1].expr == "batch_size * grad_accum <= 512"
+
+
+def _fake_builtins(tmp_path, monkeypatch, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (tmp_path / name).write_text(textwrap.dedent(text))
+    monkeypatch.setattr("search_spaces._space.BUILTIN_DIR", tmp_path)
+
+
+COMMON = """\
+    version: 1
+    params:
+      batch_size: {type: int, choices_pow2: [8, 64], default: 32}
+      optimizer:  {type: categorical, choices: [sgd, adam], default: adam}
+      momentum:   {type: float, low: 0.0, high: 0.9, default: 0.5, when: {optimizer: sgd}}
+    constraints: ["batch_size <= 64"]
+"""
+
+
+def test_include_common_replaces_adds_and_removes(tmp_path, monkeypatch, resources):
+    _fake_builtins(tmp_path, monkeypatch, {"_common.yaml": COMMON, "fw-cpu.yaml": """\
+        version: 1
+        include: common
+        params:
+          batch_size: {type: int, choices_pow2: [16, 32], default: 16}
+          momentum: null
+          optimizer:  {type: categorical, choices: [adam], default: adam}
+          jit: {type: categorical, choices: [false, true], default: false}
+        constraints: ["batch_size >= 16"]
+    """})
+    assert builtin_spaces() == [("fw", "cpu")]  # _common.yaml is a fragment, not a space
+    space = load_space("fw", "cpu", resources=resources)
+    assert list(space.params) == ["batch_size", "optimizer", "jit"]
+    assert space.params["batch_size"].choices == (16, 32)
+    assert space.params["batch_size"].source == "fw-cpu.yaml"
+    assert [c.expr for c in space.constraints] == ["batch_size <= 64", "batch_size >= 16"]
+
+
+def test_include_common_errors(tmp_path, monkeypatch, resources, write_yaml):
+    _fake_builtins(tmp_path, monkeypatch, {"_common.yaml": COMMON, "fw-cpu.yaml": """\
+        version: 1
+        include: common
+        params:
+          nosuch: null
+    """})
+    with pytest.raises(SpaceError, match=r"fw-cpu.yaml: params.nosuch: null removes an included"):
+        load_space("fw", "cpu", resources=resources)
+    path = write_yaml("version: 1\ninclude: common\n")
+    with pytest.raises(SpaceError, match=r"include: only allowed in built-in files"):
+        load_space("torch", "cpu", resources=resources, override=path)
+
+
+def test_every_builtin_shares_the_common_parameters(resources):
+    common = {"learning_rate", "optimizer", "momentum", "beta1", "beta2", "weight_decay"}
+    for framework, device in builtin_spaces():
+        res = {**resources, "device_count": 2}
+        space = load_space(framework, device, resources=res)
+        assert common <= set(space.params), (framework, device)
+        assert space.defaults()["optimizer"] == "adam" and space.defaults()["batch_size"] == 32

@@ -51,8 +51,8 @@ CASES = [
     (
         "unknown top-level key",
         "parameters: {}\n",
-        "parameters: unknown key (allowed: constraints, description, extends, params, "
-        "replace_constraints, version)",
+        "parameters: unknown key (allowed: constraints, description, extends, include, "
+        "params, replace_constraints, version)",
     ),
     ("bad version", "version: 2\n", "version: unsupported version 2 (supported: 1)"),
     (

@@ -25,7 +25,7 @@ def test_merge_replaces_by_name_and_appends(load_file):
     assert names[-1] == "grad_accum"  # new ones appended
     assert space.params["batch_size"].choices == (16, 32, 64, 128)
     assert space.params["batch_size"].source == "my.yaml"
-    assert space.params["optimizer"].source == "cpu.yaml"
+    assert space.params["optimizer"].source == "_common.yaml"
     assert [c.expr for c in space.constraints] == [
         "world_size * num_threads <= cores",
         "batch_size * grad_accum <= 512",
@@ -66,8 +66,8 @@ def test_remove_param_still_referenced(load_file):
         load_file("params:\n  optimizer: null\n")
     assert str(info.value) == (
         "search space my.yaml: params.optimizer: cannot remove: still referenced by "
-        "params.momentum.when (cpu.yaml), params.beta1.when (cpu.yaml), "
-        "params.beta2.when (cpu.yaml), params.weight_decay.when (cpu.yaml)"
+        "params.momentum.when (_common.yaml), params.beta1.when (_common.yaml), "
+        "params.beta2.when (_common.yaml), params.weight_decay.when (_common.yaml)"
     )
     with pytest.raises(SpaceError) as info:
         load_file("params:\n  num_threads: null\n")

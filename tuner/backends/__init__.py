@@ -18,6 +18,8 @@ from tuner.backends._base import (
     classify_exception,
     classify_exit,
 )
+from tuner.backends._mindspore import MindSporeBackend, make_ms_optimizer
+from tuner.backends._tensorflow import TensorFlowBackend, make_keras_optimizer
 from tuner.backends._torch import TorchBackend, make_optimizer
 from tuner.errors import UsageError
 
@@ -25,7 +27,9 @@ __all__ = [
     "BACKENDS",
     "Backend",
     "Channel",
+    "MindSporeBackend",
     "NullChannel",
+    "TensorFlowBackend",
     "TorchBackend",
     "TrialOutcome",
     "TrialRequest",
@@ -33,11 +37,15 @@ __all__ = [
     "classify_exit",
     "get_backend",
     "installed",
+    "make_keras_optimizer",
+    "make_ms_optimizer",
     "make_optimizer",
 ]
 
 #: Registered backends by ``--framework`` name.
-BACKENDS: dict[str, type[Backend]] = {TorchBackend.name: TorchBackend}
+BACKENDS: dict[str, type[Backend]] = {
+    b.name: b for b in (TorchBackend, TensorFlowBackend, MindSporeBackend)
+}
 
 
 def get_backend(name: str) -> type[Backend]:

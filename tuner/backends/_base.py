@@ -131,6 +131,12 @@ _OOM_MARKERS = (
     "resource exhausted",
     "failed to allocate",
     "oom when allocating",
+    # MindSpore: "Allocate memory failed" (CPU), "Memory not enough: Device(id:0) memory isn't
+    # enough and alloc failed" (GPU/Ascend), "Allocate device memory failed!".
+    "allocate memory failed",
+    "allocate device memory failed",
+    "memory isn't enough",
+    "memory not enough",
 )
 
 

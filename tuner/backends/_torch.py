@@ -12,51 +12,19 @@ import contextlib
 import math
 import os
 import platform
-import statistics
-import sys
 import tempfile
-import threading
 import time
 from typing import Any
 
-from tuner.backends._base import Backend, Channel, TrialRequest, check_finite
+from tuner.backends._base import Backend, Channel, TrialRequest
+from tuner.backends._host import cpu_device, rss_peak_mb, usable_cores
+from tuner.backends._loop import Loop
+from tuner.backends._ranks import KEEPALIVE, run_ranks
 from tuner.errors import InvalidConfig
 
 _OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
 _COMMON = ("batch_size", "learning_rate", "optimizer", "momentum", "beta1", "beta2",
            "weight_decay", "parallel_strategy", "world_size", "precision")  # fmt: skip
-
-
-def _rss_peak_mb() -> float:
-    """Peak resident set size of this process (VmHWM), in MiB."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 class TorchBackend(Backend):
@@ -110,23 +78,7 @@ class TorchBackend(Backend):
     def devices(self) -> list[dict[str, Any]]:
         import torch
 
-        try:
-            import psutil
-
-            mem = psutil.virtual_memory().total
-        except ImportError:
-            mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        found = [
-            {
-                "kind": "cpu",
-                "name": _cpu_name(),
-                "count": 1,
-                "memory_bytes": int(mem),
-                "cores": usable_cores(),
-                "versions": self._versions(),
-                "bf16": True,
-            }
-        ]
+        found = [cpu_device(self._versions(), bf16=True)]
         if torch.cuda.is_available():
             n = torch.cuda.device_count()
             props = torch.cuda.get_device_properties(0)
@@ -198,69 +150,21 @@ def make_optimizer(params, config: dict[str, Any]):
     raise InvalidConfig(f"optimizer {name!r} is not supported")
 
 
-#: Distributed trainers are never freed: the trial process ends with ``os._exit``, and freeing a
-#: DistributedDataParallel module after its process group is torn down can block forever.
-_KEEPALIVE: list = []
-
-
 def _run_ddp(workload: Any, request: TrialRequest, channel: Channel, world: int) -> dict[str, Any]:
-    """Fork ``world - 1`` more ranks (the trial process is rank 0) and rendezvous over gloo.
-
-    All ranks share the trial's process group, so the worker's kill on timeout reaches them all.
-    A rank that dies ends the trial at once (instead of rank 0 waiting in a collective).
-    """
+    """``world`` ranks (see :func:`~tuner.backends._ranks.run_ranks`) meeting in a file store."""
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     store_dir = tempfile.mkdtemp(prefix="perftune-ddp-")
     store_path = os.path.join(store_dir, "store")
-    pids = []
-    for rank in range(1, world):
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the forked rank
-            code = 0
-            from tuner._worker import _die_with_parent
 
-            _die_with_parent()
-            try:
-                trainer = _Trainer(workload, request, None, rank=rank, world=world, store=store_path)
-                _KEEPALIVE.append(trainer)
-                trainer.run()
-            except BaseException:
-                import traceback
-
-                traceback.print_exc()
-                code = 1
-            finally:
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
-        pids.append(pid)
-
-    def watch() -> None:
-        for _ in pids:  # whichever rank ends first
-            pid, status = os.waitpid(-1, 0)
-            if status != 0 and not stopping.is_set():
-                # Rank 0 would otherwise wait in a collective until the gloo timeout.
-                killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == 9
-                cause = "oom" if killed else "crash"
-                how = "was killed by SIGKILL" if killed else f"ended with wait status {status}"
-                channel.fail(cause, f"ddp rank process {pid} {how}")
-                os._exit(3)
-
-    stopping = threading.Event()
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        trainer = _Trainer(workload, request, channel, rank=0, world=world, store=store_path)
-        _KEEPALIVE.append(trainer)
+    def rank(r: int, ch: Channel | None) -> dict[str, Any]:
+        trainer = _Trainer(workload, request, ch, rank=r, world=world, store=store_path)
+        KEEPALIVE.append(trainer)
         return trainer.run()
-    except BaseException:
-        stopping.set()
-        for pid in pids:  # they would wait for rank 0 in a collective until the gloo timeout
-            with contextlib.suppress(OSError):
-                os.kill(pid, 9)
-        raise
+
+    try:
+        return run_ranks(world, lambda r: rank(r, None), lambda: rank(0, channel), channel,
+                         "ddp rank process")  # fmt: skip
     finally:
-        watcher.join(timeout=30)
         with contextlib.suppress(OSError):
             os.remove(store_path)
             os.rmdir(store_dir)
@@ -295,7 +199,7 @@ class _Trainer:
 
             import torch.distributed as dist
 
-            # The small control collectives (_agree, _check_loss) use CPU tensors: gloo for them.
+            # The small control collectives (_agree, _loss_value) use CPU tensors: gloo for them.
             backend = "cpu:gloo,cuda:nccl" if self.device.type == "cuda" else "gloo"
             dist.init_process_group(
                 backend,
@@ -304,7 +208,7 @@ class _Trainer:
                 world_size=world,
                 timeout=datetime.timedelta(seconds=max(60.0, request.timeout_s)),
             )
-        self.rss_start = _rss_peak_mb()
+        self.rss_start = rss_peak_mb()
 
     # -- setup
     def _tensors(self):
@@ -366,15 +270,16 @@ class _Trainer:
         self.torch.distributed.broadcast(t, src=0)
         return bool(t.item())
 
-    def _check_loss(self, loss, step: int) -> float:
-        """Raise :class:`Diverged` on every rank if the loss is not finite on any rank."""
+    def _loss_value(self, loss) -> float:
+        """The loss as a float; NaN on every rank if it is not finite on any rank (so that all
+        ranks raise :class:`Diverged` together)."""
         value = float(loss.detach().float().item())
-        bad = not math.isfinite(value)
         if self.world > 1:
+            bad = not math.isfinite(value)
             t = self.torch.tensor([1 if bad else 0], dtype=self.torch.int32)
             self.torch.distributed.all_reduce(t, op=self.torch.distributed.ReduceOp.MAX)
-            bad = bool(t.item())
-        check_finite(math.nan if bad else value, step)
+            if t.item():
+                return math.nan
         return value
 
     def _broadcast_int(self, value: int) -> int:
@@ -427,7 +332,7 @@ class _Trainer:
                 x_va = x_va.contiguous(memory_format=torch.channels_last)
             model = self._model()
             opt = self._optimizer(model.parameters())
-            self.keep = (model, opt, x_tr, y_tr, x_va, y_va)  # see _KEEPALIVE
+            self.keep = (model, opt, x_tr, y_tr, x_va, y_va)  # see KEEPALIVE
             loss_fn = self._loss_fn()
             bs = int(cfg.get("batch_size", 32)) * self.replicas  # dp splits one batch on GPUs
             self.global_bs = bs * self.world
@@ -453,10 +358,11 @@ class _Trainer:
                 return epoch, loss, len(idx)
 
             self.setup_s = time.perf_counter() - self.t_start
-            if self.req.measure == "throughput":
-                result = self._throughput(step)
-            else:
-                result = self._converge(step, model, x_va, y_va)
+            loop = Loop(self.workload, self.req, self.channel, sync=self._sync,
+                        loss_value=self._loss_value, agree=self._agree,
+                        broadcast_int=self._broadcast_int, rank=self.rank, world=self.world,
+                        check_every=1 if self.world == 1 else 8)  # fmt: skip
+            result = loop.run(step, lambda: self._evaluate(x_va, y_va))
             result["metrics"].update(self._memory())
             result["metrics"]["setup_s"] = self.setup_s
             result["metrics"]["global_batch_size"] = self.global_bs
@@ -469,7 +375,7 @@ class _Trainer:
 
     def _memory(self) -> dict[str, float]:
         torch = self.torch
-        peak = _rss_peak_mb()
+        peak = rss_peak_mb()
         out = {"peak_rss_mb": peak, "rss_growth_mb": max(0.0, peak - self.rss_start)}
         if self.device.type == "cuda":
             out["peak_device_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -488,107 +394,3 @@ class _Trainer:
                 outs.append(model(x_va[i : i + 4096]).float())
         model.train()
         return self._metric(torch.cat(outs), y_va)
-
-    def _converge(self, step, model, x_va, y_va) -> dict[str, Any]:
-        wl, req = self.workload, self.req
-        budget = float(req.budget_s or wl.budget_s)
-        interval = float(wl.eval_interval_s)
-        check_every = 1 if self.world == 1 else 8
-        train_s = eval_s = 0.0
-        steps = samples = evals = 0
-        epoch = 0
-        curve: list[list[float]] = []
-        reached = pruned = False
-        metric = math.nan
-        seg = time.perf_counter()
-        while True:
-            epoch, loss, n = step()
-            steps += 1
-            samples += n * self.world
-            if steps % check_every:
-                continue
-            due = time.perf_counter() - seg + train_s >= interval * (evals + 1)
-            if not self._agree(due):
-                continue
-            self._sync()
-            now = time.perf_counter()
-            train_s += now - seg
-            loss_v = self._check_loss(loss, steps)
-            stop = False
-            if self.rank == 0:
-                metric = self._evaluate(x_va, y_va)
-                evals += 1
-                curve.append([evals, round(train_s, 4), metric, loss_v])
-                reached = wl.reached(metric)
-                if not reached and self.channel is not None:
-                    pruned = self.channel.report(evals, wl.gap(metric))
-                stop = reached or pruned or train_s >= budget
-            else:
-                evals += 1
-            stop = self._agree(stop)
-            seg = time.perf_counter()
-            eval_s += seg - now
-            if stop:
-                break
-        metrics = {
-            "reached_target": reached,
-            "time_to_target_s": train_s if reached else None,
-            "train_time_s": train_s,
-            "eval_time_s": eval_s,
-            "final_metric": metric,
-            "target": float(wl.target),
-            "evals": evals,
-            "steps": steps,
-            "samples": samples,
-            "epochs": epoch + 1,
-            "throughput_sps": samples / train_s if train_s > 0 else None,
-        }
-        return {"metrics": metrics, "curves": {"val_metric": curve}, "pruned": pruned}
-
-    def _throughput(self, step) -> dict[str, Any]:
-        req = self.req
-        # Warm-up: at least 3 steps and warmup_s seconds; calibrates the window length.
-        self._sync()
-        t0 = time.perf_counter()
-        n = 0
-        while True:
-            step()
-            n += 1
-            if n >= 3 and time.perf_counter() - t0 >= req.warmup_s:
-                break
-        self._sync()
-        per_step = (time.perf_counter() - t0) / n
-        per_window = self._broadcast_int(max(3, math.ceil(req.window_s / per_step)))
-        windows: list[float] = []
-        sizes: list[float] = []
-        pruned = False
-        loss = None
-        for r in range(int(req.repeats)):
-            self._sync()
-            t = time.perf_counter()
-            samples = 0  # the real count: an epoch's last batch can be short
-            for _ in range(per_window):
-                _, loss, n_step = step()
-                samples += n_step * self.world
-            self._sync()
-            dt = time.perf_counter() - t
-            windows.append(samples / dt)
-            sizes.append(samples / per_window)
-            self._check_loss(loss, n + (r + 1) * per_window)
-            if self.rank == 0 and self.channel is not None:
-                pruned = self.channel.report(r, windows[-1])
-            if self._agree(pruned):
-                pruned = True
-                break
-        med = statistics.median(windows)
-        metrics = {
-            "throughput_sps": med,
-            "throughput_spread": (max(windows) - min(windows)) / med if len(windows) > 1 else 0.0,
-            "step_time_ms": 1000.0 * statistics.median(sizes) / med,
-            "steps_per_window": per_window,
-            "warmup_steps": n,
-            "windows": len(windows),
-        }
-        return {"metrics": metrics, "curves": {"throughput_window": [[i, w] for i, w in
-                                                                     enumerate(windows)]},
-                "pruned": pruned}  # fmt: skip

@@ -8,15 +8,13 @@ start-up and timing noise, with a several-fold spread between good and bad confi
 from __future__ import annotations
 
 from tuner.workload import Workload
-from tuner.workloads.digits_data import digits_split
-
-MLP_SIZE, MLP_HIDDEN = 32, 2048
-CNN_SIZE, CNN_CHANNELS = 32, 16
-
-
-def _mlp_data():
-    x_tr, y_tr, x_va, y_va = digits_split(MLP_SIZE)
-    return x_tr.reshape(len(x_tr), -1), y_tr, x_va.reshape(len(x_va), -1), y_va
+from tuner.workloads.digits_data import (
+    CNN_CHANNELS,
+    CNN_SIZE,
+    MLP_HIDDEN,
+    MLP_SIZE,
+    digits_workload,
+)
 
 
 def _mlp_model():
@@ -37,42 +35,9 @@ def _cnn_model():
     )  # fmt: skip
 
 
-def _mlp_flops() -> float:
-    d, h = MLP_SIZE * MLP_SIZE, MLP_HIDDEN
-    return 6.0 * (d * h + h * h + h * 10)  # forward + backward ~ 3x forward, 2 FLOPs per MAC
-
-
-def _cnn_flops() -> float:
-    c, s = CNN_CHANNELS, CNN_SIZE
-    conv1 = s * s * c * 9
-    conv2 = (s // 2) ** 2 * 2 * c * c * 9
-    fc = 2 * c * (s // 4) ** 2 * 128 + 128 * 10
-    return 6.0 * (conv1 + conv2 + fc)
-
-
 def mlp_digits() -> Workload:
-    return Workload(
-        name="mlp-digits",
-        framework="torch",
-        model=_mlp_model,
-        data=_mlp_data,
-        target=0.96,
-        budget_s=30.0,
-        eval_interval_s=0.2,
-        flops_per_sample=_mlp_flops(),
-        description="MLP 1024-2048-2048-10 on load_digits upsampled to 32x32; target val acc 0.96",
-    )
+    return digits_workload("mlp-digits", "torch", _mlp_model)
 
 
 def cnn_digits() -> Workload:
-    return Workload(
-        name="cnn-digits",
-        framework="torch",
-        model=_cnn_model,
-        data=lambda: digits_split(CNN_SIZE),
-        target=0.98,
-        budget_s=30.0,
-        eval_interval_s=0.2,
-        flops_per_sample=_cnn_flops(),
-        description="2-conv CNN on load_digits upsampled to 32x32; target val acc 0.98",
-    )
+    return digits_workload("cnn-digits", "torch", _cnn_model)

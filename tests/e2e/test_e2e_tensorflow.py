@@ -1,0 +1,84 @@
+"""End to end with TensorFlow: the CLI runs a real (short) TensorFlow sweep on the CPU in the
+framework's own interpreter, then the report, the Optuna study and ``perftune best`` are
+checked."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from conftest import run_cli, run_json
+
+from tuner.executor import python_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.tensorflow]
+
+STUDY = "mlp-digits-tensorflow-cpu-time-to-target"
+COMMON = ("batch_size", "learning_rate", "optimizer", "parallel_strategy", "precision")
+TF_KNOBS = ("jit_compile", "prefetch", "intra_op_threads", "inter_op_threads")
+
+
+def _has_tensorflow() -> bool:
+    try:
+        return subprocess.run([python_for("tensorflow"), "-c", "import tensorflow"],
+                              capture_output=True, timeout=120).returncode == 0  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    if not _has_tensorflow():
+        pytest.skip("no interpreter with tensorflow")
+    home = tmp_path_factory.mktemp("tf-ws")
+    report = run_json("sweep", "--workload", "mlp-digits", "--framework", "tensorflow",
+                      "--device", "cpu", "--trials", "4", "--seed", "0", "--budget", "20",
+                      "--confirm-top", "1", "--confirm-repeats", "1",
+                      "--home", str(home))  # fmt: skip
+    return home, report
+
+
+def test_report(swept):
+    _, report = swept
+    assert report["study_name"] == STUDY
+    assert report["framework"] == "tensorflow" and report["workload"] == "mlp-digits"
+    assert report["device"]["kind"] == "cpu" and "tensorflow" in report["device"]["versions"]
+    base = report["baseline"]
+    assert base["config"]["batch_size"] == 32 and base["config"]["optimizer"] == "adam"
+    assert base["config"]["learning_rate"] == pytest.approx(1e-3)
+    assert base["config"]["parallel_strategy"] == "single" and base["config"]["precision"] == "fp32"
+    assert base["config"]["jit_compile"] is False and base["config"]["prefetch"] == "autotune"
+    assert report["best"] is not None and report["best"]["stats"]["median"] > 0
+    assert report["stored"] is True and report["best_config_id"] is not None
+
+
+def test_optuna_study(swept):
+    import optuna
+
+    home, report = swept
+    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{home}/optuna.db")
+    finished = [t for t in study.trials if t.state.is_finished()
+                and t.user_attrs.get("cause") != "invalid"]  # fmt: skip
+    assert len(finished) == 4
+    first = study.trials[0]
+    assert first.user_attrs.get("baseline") is True
+    assert first.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    assert set(COMMON) | set(TF_KNOBS) <= set(first.params)
+    # no trial crashed: every sampled config either ran or was rejected up front as invalid
+    causes = {t.user_attrs.get("cause") for t in study.trials}
+    assert causes <= {None, "invalid"}, causes
+    assert study.user_attrs["device"] == report["device"]["fingerprint"]
+
+
+def test_best(swept):
+    home, report = swept
+    found = run_json("best", "--workload", "mlp-digits", "--framework", "tensorflow",
+                     "--device", "cpu", "--home", str(home))  # fmt: skip
+    assert len(found) == 1
+    rec = found[0]
+    assert rec["config"] == report["best"]["config"]
+    assert rec["value"] == pytest.approx(report["best"]["stats"]["median"])
+    assert rec["device_fingerprint"] == report["device"]["fingerprint"]
+    other = run_cli("best", "--workload", "mlp-digits", "--framework", "torch",
+                    "--home", str(home))  # fmt: skip
+    assert other.returncode == 1  # stored under tensorflow only

@@ -1,0 +1,56 @@
+"""Each framework's trials run under their own interpreter: how it is found, what it sees."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tuner.errors import UsageError
+from tuner.executor import ProcessExecutor, _tuner_path, python_for
+
+
+def test_environment_variable_wins(monkeypatch):
+    monkeypatch.setenv("PERFTUNE_PYTHON_MINDSPORE", "/opt/ms/bin/python")
+    assert python_for("mindspore") == "/opt/ms/bin/python"
+
+
+def test_this_interpreter_when_the_framework_is_importable_here(monkeypatch):
+    monkeypatch.delenv("PERFTUNE_PYTHON_TORCH", raising=False)
+    assert python_for("torch") == sys.executable
+
+
+def test_a_framework_virtualenv_in_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv("PERFTUNE_PYTHON_MINDSPORE", raising=False)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    fake = tmp_path / ".venv-mindspore" / "bin" / "python"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("")
+    monkeypatch.chdir(tmp_path)
+    assert python_for("mindspore") == str(fake)
+
+
+def test_unknown_framework_is_a_usage_error():
+    with pytest.raises(UsageError, match="--framework jax: unknown framework"):
+        python_for("jax")
+
+
+def test_trial_interpreters_see_only_the_tuner_package():
+    # Not this environment's site-packages: its NumPy 2 would shadow MindSpore's NumPy 1.x.
+    folder = _tuner_path()
+    assert os.listdir(folder) == ["tuner"]
+    assert os.path.isfile(os.path.join(folder, "tuner", "_worker.py"))
+
+
+def test_a_framework_missing_from_its_interpreter_is_one_clear_error(tmp_path):
+    venv = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    with pytest.raises(UsageError) as info, \
+            ProcessExecutor("tensorflow", python=str(venv / "bin" / "python")) as ex:
+        ex.devices()
+    message = str(info.value)
+    assert message.startswith("--framework tensorflow: tensorflow is not usable with ")
+    assert "ModuleNotFoundError" in message and "PERFTUNE_PYTHON_TENSORFLOW" in message
+    assert "\n" not in message

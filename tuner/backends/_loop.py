@@ -1,0 +1,203 @@
+"""The measurement loops every backend shares (stdlib only).
+
+A backend supplies a ``step()`` that trains one batch and the hooks below; :class:`Loop` owns
+the clock, so time-to-target and throughput mean the same thing in every framework:
+
+* :meth:`Loop.converge` (time-to-target, as MLPerf measures it): train, evaluate every
+  ``workload.eval_interval_s`` *training* seconds (evaluation time is excluded from the clock
+  and reported separately), report the gap to the target to the pruner, stop at the target, at
+  the budget, or when pruned.
+* :meth:`Loop.throughput`: warm up (at least 3 steps and ``warmup_s``), calibrate a window of
+  about ``window_s``, time ``repeats`` windows with the device synchronised, report the median
+  and the spread.
+
+Multi-process strategies (DDP, multi-worker mirrored, ...) run the loop on every rank; the hooks
+make rank 0's decisions the same everywhere, so every rank makes the same collective calls.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tuner.backends._base import Channel, TrialRequest, check_finite
+
+#: ``step() -> (epoch, loss, samples)``: one optimizer step on this rank. ``loss`` is whatever the
+#: framework returns (converted by ``loss_value`` only when checked), ``samples`` the number of
+#: samples this rank trained in the step.
+Step = Callable[[], tuple[int, Any, int]]
+
+
+def _identity(flag: bool) -> bool:
+    return flag
+
+
+def _noop() -> None:
+    return None
+
+
+class Loop:
+    """The timed loops of one rank.
+
+    Args:
+        workload: the :class:`~tuner.workload.Workload` (target, budget, eval interval).
+        request: the trial request (measure, budget, warm-up/window/repeats).
+        channel: rank 0's channel to the pruner; ``None`` on other ranks.
+        sync: block until queued device work is done (e.g. ``torch.cuda.synchronize``).
+        loss_value: the loss as a float, *the same on every rank*: a multi-process backend
+            reduces it (so that every rank raises :class:`~tuner.errors.Diverged` together).
+        agree: rank 0's boolean, broadcast to every rank (identity with one process).
+        broadcast_int: rank 0's integer, broadcast to every rank.
+        rank, world: this rank and the number of processes; ``samples`` are multiplied by
+            ``world`` (the global count, assuming equal shards).
+        check_every: steps between "is an evaluation due?" checks (a collective when
+            ``world > 1``, so not every step).
+    """
+
+    def __init__(self, workload: Any, request: TrialRequest, channel: Channel | None, *,
+                 sync: Callable[[], None] = _noop,
+                 loss_value: Callable[[Any], float] = float,
+                 agree: Callable[[bool], bool] = _identity,
+                 broadcast_int: Callable[[int], int] = int,
+                 rank: int = 0, world: int = 1, check_every: int = 1) -> None:  # fmt: skip
+        self.workload, self.req, self.channel = workload, request, channel
+        self.sync, self.loss_value = sync, loss_value
+        self.agree, self.broadcast_int = agree, broadcast_int
+        self.rank, self.world, self.check_every = rank, world, max(1, int(check_every))
+
+    def _check(self, loss: Any, step: int) -> float:
+        value = float(self.loss_value(loss))
+        check_finite(value, step)
+        return value
+
+    def run(self, step: Step, evaluate: Callable[[], float]) -> dict[str, Any]:
+        """The request's measure: :meth:`throughput` or :meth:`converge`."""
+        if self.req.measure == "throughput":
+            return self.throughput(step)
+        return self.converge(step, evaluate)
+
+    def converge(self, step: Step, evaluate: Callable[[], float]) -> dict[str, Any]:
+        """Time to the workload's quality target. ``evaluate()`` (rank 0 only) returns the
+        validation metric; it runs outside the training clock."""
+        wl, req = self.workload, self.req
+        budget = float(req.budget_s or wl.budget_s)
+        interval = float(wl.eval_interval_s)
+        train_s = eval_s = 0.0
+        steps = samples = evals = 0
+        epoch = 0
+        curve: list[list[float]] = []
+        reached = pruned = False
+        metric = math.nan
+        seg = time.perf_counter()
+        while True:
+            epoch, loss, n = step()
+            steps += 1
+            samples += n * self.world
+            if steps % self.check_every:
+                continue
+            due = time.perf_counter() - seg + train_s >= interval * (evals + 1)
+            if not self.agree(due):
+                continue
+            self.sync()
+            now = time.perf_counter()
+            train_s += now - seg
+            loss_v = self._check(loss, steps)
+            stop = False
+            evals += 1
+            if self.rank == 0:
+                metric = float(evaluate())
+                curve.append([evals, round(train_s, 4), metric, loss_v])
+                reached = wl.reached(metric)
+                if not reached and self.channel is not None:
+                    pruned = self.channel.report(evals, wl.gap(metric))
+                stop = reached or pruned or train_s >= budget
+            stop = self.agree(stop)
+            seg = time.perf_counter()
+            eval_s += seg - now
+            if stop:
+                break
+        metrics = {
+            "reached_target": reached,
+            "time_to_target_s": train_s if reached else None,
+            "train_time_s": train_s,
+            "eval_time_s": eval_s,
+            "final_metric": metric,
+            "target": float(wl.target),
+            "evals": evals,
+            "steps": steps,
+            "samples": samples,
+            "epochs": epoch + 1,
+            "throughput_sps": samples / train_s if train_s > 0 else None,
+        }
+        return {"metrics": metrics, "curves": {"val_metric": curve}, "pruned": pruned}
+
+    def throughput(self, step: Step) -> dict[str, Any]:
+        """Training samples per second: median over ``repeats`` timed windows, and the spread."""
+        req = self.req
+        self.sync()
+        t0 = time.perf_counter()
+        n = 0
+        while True:
+            step()
+            n += 1
+            if n >= 3 and self.agree(time.perf_counter() - t0 >= req.warmup_s):  # same n everywhere
+                break
+        self.sync()
+        per_step = (time.perf_counter() - t0) / n
+        per_window = self.broadcast_int(max(3, math.ceil(req.window_s / per_step)))
+        windows: list[float] = []
+        sizes: list[float] = []
+        pruned = False
+        for r in range(int(req.repeats)):
+            self.sync()
+            t = time.perf_counter()
+            samples = 0  # the real count: an epoch's last batch can be short
+            loss = None
+            for _ in range(per_window):
+                _, loss, n_step = step()
+                samples += n_step * self.world
+            self.sync()
+            dt = time.perf_counter() - t
+            windows.append(samples / dt)
+            sizes.append(samples / per_window)
+            self._check(loss, n + (r + 1) * per_window)
+            if self.rank == 0 and self.channel is not None:
+                pruned = self.channel.report(r, windows[-1])
+            if self.agree(pruned):
+                pruned = True
+                break
+        med = statistics.median(windows)
+        metrics = {
+            "throughput_sps": med,
+            "throughput_spread": (max(windows) - min(windows)) / med if len(windows) > 1 else 0.0,
+            "step_time_ms": 1000.0 * statistics.median(sizes) / med,
+            "steps_per_window": per_window,
+            "warmup_steps": n,
+            "windows": len(windows),
+        }
+        curves = {"throughput_window": [[i, w] for i, w in enumerate(windows)]}
+        return {"metrics": metrics, "curves": curves, "pruned": pruned}
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, *, rank: int = 0, world: int = 1):
+    """Endless ``(epoch, indices)`` stream of this rank's batches (NumPy): shuffled per epoch
+    with the same permutation on every rank, each global batch split across ranks."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    gb = batch_size * world
+    epoch = 0
+    while True:
+        perm = rng.permutation(n)
+        for i in range(0, n, gb):
+            chunk = perm[i : i + gb]
+            if len(chunk) < world:
+                continue
+            yield epoch, chunk[rank::world]
+        epoch += 1
+
+
+__all__ = ["Loop", "Step", "epoch_batches"]
