@@ -4,8 +4,7 @@ device, best first, through the real CLI over a real store."""
 from __future__ import annotations
 
 import hashlib
-
-from conftest import run_cli, run_json
+import json
 
 from storage import open_store
 
@@ -16,7 +15,12 @@ def _fp(framework: str) -> str:
     return hashlib.sha256(f"{framework}-cpu".encode()).hexdigest()
 
 
-def test_best_lists_every_framework_best_first(tmp_path):
+def test_best_lists_every_framework_best_first(tmp_path, cli):
+    def run_json(*args: str):
+        proc = cli(*args, "--json")
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
     with open_store(f"sqlite:///{tmp_path}/perftune.db", create=True) as store:
         for fw, seconds in TIMES.items():
             store.upsert_device(_fp(fw), framework=fw, kind="cpu", name="AMD EPYC", count=1,
@@ -33,7 +37,7 @@ def test_best_lists_every_framework_best_first(tmp_path):
     only = run_json("best", "--workload", "mlp-digits", "--framework", "mindspore",
                     "--home", str(tmp_path))  # fmt: skip
     assert [r["framework"] for r in only] == ["mindspore"]
-    table = run_cli("best", "--workload", "mlp-digits", "--home", str(tmp_path))
+    table = cli("best", "--workload", "mlp-digits", "--home", str(tmp_path))
     assert table.returncode == 0
     lines = [ln for ln in table.stdout.splitlines() if "│" in ln]
     order = [next(fw for fw in TIMES if fw in ln) for ln in lines if any(fw in ln for fw in TIMES)]
