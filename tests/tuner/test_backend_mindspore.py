@@ -100,7 +100,7 @@ def test_invalid_configs_are_rejected(cfg, device, fragment):
     ({"precision": "bf16", "amp_level": "O1"}, "npu"),
 ])  # fmt: skip
 def test_valid_configs_pass(cfg, device):
-    msb.validate_config(cfg, device, cores=2)
+    assert msb.validate_config(cfg, device, cores=2) is None  # accepted: no InvalidConfig
 
 
 def test_amp_level_default_follows_precision():

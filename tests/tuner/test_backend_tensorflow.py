@@ -112,11 +112,14 @@ def test_invalid_configs_are_rejected_up_front(config, device, words):
 
 
 def test_valid_configs_pass():
-    validate_config({"parallel_strategy": "mirrored", "world_size": 2, "precision": "bf16",
-                     "jit_compile": True, "prefetch": 4}, "cpu")  # fmt: skip
-    validate_config({"parallel_strategy": "multi_worker", "world_size": 4, "precision": "fp16"},
-                    "cuda:0")  # fmt: skip
-    validate_config({"precision": "bf16"}, "tpu")
+    accepted = [
+        ({"parallel_strategy": "mirrored", "world_size": 2, "precision": "bf16",
+          "jit_compile": True, "prefetch": 4}, "cpu"),
+        ({"parallel_strategy": "multi_worker", "world_size": 4, "precision": "fp16"}, "cuda:0"),
+        ({"precision": "bf16"}, "tpu"),
+    ]  # fmt: skip
+    for config, device in accepted:
+        assert validate_config(config, device) is None  # no InvalidConfig
 
 
 def test_tpu_is_probed_only_when_plausible(monkeypatch):
