@@ -182,6 +182,24 @@ class Loop:
         return {"metrics": metrics, "curves": curves, "pruned": pruned}
 
 
+def measure(trainer: Any, step: Step, evaluate: Callable[[], float], *, global_batch_size: int,
+            world_size: int, **extra: Any) -> dict[str, Any]:  # fmt: skip
+    """Run ``trainer``'s trial with a :class:`Loop` and add the metrics every backend reports.
+
+    ``trainer`` is a backend's per-rank trainer: it has ``workload``, ``req``, ``channel``,
+    ``rank``, ``world``, ``setup_s`` and the hooks ``_sync``, ``_loss_value``, ``_agree``,
+    ``_broadcast_int`` (see :class:`Loop`) and ``_memory() -> {metric: MiB}``. ``extra`` metrics
+    are added as given."""
+    t = trainer
+    loop = Loop(t.workload, t.req, t.channel, sync=t._sync, loss_value=t._loss_value,
+                agree=t._agree, broadcast_int=t._broadcast_int, rank=t.rank, world=t.world,
+                check_every=1 if t.world == 1 else 8)  # fmt: skip
+    result = loop.run(step, evaluate)
+    result["metrics"].update(t._memory(), setup_s=t.setup_s, global_batch_size=global_batch_size,
+                             world_size=world_size, **extra)  # fmt: skip
+    return result
+
+
 def epoch_batches(n: int, batch_size: int, seed: int, *, rank: int = 0, world: int = 1):
     """Endless ``(epoch, indices)`` stream of this rank's batches (NumPy): shuffled per epoch
     with the same permutation on every rank, each global batch split across ranks."""
@@ -200,4 +218,4 @@ def epoch_batches(n: int, batch_size: int, seed: int, *, rank: int = 0, world: i
         epoch += 1
 
 
-__all__ = ["Loop", "Step", "epoch_batches"]
+__all__ = ["Loop", "Step", "epoch_batches", "measure"]

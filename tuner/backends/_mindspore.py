@@ -52,7 +52,7 @@ from typing import Any
 
 from tuner.backends._base import Backend, Channel, NullChannel, TrialRequest, classify_exception
 from tuner.backends._host import cpu_device, rss_peak_mb, usable_cores
-from tuner.backends._loop import Loop
+from tuner.backends._loop import measure
 from tuner.errors import InvalidConfig, TrialError
 
 _OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
@@ -561,17 +561,8 @@ class _Trainer:
 
         self.setup_s = time.perf_counter() - self.t_start
         self.loop_t = time.time()
-        loop = Loop(self.workload, self.req, self.channel, sync=self._sync,
-                    loss_value=self._loss_value, agree=self._agree,
-                    broadcast_int=self._broadcast_int, rank=self.rank, world=self.world,
-                    check_every=1 if self.world == 1 else 8)  # fmt: skip
-        result = loop.run(step, evaluate)
-        m = result["metrics"]
-        m.update(self._memory())
-        m["setup_s"] = self.setup_s
-        m["global_batch_size"] = bs * self.world
-        m["world_size"] = self.world
-        return result
+        return measure(self, step, evaluate, global_batch_size=bs * self.world,
+                       world_size=self.world)
 
     def _memory(self) -> dict[str, float]:
         peak = rss_peak_mb()

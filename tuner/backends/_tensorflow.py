@@ -48,7 +48,7 @@ from typing import Any
 
 from tuner.backends._base import Backend, Channel, TrialRequest
 from tuner.backends._host import cpu_device, rss_peak_mb, usable_cores
-from tuner.backends._loop import Loop
+from tuner.backends._loop import measure
 from tuner.backends._ranks import KEEPALIVE, run_ranks
 from tuner.errors import InvalidConfig
 
@@ -537,18 +537,8 @@ class _Trainer:
             return epoch, loss, local
 
         self.setup_s = time.perf_counter() - self.t_start
-        loop = Loop(self.workload, self.req, self.channel, sync=self._sync,
-                    loss_value=self._loss_value, agree=self._agree,
-                    broadcast_int=self._broadcast_int, rank=self.rank, world=self.world,
-                    check_every=1 if self.world == 1 else 8)  # fmt: skip
-        result = loop.run(step, evaluate)
-        m = result["metrics"]
-        m.update(self._memory())
-        m["setup_s"] = self.setup_s
-        m["global_batch_size"] = gbs
-        m["world_size"] = n_sync
-        m["xla"] = jit or self.kind == "tpu"
-        return result
+        return measure(self, step, evaluate, global_batch_size=gbs, world_size=n_sync,
+                       xla=jit or self.kind == "tpu")  # fmt: skip
 
     def _evaluator(self, strategy, predict, x_va, y_va):
         """``evaluate()``: the workload metric over the whole validation set, in large batches

@@ -18,7 +18,7 @@ from typing import Any
 
 from tuner.backends._base import Backend, Channel, TrialRequest
 from tuner.backends._host import cpu_device, rss_peak_mb, usable_cores
-from tuner.backends._loop import Loop
+from tuner.backends._loop import measure
 from tuner.backends._ranks import KEEPALIVE, run_ranks
 from tuner.errors import InvalidConfig
 
@@ -358,16 +358,9 @@ class _Trainer:
                 return epoch, loss, len(idx)
 
             self.setup_s = time.perf_counter() - self.t_start
-            loop = Loop(self.workload, self.req, self.channel, sync=self._sync,
-                        loss_value=self._loss_value, agree=self._agree,
-                        broadcast_int=self._broadcast_int, rank=self.rank, world=self.world,
-                        check_every=1 if self.world == 1 else 8)  # fmt: skip
-            result = loop.run(step, lambda: self._evaluate(x_va, y_va))
-            result["metrics"].update(self._memory())
-            result["metrics"]["setup_s"] = self.setup_s
-            result["metrics"]["global_batch_size"] = self.global_bs
-            result["metrics"]["world_size"] = self.world * self.replicas
-            return result
+            return measure(self, step, lambda: self._evaluate(x_va, y_va),
+                           global_batch_size=self.global_bs,
+                           world_size=self.world * self.replicas)  # fmt: skip
         finally:
             if self.world > 1 and torch.distributed.is_initialized():
                 with contextlib.suppress(Exception):
