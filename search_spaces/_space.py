@@ -866,6 +866,28 @@ class SearchSpace:
     def __repr__(self) -> str:
         return f"SearchSpace({self.name!r}, params={list(self.params)})"
 
+    def capped(self, name: str, high: int | float) -> SearchSpace:
+        """This space with numeric parameter ``name`` limited to values ``<= high`` (e.g. the
+        largest batch size that fits on the device); a default above it becomes the largest
+        value left. Raises :class:`SpaceError` if no value is left."""
+        spec = self.params[name]
+        if spec.choices is not None:
+            kept = tuple(c for c in spec.choices if is_number(c) and c <= high)
+            if not kept:
+                raise SpaceError(f"{name}: no value of {spec.domain_text()} is <= {_fmt(high)}")
+            new = replace(spec, choices=kept,
+                                      default=spec.default if spec.default <= high else max(kept))  # fmt: skip
+        else:
+            top = min(spec.high, high)  # type: ignore[type-var]
+            if spec.type == "int" and spec.step:
+                top = spec.low + (top - spec.low) // spec.step * spec.step  # type: ignore[operator]
+            if top < spec.low:  # type: ignore[operator]
+                raise SpaceError(f"{name}: no value of {spec.domain_text()} is <= {_fmt(high)}")
+            new = replace(spec, high=top, default=min(spec.default, top))
+        params = dict(self.params)
+        params[name] = new
+        return SearchSpace(self.name, self.description, params, self.constraints, self.resources)
+
     # -- activity --
 
     def _active(self, spec: ParamSpec, values: Mapping[str, Any], active: set[str]) -> bool:

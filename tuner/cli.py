@@ -122,7 +122,8 @@ class _Progress:
 def sweep(
     workload: Annotated[str, typer.Option(help="Built-in name (mlp-digits, cnn-digits) or FILE.py:FUNC / module:FUNC.")],
     framework: Annotated[str, typer.Option(help="torch, tensorflow or mindspore")] = "torch",
-    device: Annotated[str, typer.Option(help="cpu, cuda, tpu or npu (Ascend); KIND:INDEX picks one")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu, cuda, mps, xpu, npu (Ascend) or tpu; KIND:INDEX picks one; "
+                                             "'all': one study per device found, then a cross-device table")] = "cpu",
     objective: Annotated[str, typer.Option(help="time-to-target or throughput")] = "time-to-target",
     trials: Annotated[int, typer.Option(help="Total trials in the study (re-running resumes up to it).")] = 20,
     timeout: Annotated[float | None, typer.Option(help="Stop starting trials after this many seconds.")] = None,
@@ -135,6 +136,8 @@ def sweep(
     confirm_repeats: Annotated[int, typer.Option(help="Repeats per confirmed candidate.")] = 3,
     trial_timeout: Annotated[float | None, typer.Option(help="Seconds before a trial is killed.")] = None,
     budget: Annotated[float | None, typer.Option(help="Training seconds cap per time-to-target trial.")] = None,
+    batch_probe: Annotated[str, typer.Option(help="Bound batch_size by the largest that fits, probed first: "
+                                                  "auto (on accelerators), on or off.")] = "auto",
     home: Home = None, storage: Storage = None, tracking_uri: Tracking = None, db: Db = None,
     json_out: Json = False,
 ) -> None:
@@ -146,15 +149,21 @@ def sweep(
     cfg = SweepConfig(workload=workload, framework=framework, device=device, objective=objective,
                       trials=trials, timeout=timeout, space=space, study=study, seed=seed,
                       sampler=sampler, pruner=pruner, confirm_top=confirm_top,
-                      confirm_repeats=confirm_repeats, trial_timeout=trial_timeout, budget_s=budget)  # fmt: skip
+                      confirm_repeats=confirm_repeats, trial_timeout=trial_timeout, budget_s=budget,
+                      batch_probe=batch_probe)  # fmt: skip
     cfg.validate()
     ws = _ws(home, storage, tracking_uri, db)
     unit = get_objective(objective).unit
-    progress = None if json_out or os.environ.get("PERFTUNE_NO_PROGRESS") else _Progress(unit)
+    quiet = json_out or bool(os.environ.get("PERFTUNE_NO_PROGRESS"))
+
     def _terminate(signum, frame):  # `kill PID` stops a sweep as cleanly as Ctrl-C
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
+    if device == "all":
+        _sweep_all(cfg, ws, unit, quiet, json_out)
+        return
+    progress = None if quiet else _Progress(unit)
     try:
         report = run(cfg, ws, progress)
     finally:
@@ -166,6 +175,58 @@ def sweep(
         _print_report(report, ws)
     if report.best is None:
         raise PerftuneError("no configuration reached a result: see the failures above")
+
+
+def _sweep_all(cfg, ws, unit: str, quiet: bool, json_out: bool) -> None:
+    from tuner.service import sweep_all_devices
+
+    bars: list[_Progress] = []
+
+    def progress(dev):
+        if quiet:
+            return None
+        err.print(f"[bold]{dev.spec}[/bold]: {dev.name}")
+        bars.append(_Progress(unit))
+        return bars[-1]
+
+    def finish_bar() -> None:
+        while bars:
+            bars.pop().stop()
+
+    try:
+        result = sweep_all_devices(cfg, ws, lambda dev: (finish_bar(), progress(dev))[1])
+    finally:
+        finish_bar()
+    if json_out:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        _print_devices_table(result)
+    if result["winner"] is None:
+        raise PerftuneError("no device reached a result: see the errors above")
+
+
+def _print_devices_table(result: dict[str, Any]) -> None:
+    unit = result["unit"] or ""
+    table = Table(title="Best config per device" + (f" (objective in {unit}, "
+                  f"{'lower' if result['direction'] == 'minimize' else 'higher'} is better)" if unit else ""))  # fmt: skip
+    for col in ("device", "name", "best", "spread", "speedup", "MFU", "J/sample", "max batch"):
+        table.add_column(col, no_wrap=col in ("device", "best"))
+    for r in result["devices"]:
+        if "error" in r:
+            table.add_row(r["device"], r.get("name") or "-", "[red]failed[/red]", "", "", "", "", "")
+            continue
+        mark = " [bold green]wins[/bold green]" if r["winner"] else ""
+        table.add_row(r["device"], r["name"], _fmt(r["value"]) + mark,
+                      f"±{r['spread'] * 100:.0f}%" if r["spread"] is not None else "-",
+                      f"{r['speedup']:.2f}x" if r["speedup"] else "-",
+                      f"{r['mfu'] * 100:.1f}%" if r.get("mfu") is not None else "-",
+                      _fmt(r.get("joules_per_sample")), _fmt(r.get("max_batch_size")))  # fmt: skip
+    out.print(table)
+    for r in result["devices"]:
+        text = f"error: {r['error']}" if "error" in r else f"config: {_config_text(r['config'])}"
+        out.print(f"{r['device']} {text}", soft_wrap=True, highlight=False)
+    if result["winner"]:
+        out.print(f"fastest here: [bold]{result['winner']}[/bold]")
 
 
 def _print_report(r, ws) -> None:
@@ -195,6 +256,20 @@ def _print_report(r, ws) -> None:
         table.add_row(name, cfg_text, _fmt(st.get("median")),
                       f"±{st['spread'] * 100:.0f}%" if st else "-", runs)  # fmt: skip
     out.print(table)
+    m = (r.best or {}).get("metrics") or {}
+    facts = []
+    if m.get("throughput_sps"):
+        facts.append(f"{m['throughput_sps']:,.0f} samples/s")
+    if m.get("mfu") is not None:
+        facts.append(f"MFU {m['mfu'] * 100:.1f}% ({m.get('mfu_peak_source')})")
+    if m.get("joules_per_sample") is not None:
+        facts.append(f"{m['joules_per_sample']:.3g} J/sample at {m.get('avg_power_w', 0):.0f} W ({m.get('energy_source')})")
+    elif m.get("energy_source") == "unavailable":
+        facts.append("energy: unavailable here")
+    if facts:
+        out.print("best config: " + ", ".join(facts))
+    if r.batch_probe and r.batch_probe.get("max_batch_size"):
+        out.print(f"batch size bounded at {r.batch_probe['max_batch_size']} by the memory probe")
     if r.speedup is not None:
         out.print(f"speedup over the default: [bold]{r.speedup:.2f}x[/bold]"
                   + ("" if r.stored else " (an earlier stored best is better; kept it)"))  # fmt: skip
@@ -221,12 +296,18 @@ def best(
         print(json.dumps([r.to_dict() for r in found], indent=2, default=str))
     else:
         table = Table(title=f"Best configs for {workload}")
-        for col in ("id", "framework", "device", "objective", "value", "spread", "speedup"):
+        # MFU and energy columns only when some row has them (keeps the table narrow).
+        extra = [(col, key) for col, key in (("MFU", "mfu"), ("J/sample", "joules_per_sample"))
+                 if any(isinstance((r.metrics or {}).get(key), float) for r in found)]  # fmt: skip
+        for col in ("id", "framework", "device", "objective", "value", "spread", "speedup", *(c for c, _ in extra)):
             table.add_column(col, no_wrap=col in ("objective", "value"))
         for r in found:
+            m = r.metrics or {}
+            cells = [f"{m['mfu'] * 100:.1f}%" if key == "mfu" and m.get("mfu") is not None else _fmt(m.get(key))
+                     for _, key in extra]  # fmt: skip
             table.add_row(str(r.id), r.framework, f"{r.device_kind} ({r.device_name})", r.objective,
                           _fmt(r.value, r.unit), f"±{r.spread * 100:.0f}%" if r.spread is not None else "-",
-                          f"{r.speedup:.2f}x" if r.speedup else "-")  # fmt: skip
+                          f"{r.speedup:.2f}x" if r.speedup else "-", *cells)  # fmt: skip
         if found:
             out.print(table)
             for r in found:

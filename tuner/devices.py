@@ -28,6 +28,16 @@ class Device:
         return hashlib.sha256(json.dumps(key).encode()).hexdigest()
 
     @property
+    def indices(self) -> list[int]:
+        """The device indices this record covers (``0..count-1`` unless discovery said)."""
+        return [int(i) for i in self.info.get("indices") or range(self.count)]
+
+    @property
+    def spec(self) -> str:
+        """The ``--device`` value that selects exactly this record."""
+        return f"{self.kind}:{self.indices[0]}" if self.info.get("indices") else self.kind
+
+    @property
     def short(self) -> str:
         return self.fingerprint[:12]
 
@@ -57,11 +67,16 @@ class Device:
 def select(devices: list[Device], wanted: str) -> Device:
     """Pick the device a ``--device`` value names: a kind (``cpu``, ``cuda``) or ``kind:index``."""
     kind, _, index = wanted.partition(":")
-    for dev in devices:
-        if dev.kind == kind:
-            if index and not (index.isdigit() and int(index) < dev.count):
-                raise UsageError(f"--device {wanted}: no such {kind} device (found {dev.count}: "
-                                 f"{kind}:0 to {kind}:{dev.count - 1})")  # fmt: skip
-            return dev
+    same = [d for d in devices if d.kind == kind]
+    if same and not index:
+        return same[0]
+    if same:
+        # A heterogeneous box lists one record per model, each with the ``indices`` it covers.
+        everything = [i for d in same for i in d.indices]
+        for dev in same:
+            if index.isdigit() and int(index) in dev.indices:
+                return dev
+        raise UsageError(f"--device {wanted}: no such {kind} device (found: "
+                         f"{', '.join(f'{kind}:{i}' for i in everything)})")  # fmt: skip
     found = ", ".join(d.kind for d in devices) or "none"
     raise UsageError(f"--device {wanted}: not found on this machine (found: {found})")

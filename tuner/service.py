@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from tuner.errors import PerftuneError, UsageError
@@ -37,6 +38,66 @@ def list_devices(frameworks: list[str] | None = None) -> list[dict[str, Any]]:
 
 def sweep(cfg: SweepConfig, ws: Workspace, progress: ProgressFn | None = None) -> SweepReport:
     return run_sweep(cfg, ws, progress)
+
+
+def sweep_all_devices(cfg: SweepConfig, ws: Workspace,
+                      progress: Callable[[Any], ProgressFn | None] | None = None,
+                      *, executor=None) -> dict[str, Any]:  # fmt: skip
+    """``--device all``: one study per device the framework finds here (a heterogeneous box
+    gets one per GPU model), then the cross-device comparison of :func:`compare_devices`.
+    ``progress(device)`` gives each sweep its progress callback. A device whose sweep fails is
+    reported with its error; the others go on."""
+    import dataclasses
+
+    from tuner.devices import Device
+    from tuner.executor import make_executor
+
+    cfg = dataclasses.replace(cfg, device="cpu")
+    cfg.validate()
+    if executor is not None:
+        found = [Device.from_discovery(cfg.framework, d) for d in executor.devices()]
+    else:
+        with make_executor(cfg.framework, isolate=cfg.isolate) as ex:
+            found = [Device.from_discovery(cfg.framework, d) for d in ex.devices()]
+    sweeps: list[dict[str, Any]] = []
+    for dev in found:
+        one = dataclasses.replace(cfg, device=dev.spec,
+                                  study=f"{cfg.study}-{dev.spec.replace(':', '')}" if cfg.study else None)  # fmt: skip
+        try:
+            report = run_sweep(one, ws, progress(dev) if progress else None, executor=executor)
+            sweeps.append({"device": dev.spec, "report": report.to_dict()})
+        except PerftuneError as exc:
+            sweeps.append({"device": dev.spec, "name": dev.name, "error": str(exc)})
+    return compare_devices(sweeps)
+
+
+def compare_devices(sweeps: list[dict[str, Any]]) -> dict[str, Any]:
+    """The heterogeneous-machine view: per device, the confirmed best config and objective (and
+    MFU, energy and speedup where measured), and which device wins for this workload."""
+    rows, direction, unit = [], None, None
+    for s in sweeps:
+        if "error" in s:
+            rows.append({"device": s["device"], "name": s.get("name"), "error": s["error"]})
+            continue
+        r = s["report"]
+        direction, unit = r["direction"], r["unit"]
+        best = r.get("best") or {}
+        stats, metrics = best.get("stats") or {}, best.get("metrics") or {}
+        rows.append({"device": s["device"], "name": r["device"]["name"], "count": r["device"]["count"],
+                     "study": r["study_name"], "value": stats.get("median"), "spread": stats.get("spread"),
+                     "config": best.get("config"), "speedup": r.get("speedup"),
+                     "mfu": metrics.get("mfu"), "joules_per_sample": metrics.get("joules_per_sample"),
+                     "throughput_sps": metrics.get("throughput_sps"),
+                     "max_batch_size": (r.get("batch_probe") or {}).get("max_batch_size")})  # fmt: skip
+    ranked = [r for r in rows if r.get("value") is not None]
+    winner = None
+    if ranked:
+        pick = min if direction == "minimize" else max
+        winner = pick(ranked, key=lambda r: r["value"])["device"]
+    for r in rows:
+        r["winner"] = r["device"] == winner
+    return {"devices": rows, "winner": winner, "direction": direction, "unit": unit,
+            "reports": [s["report"] for s in sweeps if "report" in s]}  # fmt: skip
 
 
 def has_database(ws: Workspace) -> bool:

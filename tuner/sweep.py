@@ -22,7 +22,7 @@ from typing import Any
 
 from tuner.backends import TrialOutcome, TrialRequest, get_backend
 from tuner.devices import Device, select
-from tuner.errors import PerftuneError, UsageError
+from tuner.errors import InvalidConfig, PerftuneError, UsageError
 from tuner.objectives import Objective, get_objective, speedup, summarize
 from tuner.settings import Workspace
 from tuner.workload import canonical_spec, check_spec
@@ -87,6 +87,10 @@ class SweepConfig:
     budget_s: float | None = None
     isolate: bool = True
     track: bool = True
+    #: Bound the batch size by a probe of the largest that fits before the study: ``"auto"`` does
+    #: so on accelerators (on the CPU, host memory is rarely the limit and the kernel kills a
+    #: process rather than raising), ``"on"`` / ``"off"`` force it.
+    batch_probe: str = "auto"
 
     def validate(self) -> None:
         get_backend(self.framework)
@@ -94,9 +98,11 @@ class SweepConfig:
         check_spec(self.workload, self.framework)
         kind = self.device.split(":", 1)[0]
         classes = get_backend(self.framework).device_classes
-        if kind not in classes:
+        if kind not in classes and self.device != "all":
             raise UsageError(f"--device {self.device}: the {self.framework} backend drives "
                              f"{', '.join(classes)}")  # fmt: skip
+        if self.batch_probe not in ("auto", "on", "off"):
+            raise UsageError(f"--batch-probe {self.batch_probe}: choose auto, on or off")
         if self.sampler not in SAMPLERS:
             raise UsageError(f"--sampler {self.sampler}: unknown (choose from: {', '.join(SAMPLERS)})")
         if self.pruner not in PRUNERS:
@@ -161,6 +167,8 @@ class SweepReport:
     failures: list[dict[str, Any]]
     duration_s: float
     sweep_id: int | None = None
+    #: The batch-size probe's result (``max_batch_size`` bound, sizes tried), when it ran.
+    batch_probe: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -302,6 +310,8 @@ class _Sweep:
         self.spec = canonical_spec(cfg.workload)
         self._executor, self._tracker = executor, tracker
         self.failures: list[dict[str, Any]] = []
+        self._peaks: dict[str, tuple[float | None, str | None]] = {}
+        self.probe_info: dict[str, Any] | None = None
 
     # -- setup (nothing written until every check passed)
     def prepare(self) -> None:
@@ -332,7 +342,7 @@ class _Sweep:
             raise UsageError(str(exc)) from None
         self.baseline = self.space.defaults()
         self.study_name = cfg.study or (f"{self.workload['name']}-{cfg.framework}-"
-                                        f"{self.device.kind}-{cfg.objective}")  # fmt: skip
+                                        f"{self.device.spec.replace(':', '')}-{cfg.objective}")  # fmt: skip
         self.budget = float(cfg.budget_s or self.workload["budget_s"])
         # Only now touch the databases and the workspace.
         ws.prepare()
@@ -376,12 +386,98 @@ class _Sweep:
                            ("device", self.device.fingerprint), ("objective", self.cfg.objective)):  # fmt: skip
             study.set_user_attr(key, value)
         optuna.storages.fail_stale_trials(study)
+        self.bound_batch_size(study)
         # The baseline runs once per study; again only if its run was interrupted.
         if not any(t.user_attrs.get("baseline") and t.user_attrs.get("cause") not in NOT_COUNTED
                    for t in study.get_trials(deepcopy=False)):  # fmt: skip
             study.enqueue_trial(self.space.suggested_params(self.baseline),
                                 user_attrs={"baseline": True})  # fmt: skip
         return study
+
+    # -- batch-size bound, MFU
+    def bound_batch_size(self, study) -> None:
+        """Cap ``batch_size`` at the largest that fits on this device (found once per study by a
+        probe in a trial process, then kept in the study so a resumed study searches the same
+        space)."""
+        from search_spaces import SpaceError
+
+        spec = self.space.params.get("batch_size")
+        wanted = self.cfg.batch_probe == "on" or (self.cfg.batch_probe == "auto" and self.device.kind != "cpu")
+        if spec is None or spec.type != "int" or not wanted:
+            return
+        if "probe" not in get_backend(self.cfg.framework).measures:
+            return
+        bound = study.user_attrs.get("max_batch_size")
+        if bound is None:
+            bound = self.probe(max(spec.choices) if spec.choices else int(spec.high))
+            if bound is None:
+                return
+            study.set_user_attr("max_batch_size", bound)
+        try:
+            self.space = self.space.capped("batch_size", int(bound))
+        except SpaceError as exc:
+            raise UsageError(f"--device {self.cfg.device}: {exc}") from None
+        self.baseline = self.space.defaults()
+        if self.cfg.sampler == "grid":
+            study.sampler = _sampler("grid", self.cfg.seed, self.space)
+
+    def probe(self, high: int) -> int | None:
+        """Run the batch-size probe; return the bound, or None if it told nothing."""
+        self.progress("probe", {"max": high})
+        seen: dict[int, bool] = {}
+
+        def on_report(bs: int, fitted: float) -> bool:
+            seen[int(bs)] = bool(fitted)
+            return False
+
+        config = {**self.baseline, "probe_max": high}
+        outcome = self.executor.run(self.request(config, seed=self.cfg.seed or 0, number=None,
+                                                 label="batch-probe", measure="probe"), on_report)  # fmt: skip
+        info = {"tried": sorted(seen.items())}
+        if outcome.status == "ok":
+            bound = int(outcome.metrics["max_batch_size"])
+            info.update(outcome.metrics)
+        else:  # killed mid-probe (the kernel's OOM killer): keep what the reports told
+            fits = [b for b, ok in seen.items() if ok]
+            failed = [b for b, ok in seen.items() if not ok] + ([max(seen) * 2] if not seen else [])
+            bound = max(fits) if fits else None
+            info.update(failure=outcome.cause, message=outcome.message, first_failure=min(failed, default=None))
+        self.probe_info = {**info, "max_batch_size": bound}
+        self.progress("probed", self.probe_info)
+        return bound
+
+    def add_mfu(self, config: dict[str, Any], metrics: dict[str, Any]) -> None:
+        """Achieved FLOP/s and MFU (nanoGPT's way: achieved over peak) of a measured trial, from
+        the workload's FLOPs per sample and the device's peak in the trial's precision: the
+        vendor table when the device is in it, else a matmul measured here once per precision."""
+        flops, sps = self.workload.get("flops_per_sample"), metrics.get("throughput_sps")
+        if not flops or not sps:
+            return
+        peak, source = self.peak_flops(str(config.get("precision", "fp32")))
+        achieved = float(sps) * float(flops)
+        metrics["achieved_tflops"] = achieved / 1e12
+        if peak:
+            devices = int(metrics.get("devices_used") or 1)
+            metrics["peak_tflops"] = peak * devices / 1e12
+            metrics["mfu"] = achieved / (peak * devices)
+            metrics["mfu_peak_source"] = source
+
+    def peak_flops(self, precision: str) -> tuple[float | None, str | None]:
+        from tuner.backends._flops import lookup_peak
+
+        if precision in self._peaks:
+            return self._peaks[precision]
+        found = lookup_peak(self.device.name, precision) if self.device.kind != "cpu" else None
+        if found is not None:
+            self._peaks[precision] = (found[0], f"table:{found[1]}")
+        elif "peak" in get_backend(self.cfg.framework).measures:
+            out = self.executor.run(self.request({"precision": precision}, seed=0, number=None,
+                                                 label=f"peak-{precision}", measure="peak"))  # fmt: skip
+            peak = out.metrics.get("peak_flops") if out.status == "ok" else None
+            self._peaks[precision] = (peak, "measured matmul" if peak else None)
+        else:
+            self._peaks[precision] = (None, None)
+        return self._peaks[precision]
 
     # -- helpers
     def trial_budget(self, study) -> float:
@@ -396,10 +492,12 @@ class _Sweep:
             return self.budget
         return max(self.budget * 0.05, min(self.budget, BOUND_FACTOR * best))
 
-    def request(self, config: dict[str, Any], *, seed: int, number: int | None, label: str) -> TrialRequest:
+    def request(self, config: dict[str, Any], *, seed: int, number: int | None, label: str,
+                measure: str | None = None) -> TrialRequest:  # fmt: skip
         return TrialRequest(
             workload=self.spec, framework=self.cfg.framework, device=self.cfg.device,
-            config=config, measure=self.objective.measure, seed=seed,
+            config=config, measure=measure or self.objective.measure, seed=seed,
+            device_info=self.device.to_dict(),
             budget_s=self.cfg.budget_s, timeout_s=_trial_timeout(self.cfg, self.objective, self.budget),
             trial_number=number,
             log_path=str(self.ws.logs / re.sub(r"[^\w.@+=-]+", "_", f"{self.study_name}-{label}.log")),
@@ -452,6 +550,11 @@ class _Sweep:
         config = self.space.sample(trial)
         trial.set_user_attr("config", config)
         violations = self.space.violations(config)
+        if not violations:
+            try:
+                get_backend(self.cfg.framework).check_config(config, self.device.to_dict())
+            except InvalidConfig as exc:
+                violations = [str(exc)]
         if violations:
             self.invalid_streak += 1
             if self.invalid_streak >= MAX_CONSECUTIVE_INVALID:
@@ -472,7 +575,19 @@ class _Sweep:
         with _heartbeat(trial, self.storage):
             outcome = self.executor.run(request, on_report)
         value = self.objective.value(outcome.metrics) if outcome.status == "ok" else None
-        if outcome.status == "failed":
+        if outcome.status == "ok":
+            self.add_mfu(config, outcome.metrics)
+        if outcome.status == "failed" and outcome.cause == "oom":
+            # An infeasible point, not a plain failure: PRUNED with a violated constraint, so
+            # the samplers (TPE, GP, NSGA) learn that this region does not fit in memory.
+            state, note = TrialState.PRUNED, "oom"
+            trial.set_constraint("fits_in_memory", 1.0)
+            trial.set_user_attr("cause", "oom")
+            trial.set_user_attr("infeasible", True)
+            trial.set_user_attr("message", outcome.message)
+            self.failures.append({"trial": trial.number, "cause": "oom",
+                                  "message": outcome.message, "config": config})  # fmt: skip
+        elif outcome.status == "failed":
             state, note = TrialState.FAIL, outcome.cause
             trial.set_user_attr("cause", outcome.cause)
             trial.set_user_attr("message", outcome.message)
@@ -492,7 +607,8 @@ class _Sweep:
             study.tell(trial, value)
         else:
             study.tell(trial, state=state)
-        self.log_trial(trial.number, config, outcome, value, state.name, note)
+        self.log_trial(trial.number, config, outcome, value,
+                       "FAIL" if note == "oom" else state.name, note)  # fmt: skip
         self.last = {"number": trial.number, "state": state.name, "value": value, "cause": note,
                      "wall_s": outcome.wall_s}  # fmt: skip
         if note in NOT_COUNTED:  # the backend rejected the config
@@ -525,6 +641,8 @@ class _Sweep:
             name, config, metrics, curves,
             self.tags(trial_state=state, failure_cause=note if state == "FAIL" else None,
                       outcome=note, optuna_trial_number=number, phase=phase,
+                      energy_source=metrics.get("energy_source"),
+                      mfu_peak_source=metrics.get("mfu_peak_source"),
                       failure_message=(outcome.message or "")[:500] if state == "FAIL" else None),
             status=status,
         )  # fmt: skip
@@ -560,6 +678,7 @@ class _Sweep:
                 if value is None:
                     cand.failures.append(outcome.cause or "not_reached")
                 else:
+                    self.add_mfu(cand.config, outcome.metrics)
                     cand.values.append(value)
                     cand.metrics = outcome.metrics
             stats = cand.stats
@@ -654,7 +773,7 @@ def _run(sw: _Sweep, cfg: SweepConfig, t0: float) -> SweepReport:
          "trials": cfg.trials, "sampler": cfg.sampler, "pruner": cfg.pruner, "seed": cfg.seed,
          "search_space": sw.space.name, "study": sw.study_name, "target": sw.workload["target"],
          "confirm_top": cfg.confirm_top, "confirm_repeats": cfg.confirm_repeats,
-         "budget_s": sw.budget},
+         "budget_s": sw.budget, "max_batch_size": study.user_attrs.get("max_batch_size")},
         sw.tags(perftune_role="sweep"),
     )  # fmt: skip
     sweep_id = sw.store.start_sweep(study_name=sw.study_name, workload=sw.workload["name"],
@@ -668,7 +787,7 @@ def _run(sw: _Sweep, cfg: SweepConfig, t0: float) -> SweepReport:
         counts: dict[str, int] = {}
         for t in study.get_trials(deepcopy=False):
             cause = t.user_attrs.get("cause")
-            key = cause if cause in NOT_COUNTED else t.state.name.lower()
+            key = cause if cause in (*NOT_COUNTED, "oom") else t.state.name.lower()
             counts[key] = counts.get(key, 0) + 1
         base = winner = None
         if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -685,7 +804,8 @@ def _run(sw: _Sweep, cfg: SweepConfig, t0: float) -> SweepReport:
                 direction=sw.objective.direction, unit=sw.objective.unit, config=winner.config,
                 value=win_stats["median"], spread=win_stats["spread"],
                 metrics={**{k: v for k, v in winner.metrics.items()
-                            if isinstance(v, int | float | bool)},
+                            if isinstance(v, int | float | bool)
+                            or k in ("mfu_peak_source", "energy_source")},
                          "repeats": winner.values, "trial_number": winner.trial_number},
                 baseline_config=sw.baseline,
                 baseline_value=base_stats["median"] if base_stats else None,
@@ -712,6 +832,8 @@ def _run(sw: _Sweep, cfg: SweepConfig, t0: float) -> SweepReport:
             speedup=gain, stored=stored, best_config_id=best_id, mlflow_run_id=run_id,
             mlflow_experiment_id=sw.tracker.experiment_id, failures=sw.failures,
             duration_s=time.monotonic() - t0, sweep_id=sweep_id,
+            batch_probe=sw.probe_info or ({"max_batch_size": study.user_attrs["max_batch_size"]}
+                                          if "max_batch_size" in study.user_attrs else None),
         )  # fmt: skip
     except KeyboardInterrupt:
         state = "interrupted"
@@ -729,8 +851,11 @@ def _run(sw: _Sweep, cfg: SweepConfig, t0: float) -> SweepReport:
 def _side(m: Measured | None) -> dict[str, Any] | None:
     if m is None:
         return None
+    shown = ("throughput_sps", "mfu", "achieved_tflops", "mfu_peak_source", "joules_per_sample",
+             "avg_power_w", "energy_source", "peak_device_memory_mb", "peak_rss_mb")  # fmt: skip
     return {"label": m.label, "config": m.config, "trial_number": m.trial_number,
-            "values": m.values, "failures": m.failures, "stats": m.stats}  # fmt: skip
+            "values": m.values, "failures": m.failures, "stats": m.stats,
+            "metrics": {k: m.metrics[k] for k in shown if k in m.metrics}}  # fmt: skip
 
 
 __all__ = ["PRUNERS", "SAMPLERS", "PerftuneError", "SweepConfig", "SweepReport", "run_sweep"]

@@ -109,7 +109,7 @@ def test_cuda_on_one_gpu_drops_data_parallel(resources):
     space = load_space("torch", "cuda", resources=resources)
     strategy = space.params["parallel_strategy"]
     assert strategy.choices == ("single",)
-    assert [v for v, _ in strategy.dropped] == ["dp", "ddp"]
+    assert [v for v, _ in strategy.dropped] == ["dp", "ddp", "fsdp"]
     assert "params.world_size has an empty domain" in strategy.dropped[0][1]
     assert "low 2 > high device_count = 1" in space.params["world_size"].disabled
     assert space.defaults()["world_size"] == 1
@@ -120,13 +120,13 @@ def test_cuda_on_one_gpu_drops_data_parallel(resources):
     assert rows["world_size"].startswith("never active")
     data = space.to_dict()
     assert data["params"]["parallel_strategy"]["choices"] == ["single"]
-    assert [d["value"] for d in data["params"]["parallel_strategy"]["dropped"]] == ["dp", "ddp"]
+    assert [d["value"] for d in data["params"]["parallel_strategy"]["dropped"]] == ["dp", "ddp", "fsdp"]
     assert "empty domain" in data["params"]["world_size"]["disabled"]
 
 
 def test_cuda_on_four_gpus_keeps_data_parallel(resources):
     space = load_space("torch", "cuda", resources={**resources, "device_count": 4})
-    assert space.params["parallel_strategy"].choices == ("single", "dp", "ddp")
+    assert space.params["parallel_strategy"].choices == ("single", "dp", "ddp", "fsdp")
     assert not space.params["parallel_strategy"].dropped
     world = space.params["world_size"]
     assert (world.low, world.high, world.disabled) == (2, 4, None)
@@ -170,7 +170,7 @@ def test_to_dict(cpu_space):
         "default": 1e-3,
         "source": "_common.yaml",
     }
-    assert data["params"]["world_size"]["when"] == {"parallel_strategy": ["ddp"]}
+    assert data["params"]["world_size"]["when"] == {"parallel_strategy": ["ddp", "fsdp"]}
     assert data["params"]["world_size"]["otherwise"] == 1
     assert data["constraints"][0]["message"].startswith("ranks x threads")
 

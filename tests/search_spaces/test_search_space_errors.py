@@ -14,7 +14,7 @@ TORCH_CAPS = Capabilities(
     choices={
         "optimizer": frozenset({"sgd", "adam", "adamw", "rmsprop", "adagrad"}),
         "precision": frozenset({"fp32", "bf16"}),
-        "parallel_strategy": frozenset({"single", "ddp"}),
+        "parallel_strategy": frozenset({"single", "ddp", "fsdp"}),
     },
     framework="torch",
 )

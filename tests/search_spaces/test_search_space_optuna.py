@@ -36,8 +36,8 @@ def test_random_sampling_respects_the_space(cpu_space):
         assert ("beta1" in config) == (opt in ("adam", "adamw"))
         assert ("beta2" in config) == (opt in ("adam", "adamw"))
         assert ("weight_decay" in config) == (opt == "adamw")
-        # world_size is always in the config: suggested for ddp, `otherwise: 1` for single
-        if config["parallel_strategy"] == "ddp":
+        # world_size is always in the config: suggested for ddp/fsdp, `otherwise: 1` for single
+        if config["parallel_strategy"] in ("ddp", "fsdp"):
             assert config["world_size"] == 2  # low 2, high cores = 2
         else:
             assert config["world_size"] == 1
@@ -53,7 +53,7 @@ def test_random_sampling_respects_the_space(cpu_space):
         if not problems:
             cpu_space.validate_config(config)
     assert optimizers == {"sgd", "adam", "adamw", "rmsprop", "adagrad"}
-    assert {c["parallel_strategy"] for c in configs} == {"single", "ddp"}
+    assert {c["parallel_strategy"] for c in configs} == {"single", "ddp", "fsdp"}
     assert len({c["batch_size"] for c in configs}) == 7
     # log-uniform: about half the learning rates are below the geometric midpoint
     mid = math.sqrt(1e-4 * 3e-2)
@@ -86,7 +86,7 @@ def test_cuda_sampling(resources, device_count):
         assert strategies == {"single"}
         assert {c["world_size"] for c in configs} == {1}
     else:
-        assert strategies == {"single", "dp", "ddp"}
+        assert strategies == {"single", "dp", "ddp", "fsdp"}
         for c in configs:
             assert (c["world_size"] == 1) == (c["parallel_strategy"] == "single")
     assert {c["channels_last"] for c in configs} == {False, True}

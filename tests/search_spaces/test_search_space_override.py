@@ -265,7 +265,7 @@ def test_capabilities_accepting(resources):
         choices={
             "optimizer": frozenset({"sgd", "adam", "adamw", "rmsprop", "adagrad"}),
             "precision": frozenset({"fp32", "bf16", "fp16"}),
-            "parallel_strategy": frozenset({"single", "ddp"}),
+            "parallel_strategy": frozenset({"single", "ddp", "fsdp"}),
         },
         framework="torch",
     )

@@ -100,7 +100,7 @@ FAST_CASES = [
     Case("workload-file-missing", ["--workload", "missing.py:make"], ["--workload", "missing.py"]),
     Case("workload-bad-function-name", ["--workload", "wl.py:not-a-name"], ["--workload"]),
     Case("unknown-framework", SWEEP("--framework", "jax"), ["--framework jax"]),
-    Case("unknown-device", SWEEP("--device", "tpu"), ["--device tpu"]),
+    Case("unknown-device", SWEEP("--device", "quantum"), ["--device quantum"]),
     Case("unknown-objective", SWEEP("--objective", "nope"), ["--objective nope"]),
     Case("unknown-sampler", SWEEP("--sampler", "nope"), ["--sampler nope"]),
     Case("unknown-pruner", SWEEP("--pruner", "nope"), ["--pruner nope"]),

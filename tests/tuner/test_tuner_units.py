@@ -355,6 +355,21 @@ def test_select():
         select([cpu, gpu], "tpu")
     with pytest.raises(UsageError, match=r"found: none"):
         select([], "cpu")
+    with pytest.raises(UsageError, match=r"^--device cuda:2: no such cuda device \(found: cuda:0, cuda:1\)$"):
+        select([cpu, gpu], "cuda:2")
+
+
+def test_select_on_a_heterogeneous_box():
+    """One record per GPU model, each with the indices it covers; ``--device cuda:N`` picks the
+    record holding N, and each record's ``spec`` selects exactly it."""
+    a100 = _cpu(kind="cuda", name="NVIDIA A100-SXM4-80GB", count=2, info={"indices": [0, 2]})
+    l4 = _cpu(kind="cuda", name="NVIDIA L4", count=1, info={"indices": [1]})
+    assert select([a100, l4], "cuda:1") is l4 and select([a100, l4], "cuda:2") is a100
+    assert (a100.spec, l4.spec) == ("cuda:0", "cuda:1")
+    assert select([a100, l4], a100.spec) is a100 and select([a100, l4], l4.spec) is l4
+    assert a100.fingerprint != l4.fingerprint
+    with pytest.raises(UsageError, match=r"found: cuda:0, cuda:2, cuda:1"):
+        select([a100, l4], "cuda:3")
 
 
 # -- the workspace
@@ -441,8 +456,9 @@ def test_sweep_config_valid():
     ({"workload": "nope"}, r"^--workload nope: unknown workload"),
     ({"framework": "jax"}, r"^--framework jax: unknown framework"),
     ({"objective": "fast"}, r"^--objective fast: unknown objective"),
-    ({"device": "tpu"}, r"^--device tpu: the torch backend drives cpu, cuda"),
-    ({"device": "mps:0"}, r"^--device mps:0"),
+    ({"device": "quantum"}, r"^--device quantum: the torch backend drives cpu, cuda, mps, xpu, npu, tpu$"),
+    ({"device": "ipu:0"}, r"^--device ipu:0"),
+    ({"batch_probe": "maybe"}, r"^--batch-probe maybe: choose auto, on or off$"),
     ({"sampler": "bayes"}, r"^--sampler bayes: unknown"),
     ({"pruner": "hyperband"}, r"^--pruner hyperband: unknown"),
     ({"trials": 0}, r"^--trials 0: must be an integer >= 1"),

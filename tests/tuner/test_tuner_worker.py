@@ -137,3 +137,35 @@ def test_ddp_trial(worker, tmp_path):
     out = worker.run(request("mlp-digits", config, tmp_path, measure="throughput", **TINY))
     check_throughput(out, world=2)
     assert out.metrics["global_batch_size"] == 32
+
+
+@pytest.mark.slow
+def test_fsdp_trial_shards_and_trains(worker, tmp_path):
+    """FSDP2 fully_shard over 2 CPU processes with gloo, for real: each rank holds half the
+    parameters; throughput, and a short time-to-target run whose evaluations need both ranks."""
+    config = {"batch_size": 16, "parallel_strategy": "fsdp", "world_size": 2, "num_threads": 1,
+              "precision": "bf16"}  # fmt: skip
+    out = worker.run(request("mlp-digits", config, tmp_path, measure="throughput", **TINY))
+    check_throughput(out, world=2)
+    assert out.metrics["param_shard_fraction"] == pytest.approx(0.5, abs=0.01)
+    out = worker.run(request("mlp-digits", config, tmp_path, budget_s=2.5))
+    assert out.status == "ok", (out.cause, out.message)
+    assert out.metrics["evals"] >= 2 and out.metrics["final_metric"] > 0.5
+
+
+def test_dataloader_workers_trial(worker, tmp_path):
+    config = {"batch_size": 64, "dataloader_workers": 1}
+    out = worker.run(request("mlp-digits", config, tmp_path, measure="throughput", **TINY))
+    check_throughput(out)
+    assert out.metrics["energy_source"] == "unavailable"  # no RAPL or NVML here: said, not invented
+
+
+def test_batch_size_probe_and_matmul_peak(worker, tmp_path):
+    reports: list[tuple[int, float]] = []
+    out = worker.run(request("mlp-digits", {"batch_size": 64, "probe_max": 256}, tmp_path, measure="probe"),
+                     lambda step, value: reports.append((step, value)) and False)  # fmt: skip
+    assert out.status == "ok", out.message
+    assert out.metrics["max_batch_size"] == 256 and out.metrics["limited_by"] == "max_val"
+    assert reports == [(64, 1.0), (128, 1.0), (256, 1.0)]
+    out = worker.run(request("mlp-digits", {"precision": "fp32", "peak_seconds": 0.3}, tmp_path, measure="peak"))
+    assert out.status == "ok" and 1e9 < out.metrics["peak_flops"] < 1e13

@@ -34,6 +34,9 @@ class TrialRequest:
     warmup_s: float = 0.5
     window_s: float = 0.5
     repeats: int = 5
+    #: The discovered record of the device (``Backend.devices()``), so the trial validates its
+    #: layout against what is really there without discovering again.
+    device_info: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,12 +101,25 @@ class Backend(abc.ABC):
     module: str = ""
     #: Device classes this backend can drive, e.g. ``("cpu", "cuda")``.
     device_classes: tuple[str, ...] = ()
+    #: ``TrialRequest.measure`` values :meth:`run_trial` understands. Beyond the two training
+    #: measures, ``"probe"`` (largest batch size that fits: metrics ``max_batch_size``, and each
+    #: attempt reported as ``(batch_size, 1 or 0)``) and ``"peak"`` (a measured matmul peak:
+    #: metric ``peak_flops``) are optional.
+    measures: tuple[str, ...] = ("converge", "throughput")
 
     @classmethod
     @abc.abstractmethod
     def capabilities(cls, device_class: str) -> dict[str, Any]:
         """``{"params": [...], "choices": {param: [...]}}``: what the backend honours on a device
         class. A search space naming anything else is rejected before the sweep starts."""
+
+    @classmethod
+    def check_config(cls, config: dict[str, Any], device: dict[str, Any]) -> None:
+        """Raise :class:`~tuner.errors.InvalidConfig` if this backend cannot run ``config`` on
+        the discovered ``device`` record. Called in the sweep process before a trial is
+        dispatched (stdlib only: no framework import); the default accepts everything and
+        leaves the check to :meth:`run_trial`."""
+        return None
 
     @abc.abstractmethod
     def preload(self) -> dict[str, str]:

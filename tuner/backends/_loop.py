@@ -55,6 +55,12 @@ class Loop:
             ``world`` (the global count, assuming equal shards).
         check_every: steps between "is an evaluation due?" checks (a collective when
             ``world > 1``, so not every step).
+        collective_eval: every rank calls ``evaluate()`` (a sharded model needs all ranks for
+            a forward pass); rank 0's value is the one used.
+        energy: rank 0's :class:`~tuner.backends._energy.EnergyMeter` or None. It runs over
+            the timed windows (throughput) or the whole run to the target, evaluations included
+            (time-to-target, as MLPerf Power measures a run); energy is reported unavailable
+            rather than estimated when there is no meter.
     """
 
     def __init__(self, workload: Any, request: TrialRequest, channel: Channel | None, *,
@@ -62,11 +68,25 @@ class Loop:
                  loss_value: Callable[[Any], float] = float,
                  agree: Callable[[bool], bool] = _identity,
                  broadcast_int: Callable[[int], int] = int,
-                 rank: int = 0, world: int = 1, check_every: int = 1) -> None:  # fmt: skip
+                 rank: int = 0, world: int = 1, check_every: int = 1,
+                 collective_eval: bool = False, energy: Any = None) -> None:  # fmt: skip
         self.workload, self.req, self.channel = workload, request, channel
         self.sync, self.loss_value = sync, loss_value
         self.agree, self.broadcast_int = agree, broadcast_int
         self.rank, self.world, self.check_every = rank, world, max(1, int(check_every))
+        self.collective_eval, self.energy = collective_eval, energy
+
+    def _energy_start(self) -> None:
+        if self.energy is not None:
+            self.energy.start()
+
+    def _energy_metrics(self, samples: int, seconds: float) -> dict[str, Any]:
+        from tuner.backends._energy import energy_metrics
+
+        if self.rank != 0:
+            return {}
+        joules = self.energy.stop() if self.energy is not None else None
+        return energy_metrics(joules, samples, seconds, getattr(self.energy, "source", None))
 
     def _check(self, loss: Any, step: int) -> float:
         value = float(self.loss_value(loss))
@@ -91,7 +111,8 @@ class Loop:
         curve: list[list[float]] = []
         reached = pruned = False
         metric = math.nan
-        seg = time.perf_counter()
+        self._energy_start()
+        seg = t_run = time.perf_counter()
         while True:
             epoch, loss, n = step()
             steps += 1
@@ -107,8 +128,9 @@ class Loop:
             loss_v = self._check(loss, steps)
             stop = False
             evals += 1
-            if self.rank == 0:
+            if self.rank == 0 or self.collective_eval:
                 metric = float(evaluate())
+            if self.rank == 0:
                 curve.append([evals, round(train_s, 4), metric, loss_v])
                 reached = wl.reached(metric)
                 if not reached and self.channel is not None:
@@ -131,6 +153,7 @@ class Loop:
             "samples": samples,
             "epochs": epoch + 1,
             "throughput_sps": samples / train_s if train_s > 0 else None,
+            **self._energy_metrics(samples, time.perf_counter() - t_run),
         }
         return {"metrics": metrics, "curves": {"val_metric": curve}, "pruned": pruned}
 
@@ -151,6 +174,8 @@ class Loop:
         windows: list[float] = []
         sizes: list[float] = []
         pruned = False
+        timed_s, timed_samples = 0.0, 0
+        self._energy_start()
         for r in range(int(req.repeats)):
             self.sync()
             t = time.perf_counter()
@@ -161,6 +186,7 @@ class Loop:
                 samples += n_step * self.world
             self.sync()
             dt = time.perf_counter() - t
+            timed_s, timed_samples = timed_s + dt, timed_samples + samples
             windows.append(samples / dt)
             sizes.append(samples / per_window)
             self._check(loss, n + (r + 1) * per_window)
@@ -177,6 +203,7 @@ class Loop:
             "steps_per_window": per_window,
             "warmup_steps": n,
             "windows": len(windows),
+            **self._energy_metrics(timed_samples, timed_s),
         }
         curves = {"throughput_window": [[i, w] for i, w in enumerate(windows)]}
         return {"metrics": metrics, "curves": curves, "pruned": pruned}
@@ -193,7 +220,9 @@ def measure(trainer: Any, step: Step, evaluate: Callable[[], float], *, global_b
     t = trainer
     loop = Loop(t.workload, t.req, t.channel, sync=t._sync, loss_value=t._loss_value,
                 agree=t._agree, broadcast_int=t._broadcast_int, rank=t.rank, world=t.world,
-                check_every=1 if t.world == 1 else 8)  # fmt: skip
+                check_every=1 if t.world == 1 else 8,
+                collective_eval=getattr(t, "collective_eval", False),
+                energy=getattr(t, "energy", None))  # fmt: skip
     result = loop.run(step, evaluate)
     result["metrics"].update(t._memory(), setup_s=t.setup_s, global_batch_size=global_batch_size,
                              world_size=world_size, **extra)  # fmt: skip
