@@ -35,6 +35,7 @@ BUILTIN_WORKLOADS: dict[str, dict[str, str]] = {
     "cnn-digits": {"torch": "tuner.workloads.torch_digits:cnn_digits",
                    "tensorflow": "tuner.workloads.tf_digits:cnn_digits",
                    "mindspore": "tuner.workloads.ms_digits:cnn_digits"},
+    "gpt-tiny": {"torch": "tuner.workloads.torch_gpt:gpt_tiny"},
 }
 
 

@@ -169,3 +169,9 @@ def test_batch_size_probe_and_matmul_peak(worker, tmp_path):
     assert reports == [(64, 1.0), (128, 1.0), (256, 1.0)]
     out = worker.run(request("mlp-digits", {"precision": "fp32", "peak_seconds": 0.3}, tmp_path, measure="peak"))
     assert out.status == "ok" and 1e9 < out.metrics["peak_flops"] < 1e13
+
+
+def test_gpt_tiny_trains_in_bf16(worker, tmp_path):
+    out = worker.run(request("gpt-tiny", {"batch_size": 32, "precision": "bf16", "learning_rate": 3e-3},
+                             tmp_path, measure="throughput", **TINY))  # fmt: skip
+    check_throughput(out)
