@@ -120,7 +120,7 @@ class _Progress:
 
 @app.command()
 def sweep(
-    workload: Annotated[str, typer.Option(help="Built-in name (mlp-digits, cnn-digits) or FILE.py:FUNC / module:FUNC.")],
+    workload: Annotated[str, typer.Option(help="Built-in name (mlp-digits, cnn-digits, gpt-tiny) or FILE.py:FUNC / module:FUNC.")],
     framework: Annotated[str, typer.Option(help="torch, tensorflow or mindspore")] = "torch",
     device: Annotated[str, typer.Option(help="cpu, cuda, mps, xpu, npu (Ascend) or tpu; KIND:INDEX picks one; "
                                              "'all': one study per device found, then a cross-device table")] = "cpu",

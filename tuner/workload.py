@@ -7,7 +7,7 @@ it is good enough.
 A workload is named by a *spec* string, resolved inside the trial worker (never in the sweep
 process, which must not import a framework):
 
-- a built-in name: ``mlp-digits``, ``cnn-digits``;
+- a built-in name: ``mlp-digits``, ``cnn-digits``, ``gpt-tiny`` (PyTorch);
 - ``path/to/file.py:make_workload`` or ``package.module:make_workload``: a zero-argument callable
   returning a :class:`Workload`.
 

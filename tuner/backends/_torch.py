@@ -547,7 +547,9 @@ def matmul_peak(request: TrialRequest) -> dict[str, Any]:
     kind = request.device.split(":", 1)[0]
     acc = accelerator(kind)
     torch.set_num_threads(int(cfg.get("num_threads") or usable_cores()))
-    device = acc.device(0)
+    index = _device_index(request, device_record(request), 0)
+    acc.set_device(index)
+    device = acc.device(index)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.get("precision", "fp32"), torch.float32)
     if kind == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = cfg.get("precision") == "tf32"
