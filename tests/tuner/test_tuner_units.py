@@ -150,7 +150,7 @@ def test_check_spec_accepts(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(("spec", "framework", "message"), [
     ("mlp-digits", "jax", r"--workload mlp-digits: no jax version \(available for: mindspore, tensorflow, torch\)"),
-    ("resnet", "torch", r"--workload resnet: unknown workload \(built-in: cnn-digits, mlp-digits"),
+    ("resnet", "torch", r"--workload resnet: unknown workload \(built-in: cnn-digits, gpt-tiny, mlp-digits"),
     ("wl.py:1make", "torch", r"'1make' is not a function name"),
     ("wl.py:", "torch", r"'' is not a function name"),
     ("nowhere/missing.py:make", "torch", r"file not found: nowhere/missing.py"),
