@@ -439,7 +439,7 @@ class _Sweep:
             info.update(outcome.metrics)
         else:  # killed mid-probe (the kernel's OOM killer): keep what the reports told
             fits = [b for b, ok in seen.items() if ok]
-            failed = [b for b, ok in seen.items() if not ok] + ([max(seen) * 2] if not seen else [])
+            failed = [b for b, ok in seen.items() if not ok]
             bound = max(fits) if fits else None
             info.update(failure=outcome.cause, message=outcome.message, first_failure=min(failed, default=None))
         self.probe_info = {**info, "max_batch_size": bound}

@@ -197,3 +197,17 @@ def test_device_all_runs_one_study_per_device_and_names_the_winner(tmp_path):
         by_device.setdefault(r.device, set()).add(r.config.get("batch_size"))
     assert max(b for b in by_device["cuda:1"] if b) <= 256
 
+
+
+def test_probe_that_dies_before_any_report_leaves_the_space_alone(tmp_path):
+    class DiesAtOnce(FakeExecutor):
+        def run(self, request, on_report=None):
+            if request.measure == "probe":
+                self.requests.append(request)
+                return TrialOutcome("failed", cause="crash", message="killed by SIGSEGV")
+            return super().run(request, on_report)
+
+    ex = DiesAtOnce()
+    _, report = sweep(tmp_path, ex, space=space_file(tmp_path, POW2), trials=2, batch_probe="on")
+    assert report.batch_probe["max_batch_size"] is None and report.batch_probe["failure"] == "crash"
+    assert report.best is not None and max(r.config["batch_size"] for r in ex.search()) <= 4096

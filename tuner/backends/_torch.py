@@ -246,20 +246,23 @@ class _Trainer:
         self.energy = _open_energy(layout.device_kind, self.device_indices) if rank == 0 else None
 
     # -- setup
-    def _tensors(self, device):
+    def _tensors(self, device, train_device=None):
+        """The workload's arrays as tensors on ``device`` (the training pair on
+        ``train_device`` if given: the host, for a DataLoader)."""
         torch = self.torch
         x_tr, y_tr, x_va, y_va = self.workload.data()
 
-        def as_t(a, floating):
+        def as_t(a, floating, dev=device):
             t = a if isinstance(a, torch.Tensor) else torch.as_tensor(a)
             if floating and not t.is_floating_point():
                 t = t.float()
-            return t.to(device)
+            return t.to(dev)
 
         # Integer labels stay integers (class indices) unless the loss is MSE; float targets
         # stay floats. A callable loss gets the targets as the data gives them.
         regression = self.workload.loss == "mse"
-        return (as_t(x_tr, True), as_t(y_tr, regression),
+        train = train_device or device
+        return (as_t(x_tr, True, train), as_t(y_tr, regression, train),
                 as_t(x_va, True), as_t(y_va, regression))  # fmt: skip
 
     def _loss_fn(self):
@@ -383,9 +386,7 @@ class _Trainer:
         try:
             workers = int(cfg.get("dataloader_workers") or 0)
             # With a DataLoader the training set stays on the host; otherwise it lives on the device.
-            x_tr, y_tr, x_va, y_va = self._tensors(self.device)
-            if workers:
-                x_tr, y_tr = x_tr.cpu(), y_tr.cpu()
+            x_tr, y_tr, x_va, y_va = self._tensors(self.device, "cpu" if workers else None)
             if cfg.get("channels_last") and x_tr.dim() == 4:
                 x_tr = x_tr.contiguous(memory_format=torch.channels_last)
                 x_va = x_va.contiguous(memory_format=torch.channels_last)
