@@ -138,6 +138,11 @@ def sweep(
     budget: Annotated[float | None, typer.Option(help="Training seconds cap per time-to-target trial.")] = None,
     batch_probe: Annotated[str, typer.Option(help="Bound batch_size by the largest that fits, probed first: "
                                                   "auto (on accelerators), on or off.")] = "auto",
+    workers: Annotated[int, typer.Option(help="Trial processes on this machine working on the study at once "
+                                              "(needs --storage postgresql://... or journal:///FILE).")] = 1,
+    max_retry: Annotated[int, typer.Option(help="Retries of a trial whose worker died mid-trial.")] = 2,
+    heartbeat: Annotated[float, typer.Option(help="Seconds between a running trial's heartbeats.")] = 30.0,
+    grace_period: Annotated[float, typer.Option(help="Seconds without a heartbeat before a trial counts as dead.")] = 120.0,
     home: Home = None, storage: Storage = None, tracking_uri: Tracking = None, db: Db = None,
     json_out: Json = False,
 ) -> None:
@@ -150,7 +155,8 @@ def sweep(
                       trials=trials, timeout=timeout, space=space, study=study, seed=seed,
                       sampler=sampler, pruner=pruner, confirm_top=confirm_top,
                       confirm_repeats=confirm_repeats, trial_timeout=trial_timeout, budget_s=budget,
-                      batch_probe=batch_probe)  # fmt: skip
+                      batch_probe=batch_probe, workers=workers, max_retry=max_retry,
+                      heartbeat_s=heartbeat, grace_s=grace_period)  # fmt: skip
     cfg.validate()
     ws = _ws(home, storage, tracking_uri, db)
     unit = get_objective(objective).unit
@@ -175,6 +181,36 @@ def sweep(
         _print_report(report, ws)
     if report.best is None:
         raise PerftuneError("no configuration reached a result: see the failures above")
+
+
+@app.command()
+def worker(
+    study: Annotated[str, typer.Option(help="The study to join (perftune sweep names it WORKLOAD-FRAMEWORK-DEVICE-OBJECTIVE).")],
+    worker_index: Annotated[int, typer.Option(help="This worker's number (offsets the sampler's seed).")] = 1,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    home: Home = None, storage: Storage = None, tracking_uri: Tracking = None, db: Db = None,
+    json_out: Json = False,
+) -> None:
+    """Join an existing sweep's study from any machine and run its trials until it has its total."""
+    from tuner.service import join_sweep
+
+    ws = _ws(home, storage, tracking_uri, db)
+
+    def _terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    progress = None if quiet or json_out or os.environ.get("PERFTUNE_NO_PROGRESS") else _Progress("")
+    try:
+        result = join_sweep(study, ws, progress, worker_index=worker_index)
+    finally:
+        if progress is not None:
+            progress.stop()
+    if json_out:
+        print(json.dumps(result, indent=2))
+    elif not quiet:
+        out.print(f"{result['worker']} ran {result['trials_run']} trial(s); the study has "
+                  f"{result['trials_done']} of {result['trials']}")  # fmt: skip
 
 
 def _sweep_all(cfg, ws, unit: str, quiet: bool, json_out: bool) -> None:

@@ -40,6 +40,14 @@ def sweep(cfg: SweepConfig, ws: Workspace, progress: ProgressFn | None = None) -
     return run_sweep(cfg, ws, progress)
 
 
+def join_sweep(study: str, ws: Workspace, progress: ProgressFn | None = None, *,
+               worker_index: int = 1) -> dict[str, Any]:  # fmt: skip
+    """``perftune worker``: run trials of an existing study (see :func:`tuner.sweep.run_worker`)."""
+    from tuner.sweep import run_worker
+
+    return run_worker(study, ws, progress, worker_index=worker_index)
+
+
 def sweep_all_devices(cfg: SweepConfig, ws: Workspace,
                       progress: Callable[[Any], ProgressFn | None] | None = None,
                       *, executor=None) -> dict[str, Any]:  # fmt: skip

@@ -13,6 +13,9 @@ import json
 import math
 import os
 import re
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -33,7 +36,7 @@ MAX_CONSECUTIVE_INVALID = 50
 BOUND_FACTOR = 1.5
 #: Trials that do not count towards ``--trials``: configs the constraints rejected, and trials
 #: cut short by Ctrl-C / SIGTERM (they are run again on resume).
-NOT_COUNTED = ("invalid", "interrupted")
+NOT_COUNTED = ("invalid", "interrupted", "surplus")
 
 
 def _fail_if_running(study, trial, exc: BaseException) -> None:
@@ -91,6 +94,16 @@ class SweepConfig:
     #: so on accelerators (on the CPU, host memory is rarely the limit and the kernel kills a
     #: process rather than raising), ``"on"`` / ``"off"`` force it.
     batch_probe: str = "auto"
+    #: Trial processes working on the study at once on this machine (``--workers``): this one
+    #: and ``workers - 1`` ``perftune worker`` processes. Needs a storage server (not SQLite).
+    workers: int = 1
+    #: A trial whose worker died (no heartbeat for ``grace_s``) is failed and retried, at most
+    #: ``max_retry`` times.
+    max_retry: int = 2
+    heartbeat_s: float = 30.0
+    grace_s: float = 120.0
+    #: Which of several workers this process is (offsets the sampler's seed).
+    worker_index: int = 0
 
     def validate(self) -> None:
         get_backend(self.framework)
@@ -108,12 +121,14 @@ class SweepConfig:
         if self.pruner not in PRUNERS:
             raise UsageError(f"--pruner {self.pruner}: unknown (choose from: {', '.join(PRUNERS)})")
         checks = [("--trials", self.trials, 1), ("--confirm-top", self.confirm_top, 1),
-                  ("--confirm-repeats", self.confirm_repeats, 1)]  # fmt: skip
+                  ("--confirm-repeats", self.confirm_repeats, 1), ("--workers", self.workers, 1),
+                  ("--max-retry", self.max_retry, 0)]  # fmt: skip
         for flag, value, low in checks:
             if not isinstance(value, int) or value < low:
                 raise UsageError(f"{flag} {value}: must be an integer >= {low}")
         for flag, value in (("--timeout", self.timeout), ("--trial-timeout", self.trial_timeout),
-                            ("--budget", self.budget_s)):  # fmt: skip
+                            ("--budget", self.budget_s), ("--heartbeat", self.heartbeat_s),
+                            ("--grace-period", self.grace_s)):  # fmt: skip
             if value is not None and not (value > 0 and math.isfinite(value)):
                 raise UsageError(f"{flag} {value}: must be a positive number of seconds")
         if self.seed is not None and not (isinstance(self.seed, int)
@@ -256,15 +271,29 @@ def _quiet_optuna() -> None:
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 
 
-def _storage(url: str):
+def _storage(url: str, cfg: SweepConfig | None = None):
+    """Optuna's storage for ``url``: an RDB storage with heartbeats (a trial whose process died
+    is failed after the grace period and retried), or ``journal:///path`` for Optuna's journal
+    file (parallel workers on one machine without a database server; no heartbeats)."""
     import optuna
 
     from storage import redact_url
 
     _quiet_optuna()
+    cfg = cfg or SweepConfig(workload="-")
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
 
+        path = url.split(":", 1)[1].removeprefix("///").removeprefix("//")
+        try:
+            return optuna.storages.JournalStorage(JournalFileBackend("/" + path.lstrip("/")))
+        except OSError as exc:
+            raise UsageError(f"--storage {url}: cannot open the journal file ({exc.strerror})") from None
     try:
-        storage = optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
+        storage = optuna.storages.RDBStorage(
+            url, heartbeat_interval=int(cfg.heartbeat_s), grace_period=int(cfg.grace_s),
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=cfg.max_retry))  # fmt: skip
     except Exception as exc:  # noqa: BLE001
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise UsageError(f"--storage {redact_url(url)}: cannot open the Optuna storage ({reason})") from None
@@ -311,6 +340,9 @@ class _Sweep:
         self._executor, self._tracker = executor, tracker
         self.failures: list[dict[str, Any]] = []
         self._peaks: dict[str, tuple[float | None, str | None]] = {}
+        # Workers of one study must not sample the same configs: offset the sampler's seed.
+        self.seed = None if cfg.seed is None else cfg.seed + cfg.worker_index
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.probe_info: dict[str, Any] | None = None
 
     # -- setup (nothing written until every check passed)
@@ -322,7 +354,13 @@ class _Sweep:
 
         cfg, ws = self.cfg, self.ws
         cfg.validate()
-        check_database(ws.storage, "--storage")
+        if cfg.workers > 1 and ws.storage.startswith("sqlite"):
+            raise UsageError(f"--workers {cfg.workers}: parallel workers need a database server for "
+                             "the Optuna storage (--storage postgresql://...), or Optuna's journal "
+                             "file on one machine (--storage journal:///path/optuna.journal); "
+                             "SQLite would fail with 'database is locked'")  # fmt: skip
+        if not ws.storage.startswith("journal:"):
+            check_database(ws.storage, "--storage")
         check_database(ws.db, "--db")
         if cfg.track:
             check_tracking(ws.tracking_uri)
@@ -348,7 +386,7 @@ class _Sweep:
         ws.prepare()
         if getattr(self.executor, "log_dir", "") is None:
             self.executor.log_dir = str(ws.logs)
-        self.storage = _storage(ws.storage)
+        self.storage = _storage(ws.storage, cfg)
         try:
             self.store = open_store(ws.db, create=True)
         except StoreError as exc:
@@ -367,7 +405,7 @@ class _Sweep:
         _quiet_optuna()  # again: importing MLflow resets warning filters
         study = optuna.create_study(
             storage=self.storage, study_name=self.study_name, load_if_exists=True,
-            sampler=_sampler(self.cfg.sampler, self.cfg.seed, self.space),
+            sampler=_sampler(self.cfg.sampler, self.seed, self.space),
             pruner=_pruner(self.cfg.pruner, self.objective.measure),
             direction=self.objective.direction,
         )  # fmt: skip
@@ -419,7 +457,7 @@ class _Sweep:
             raise UsageError(f"--device {self.cfg.device}: {exc}") from None
         self.baseline = self.space.defaults()
         if self.cfg.sampler == "grid":
-            study.sampler = _sampler("grid", self.cfg.seed, self.space)
+            study.sampler = _sampler("grid", self.seed, self.space)
 
     def probe(self, high: int) -> int | None:
         """Run the batch-size probe; return the bound, or None if it told nothing."""
@@ -479,6 +517,54 @@ class _Sweep:
             self._peaks[precision] = (None, None)
         return self._peaks[precision]
 
+    # -- many workers
+    def share(self, study, run_id: str | None) -> None:
+        """Put what a ``perftune worker`` needs to join into the study: the sweep's settings,
+        the search-space override's text (the worker may be on another machine) and the MLflow
+        run its trials nest under."""
+        cfg = self.cfg
+        shared = {k: getattr(cfg, k) for k in ("workload", "framework", "device", "objective", "trials",
+                                                "sampler", "pruner", "seed", "trial_timeout", "budget_s",
+                                                "batch_probe", "max_retry", "heartbeat_s", "grace_s")}  # fmt: skip
+        shared["workload"] = self.spec
+        if cfg.space:
+            with open(cfg.space) as f:
+                shared["space_yaml"], shared["space_name"] = f.read(), os.path.basename(cfg.space)
+        study.set_user_attr("perftune_sweep", shared)
+        study.set_user_attr("mlflow_run_id", run_id)
+
+    def spawn_workers(self) -> list[subprocess.Popen]:
+        """``workers - 1`` ``perftune worker`` processes on this machine (this one is the first)."""
+        ws = self.ws
+        cmd = [sys.executable, "-m", "tuner.cli", "worker", "--study", self.study_name,
+               "--storage", ws.storage, "--tracking-uri", ws.tracking_uri, "--db", ws.db,
+               "--home", str(ws.home), "--quiet"]  # fmt: skip
+        env = {**os.environ, "PERFTUNE_NO_PROGRESS": "1"}
+        return [subprocess.Popen([*cmd, "--worker-index", str(i)], env=env, stdout=subprocess.DEVNULL,
+                                 stderr=open(ws.logs / f"{self.study_name}-worker-{i}.log", "ab"))
+                for i in range(1, self.cfg.workers)]  # fmt: skip
+
+    def wait_workers(self, procs: list[subprocess.Popen]) -> None:
+        for i, p in enumerate(procs, 1):
+            if p.wait() != 0:
+                self.failures.append({"trial": None, "cause": "worker", "message":
+                                      f"worker {i} exited with status {p.returncode} (see "
+                                      f"logs/{self.study_name}-worker-{i}.log)"})  # fmt: skip
+
+    @staticmethod
+    def stop_workers(procs: list[subprocess.Popen]) -> None:
+        """On the way out (interrupted, failed): stop the helpers as Ctrl-C would stop them."""
+        import signal
+
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
     # -- helpers
     def trial_budget(self, study) -> float:
         """Training-time cap of a time-to-target trial: the workload's budget, tightened to
@@ -512,24 +598,71 @@ class _Sweep:
 
     @staticmethod
     def _finished(study) -> list:
+        """Trials that count towards ``--trials``. Not counted: configs rejected before running,
+        interrupted trials, and trials whose worker died (FAIL without a cause: failed by
+        ``fail_stale_trials`` and retried as a new trial)."""
         from optuna.trial import TrialState
 
         done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
         return [t for t in study.get_trials(deepcopy=False, states=done)
-                if t.user_attrs.get("cause") not in NOT_COUNTED]  # fmt: skip
+                if t.user_attrs.get("cause") not in NOT_COUNTED
+                and not (t.state == TrialState.FAIL and "cause" not in t.user_attrs)]  # fmt: skip
+
+    def _wait_for_others(self, study) -> bool:
+        """All trials are handed out: wait while other workers' trials run (a dead worker's
+        trial is failed after the grace period and retried here). True if there is more to do."""
+        import optuna
+        from optuna.trial import TrialState
+
+        storage = study._storage
+        if not (hasattr(storage, "is_heartbeat_enabled") and storage.is_heartbeat_enabled()):
+            return False  # without heartbeats a dead worker's trial cannot be told from a slow one
+        while study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            time.sleep(min(2.0, self.cfg.heartbeat_s))
+            optuna.storages.fail_stale_trials(study)
+            if self._started(study) < self.cfg.trials:
+                return True
+        return False
 
     # -- the loop
+    def _started(self, study) -> int:
+        """Trials that count towards ``--trials``, finished or running in any worker."""
+        from optuna.trial import TrialState
+
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        return len(self._finished(study)) + len(running)
+
+    def _surplus(self, study, trial) -> bool:
+        """Workers that asked at the same moment may overshoot ``--trials``: the trials numbered
+        first keep their place, a later one is given back (FAIL, cause ``surplus``, not counted;
+        it has no params yet, so the samplers see nothing)."""
+        from optuna.trial import TrialState
+
+        ahead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                 if t.number < trial.number] + [t for t in self._finished(study) if t.number < trial.number]  # fmt: skip
+        if len(ahead) < self.cfg.trials:
+            return False
+        trial.set_user_attr("cause", "surplus")
+        study.tell(trial, state=TrialState.FAIL)
+        return True
+
     def run_trials(self, study, deadline: float | None) -> None:
+        import optuna
+
         done = len(self._finished(study))
         self.progress("start", {"total": self.cfg.trials, "done": done})
         self.invalid_streak = 0
         sampler = study.sampler
-        while done < self.cfg.trials:
+        while self._started(study) < self.cfg.trials or self._wait_for_others(study):
             if deadline is not None and time.monotonic() >= deadline:
                 break
             if hasattr(sampler, "is_exhausted") and sampler.is_exhausted(study):
                 break
+            optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, retried
             trial = study.ask()
+            trial.set_user_attr("worker", self.worker_id)
+            if self._surplus(study, trial):  # only when workers asked at the same moment
+                break
             try:
                 counted = self.one_trial(study, trial)
             except BaseException as exc:
@@ -537,7 +670,7 @@ class _Sweep:
                 _fail_if_running(study, trial, exc)
                 raise
             if counted:
-                done += 1
+                done = len(self._finished(study))
                 best = None
                 with contextlib.suppress(ValueError):
                     best = study.best_value
@@ -739,6 +872,52 @@ class _Sweep:
                 self.failures.append({"trial": None, "cause": "plot", "message": f"{name}: {exc}"})
 
 
+def run_worker(study_name: str, ws: Workspace, progress: ProgressFn | None = None, *,
+               worker_index: int = 1, executor=None, tracker=None) -> dict[str, Any]:  # fmt: skip
+    """``perftune worker``: join an existing study and run its trials until it has its total,
+    logging them under the sweep's MLflow run. The sweep that created the study (``perftune
+    sweep``, or the same command again) confirms and stores the best afterwards."""
+    import optuna
+
+    from storage import redact_url
+
+    _quiet_optuna()
+    if ws.storage.startswith("sqlite:///") and not os.path.exists(ws.storage[len("sqlite:///"):]):
+        raise UsageError(f"--study {study_name}: no such study (no Optuna storage at "
+                         f"{redact_url(ws.storage)}; pass the sweep's --storage)")  # fmt: skip
+    try:
+        attrs = optuna.load_study(study_name=study_name, storage=_storage(ws.storage)).user_attrs
+    except KeyError:
+        raise UsageError(f"--study {study_name}: no such study in {redact_url(ws.storage)}") from None
+    shared = attrs.get("perftune_sweep")
+    if not shared:
+        raise UsageError(f"--study {study_name}: not a perftune sweep (started by `perftune sweep`?)")
+    with tempfile.TemporaryDirectory(prefix="perftune-worker-") as tmp:
+        space = None
+        if shared.get("space_yaml") is not None:
+            space = os.path.join(tmp, shared.get("space_name") or "space.yaml")
+            with open(space, "w") as f:
+                f.write(shared["space_yaml"])
+        fields = {k: v for k, v in shared.items() if k in SweepConfig.__dataclass_fields__}
+        cfg = SweepConfig(**{**fields, "space": space, "study": study_name, "workers": 1,
+                             "worker_index": worker_index})  # fmt: skip
+        sw = _Sweep(cfg, ws, progress, executor, tracker)
+        try:
+            sw.prepare()
+            study = sw.create_study()
+            sw.tracker.attach(sw.workload["name"], attrs.get("mlflow_run_id"))
+            sw.run_trials(study, None)
+            return {"study": study_name, "worker": sw.worker_id,
+                    "trials_run": sum(t.user_attrs.get("worker") == sw.worker_id
+                                      for t in study.get_trials(deepcopy=False)),
+                    "trials_done": len(sw._finished(study)), "trials": cfg.trials}  # fmt: skip
+        finally:
+            if getattr(sw, "executor", None) is not None and executor is None:
+                sw.executor.close()
+            if getattr(sw, "store", None) is not None:
+                sw.store.close()
+
+
 def run_sweep(cfg: SweepConfig, ws: Workspace, progress: ProgressFn | None = None, *,
               executor=None, tracker=None) -> SweepReport:  # fmt: skip
     """Run (or resume) a sweep and store its confirmed best. See the module docstring."""
@@ -781,13 +960,18 @@ def _run(sw: _Sweep, cfg: SweepConfig, t0: float) -> SweepReport:
                                     objective=cfg.objective, settings=asdict(cfg),
                                     mlflow_run_id=run_id)  # fmt: skip
     state = "failed"
+    sw.share(study, run_id)
+    helpers = sw.spawn_workers()
     try:
         deadline = time.monotonic() + cfg.timeout if cfg.timeout else None
         sw.run_trials(study, deadline)
+        sw.wait_workers(helpers)
         counts: dict[str, int] = {}
         for t in study.get_trials(deepcopy=False):
             cause = t.user_attrs.get("cause")
-            key = cause if cause in (*NOT_COUNTED, "oom") else t.state.name.lower()
+            if t.state == TrialState.FAIL and cause is None:
+                cause = "lost"  # its worker died; failed by the heartbeat check and retried
+            key = cause if cause in (*NOT_COUNTED, "oom", "lost") else t.state.name.lower()
             counts[key] = counts.get(key, 0) + 1
         base = winner = None
         if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -839,6 +1023,7 @@ def _run(sw: _Sweep, cfg: SweepConfig, t0: float) -> SweepReport:
         state = "interrupted"
         raise
     finally:
+        sw.stop_workers(helpers)
         try:
             n = len(study.get_trials(deepcopy=False))
             complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
@@ -858,4 +1043,4 @@ def _side(m: Measured | None) -> dict[str, Any] | None:
             "metrics": {k: m.metrics[k] for k in shown if k in m.metrics}}  # fmt: skip
 
 
-__all__ = ["PRUNERS", "SAMPLERS", "PerftuneError", "SweepConfig", "SweepReport", "run_sweep"]
+__all__ = ["PRUNERS", "SAMPLERS", "PerftuneError", "SweepConfig", "SweepReport", "run_sweep", "run_worker"]

@@ -40,6 +40,10 @@ class Tracker(abc.ABC):
         """Open the sweep's parent run; return its id."""
 
     @abc.abstractmethod
+    def attach(self, experiment: str, parent_run_id: str | None) -> None:
+        """Log this process's trials under a parent run another process opened (a worker)."""
+
+    @abc.abstractmethod
     def log_trial(self, name: str, params: Mapping[str, Any], metrics: Mapping[str, Any],
                   curves: Mapping[str, Iterable[tuple[int, float]]], tags: Mapping[str, str],
                   status: str = "FINISHED") -> str | None:  # fmt: skip
@@ -64,6 +68,9 @@ class Tracker(abc.ABC):
 class NullTracker(Tracker):
     def start_sweep(self, experiment, run_name, params, tags):
         return None
+
+    def attach(self, experiment, parent_run_id):
+        pass
 
     def log_trial(self, name, params, metrics, curves, tags, status="FINISHED"):
         return None
@@ -139,6 +146,11 @@ class MlflowTracker(Tracker):
         self.parent_run_id = run.info.run_id
         self._batch(self.parent_run_id, params=params)
         return self.parent_run_id
+
+    def attach(self, experiment: str, parent_run_id: str | None) -> None:
+        """Log this process's trials under a sweep run another process started (a worker)."""
+        self.experiment_id = self._experiment(experiment)
+        self.parent_run_id = parent_run_id
 
     def log_trial(self, name, params, metrics, curves, tags, status="FINISHED"):
         assert self.experiment_id is not None, "start_sweep first"

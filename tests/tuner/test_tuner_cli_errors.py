@@ -130,6 +130,10 @@ FAST_CASES = [
     Case("unknown-option", SWEEP("--bogus"), ["--bogus"]),
     Case("not-an-integer", SWEEP("--trials", "abc"), ["--trials"]),
     Case("missing-workload", [], ["workload"]),
+    Case("workers-on-sqlite", SWEEP("--workers", "3"), ["--workers 3", "postgresql://", "journal:///",
+                                                        "database is locked"]),
+    Case("zero-workers", SWEEP("--workers", "0"), ["--workers 0"]),
+    Case("worker-unknown-study", ["--study", "nope"], ["--study nope", "no such study"], command="worker"),
 ]  # fmt: skip
 
 

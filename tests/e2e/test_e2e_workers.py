@@ -1,0 +1,134 @@
+"""Many workers on one study, for real: PostgreSQL holds the Optuna study, the MLflow runs and
+perftune's store (each in its own schema of ``test``); ``--workers N`` and ``perftune worker``
+share the trials; a worker killed mid-trial has its trial failed after the grace period and
+retried."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, run_json
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+SERVER = os.environ.get("PERFTUNE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+NOOP = f"{ROOT / 'benchmarks' / 'noop_workload.py'}:make_workload"
+
+
+@pytest.fixture
+def pg(tmp_path):
+    """Three fresh schemas (Optuna, MLflow, perftune) and the CLI flags naming them."""
+    sa = pytest.importorskip("sqlalchemy")
+    engine = sa.create_engine(SERVER, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect():
+            pass
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"PostgreSQL not reachable at {SERVER}: {exc}")
+    tag = uuid.uuid4().hex[:8]
+    names = {k: f"perftune_w_{k}_{tag}" for k in ("optuna", "mlflow", "store")}
+    with engine.begin() as conn:
+        for name in names.values():
+            conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
+    urls = {k: f"{SERVER}?options=-csearch_path%3D{v}" for k, v in names.items()}
+    flags = ["--storage", urls["optuna"], "--tracking-uri", urls["mlflow"], "--db", urls["store"],
+             "--home", str(tmp_path / "ws")]  # fmt: skip
+    try:
+        yield urls, flags
+    finally:
+        with engine.begin() as conn:
+            for name in names.values():
+                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+        engine.dispose()
+
+
+def _trials(url: str, name: str):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+
+
+def test_workers_share_one_study(pg):
+    import mlflow
+    from optuna.trial import TrialState
+
+    urls, flags = pg
+    report = run_json("sweep", "--workload", NOOP, "--workers", "3", "--trials", "30", "--seed", "0",
+                      "--confirm-top", "1", "--confirm-repeats", "1", *flags)  # fmt: skip
+    trials = _trials(urls["optuna"], report["study_name"])
+    # Exactly --trials count: configs the constraints rejected and trials given back by a worker
+    # that asked at the same moment as another (surplus) do not.
+    counted = [t for t in trials if t.user_attrs.get("cause") not in ("invalid", "surplus")]
+    assert len(counted) == 30 and all(t.state == TrialState.COMPLETE for t in counted)
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    workers = {t.user_attrs["worker"] for t in trials}
+    assert len(workers) >= 2, workers  # the trials really were shared
+    assert report["failures"] == [] and report["stored"] is True
+    mlflow.set_tracking_uri(urls["mlflow"])
+    runs = mlflow.search_runs(experiment_names=["noop"], output_format="list")
+    nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == report["mlflow_run_id"]
+              and r.data.tags.get("phase") == "search"]  # fmt: skip
+    assert len(nested) == len(counted)  # every worker's trials under the one sweep run
+
+
+def test_external_worker_joins_and_a_killed_worker_is_retried(pg, tmp_path):
+    """``perftune worker --study`` joins a running sweep; SIGKILL it mid-trial: after the grace
+    period its trial is failed (cause: lost) and retried, and the sweep still ends with its total."""
+    from optuna.trial import TrialState
+
+    urls, flags = pg
+    env = {**os.environ, "PERFTUNE_NO_PROGRESS": "1"}
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "tuner.cli", "sweep", "--workload", "mlp-digits", "--trials", "6",
+         "--objective", "throughput", "--seed", "0", "--confirm-top", "1", "--confirm-repeats", "1",
+         "--heartbeat", "1", "--grace-period", "3", "--json", *flags],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    study = "mlp-digits-torch-cpu-throughput"
+    worker_flags = list(flags)  # the same databases, another workspace (as on another machine)
+    worker_flags[worker_flags.index("--home") + 1] = str(tmp_path / "ws2")
+    deadline = time.time() + 120
+    worker = None
+    while time.time() < deadline and worker is None:
+        try:
+            if any(t.state == TrialState.RUNNING for t in _trials(urls["optuna"], study)):
+                worker = subprocess.Popen([sys.executable, "-m", "tuner.cli", "worker", "--study", study,
+                                           "--quiet", *worker_flags], cwd=ROOT, env=env,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        except KeyError:
+            pass
+        time.sleep(0.3)
+    assert worker is not None, "the sweep never started a trial"
+    # Wait until the worker runs a trial of its own, then kill it without warning.
+    deadline = time.time() + 120
+    mine = []
+    while time.time() < deadline and not mine:
+        mine = [t for t in _trials(urls["optuna"], study) if t.state == TrialState.RUNNING
+                and t.user_attrs.get("worker", "").endswith(f":{worker.pid}")]  # fmt: skip
+        time.sleep(0.2)
+    assert mine, "the external worker never took a trial"
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    out, err = sweep.communicate(timeout=300)
+    assert sweep.returncode == 0, err[-3000:]
+    import json
+
+    report = json.loads(out)
+    trials = _trials(urls["optuna"], study)
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    killed = next(t for t in trials if t.number == mine[0].number)
+    assert killed.state == TrialState.FAIL and "cause" not in killed.user_attrs
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retries) == 1 and retries[0].state.is_finished() and retries[0].state != TrialState.FAIL
+    assert retries[0].params == killed.params
+    assert report["trials"]["lost"] == 1
+    counted = [t for t in trials if t.state.is_finished() and t.number != killed.number
+               and t.user_attrs.get("cause") not in ("invalid", "surplus")]  # fmt: skip
+    assert len(counted) == 6 and report["best"] is not None
+    assert Path(tmp_path / "ws2").exists()
