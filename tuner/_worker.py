@@ -333,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--framework", required=True)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the sweep process decides when we stop
+    # If the sweep or worker process that started us is killed outright (SIGKILL: no EOF is
+    # guaranteed to reach us while a trial waits on a pruning reply), go with it.
+    _die_with_parent()
     return Server(args.framework).serve()
 
 

@@ -113,8 +113,16 @@ def test_external_worker_joins_and_a_killed_worker_is_retried(pg, tmp_path):
                 and t.user_attrs.get("worker", "").endswith(f":{worker.pid}")]  # fmt: skip
         time.sleep(0.2)
     assert mine, "the external worker never took a trial"
+    import psutil
+
+    below = [c.pid for c in psutil.Process(worker.pid).children(recursive=True)]  # its fork server, trial
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
+                                         for p in below):  # fmt: skip
+        time.sleep(0.2)
+    assert below and not [p for p in below if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
     out, err = sweep.communicate(timeout=300)
     assert sweep.returncode == 0, err[-3000:]
     import json
