@@ -2,15 +2,44 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+PG_SERVER = os.environ.get("PERFTUNE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@contextlib.contextmanager
+def pg_schemas(prefix: str):
+    """Fresh schemas for Optuna, MLflow and perftune's store on the test PostgreSQL server,
+    yielded as ``{"optuna"|"mlflow"|"store": URL}`` and dropped afterwards (skips the test if
+    the server is unreachable)."""
+    sa = pytest.importorskip("sqlalchemy")
+    engine = sa.create_engine(PG_SERVER, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect():
+            pass
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"PostgreSQL not reachable at {PG_SERVER}: {exc}")
+    tag = uuid.uuid4().hex[:8]
+    names = {k: f"{prefix}_{k}_{tag}" for k in ("optuna", "mlflow", "store")}
+    with engine.begin() as conn:
+        for name in names.values():
+            conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
+    try:
+        yield {k: f"{PG_SERVER}?options=-csearch_path%3D{v}" for k, v in names.items()}
+    finally:
+        with engine.begin() as conn:
+            for name in names.values():
+                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+        engine.dispose()
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 600,

@@ -3,42 +3,17 @@ schema of the PostgreSQL server on 127.0.0.1:5432 (database ``test``), driven by
 
 from __future__ import annotations
 
-import os
-import uuid
-
 import pytest
-from conftest import run_cli, run_json
+from conftest import pg_schemas, run_cli, run_json
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
-SERVER = os.environ.get("PERFTUNE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-def _url(schema: str) -> str:
-    return f"{SERVER}?options=-csearch_path%3D{schema}"
 
 
 @pytest.fixture(scope="module")
 def schemas():
-    sa = pytest.importorskip("sqlalchemy")
-    engine = sa.create_engine(SERVER, connect_args={"connect_timeout": 3})
-    try:
-        with engine.connect():
-            pass
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"PostgreSQL not reachable at {SERVER}: {exc}")
-    tag = uuid.uuid4().hex[:8]
-    names = {k: f"perftune_e2e_{k}_{tag}" for k in ("optuna", "mlflow", "store")}
-    with engine.begin() as conn:
-        for name in names.values():
-            conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
-    try:
-        yield {k: _url(v) for k, v in names.items()}
-    finally:
-        with engine.begin() as conn:
-            for name in names.values():
-                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-        engine.dispose()
+    with pg_schemas("perftune_e2e") as urls:
+        yield urls
 
 
 def test_sweep_on_postgres(schemas, tmp_path):

@@ -10,43 +10,22 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_json
+from conftest import ROOT, pg_schemas, run_json
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
-SERVER = os.environ.get("PERFTUNE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 NOOP = f"{ROOT / 'benchmarks' / 'noop_workload.py'}:make_workload"
 
 
 @pytest.fixture
 def pg(tmp_path):
     """Three fresh schemas (Optuna, MLflow, perftune) and the CLI flags naming them."""
-    sa = pytest.importorskip("sqlalchemy")
-    engine = sa.create_engine(SERVER, connect_args={"connect_timeout": 3})
-    try:
-        with engine.connect():
-            pass
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"PostgreSQL not reachable at {SERVER}: {exc}")
-    tag = uuid.uuid4().hex[:8]
-    names = {k: f"perftune_w_{k}_{tag}" for k in ("optuna", "mlflow", "store")}
-    with engine.begin() as conn:
-        for name in names.values():
-            conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
-    urls = {k: f"{SERVER}?options=-csearch_path%3D{v}" for k, v in names.items()}
-    flags = ["--storage", urls["optuna"], "--tracking-uri", urls["mlflow"], "--db", urls["store"],
-             "--home", str(tmp_path / "ws")]  # fmt: skip
-    try:
-        yield urls, flags
-    finally:
-        with engine.begin() as conn:
-            for name in names.values():
-                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-        engine.dispose()
+    with pg_schemas("perftune_w") as urls:
+        yield urls, ["--storage", urls["optuna"], "--tracking-uri", urls["mlflow"], "--db", urls["store"],
+                     "--home", str(tmp_path / "ws")]  # fmt: skip
 
 
 def _trials(url: str, name: str):
