@@ -415,6 +415,22 @@ class SQLConfigStore(BaseConfigStore):
             )
             return _sweep_dict(sweep) if sweep is not None else None
 
+    def interrupt_sweeps(self, study_name: str, is_dead: Callable[[dict[str, Any]], bool]) -> list[int]:
+        """Mark the ``running`` sweeps of ``study_name`` whose owner is dead (``is_dead`` of
+        their settings) ``interrupted``; returns their ids."""
+        with self._tx(write=True) as s:
+            rows = s.scalars(
+                select(Sweep)
+                .where(Sweep.study_name == study_name, Sweep.state == "running")
+                .with_for_update()
+            ).all()
+            done = []
+            for sweep in rows:
+                if is_dead(sweep.settings or {}):
+                    sweep.state, sweep.finished_at = "interrupted", utcnow()
+                    done.append(sweep.id)
+            return done
+
     # -- best configs ---------------------------------------------------------------
 
     def save_best(

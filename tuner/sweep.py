@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tuner import _recovery
 from tuner.backends import TrialOutcome, TrialRequest, get_backend
 from tuner.devices import Device, select
 from tuner.errors import InvalidConfig, PerftuneError, UsageError
@@ -290,10 +291,10 @@ def _storage(url: str, cfg: SweepConfig | None = None):
         except OSError as exc:
             raise UsageError(f"--storage {url}: cannot open the journal file ({exc.strerror})") from None
     try:
-        storage = optuna.storages.RDBStorage(
-            url, heartbeat_interval=int(cfg.heartbeat_s), grace_period=int(cfg.grace_s),
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=cfg.max_retry))  # fmt: skip
+        storage = _recovery.rdb_storage_class()(  # retries calls when the connection drops
+            url, engine_kwargs=_recovery.engine_kwargs(url), heartbeat_interval=int(cfg.heartbeat_s),
+            grace_period=int(cfg.grace_s),
+            heartbeat_stale_trial_callback=_recovery.retry_callback(cfg.max_retry))  # fmt: skip
     except Exception as exc:  # noqa: BLE001
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise UsageError(f"--storage {redact_url(url)}: cannot open the Optuna storage ({reason})") from None
@@ -398,6 +399,7 @@ class _Sweep:
                                          None if ws.tracking_server else str(ws.artifacts))  # fmt: skip
         else:
             self.tracker = NullTracker()
+        _recovery.harden(self)  # store writes, MLflow calls: retried when the connection drops
 
     def create_study(self):
         import optuna
@@ -423,7 +425,9 @@ class _Sweep:
         for key, value in (("workload", self.workload["name"]), ("framework", self.cfg.framework),
                            ("device", self.device.fingerprint), ("objective", self.cfg.objective)):  # fmt: skip
             study.set_user_attr(key, value)
-        optuna.storages.fail_stale_trials(study)
+        # A trial of a killed worker on this machine: failed and retried now, not after the
+        # grace period (other machines' go by heartbeats).
+        _recovery.fail_stale(study, self.cfg.grace_s, self.cfg.max_retry)
         self.bound_batch_size(study)
         # The baseline runs once per study; again only if its run was interrupted.
         if not any(t.user_attrs.get("baseline") and t.user_attrs.get("cause") not in NOT_COUNTED
@@ -611,7 +615,6 @@ class _Sweep:
     def _wait_for_others(self, study) -> bool:
         """All trials are handed out: wait while other workers' trials run (a dead worker's
         trial is failed after the grace period and retried here). True if there is more to do."""
-        import optuna
         from optuna.trial import TrialState
 
         storage = study._storage
@@ -619,7 +622,7 @@ class _Sweep:
             return False  # without heartbeats a dead worker's trial cannot be told from a slow one
         while study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             time.sleep(min(2.0, self.cfg.heartbeat_s))
-            optuna.storages.fail_stale_trials(study)
+            _recovery.fail_stale(study, self.cfg.grace_s, self.cfg.max_retry)
             if self._started(study) < self.cfg.trials:
                 return True
         return False
@@ -647,7 +650,6 @@ class _Sweep:
         return True
 
     def run_trials(self, study, deadline: float | None) -> None:
-        import optuna
 
         done = len(self._finished(study))
         self.progress("start", {"total": self.cfg.trials, "done": done})
@@ -658,9 +660,10 @@ class _Sweep:
                 break
             if hasattr(sampler, "is_exhausted") and sampler.is_exhausted(study):
                 break
-            optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, retried
+            # a dead worker's trial: failed, retried
+            _recovery.fail_stale(study, self.cfg.grace_s, self.cfg.max_retry)
             trial = study.ask()
-            trial.set_user_attr("worker", self.worker_id)
+            _recovery.claim(trial)  # user attrs worker (host:pid) and worker_process
             if self._surplus(study, trial):  # only when workers asked at the same moment
                 break
             try:
@@ -939,6 +942,9 @@ def _run(sw: _Sweep, cfg: SweepConfig, t0: float) -> SweepReport:
     from optuna.trial import TrialState
 
     study = sw.create_study()
+    # A sweep of this study killed on this machine: its store row interrupted, its MLflow run KILLED.
+    _recovery.recover_sweep(sw.store, sw.study_name, sw.ws.tracking_uri if cfg.track and sw._tracker is None
+                            else None, sw.workload["name"])  # fmt: skip
     device = sw.device
     sw.store.upsert_device(device.fingerprint, framework=cfg.framework, kind=device.kind,
                            name=device.name, count=device.count,
@@ -953,11 +959,12 @@ def _run(sw: _Sweep, cfg: SweepConfig, t0: float) -> SweepReport:
          "search_space": sw.space.name, "study": sw.study_name, "target": sw.workload["target"],
          "confirm_top": cfg.confirm_top, "confirm_repeats": cfg.confirm_repeats,
          "budget_s": sw.budget, "max_batch_size": study.user_attrs.get("max_batch_size")},
-        sw.tags(perftune_role="sweep"),
+        sw.tags(perftune_role="sweep", perftune_owner=_recovery.owner_tag()),
     )  # fmt: skip
     sweep_id = sw.store.start_sweep(study_name=sw.study_name, workload=sw.workload["name"],
                                     framework=cfg.framework, device_fingerprint=device.fingerprint,
-                                    objective=cfg.objective, settings=asdict(cfg),
+                                    objective=cfg.objective,
+                                    settings={**asdict(cfg), "owner": _recovery.owner()},
                                     mlflow_run_id=run_id)  # fmt: skip
     state = "failed"
     sw.share(study, run_id)
