@@ -614,7 +614,8 @@ class _Sweep:
 
     def _wait_for_others(self, study) -> bool:
         """All trials are handed out: wait while other workers' trials run (a dead worker's
-        trial is failed after the grace period and retried here). True if there is more to do."""
+        trial is failed, after the grace period or at once on this machine, and retried here).
+        True if there is more to do."""
         from optuna.trial import TrialState
 
         storage = study._storage
@@ -650,7 +651,6 @@ class _Sweep:
         return True
 
     def run_trials(self, study, deadline: float | None) -> None:
-
         done = len(self._finished(study))
         self.progress("start", {"total": self.cfg.trials, "done": done})
         self.invalid_streak = 0
@@ -660,8 +660,7 @@ class _Sweep:
                 break
             if hasattr(sampler, "is_exhausted") and sampler.is_exhausted(study):
                 break
-            # a dead worker's trial: failed, retried
-            _recovery.fail_stale(study, self.cfg.grace_s, self.cfg.max_retry)
+            _recovery.fail_stale(study, self.cfg.grace_s, self.cfg.max_retry)  # dead workers' trials
             trial = study.ask()
             _recovery.claim(trial)  # user attrs worker (host:pid) and worker_process
             if self._surplus(study, trial):  # only when workers asked at the same moment
