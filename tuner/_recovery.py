@@ -225,6 +225,8 @@ def transient(exc: BaseException) -> bool:
             return True
         if isinstance(e, sa_exc.DBAPIError) and e.connection_invalidated:
             return True
+        if type(e).__name__ in ("SchemaNotReadyError", "StoreError"):
+            return False  # perftune's store: not a connection problem, whatever caused it
         if type(e).__name__ in ("StoreUnavailableError", "OperationalError", "InterfaceError"):
             return True  # perftune's store; a bare DBAPI (psycopg, sqlite3) error
         if getattr(e, "error_code", None) == "TEMPORARILY_UNAVAILABLE":  # MLflow's SQL store

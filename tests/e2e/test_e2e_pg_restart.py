@@ -4,7 +4,8 @@ workers reconnect and finish the study, with every trial accounted for.
 The connections are dropped with ``pg_terminate_backend``, picked by the ``application_name``
 the test gives the sweep's URLs, so tests running at the same time against the same server are
 not hit. ``PERFTUNE_TEST_PG_RESTART=1`` (as root, with Debian's ``pg_ctlcluster``) restarts
-the server for real instead of the second drop; it restarts every connection to the server."""
+the server for real instead of the second drop (``PERFTUNE_TEST_PG_CLUSTER``, default
+``15 main``); that drops every connection to the server, other tests' too."""
 
 from __future__ import annotations
 
@@ -49,11 +50,15 @@ def _drop_connections(app: str) -> int:
 
 
 def _restart_server() -> None:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(PG_SERVER)
     try:
         subprocess.run(["pg_ctlcluster", *CLUSTER, "restart"], check=True, timeout=60)
-    finally:
+    finally:  # the server is up again before the test goes on, whatever happened
         deadline = time.time() + 60
-        while subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1"]).returncode != 0:
+        ready = ["pg_isready", "-q", "-h", url.host or "127.0.0.1", "-p", str(url.port or 5432)]
+        while subprocess.run(ready).returncode != 0:
             assert time.time() < deadline, "PostgreSQL did not come back"
             time.sleep(0.5)
 

@@ -90,7 +90,9 @@ def test_external_worker_joins_and_a_killed_worker_is_retried(pg, tmp_path):
     while time.time() < deadline and not mine:
         mine = [t for t in _trials(urls["optuna"], study) if t.state == TrialState.RUNNING
                 and t.user_attrs.get("worker", "").endswith(f":{worker.pid}")]  # fmt: skip
-        time.sleep(0.2)
+        time.sleep(0.5)
+        # still running half a second later: a trial, not a config the constraints reject at once
+        mine = [t for t in mine if _trials(urls["optuna"], study)[t.number].state == TrialState.RUNNING]
     assert mine, "the external worker never took a trial"
     import psutil
 
