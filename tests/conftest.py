@@ -22,7 +22,7 @@ def pg_schemas(prefix: str):
     yielded as ``{"optuna"|"mlflow"|"store": URL}`` and dropped afterwards (skips the test if
     the server is unreachable)."""
     sa = pytest.importorskip("sqlalchemy")
-    engine = sa.create_engine(PG_SERVER, connect_args={"connect_timeout": 3})
+    engine = sa.create_engine(PG_SERVER, connect_args={"connect_timeout": 3}, pool_pre_ping=True)
     try:
         with engine.connect():
             pass
