@@ -84,3 +84,20 @@ def test_dead_local_trial_failed_and_retried_at_once(tmp_path):
     assert len(retry) == 1 and retry[0].state == TrialState.WAITING
     assert retry[0].params == trials[trial.number].params and "worker" not in retry[0].user_attrs
     assert _recovery.fail_stale(study, grace_s=120, max_retry=2) == []  # once only
+
+
+def test_store_interrupts_only_dead_owners_sweeps(tmp_path):
+    from storage import open_store
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    dead = {"worker": f"{_recovery.HOST}:{proc.pid}", "process": {"started": 1.0}}
+    with open_store(f"sqlite:///{tmp_path}/p.db", create=True) as store:
+        store.upsert_device("fp", framework="torch", kind="cpu", name="cpu", count=1,
+                            memory_bytes=None, info={})  # fmt: skip
+        store.upsert_workload("w", framework="torch", info={})
+        ids = [store.start_sweep(study_name=name, workload="w", framework="torch", device_fingerprint="fp",
+                                 objective="time-to-target", settings={"owner": who})
+               for name, who in (("s", dead), ("s", _recovery.owner()), ("other", dead))]  # fmt: skip
+        _recovery.recover_sweep(store, "s", None, "w")
+        assert [store.get_sweep(i)["state"] for i in ids] == ["interrupted", "running", "running"]
