@@ -189,8 +189,6 @@ def owner_tag() -> str:
 
 def _kill_mlflow_runs(uri: str, experiment: str, study_name: str, out: list[str]) -> None:
     try:
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
         from mlflow import MlflowClient
 
         client = MlflowClient(tracking_uri=uri)
