@@ -356,6 +356,21 @@ def best(
 
 
 @app.command()
+def sync(home: Home = None, tracking_uri: Tracking = None, json_out: Json = False) -> None:
+    """Deliver the tracking events spooled while the MLflow server was down, now."""
+    from tuner.service import sync_tracking
+
+    result = sync_tracking(_ws(home, tracking_uri=tracking_uri))
+    if json_out:
+        print(json.dumps(result, indent=2))
+        return
+    out.print(f"delivered {result['delivered']} tracking events to {result['tracking_uri']}; "
+              f"{result['pending']} left in {result['spool']}", soft_wrap=True, highlight=False)  # fmt: skip
+    if result["other_uris"]:
+        out.print(f"{result['other_uris']} more are for another tracking server (name it with --tracking-uri)")
+
+
+@app.command()
 def ui(
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 5000,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
