@@ -909,11 +909,11 @@ def run_worker(study_name: str, ws: Workspace, progress: ProgressFn | None = Non
                     "trials_done": len(sw._finished(study)), "trials": cfg.trials,
                     "tracking": _close_tracker(sw, tracker)}  # fmt: skip
         finally:
-            _close_tracker(sw, tracker)
             if getattr(sw, "executor", None) is not None and executor is None:
                 sw.executor.close()
             if getattr(sw, "store", None) is not None:
                 sw.store.close()
+            _close_tracker(sw, tracker)
 
 
 def run_sweep(cfg: SweepConfig, ws: Workspace, progress: ProgressFn | None = None, *,
@@ -930,13 +930,13 @@ def run_sweep(cfg: SweepConfig, ws: Workspace, progress: ProgressFn | None = Non
             report.mlflow_experiment_id = sw.tracker.experiment_id or report.mlflow_experiment_id
         return report
     finally:
-        _close_tracker(sw, tracker)
         ex = getattr(sw, "executor", None)
         if ex is not None and executor is None:
             ex.close()
         store = getattr(sw, "store", None)
         if store is not None:
             store.close()
+        _close_tracker(sw, tracker)
 
 
 def _run(sw: _Sweep, cfg: SweepConfig, t0: float) -> SweepReport:
