@@ -312,7 +312,8 @@ def _print_report(r, ws) -> None:
     out.print(f"stored: perftune best --workload {r.workload} --framework {r.framework} "
               f"--device {r.device['kind']} --objective {r.objective}"
               + (f" --home {ws.home}" if str(ws.home) != os.path.abspath(".perftune") else ""))  # fmt: skip
-    out.print("MLflow: perftune ui   (run " + str(r.mlflow_run_id) + ")")
+    spooled = " (spooled: not on the tracking server yet)" if str(r.mlflow_run_id).startswith("local-") else ""
+    out.print("MLflow: perftune ui   (run " + str(r.mlflow_run_id) + ")" + spooled)
 
 
 @app.command()
