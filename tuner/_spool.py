@@ -179,9 +179,10 @@ class Spool:
                                 (uri,)).fetchone()  # fmt: skip
         return row[0] if row else None
 
-    def next_op(self, uri: str, after: int) -> tuple[int, str, dict[str, Any], int] | None:
+    def next_op(self, uri: str) -> tuple[int, str, dict[str, Any], int] | None:
+        """The oldest pending op: (id, kind, body, attempts so far)."""
         row = self.conn.execute("SELECT id, kind, body, attempts FROM ops WHERE uri = ? AND state = 'pending' "
-                                "AND id > ? ORDER BY id LIMIT 1", (uri, after)).fetchone()  # fmt: skip
+                                "ORDER BY id LIMIT 1", (uri,)).fetchone()  # fmt: skip
         return None if row is None else (row[0], row[1], json.loads(row[2]), row[3])
 
     def attempt(self, op_id: int) -> None:
@@ -295,7 +296,7 @@ class Deliverer:
         self.experiment_ids: dict[str, str] = {}
         self.delivered = self.failed = 0
 
-    def deliver(self, *, lock_wait_s: float = 0.0, stop=None, after: int = 0) -> int:
+    def deliver(self, *, lock_wait_s: float = 0.0, stop=None) -> int:
         """Deliver pending ops until none is left (or ``stop()``); returns how many were
         delivered. Raises :class:`Transient` when the server does not answer; ops it refuses
         are marked failed and skipped."""
@@ -304,7 +305,7 @@ class Deliverer:
             if not held:
                 raise Busy("another process is delivering this spool")
             while stop is None or not stop():
-                op = self.spool.next_op(self.key, after)
+                op = self.spool.next_op(self.key)
                 if op is None:
                     break
                 op_id, kind, body, attempts = op

@@ -72,6 +72,10 @@ class Tracker(abc.ABC):
     def end_sweep(self, status: str = "FINISHED") -> None:
         """Close the parent run (FINISHED, FAILED or KILLED)."""
 
+    def end_run(self, run_id: str, status: str = "KILLED") -> None:  # noqa: B027 - optional
+        """Close any run by id (e.g. the parent run of a sweep that died, left RUNNING); a
+        tracker that keeps no runs does nothing."""
+
     def close(self) -> dict[str, Any] | None:
         """The sweep is over: deliver what is still pending (waiting a bounded time), release
         resources, and return what a report should say about tracking (None: nothing).
@@ -190,6 +194,9 @@ class MlflowTracker(Tracker):
     def end_sweep(self, status="FINISHED"):
         if self.parent_run_id:
             self.client.set_terminated(self.parent_run_id, status=status)
+
+    def end_run(self, run_id, status="KILLED"):
+        self.client.set_terminated(run_id, status=status)
 
 
 _IDLE_S = 5.0  # how often an idle delivery thread looks for other processes' ops
@@ -329,9 +336,11 @@ class SpooledTracker(Tracker):
 
     def end_sweep(self, status="FINISHED"):
         if self.parent_run_id:
-            with self._call():
-                self._put("end", {"run": self.parent_run_id, "status": status,
-                                  "end_time": int(time.time() * 1000)})  # fmt: skip
+            self.end_run(self.parent_run_id, status)
+
+    def end_run(self, run_id, status="KILLED"):
+        with self._call():
+            self._put("end", {"run": run_id, "status": status, "end_time": int(time.time() * 1000)})
 
     def flush(self, timeout: float) -> bool:
         """Wait at most ``timeout`` seconds for this tracker's ops to be delivered."""

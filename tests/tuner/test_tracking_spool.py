@@ -174,9 +174,12 @@ def test_server_back_during_the_sweep(server, tmp_path):
     for i in range(5, 8):
         _trial(tr, i)
     tr.end_sweep("FINISHED")
+    stale = server.client().create_run("1", run_name="died-earlier").info.run_id
+    tr.end_run(stale, "KILLED")  # a run another sweep left RUNNING
     stats = tr.close()
     assert stats["pending"] == 0 and stats["message"] is None
     assert len(_children(server, run_id)) == 8 and server.runs[run_id]["status"] == "FINISHED"
+    assert server.runs[stale]["status"] == "KILLED"
 
 
 def test_a_reply_lost_after_the_server_applied_it_is_not_applied_twice(server, tmp_path):
