@@ -388,7 +388,7 @@ class SpooledTracker(Tracker):
 
 
 def _strings(values: Mapping[str, Any], limit: int) -> dict[str, str]:
-    return {k: str(v)[:limit] for k, v in values.items() if v is not None}
+    return {k: str(v)[:limit] for k, v in values.items()}  # as MlflowTracker._batch logs them
 
 
 def make_tracker(ws, *, track: bool = True) -> Tracker:
