@@ -166,6 +166,11 @@ class BaseConfigStore(abc.ABC):
         Raises :class:`StoreError` if the sweep does not exist."""
 
     @abc.abstractmethod
+    def replace_mlflow_run_id(self, old: str, new: str) -> int:
+        """Point every sweep, best config and history entry recorded with MLflow run id
+        ``old`` (a tracking spool's placeholder) at ``new``; returns the rows changed."""
+
+    @abc.abstractmethod
     def get_sweep(self, sweep_id: int) -> dict[str, Any] | None:
         """The sweep as a JSON-serialisable dict, or ``None`` if unknown."""
 

@@ -11,7 +11,7 @@ from enum import Enum
 from pathlib import PurePath
 from typing import Any, TypeVar
 
-from sqlalchemy import exc, func, or_, select
+from sqlalchemy import exc, func, or_, select, update
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.orm import Session, contains_eager, selectinload
 
@@ -405,6 +405,15 @@ class SQLConfigStore(BaseConfigStore):
                 sweep.summary = summary_json
             if mlflow_run_id is not None:
                 sweep.mlflow_run_id = mlflow_run_id
+
+    def replace_mlflow_run_id(self, old: str, new: str) -> int:
+        changed = 0
+        with self._tx(write=True) as s:
+            for model in (Sweep, BestConfig, BestConfigHistory):
+                res = s.execute(update(model).where(model.mlflow_run_id == old)
+                                .values(mlflow_run_id=new))  # fmt: skip
+                changed += res.rowcount or 0
+        return changed
 
     def get_sweep(self, sweep_id: int) -> dict[str, Any] | None:
         with self._tx() as s:

@@ -312,7 +312,8 @@ def _print_report(r, ws) -> None:
     out.print(f"stored: perftune best --workload {r.workload} --framework {r.framework} "
               f"--device {r.device['kind']} --objective {r.objective}"
               + (f" --home {ws.home}" if str(ws.home) != os.path.abspath(".perftune") else ""))  # fmt: skip
-    out.print("MLflow: perftune ui   (run " + str(r.mlflow_run_id) + ")")
+    spooled = " (spooled: not on the tracking server yet)" if str(r.mlflow_run_id).startswith("local-") else ""
+    out.print("MLflow: perftune ui   (run " + str(r.mlflow_run_id) + ")" + spooled)
 
 
 @app.command()
@@ -353,6 +354,21 @@ def best(
         raise PerftuneError(f"no best config stored for workload {workload}"
                             + "".join(f", {k} {v}" for k, v in (("framework", framework),
                                       ("device", device), ("objective", objective)) if v))  # fmt: skip
+
+
+@app.command()
+def sync(home: Home = None, tracking_uri: Tracking = None, json_out: Json = False) -> None:
+    """Deliver the tracking events spooled while the MLflow server was down, now."""
+    from tuner.service import sync_tracking
+
+    result = sync_tracking(_ws(home, tracking_uri=tracking_uri))
+    if json_out:
+        print(json.dumps(result, indent=2))
+        return
+    out.print(f"delivered {result['delivered']} tracking events to {result['tracking_uri']}; "
+              f"{result['pending']} left in {result['spool']}", soft_wrap=True, highlight=False)  # fmt: skip
+    if result["other_uris"]:
+        out.print(f"{result['other_uris']} more are for another tracking server (name it with --tracking-uri)")
 
 
 @app.command()

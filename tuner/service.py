@@ -108,6 +108,16 @@ def compare_devices(sweeps: list[dict[str, Any]]) -> dict[str, Any]:
             "reports": [s["report"] for s in sweeps if "report" in s]}  # fmt: skip
 
 
+def sync_tracking(ws: Workspace, *, timeout: float = 30.0) -> dict[str, Any]:
+    """``perftune sync``: deliver the tracking events spooled in the workspace (while the MLflow
+    server was down) to ``ws.tracking_uri`` now; see :func:`tuner.tracking.sync_spool`. Returns
+    ``{"delivered", "pending", "refused", "other_uris", "spool", "tracking_uri"}``; raises
+    :class:`PerftuneError` (exit 1, the spool kept as it was) if the server does not answer."""
+    from tuner.tracking import sync_spool
+
+    return sync_spool(ws, timeout=timeout)
+
+
 def has_database(ws: Workspace) -> bool:
     """False only for an embedded (SQLite) database whose file does not exist yet."""
     return not ws.db.startswith("sqlite:///") or os.path.exists(ws.db[len("sqlite:///"):])

@@ -185,6 +185,8 @@ class SweepReport:
     sweep_id: int | None = None
     #: The batch-size probe's result (``max_batch_size`` bound, sizes tried), when it ran.
     batch_probe: dict[str, Any] | None = None
+    #: A spooling tracker's account (``pending`` events left in ``spool``, ``max_call_s``...).
+    tracking: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -351,7 +353,7 @@ class _Sweep:
         from search_spaces import Capabilities, SpaceError, load_space
         from storage import StoreError, open_store
         from tuner.executor import make_executor
-        from tuner.tracking import MlflowTracker, NullTracker, check_database, check_tracking
+        from tuner.tracking import check_database, check_tracking, make_tracker
 
         cfg, ws = self.cfg, self.ws
         cfg.validate()
@@ -392,13 +394,7 @@ class _Sweep:
             self.store = open_store(ws.db, create=True)
         except StoreError as exc:
             raise UsageError(f"--db: {exc}") from None
-        if self._tracker is not None:
-            self.tracker = self._tracker
-        elif cfg.track:
-            self.tracker = MlflowTracker(ws.tracking_uri,
-                                         None if ws.tracking_server else str(ws.artifacts))  # fmt: skip
-        else:
-            self.tracker = NullTracker()
+        self.tracker = self._tracker or make_tracker(ws, track=cfg.track)
         _recovery.harden(self)  # store writes, MLflow calls: retried when the connection drops
 
     def create_study(self):
@@ -912,12 +908,14 @@ def run_worker(study_name: str, ws: Workspace, progress: ProgressFn | None = Non
             return {"study": study_name, "worker": sw.worker_id,
                     "trials_run": sum(t.user_attrs.get("worker") == sw.worker_id
                                       for t in study.get_trials(deepcopy=False)),
-                    "trials_done": len(sw._finished(study)), "trials": cfg.trials}  # fmt: skip
+                    "trials_done": len(sw._finished(study)), "trials": cfg.trials,
+                    "tracking": _close_tracker(sw, tracker)}  # fmt: skip
         finally:
             if getattr(sw, "executor", None) is not None and executor is None:
                 sw.executor.close()
             if getattr(sw, "store", None) is not None:
                 sw.store.close()
+            _close_tracker(sw, tracker)
 
 
 def run_sweep(cfg: SweepConfig, ws: Workspace, progress: ProgressFn | None = None, *,
@@ -927,7 +925,12 @@ def run_sweep(cfg: SweepConfig, ws: Workspace, progress: ProgressFn | None = Non
     sw = _Sweep(cfg, ws, progress, executor, tracker)
     try:
         sw.prepare()
-        return _run(sw, cfg, t0)
+        report = _run(sw, cfg, t0)
+        report.tracking = _close_tracker(sw, tracker)
+        if report.tracking is not None:  # a placeholder run id may have its real id by now
+            report.mlflow_run_id = sw.tracker.parent_run_id or report.mlflow_run_id
+            report.mlflow_experiment_id = sw.tracker.experiment_id or report.mlflow_experiment_id
+        return report
     finally:
         ex = getattr(sw, "executor", None)
         if ex is not None and executor is None:
@@ -935,6 +938,7 @@ def run_sweep(cfg: SweepConfig, ws: Workspace, progress: ProgressFn | None = Non
         store = getattr(sw, "store", None)
         if store is not None:
             store.close()
+        _close_tracker(sw, tracker)
 
 
 def _run(sw: _Sweep, cfg: SweepConfig, t0: float) -> SweepReport:
@@ -1037,6 +1041,13 @@ def _run(sw: _Sweep, cfg: SweepConfig, t0: float) -> SweepReport:
         except Exception:  # noqa: BLE001 - never hide the original error
             pass
         sw.tracker.end_sweep({"completed": "FINISHED", "interrupted": "KILLED"}.get(state, "FAILED"))
+
+
+def _close_tracker(sw: _Sweep, given) -> dict[str, Any] | None:
+    """Close the tracker the sweep made (not one passed in): a bounded flush of what it
+    spooled. Idempotent."""
+    tracker = getattr(sw, "tracker", None)
+    return tracker.close() if tracker is not None and given is None else None
 
 
 def _side(m: Measured | None) -> dict[str, Any] | None:
