@@ -26,6 +26,7 @@ from ._base import (
     SchemaNotReadyError,
     StoreError,
     StoreUnavailableError,
+    SweepStateError,
 )
 from ._migrate import current_revision, head_revision, upgrade
 from ._store import SQLConfigStore, open_store
@@ -42,6 +43,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailableError",
     "SchemaNotReadyError",
+    "SweepStateError",
     "normalize_url",
     "redact_url",
 ]
