@@ -21,6 +21,8 @@ with ``create=False`` never changes the database.
 """
 
 from ._base import (
+    FINAL_SWEEP_STATES,
+    SWEEP_STATES,
     BaseConfigStore,
     BestConfigRecord,
     SchemaNotReadyError,
@@ -44,6 +46,8 @@ __all__ = [
     "StoreUnavailableError",
     "SchemaNotReadyError",
     "SweepStateError",
+    "SWEEP_STATES",
+    "FINAL_SWEEP_STATES",
     "normalize_url",
     "redact_url",
 ]
