@@ -28,8 +28,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from storage import SWEEP_STATES, StoreError
 from tuner import service
+from tuner.backends import BACKENDS
 from tuner.errors import ConflictError, NotFoundError, PerftuneError, UsageError
+from tuner.objectives import OBJECTIVES
 from tuner.settings import Workspace
+from tuner.sweep import PRUNERS, SAMPLERS
 
 __all__ = ["create_app", "field_of"]
 
@@ -37,6 +40,8 @@ MAX_ID = 2**31 - 1
 _FLAG_RE = re.compile(r"^--([a-z][a-z0-9-]*)")
 #: ``--flag`` of an error message -> the request field it names (where the names differ).
 _FIELDS = {"budget": "budget_s"}
+#: Flags of the server's configuration: an error naming one is the server's (503).
+_SERVER_FLAGS = ("db", "storage", "tracking_uri", "home")
 
 
 def field_of(message: str) -> str | None:
@@ -58,21 +63,22 @@ class SweepIn(BaseModel):
 
     workload: str = Field(min_length=1, max_length=1024, description="A built-in workload "
                           "(mlp-digits, cnn-digits, gpt-tiny) or FILE.py:FUNC under an allowed directory")  # fmt: skip
-    framework: str = Field("torch", max_length=64, description="torch, tensorflow or mindspore")
+    framework: Literal[tuple(BACKENDS)] = "torch"  # type: ignore[valid-type]
     device: str = Field("cpu", max_length=64, description="cpu, cuda, mps, xpu, npu, tpu or KIND:INDEX")
-    objective: str = Field("time-to-target", max_length=64, description="time-to-target or throughput")
+    objective: Literal[tuple(OBJECTIVES)] = "time-to-target"  # type: ignore[valid-type]
     trials: int = Field(20, ge=1, le=100_000, description="Total trials in the study")
     timeout: float | None = Field(None, gt=0, description="Stop starting trials after this many seconds")
     space: str | None = Field(None, max_length=1024, description="Search-space YAML under an allowed directory")
     study: str | None = Field(None, max_length=255, description="Study name")
     seed: int | None = Field(None, ge=0, lt=2**32 - 10_000)
-    sampler: str = Field("tpe", max_length=16, description="tpe, random, grid, cmaes or gp")
-    pruner: str = Field("median", max_length=16, description="median or none")
+    sampler: Literal[SAMPLERS] = "tpe"  # type: ignore[valid-type]
+    pruner: Literal[PRUNERS] = "median"  # type: ignore[valid-type]
     confirm_top: int = Field(2, ge=1, le=100)
     confirm_repeats: int = Field(3, ge=1, le=100)
     trial_timeout: float | None = Field(None, gt=0)
     budget_s: float | None = Field(None, gt=0)
-    batch_probe: str = Field("auto", max_length=8, description="auto, on or off")
+    batch_probe: Literal["auto", "on", "off"] = Field("auto", description="Probe the largest "
+                                                      "batch size that fits first (auto: on accelerators)")
 
 
 class MlflowLink(BaseModel):
@@ -155,7 +161,7 @@ class Problem(BaseModel):
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    text = {401: "Missing or wrong bearer token", 403: "Read-only server (no PERFTUNE_API_TOKEN)",
+    text = {400: "The body is not JSON", 401: "Missing or wrong bearer token", 403: "Read-only server (no PERFTUNE_API_TOKEN)",
             404: "No such resource", 409: "Not in a state that allows this",
             503: "The perftune database cannot be reached"}  # fmt: skip
     return {c: {"model": Problem, "description": text[c]} for c in codes}
@@ -193,6 +199,8 @@ def create_app(ws: Workspace, *, token: str | None = None,
     def _bad_input(request: Request, exc: UsageError) -> JSONResponse:
         where = "body" if request.method == "POST" else "query"
         field = field_of(str(exc))
+        if field in _SERVER_FLAGS:  # the server's own configuration, not the caller's input
+            return JSONResponse(status_code=503, content={"detail": str(exc)})
         loc = [where, field] if field else [where]
         return JSONResponse(status_code=422, content={"detail": [
             {"type": "value_error", "loc": loc, "msg": str(exc)}]})  # fmt: skip
@@ -213,8 +221,6 @@ def create_app(ws: Workspace, *, token: str | None = None,
     def _store_error(request: Request, exc: StoreError) -> JSONResponse:
         return JSONResponse(status_code=503, content={"detail": str(exc)})
 
-    Id = Path(ge=1, le=MAX_ID)
-
     @app.get("/healthz", response_model=Health, responses=_errors(503))
     def healthz() -> Any:
         """Liveness, the store's schema revision and the configured backends (redacted)."""
@@ -224,9 +230,9 @@ def create_app(ws: Workspace, *, token: str | None = None,
 
     @app.get("/v1/best-configs", response_model=list[BestConfigOut], responses=_errors(503))
     def best_configs(workload: str = Query(min_length=1, max_length=255),
-                     framework: str | None = Query(None, max_length=64),
+                     framework: Literal[tuple(BACKENDS)] | None = Query(None),  # type: ignore[valid-type]
                      device: str | None = Query(None, max_length=128),
-                     objective: str | None = Query(None, max_length=64)) -> Any:  # fmt: skip
+                     objective: Literal[tuple(OBJECTIVES)] | None = Query(None)) -> Any:  # type: ignore[valid-type]  # fmt: skip
         """Stored best configs of a workload, best first within each objective."""
         if not service.has_database(ws):
             return []
@@ -235,7 +241,7 @@ def create_app(ws: Workspace, *, token: str | None = None,
         return [r.to_dict() for r in found]
 
     @app.get("/v1/best-configs/{best_id}", response_model=BestConfigOut, responses=_errors(404, 503))
-    def best_config(best_id: int = Id) -> Any:
+    def best_config(best_id: int = Path(ge=1, le=MAX_ID)) -> Any:
         """One stored best config, with its history."""
         return service.best_config_by_id(ws, best_id).to_dict()
 
@@ -257,20 +263,20 @@ def create_app(ws: Workspace, *, token: str | None = None,
         return service.list_sweeps(ws, state=state, limit=limit)
 
     @app.get("/v1/sweeps/{sweep_id}", response_model=SweepOut, responses=_errors(404, 503))
-    def sweep(sweep_id: int = Id) -> Any:
+    def sweep(sweep_id: int = Path(ge=1, le=MAX_ID)) -> Any:
         """State, trials done of the total, best value so far, the stored best config id when
         done, timestamps, error and the MLflow run link."""
         return service.get_sweep(ws, sweep_id)
 
     @app.post("/v1/sweeps", status_code=201, response_model=SweepOut,
-              responses=_errors(401, 403, 503), dependencies=[Depends(writer)])  # fmt: skip
+              responses=_errors(400, 401, 403, 503), dependencies=[Depends(writer)])  # fmt: skip
     def submit(body: SweepIn) -> Any:
         """Queue a sweep for ``perftune worker --queue``."""
         return service.submit_sweep(ws, body.model_dump(), allow_dirs=dirs)
 
     @app.post("/v1/sweeps/{sweep_id}/cancel", response_model=SweepOut,
               responses=_errors(401, 403, 404, 409, 503), dependencies=[Depends(writer)])  # fmt: skip
-    def cancel(sweep_id: int = Id) -> Any:
+    def cancel(sweep_id: int = Path(ge=1, le=MAX_ID)) -> Any:
         """Cancel a queued sweep at once, or ask a running one to stop between trials."""
         return service.cancel_sweep(ws, sweep_id)
 
