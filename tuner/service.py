@@ -403,7 +403,7 @@ def prepare_server(ws: Workspace) -> str | None:
 
 def run_queue(ws: Workspace, *, poll: float = 2.0, max_sweeps: int | None = None,
               idle_exit: float | None = None, log: Callable[[str], None] | None = None,
-              executor=None) -> dict[str, Any]:  # fmt: skip
+              executor=None, tracker=None) -> dict[str, Any]:  # fmt: skip
     """``perftune worker --queue``: claim the oldest queued sweep, run it, then the next.
 
     Stops after ``max_sweeps`` sweeps, or once the queue has been empty for ``idle_exit``
@@ -428,7 +428,7 @@ def run_queue(ws: Workspace, *, poll: float = 2.0, max_sweeps: int | None = None
                 continue
             log(f"sweep {row['id']}: claimed ({row['workload']}, {row['framework']}, "
                 f"{row['device_kind']}, {row['objective']})")  # fmt: skip
-            result = _run_queued(ws, store, row, executor)
+            result = _run_queued(ws, store, row, executor, tracker)
             log(f"sweep {row['id']}: {result['state']}"
                 + (f" ({result['error']})" if result.get("error") else "")
                 + (f", best config {result['best_config_id']}" if result.get("best_config_id") else ""))  # fmt: skip
@@ -439,14 +439,16 @@ def run_queue(ws: Workspace, *, poll: float = 2.0, max_sweeps: int | None = None
     return {"worker": worker, "sweeps": done}
 
 
-def _run_queued(ws: Workspace, store, row: dict[str, Any], executor=None) -> dict[str, Any]:
+def _run_queued(ws: Workspace, store, row: dict[str, Any], executor=None,
+                tracker=None) -> dict[str, Any]:  # fmt: skip
     from storage import StoreError
 
     sid = row["id"]
     error = None
     try:
         request = {k: v for k, v in (row.get("request") or {}).items() if k in REQUEST_FIELDS}
-        report = run_sweep(SweepConfig(**request), ws, None, sweep_id=sid, executor=executor)
+        report = run_sweep(SweepConfig(**request), ws, None, sweep_id=sid, executor=executor,
+                           tracker=tracker)  # fmt: skip
     except KeyboardInterrupt:
         _finish_if_running(store, sid, "interrupted", None)
         raise
