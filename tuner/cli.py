@@ -250,14 +250,13 @@ def sweeps(
         print(json.dumps(found, indent=2, default=str))
         return
     table = Table(title="Sweeps")
-    for col in ("id", "state", "workload", "framework", "device", "objective", "trials", "best", "best config", "submitted / started"):
-        table.add_column(col, no_wrap=col in ("id", "state"))
+    for col in ("id", "state", "workload", "device", "objective", "trials", "best", "best config"):
+        table.add_column(col, no_wrap=col in ("id", "state", "trials"))
     for r in found:
-        total = r.get("trials_total")
-        table.add_row(str(r["id"]), r["state"] + (" (cancel requested)" if r["cancel_requested"] and r["state"] == "running" else ""),
-                      _fmt(r["workload"]), _fmt(r["framework"]), _fmt(r["device_kind"]), r["objective"],
-                      f"{r['trials_done']}/{_fmt(total)}", _fmt(r["best_value"]), _fmt(r["best_config_id"]),
-                      (r["started_at"] or r["submitted_at"] or "-")[:19])  # fmt: skip
+        state = r["state"] + (" (cancelling)" if r["cancel_requested"] and r["state"] == "running" else "")
+        table.add_row(str(r["id"]), state, f"{_fmt(r['workload'])} ({_fmt(r['framework'])})",
+                      _fmt(r["device_kind"]), r["objective"], f"{r['trials_done']}/{_fmt(r.get('trials_total'))}",
+                      _fmt(r["best_value"]), _fmt(r["best_config_id"]))  # fmt: skip
     out.print(table)
     for r in found:
         if r.get("error"):
