@@ -16,8 +16,10 @@ Imported only by ``perftune serve`` (``import tuner`` does not import FastAPI).
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import re
+import threading
 from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Path, Query, Request
@@ -179,7 +181,22 @@ def create_app(ws: Workspace, *, token: str | None = None,
     """
     from tuner import __version__
 
-    app = FastAPI(title="perftune", version=__version__,
+    opened: list[Any] = []  # the store, opened on first use (a database down at start: 503s)
+    lock = threading.Lock()
+
+    def store() -> Any:
+        with lock:
+            if not opened:
+                opened.append(service.open_read_only(ws))
+            return opened[0]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        while opened:
+            opened.pop().close()
+
+    app = FastAPI(title="perftune", version=__version__, lifespan=lifespan,
                   description="Best configs, devices and the sweep queue of a perftune store.")  # fmt: skip
     dirs = service.allowed_dirs(list(allow_dirs))
     token_bytes = token.encode() if token else None
@@ -237,13 +254,13 @@ def create_app(ws: Workspace, *, token: str | None = None,
         if not service.has_database(ws):
             return []
         found = service.best_configs(ws, workload, framework=framework, device=device,
-                                     objective=objective)  # fmt: skip
+                                     objective=objective, store=store())  # fmt: skip
         return [r.to_dict() for r in found]
 
     @app.get("/v1/best-configs/{best_id}", response_model=BestConfigOut, responses=_errors(404, 503))
     def best_config(best_id: int = Path(ge=1, le=MAX_ID)) -> Any:
         """One stored best config, with its history."""
-        return service.best_config_by_id(ws, best_id).to_dict()
+        return service.best_config_by_id(ws, best_id, store=store()).to_dict()
 
     @app.get("/v1/devices", response_model=list[dict[str, Any]], responses=_errors(503))
     def devices(discover: bool = Query(False, description="Discover this server's devices "
@@ -251,7 +268,7 @@ def create_app(ws: Workspace, *, token: str | None = None,
                                        "listing those the store has seen")) -> Any:  # fmt: skip
         """Devices the store has seen (sweeps ran on them), or those found on this server."""
         if not discover:
-            return service.known_devices(ws)
+            return service.known_devices(ws, store=store())
         if not discovered:
             discovered.append(service.list_devices())
         return discovered[0]
@@ -260,24 +277,24 @@ def create_app(ws: Workspace, *, token: str | None = None,
     def sweeps(state: Literal[SWEEP_STATES] | None = Query(None),  # type: ignore[valid-type]
                limit: int = Query(100, ge=1, le=1000)) -> Any:  # fmt: skip
         """Sweeps, newest first (queued, running and finished ones)."""
-        return service.list_sweeps(ws, state=state, limit=limit)
+        return service.list_sweeps(ws, state=state, limit=limit, store=store())
 
     @app.get("/v1/sweeps/{sweep_id}", response_model=SweepOut, responses=_errors(404, 503))
     def sweep(sweep_id: int = Path(ge=1, le=MAX_ID)) -> Any:
         """State, trials done of the total, best value so far, the stored best config id when
         done, timestamps, error and the MLflow run link."""
-        return service.get_sweep(ws, sweep_id)
+        return service.get_sweep(ws, sweep_id, store=store())
 
     @app.post("/v1/sweeps", status_code=201, response_model=SweepOut,
               responses=_errors(400, 401, 403, 503), dependencies=[Depends(writer)])  # fmt: skip
     def submit(body: SweepIn) -> Any:
         """Queue a sweep for ``perftune worker --queue``."""
-        return service.submit_sweep(ws, body.model_dump(), allow_dirs=dirs)
+        return service.submit_sweep(ws, body.model_dump(), allow_dirs=dirs, store=store())
 
     @app.post("/v1/sweeps/{sweep_id}/cancel", response_model=SweepOut,
               responses=_errors(401, 403, 404, 409, 503), dependencies=[Depends(writer)])  # fmt: skip
     def cancel(sweep_id: int = Path(ge=1, le=MAX_ID)) -> Any:
         """Cancel a queued sweep at once, or ask a running one to stop between trials."""
-        return service.cancel_sweep(ws, sweep_id)
+        return service.cancel_sweep(ws, sweep_id, store=store())
 
     return app

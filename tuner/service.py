@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -128,8 +129,9 @@ def _open_read_only(ws: Workspace):
 
 
 def best_configs(ws: Workspace, workload: str, *, framework: str | None = None,
-                 device: str | None = None, objective: str | None = None) -> list:  # fmt: skip
-    """Stored best configs matching the filters, best first (``BestConfigRecord`` objects)."""
+                 device: str | None = None, objective: str | None = None, store=None) -> list:  # fmt: skip
+    """Stored best configs matching the filters, best first (``BestConfigRecord`` objects).
+    ``store``: an open store to use (the API keeps one), else one is opened for the call."""
     if objective is not None:
         from tuner.objectives import get_objective
 
@@ -138,12 +140,8 @@ def best_configs(ws: Workspace, workload: str, *, framework: str | None = None,
         from tuner.backends import get_backend
 
         get_backend(framework)
-    store = _open_read_only(ws)
-    try:
-        return store.get_best(workload=workload, framework=framework, device=device,
-                              objective=objective)  # fmt: skip
-    finally:
-        store.close()
+    with _using(ws, store) as s:
+        return s.get_best(workload=workload, framework=framework, device=device, objective=objective)
 
 
 def db_upgrade(ws: Workspace) -> str | None:
@@ -244,6 +242,24 @@ def check_request(request: dict[str, Any], allow_dirs: list[str] | tuple[str, ..
     return cfg
 
 
+@contextlib.contextmanager
+def _using(ws: Workspace, store=None, *, create: bool = False):
+    """``store`` if given (the caller owns it), else one opened (and closed) for this call."""
+    if store is not None:
+        yield store
+        return
+    opened = _open_store(ws, create=create)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def open_read_only(ws: Workspace):
+    """The workspace's store, which must exist at the current schema (the caller closes it)."""
+    return _open_read_only(ws)
+
+
 def _open_store(ws: Workspace, *, create: bool = False):
     if create:
         from storage import StoreError, open_store
@@ -281,95 +297,79 @@ def sweep_view(ws: Workspace, row: dict[str, Any]) -> dict[str, Any]:
 
 
 def submit_sweep(ws: Workspace, request: dict[str, Any], *,
-                 allow_dirs: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
+                 allow_dirs: list[str] | tuple[str, ...] = (), store=None) -> dict[str, Any]:  # fmt: skip
     """Queue a sweep (checked by :func:`check_request`) for ``perftune worker --queue``."""
     import dataclasses
 
     cfg = check_request(request, allow_dirs)
     queued = {k: v for k, v in dataclasses.asdict(cfg).items() if k in REQUEST_FIELDS}
-    store = _open_store(ws, create=True)
-    try:
-        return sweep_view(ws, store.get_sweep(store.queue_sweep(queued, objective=cfg.objective)))
-    finally:
-        store.close()
+    with _using(ws, store, create=True) as s:
+        return sweep_view(ws, s.get_sweep(s.queue_sweep(queued, objective=cfg.objective)))
 
 
-def list_sweeps(ws: Workspace, *, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+def list_sweeps(ws: Workspace, *, state: str | None = None, limit: int = 100,
+                store=None) -> list[dict[str, Any]]:  # fmt: skip
     """Sweeps, newest first (queued ones included), optionally of one ``state``."""
     from storage import SWEEP_STATES as states
 
     if state is not None and state not in states:
         raise UsageError(f"--state {state}: unknown (choose from: {', '.join(states)})")
-    if not has_database(ws):
+    if store is None and not has_database(ws):
         return []
-    store = _open_read_only(ws)
-    try:
-        return [sweep_view(ws, r) for r in store.list_sweeps(state=state, limit=limit)]
-    finally:
-        store.close()
+    with _using(ws, store) as s:
+        return [sweep_view(ws, r) for r in s.list_sweeps(state=state, limit=limit)]
 
 
-def get_sweep(ws: Workspace, sweep_id: int) -> dict[str, Any]:
+def get_sweep(ws: Workspace, sweep_id: int, *, store=None) -> dict[str, Any]:
     """One sweep: state, trials done of the total, best value so far, the stored best config id
     once done, timestamps, error, MLflow link. :class:`NotFoundError` if unknown."""
     from tuner.errors import NotFoundError
 
     row = None
-    if has_database(ws):
-        store = _open_read_only(ws)
-        try:
-            row = store.get_sweep(sweep_id)
-        finally:
-            store.close()
+    if store is not None or has_database(ws):
+        with _using(ws, store) as s:
+            row = s.get_sweep(sweep_id)
     if row is None:
         raise NotFoundError(f"sweep {sweep_id}: no such sweep")
     return sweep_view(ws, row)
 
 
-def cancel_sweep(ws: Workspace, sweep_id: int) -> dict[str, Any]:
+def cancel_sweep(ws: Workspace, sweep_id: int, *, store=None) -> dict[str, Any]:
     """Cancel a queued sweep at once, or ask a running one to stop between trials (it ends
     ``cancelled``). :class:`NotFoundError` if unknown, :class:`ConflictError` if finished."""
     from storage import SweepStateError
     from tuner.errors import ConflictError, NotFoundError
 
-    if not has_database(ws):
+    if store is None and not has_database(ws):
         raise NotFoundError(f"sweep {sweep_id}: no such sweep")
-    store = _open_read_only(ws)
-    try:
-        row = store.cancel_sweep(sweep_id)
-    except SweepStateError as exc:
-        raise ConflictError(str(exc)) from None
-    finally:
-        store.close()
+    with _using(ws, store) as s:
+        try:
+            row = s.cancel_sweep(sweep_id)
+        except SweepStateError as exc:
+            raise ConflictError(str(exc)) from None
     if row is None:
         raise NotFoundError(f"sweep {sweep_id}: no such sweep")
     return sweep_view(ws, row)
 
 
-def best_config_by_id(ws: Workspace, best_id: int):
+def best_config_by_id(ws: Workspace, best_id: int, *, store=None):
     from tuner.errors import NotFoundError
 
     rec = None
-    if has_database(ws):
-        store = _open_read_only(ws)
-        try:
-            rec = store.get_best_by_id(best_id)
-        finally:
-            store.close()
+    if store is not None or has_database(ws):
+        with _using(ws, store) as s:
+            rec = s.get_best_by_id(best_id)
     if rec is None:
         raise NotFoundError(f"best config {best_id}: no such best config")
     return rec
 
 
-def known_devices(ws: Workspace) -> list[dict[str, Any]]:
+def known_devices(ws: Workspace, *, store=None) -> list[dict[str, Any]]:
     """The devices sweeps have run on (recorded in the store), most recently seen first."""
-    if not has_database(ws):
+    if store is None and not has_database(ws):
         return []
-    store = _open_read_only(ws)
-    try:
-        return store.list_devices()
-    finally:
-        store.close()
+    with _using(ws, store) as s:
+        return s.list_devices()
 
 
 def health(ws: Workspace) -> dict[str, Any]:
