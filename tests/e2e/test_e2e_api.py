@@ -13,7 +13,7 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, pg_schemas, run_json
+from conftest import ROOT, pg_schemas, run_cli, run_json
 
 httpx = pytest.importorskip("httpx")
 
@@ -103,23 +103,35 @@ def test_serve_submit_worker_query(tmp_path):
 @pytest.mark.postgres
 def test_on_postgresql_no_password_anywhere(tmp_path):
     """The store and the Optuna study on PostgreSQL through URLs with a password (trust auth
-    accepts it, so the server really connects with it). MLflow stays on SQLite here: its own
-    migrations on a fresh PostgreSQL schema take longer than the rest of this test."""
-    import mlflow
-
+    accepts it, so the server and the worker really connect with it); the queued sweep's
+    workload file is deleted before a worker claims it, so it fails at once (a real sweep runs
+    in the test above): the password shows up in no response, no log and no error."""
     with pg_schemas("perftune_api_e2e") as urls:
         secret = {k: u.replace("postgres@", "postgres:s3cret@") for k, u in urls.items()}
-        tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
         flags = ["--home", str(tmp_path / "ws"), "--storage", secret["optuna"],
-                 "--tracking-uri", tracking, "--db", secret["store"]]  # fmt: skip
-        srv, done, health = _serve_submit_work(tmp_path, flags)
-        texts = [health, srv.get("/v1/sweeps").text, srv.get(f"/v1/sweeps/{done['id']}").text,
-                 srv.get("/v1/best-configs", params={"workload": "noop"}).text]  # fmt: skip
-        texts.append(srv.stop())
-        assert health.count("***") == 2  # db and storage
-        mlflow.set_tracking_uri(tracking)
-        run = mlflow.get_run(done["mlflow_run_id"])
-        assert run.info.status == "FINISHED"
-        texts += [repr(run.data.params), repr(run.data.tags)]
+                 "--tracking-uri", secret["mlflow"], "--db", secret["store"]]  # fmt: skip
+        allowed = tmp_path / "workloads"
+        allowed.mkdir()
+        (allowed / "gone.py").write_text("def make_workload(): ...\n")
+        srv = Server(flags, str(allowed), tmp_path)
+        texts: list[str] = []
+        try:
+            sweep = srv.post("/v1/sweeps", headers=AUTH, json={"workload": f"{allowed}/gone.py:make_workload"})
+            assert sweep.status_code == 201, sweep.text
+            (allowed / "gone.py").unlink()
+            other = srv.post("/v1/sweeps", headers=AUTH, json={"workload": "mlp-digits"}).json()
+            texts += [sweep.text, srv.post(f"/v1/sweeps/{other['id']}/cancel", headers=AUTH).text]
+            worker = run_cli("worker", "--queue", "--once", *flags, timeout=120)
+            assert worker.returncode == 0, worker.stderr
+            texts += [worker.stdout, worker.stderr]
+            failed = srv.get(f"/v1/sweeps/{sweep.json()['id']}")
+            assert failed.json()["state"] == "failed" and "file not found" in failed.json()["error"]
+            health = srv.get("/healthz")
+            assert health.json()["status"] == "ok" and health.text.count("***") == 3  # db, storage, tracking
+            texts += [failed.text, health.text, srv.get("/v1/sweeps").text, srv.get("/v1/sweeps/99").text,
+                      srv.get("/v1/best-configs", params={"workload": "noop"}).text]  # fmt: skip
+        finally:
+            texts.append(srv.stop())
+        assert "claimed" in worker.stderr and "POST /v1/sweeps HTTP/1.1\" 201" in texts[-1]
         for text in texts:
             assert "s3cret" not in text
