@@ -21,11 +21,14 @@ with ``create=False`` never changes the database.
 """
 
 from ._base import (
+    FINAL_SWEEP_STATES,
+    SWEEP_STATES,
     BaseConfigStore,
     BestConfigRecord,
     SchemaNotReadyError,
     StoreError,
     StoreUnavailableError,
+    SweepStateError,
 )
 from ._migrate import current_revision, head_revision, upgrade
 from ._store import SQLConfigStore, open_store
@@ -42,6 +45,9 @@ __all__ = [
     "StoreError",
     "StoreUnavailableError",
     "SchemaNotReadyError",
+    "SweepStateError",
+    "SWEEP_STATES",
+    "FINAL_SWEEP_STATES",
     "normalize_url",
     "redact_url",
 ]

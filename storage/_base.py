@@ -13,13 +13,17 @@ __all__ = [
     "SchemaNotReadyError",
     "StoreError",
     "StoreUnavailableError",
+    "SweepStateError",
     "SWEEP_STATES",
+    "FINAL_SWEEP_STATES",
     "DIRECTIONS",
     "HISTORY_REASONS",
 ]
 
-#: Allowed values of ``perftune_sweeps.state``.
-SWEEP_STATES = ("running", "completed", "failed", "interrupted")
+#: Allowed values of ``perftune_sweeps.state``: ``queued`` -> ``running`` -> one of the final ones.
+SWEEP_STATES = ("queued", "running", "completed", "failed", "interrupted", "cancelled")
+#: States a sweep ends in.
+FINAL_SWEEP_STATES = ("completed", "failed", "interrupted", "cancelled")
 #: Allowed optimisation directions (Optuna's spelling).
 DIRECTIONS = ("minimize", "maximize")
 #: Why a result was written to ``perftune_best_config_history``.
@@ -36,6 +40,10 @@ class StoreError(Exception):
 
 class StoreUnavailableError(StoreError):
     """The database cannot be reached: server down, bad URL, missing driver, unreadable file."""
+
+
+class SweepStateError(StoreError):
+    """The sweep is not in a state that allows the operation (e.g. cancelling a finished one)."""
 
 
 class SchemaNotReadyError(StoreError):
@@ -143,11 +151,15 @@ class BaseConfigStore(abc.ABC):
         objective: str,
         settings: dict[str, Any],
         mlflow_run_id: str | None = None,
+        sweep_id: int | None = None,
     ) -> int:
         """Record a sweep in state ``"running"``; returns the sweep id.
 
         The workload and the device must have been upserted first, otherwise
-        :class:`StoreError` naming the missing one is raised.
+        :class:`StoreError` naming the missing one is raised. With ``sweep_id`` (a queued
+        sweep claimed by :meth:`claim_sweep`) no row is created: that row, which must be
+        ``running``, gets the study, workload, device, settings and run id
+        (:class:`SweepStateError` otherwise; :class:`StoreError` if it does not exist).
         """
 
     @abc.abstractmethod
@@ -156,13 +168,15 @@ class BaseConfigStore(abc.ABC):
         sweep_id: int,
         *,
         state: str,
-        n_trials: int,
-        n_complete: int,
+        n_trials: int | None,
+        n_complete: int | None,
         summary: dict[str, Any] | None = None,
         mlflow_run_id: str | None = None,
+        error: str | None = None,
     ) -> None:
-        """Set the final state (``completed``, ``failed`` or ``interrupted``), the trial
-        counts and ``finished_at``. ``mlflow_run_id`` is only overwritten when given.
+        """Set the final state (one of :data:`FINAL_SWEEP_STATES`), the trial counts
+        (``None`` keeps the stored ones), ``finished_at`` and the one-line ``error`` (kept to
+        1000 characters). ``summary`` and ``mlflow_run_id`` are only overwritten when given.
         Raises :class:`StoreError` if the sweep does not exist."""
 
     @abc.abstractmethod
@@ -172,7 +186,56 @@ class BaseConfigStore(abc.ABC):
 
     @abc.abstractmethod
     def get_sweep(self, sweep_id: int) -> dict[str, Any] | None:
-        """The sweep as a JSON-serialisable dict, or ``None`` if unknown."""
+        """The sweep as a JSON-serialisable dict, or ``None`` if unknown.
+
+        Keys: ``id``, ``state``, ``study_name``, ``workload``, ``framework``, ``device_kind``,
+        ``device_name``, ``device_fingerprint`` (``None`` until it starts, except the workload,
+        framework and device the request names), ``objective``, ``submitted_at``,
+        ``started_at``, ``finished_at`` (ISO 8601 or ``None``), ``trials_total``,
+        ``trials_done``, ``best_value``, ``n_trials``, ``n_complete``, ``mlflow_run_id``,
+        ``settings``, ``summary``, ``request``, ``worker``, ``error``, ``cancel_requested``.
+        """
+
+    @abc.abstractmethod
+    def queue_sweep(self, request: dict[str, Any], *, objective: str) -> int:
+        """Record a submitted sweep in state ``"queued"`` (``request`` is what a worker will
+        run: plain JSON values); returns its id. Nothing is validated here."""
+
+    @abc.abstractmethod
+    def claim_sweep(self, worker: str) -> dict[str, Any] | None:
+        """Take the oldest queued sweep: it becomes ``running``, claimed by ``worker``
+        (``host:pid``), with ``started_at`` now; returns it (as :meth:`get_sweep`), or
+        ``None`` if none is queued.
+
+        Atomic across threads, processes and machines: each queued sweep is claimed by exactly
+        one caller (PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED``; SQLite: a conditional
+        update inside ``BEGIN IMMEDIATE``).
+        """
+
+    @abc.abstractmethod
+    def update_progress(self, sweep_id: int, *, trials_done: int | None = None,
+                        best_value: float | None = None) -> bool:  # fmt: skip
+        """Record a running sweep's progress (what is given; non-finite values as ``None``)
+        and return whether its cancellation was requested. With neither argument it only
+        reads the flag. Raises :class:`StoreError` if the sweep does not exist."""
+
+    @abc.abstractmethod
+    def cancel_sweep(self, sweep_id: int) -> dict[str, Any] | None:
+        """Cancel a sweep: a queued one becomes ``cancelled`` at once (``finished_at`` now), a
+        running one gets ``cancel_requested`` (its loop stops between trials and marks it
+        ``cancelled``); cancelling it twice is harmless. Returns the sweep after the change,
+        ``None`` if unknown; :class:`SweepStateError` if it has already finished."""
+
+    @abc.abstractmethod
+    def list_sweeps(self, *, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Sweeps (as :meth:`get_sweep`), newest first, optionally of one state; at most
+        ``limit``. An unknown ``state`` raises :class:`ValueError`."""
+
+    @abc.abstractmethod
+    def list_devices(self) -> list[dict[str, Any]]:
+        """Every device recorded (by a sweep that ran on it), most recently seen first: dicts
+        with ``id``, ``fingerprint``, ``framework``, ``kind``, ``name``, ``count``,
+        ``memory_bytes``, ``info``, ``first_seen``, ``last_seen``."""
 
     @abc.abstractmethod
     def save_best(

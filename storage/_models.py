@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Float,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     String,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -122,27 +124,47 @@ class Workload(Base):
 
 
 class Sweep(Base):
+    """One sweep's whole life: ``queued`` (submitted through the API, waiting for a
+    ``perftune worker --queue``), ``running`` (claimed by ``worker``, progress in
+    ``trials_done`` / ``best_value``), then ``completed``, ``failed`` (``error``),
+    ``interrupted`` or ``cancelled``. A queued sweep has no workload or device yet (the
+    worker's machine decides the device): those columns are filled in when it starts."""
+
     __tablename__ = "perftune_sweeps"
     __table_args__ = (
-        CheckConstraint("state IN ('running', 'completed', 'failed', 'interrupted')", name="state"),
+        CheckConstraint(
+            "state IN ('queued', 'running', 'completed', 'failed', 'interrupted', 'cancelled')",
+            name="state",
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    study_name: Mapped[str] = mapped_column(String(255), index=True)
-    workload_id: Mapped[int] = mapped_column(ForeignKey("perftune_workloads.id"), index=True)
-    device_id: Mapped[int] = mapped_column(ForeignKey("perftune_devices.id"), index=True)
+    study_name: Mapped[str | None] = mapped_column(String(255), index=True, nullable=True)
+    workload_id: Mapped[int | None] = mapped_column(
+        ForeignKey("perftune_workloads.id"), index=True, nullable=True
+    )
+    device_id: Mapped[int | None] = mapped_column(
+        ForeignKey("perftune_devices.id"), index=True, nullable=True
+    )
     objective: Mapped[str] = mapped_column(String(64))
-    state: Mapped[str] = mapped_column(String(16))
-    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     n_trials: Mapped[int] = mapped_column(Integer)
     n_complete: Mapped[int] = mapped_column(Integer)
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     settings: Mapped[dict[str, Any]] = mapped_column(JSON)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    request: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    error: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    trials_done: Mapped[int] = mapped_column(Integer, server_default="0")
+    best_value: Mapped[float | None] = mapped_column(Float, nullable=True)
 
-    workload: Mapped[Workload] = relationship()
-    device: Mapped[Device] = relationship()
+    workload: Mapped[Workload | None] = relationship()
+    device: Mapped[Device | None] = relationship()
 
 
 class BestConfig(Base):

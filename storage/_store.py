@@ -17,12 +17,14 @@ from sqlalchemy.orm import Session, contains_eager, selectinload
 
 from ._base import (
     DIRECTIONS,
+    FINAL_SWEEP_STATES,
     SWEEP_STATES,
     BaseConfigStore,
     BestConfigRecord,
     SchemaNotReadyError,
     StoreError,
     StoreUnavailableError,
+    SweepStateError,
 )
 from ._engine import (
     SQLITE_BEGIN_OPTION,
@@ -40,7 +42,8 @@ __all__ = ["SQLConfigStore", "open_store"]
 
 T = TypeVar("T")
 _HEX = frozenset(string.hexdigits.lower())
-_FINAL_SWEEP_STATES = tuple(s for s in SWEEP_STATES if s != "running")
+_FINAL_SWEEP_STATES = FINAL_SWEEP_STATES
+_SWEEP_OPTIONS = (selectinload(Sweep.workload), selectinload(Sweep.device))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -161,23 +164,34 @@ def _record(row: BestConfig) -> BestConfigRecord:
 
 
 def _sweep_dict(sw: Sweep) -> dict[str, Any]:
+    req = sw.request or {}
+    wl, dev = sw.workload, sw.device
+    settings = sw.settings or {}
     return {
         "id": sw.id,
-        "study_name": sw.study_name,
-        "workload": sw.workload.name,
-        "framework": sw.workload.framework,
-        "device_fingerprint": sw.device.fingerprint,
-        "device_kind": sw.device.kind,
-        "device_name": sw.device.name,
-        "objective": sw.objective,
         "state": sw.state,
+        "study_name": sw.study_name,
+        "workload": wl.name if wl is not None else req.get("workload"),
+        "framework": wl.framework if wl is not None else req.get("framework"),
+        "device_fingerprint": dev.fingerprint if dev is not None else None,
+        "device_kind": dev.kind if dev is not None else req.get("device"),
+        "device_name": dev.name if dev is not None else None,
+        "objective": sw.objective,
+        "submitted_at": _iso(sw.submitted_at),
         "started_at": _iso(sw.started_at),
         "finished_at": _iso(sw.finished_at),
+        "trials_total": settings.get("trials", req.get("trials")),
+        "trials_done": sw.trials_done,
+        "best_value": sw.best_value,
         "n_trials": sw.n_trials,
         "n_complete": sw.n_complete,
         "mlflow_run_id": sw.mlflow_run_id,
         "settings": sw.settings,
         "summary": sw.summary,
+        "request": sw.request,
+        "worker": sw.worker,
+        "error": sw.error,
+        "cancel_requested": bool(sw.cancel_requested),
     }
 
 
@@ -358,14 +372,26 @@ class SQLConfigStore(BaseConfigStore):
         objective: str,
         settings: dict[str, Any],
         mlflow_run_id: str | None = None,
+        sweep_id: int | None = None,
     ) -> int:
         fp = _fingerprint(device_fingerprint)
         settings = _json_dict(settings, "settings")
         with self._tx(write=True) as s:
+            wid, did = self._workload_id(s, workload, framework), self._device_id(s, fp)
+            if sweep_id is not None:
+                sweep = s.get(Sweep, sweep_id, with_for_update=True)
+                if sweep is None:
+                    raise StoreError(f"unknown sweep id {sweep_id}")
+                if sweep.state != "running":
+                    raise SweepStateError(f"sweep {sweep_id} is {sweep.state}, not running")
+                sweep.study_name, sweep.workload_id, sweep.device_id = study_name, wid, did
+                sweep.objective, sweep.settings = objective, settings
+                sweep.mlflow_run_id = mlflow_run_id
+                return sweep.id
             sweep = Sweep(
                 study_name=study_name,
-                workload_id=self._workload_id(s, workload, framework),
-                device_id=self._device_id(s, fp),
+                workload_id=wid,
+                device_id=did,
                 objective=objective,
                 state="running",
                 started_at=utcnow(),
@@ -375,6 +401,8 @@ class SQLConfigStore(BaseConfigStore):
                 mlflow_run_id=mlflow_run_id,
                 settings=settings,
                 summary=None,
+                trials_done=0,
+                cancel_requested=False,
             )
             s.add(sweep)
             s.flush()
@@ -385,10 +413,11 @@ class SQLConfigStore(BaseConfigStore):
         sweep_id: int,
         *,
         state: str,
-        n_trials: int,
-        n_complete: int,
+        n_trials: int | None,
+        n_complete: int | None,
         summary: dict[str, Any] | None = None,
         mlflow_run_id: str | None = None,
+        error: str | None = None,
     ) -> None:
         if state not in _FINAL_SWEEP_STATES:
             raise ValueError(f"sweep state must be one of {_FINAL_SWEEP_STATES}, got {state!r}")
@@ -398,13 +427,17 @@ class SQLConfigStore(BaseConfigStore):
             if sweep is None:
                 raise StoreError(f"unknown sweep id {sweep_id}")
             sweep.state = state
-            sweep.n_trials = int(n_trials)
-            sweep.n_complete = int(n_complete)
+            if n_trials is not None:
+                sweep.n_trials = int(n_trials)
+            if n_complete is not None:
+                sweep.n_complete = int(n_complete)
             sweep.finished_at = utcnow()
             if summary is not None:
                 sweep.summary = summary_json
             if mlflow_run_id is not None:
                 sweep.mlflow_run_id = mlflow_run_id
+            if error is not None:
+                sweep.error = " ".join(str(error).split())[:1000]
 
     def replace_mlflow_run_id(self, old: str, new: str) -> int:
         changed = 0
@@ -417,11 +450,7 @@ class SQLConfigStore(BaseConfigStore):
 
     def get_sweep(self, sweep_id: int) -> dict[str, Any] | None:
         with self._tx() as s:
-            sweep = s.get(
-                Sweep,
-                sweep_id,
-                options=[selectinload(Sweep.workload), selectinload(Sweep.device)],
-            )
+            sweep = s.get(Sweep, sweep_id, options=list(_SWEEP_OPTIONS))
             return _sweep_dict(sweep) if sweep is not None else None
 
     def interrupt_sweeps(self, study_name: str, is_dead: Callable[[dict[str, Any]], bool]) -> list[int]:
@@ -439,6 +468,89 @@ class SQLConfigStore(BaseConfigStore):
                     sweep.state, sweep.finished_at = "interrupted", utcnow()
                     done.append(sweep.id)
             return done
+
+    # -- the queue ------------------------------------------------------------------
+
+    def queue_sweep(self, request: dict[str, Any], *, objective: str) -> int:
+        request = _json_dict(request, "request")
+        with self._tx(write=True) as s:
+            sweep = Sweep(objective=objective, state="queued", submitted_at=utcnow(),
+                          n_trials=0, n_complete=0, settings={}, request=request,
+                          trials_done=0, cancel_requested=False)  # fmt: skip
+            s.add(sweep)
+            s.flush()
+            return sweep.id
+
+    def claim_sweep(self, worker: str) -> dict[str, Any] | None:
+        with self._tx(write=True) as s:
+            # SQLite: BEGIN IMMEDIATE already serialises writers (FOR UPDATE renders nothing);
+            # PostgreSQL: concurrent claimers skip the row another one has locked.
+            sid = s.scalar(
+                select(Sweep.id)
+                .where(Sweep.state == "queued")
+                .order_by(Sweep.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+            if sid is None:
+                return None
+            done = s.execute(
+                update(Sweep)
+                .where(Sweep.id == sid, Sweep.state == "queued")
+                .values(state="running", worker=str(worker)[:255], started_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            if done.rowcount != 1:  # pragma: no cover - only without row locks
+                return None
+            sweep = s.get(Sweep, sid, options=list(_SWEEP_OPTIONS), populate_existing=True)
+            return _sweep_dict(sweep)
+
+    def update_progress(self, sweep_id: int, *, trials_done: int | None = None,
+                        best_value: float | None = None) -> bool:  # fmt: skip
+        write = trials_done is not None or best_value is not None
+        with self._tx(write=write) as s:
+            sweep = s.get(Sweep, sweep_id, with_for_update=write)
+            if sweep is None:
+                raise StoreError(f"unknown sweep id {sweep_id}")
+            if trials_done is not None:
+                sweep.trials_done = int(trials_done)
+            if best_value is not None:
+                sweep.best_value = _opt_float(best_value)
+            return bool(sweep.cancel_requested)
+
+    def cancel_sweep(self, sweep_id: int) -> dict[str, Any] | None:
+        with self._tx(write=True) as s:
+            sweep = s.get(Sweep, sweep_id, with_for_update=True)
+            if sweep is None:
+                return None
+            if sweep.state == "queued":
+                sweep.state, sweep.finished_at = "cancelled", utcnow()
+                sweep.cancel_requested = True
+            elif sweep.state == "running":
+                sweep.cancel_requested = True
+            else:
+                raise SweepStateError(f"sweep {sweep_id} is {sweep.state}: only a queued or "
+                                      "running sweep can be cancelled")  # fmt: skip
+            s.flush()
+            return _sweep_dict(sweep)
+
+    def list_sweeps(self, *, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        if state is not None and state not in SWEEP_STATES:
+            raise ValueError(f"sweep state must be one of {SWEEP_STATES}, got {state!r}")
+        stmt = select(Sweep).options(*_SWEEP_OPTIONS).order_by(Sweep.id.desc())
+        if state is not None:
+            stmt = stmt.where(Sweep.state == state)
+        with self._tx() as s:
+            return [_sweep_dict(sw) for sw in s.scalars(stmt.limit(max(0, int(limit))))]
+
+    def list_devices(self) -> list[dict[str, Any]]:
+        with self._tx() as s:
+            rows = s.scalars(select(Device).order_by(Device.last_seen.desc(), Device.id.desc()))
+            return [{"id": d.id, "fingerprint": d.fingerprint, "framework": d.framework,
+                     "kind": d.kind, "name": d.name, "count": d.count,
+                     "memory_bytes": d.memory_bytes, "info": d.info,
+                     "first_seen": _iso(d.first_seen), "last_seen": _iso(d.last_seen)}
+                    for d in rows]  # fmt: skip
 
     # -- best configs ---------------------------------------------------------------
 

@@ -185,21 +185,44 @@ def sweep(
 
 @app.command()
 def worker(
-    study: Annotated[str, typer.Option(help="The study to join (perftune sweep names it WORKLOAD-FRAMEWORK-DEVICE-OBJECTIVE).")],
+    study: Annotated[str | None, typer.Option(help="The study to join (perftune sweep names it WORKLOAD-FRAMEWORK-DEVICE-OBJECTIVE).")] = None,
+    queue: Annotated[bool, typer.Option("--queue", help="Run the sweeps submitted to the API (queued in the database), oldest first.")] = False,
+    poll: Annotated[float, typer.Option(help="--queue: seconds between looks at an empty queue.")] = 2.0,
+    once: Annotated[bool, typer.Option("--once", help="--queue: run at most one sweep; exit if none is queued.")] = False,
+    max_sweeps: Annotated[int | None, typer.Option(help="--queue: exit after this many sweeps.")] = None,
+    idle_exit: Annotated[float | None, typer.Option(help="--queue: exit once the queue has been empty this many seconds.")] = None,
     worker_index: Annotated[int, typer.Option(help="This worker's number (offsets the sampler's seed).")] = 1,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
     home: Home = None, storage: Storage = None, tracking_uri: Tracking = None, db: Db = None,
     json_out: Json = False,
 ) -> None:
-    """Join an existing sweep's study from any machine and run its trials until it has its total."""
+    """Join an existing sweep's study (--study), or run queued sweeps (--queue)."""
+    from tuner.errors import UsageError
     from tuner.service import join_sweep
 
+    if (study is None) == (not queue):
+        raise UsageError("--study NAME or --queue: give exactly one")
+    for flag, value in (("--poll", poll), ("--idle-exit", idle_exit)):
+        if value is not None and not value >= 0:
+            raise UsageError(f"{flag} {value}: must be >= 0 seconds")
+    if max_sweeps is not None and max_sweeps < 1:
+        raise UsageError(f"--max-sweeps {max_sweeps}: must be an integer >= 1")
     ws = _ws(home, storage, tracking_uri, db)
 
     def _terminate(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
+    if queue:
+        from tuner.service import run_queue
+
+        result = run_queue(ws, poll=poll, max_sweeps=1 if once else max_sweeps,
+                           idle_exit=(0.0 if once and idle_exit is None else idle_exit),
+                           log=None if quiet or json_out else
+                           (lambda msg: err.print(f"perftune worker: {msg}", markup=False, highlight=False)))  # fmt: skip
+        if json_out:
+            print(json.dumps(result, indent=2, default=str))
+        return
     progress = None if quiet or json_out or os.environ.get("PERFTUNE_NO_PROGRESS") else _Progress("")
     try:
         result = join_sweep(study, ws, progress, worker_index=worker_index)
@@ -211,6 +234,68 @@ def worker(
     elif not quiet:
         out.print(f"{result['worker']} ran {result['trials_run']} trial(s); the study has "
                   f"{result['trials_done']} of {result['trials']}")  # fmt: skip
+
+
+@app.command()
+def sweeps(
+    state: Annotated[str | None, typer.Option(help="Only sweeps in this state (queued, running, completed, failed, interrupted, cancelled).")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    home: Home = None, db: Db = None, tracking_uri: Tracking = None, json_out: Json = False,
+) -> None:
+    """List sweeps, newest first: state, progress, best so far (queued ones included)."""
+    from tuner.service import list_sweeps
+
+    found = list_sweeps(_ws(home, db=db, tracking_uri=tracking_uri), state=state, limit=limit)
+    if json_out:
+        print(json.dumps(found, indent=2, default=str))
+        return
+    table = Table(title="Sweeps")
+    for col in ("id", "state", "workload", "device", "objective", "trials", "best", "best config"):
+        table.add_column(col, no_wrap=col in ("id", "state", "trials"))
+    for r in found:
+        state = r["state"] + (" (cancelling)" if r["cancel_requested"] and r["state"] == "running" else "")
+        table.add_row(str(r["id"]), state, f"{_fmt(r['workload'])} ({_fmt(r['framework'])})",
+                      _fmt(r["device_kind"]), r["objective"], f"{r['trials_done']}/{_fmt(r.get('trials_total'))}",
+                      _fmt(r["best_value"]), _fmt(r["best_config_id"]))  # fmt: skip
+    out.print(table)
+    for r in found:
+        if r.get("error"):
+            out.print(f"#{r['id']} error: {r['error']}", soft_wrap=True, highlight=False, markup=False)
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8000,
+    host: Annotated[str, typer.Option(help="Address to bind (127.0.0.1: this machine only).")] = "127.0.0.1",
+    allow_dir: Annotated[list[str] | None, typer.Option("--allow-dir", help="A directory submitted FILE.py workloads and space YAMLs may live under (repeatable; also PERFTUNE_WORKLOAD_DIRS).")] = None,
+    home: Home = None, storage: Storage = None, tracking_uri: Tracking = None, db: Db = None,
+) -> None:
+    """Serve the HTTP API: best configs, devices, the sweep queue (writes need PERFTUNE_API_TOKEN)."""
+    from storage import redact_url
+    from tuner.errors import UsageError
+    from tuner.service import allowed_dirs, prepare_server
+
+    if not 0 < port < 65536:
+        raise UsageError(f"--port {port}: must be between 1 and 65535")
+    for d in allow_dir or []:
+        if not os.path.isdir(d):
+            raise UsageError(f"--allow-dir {d}: not a directory")
+    ws = _ws(home, storage, tracking_uri, db)
+    try:
+        import uvicorn
+
+        from tuner.server import create_app
+    except ImportError as exc:
+        raise UsageError(f"perftune serve needs FastAPI and uvicorn ({exc}): pip install perftune") from None
+    prepare_server(ws)
+    token = os.environ.get("PERFTUNE_API_TOKEN") or None
+    dirs = allowed_dirs(allow_dir or [])
+    err.print(f"perftune API on http://{host}:{port} (db {redact_url(ws.db)}; "
+              + ("writes need the bearer token PERFTUNE_API_TOKEN" if token else
+                 "read-only: set PERFTUNE_API_TOKEN to accept sweeps")
+              + f"; workload files from: {', '.join(dirs) or 'none'})", markup=False, highlight=False, soft_wrap=True)  # fmt: skip
+    uvicorn.run(create_app(ws, token=token, allow_dirs=dirs), host=host, port=port,
+                log_level=os.environ.get("PERFTUNE_LOG_LEVEL", "info"))  # fmt: skip
 
 
 def _sweep_all(cfg, ws, unit: str, quiet: bool, json_out: bool) -> None:

@@ -22,6 +22,14 @@ class UsageError(PerftuneError):
     exit_code = 2
 
 
+class NotFoundError(PerftuneError):
+    """No such resource (a sweep or best-config id): the HTTP API answers 404."""
+
+
+class ConflictError(PerftuneError):
+    """The resource is not in a state that allows this (cancelling a finished sweep): 409."""
+
+
 class WorkerError(PerftuneError):
     """The trial worker process could not be started or stopped answering."""
 

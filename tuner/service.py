@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable
@@ -138,8 +139,9 @@ def _open_read_only(ws: Workspace):
 
 
 def best_configs(ws: Workspace, workload: str, *, framework: str | None = None,
-                 device: str | None = None, objective: str | None = None) -> list:  # fmt: skip
-    """Stored best configs matching the filters, best first (``BestConfigRecord`` objects)."""
+                 device: str | None = None, objective: str | None = None, store=None) -> list:  # fmt: skip
+    """Stored best configs matching the filters, best first (``BestConfigRecord`` objects).
+    ``store``: an open store to use (the API keeps one), else one is opened for the call."""
     if objective is not None:
         from tuner.objectives import get_objective
 
@@ -148,12 +150,8 @@ def best_configs(ws: Workspace, workload: str, *, framework: str | None = None,
         from tuner.backends import get_backend
 
         get_backend(framework)
-    store = _open_read_only(ws)
-    try:
-        return store.get_best(workload=workload, framework=framework, device=device,
-                              objective=objective)  # fmt: skip
-    finally:
-        store.close()
+    with _using(ws, store) as s:
+        return s.get_best(workload=workload, framework=framework, device=device, objective=objective)
 
 
 def db_upgrade(ws: Workspace) -> str | None:
@@ -181,3 +179,307 @@ def ui_command(ws: Workspace, *, host: str = "127.0.0.1", port: int = 5000) -> l
     ws.prepare()
     return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", ws.tracking_uri,
             "--default-artifact-root", str(ws.artifacts), "--host", host, "--port", str(port)]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- the sweep queue
+
+#: What a submitted sweep (``POST /v1/sweeps``, :func:`submit_sweep`) may set: the
+#: :class:`~tuner.sweep.SweepConfig` fields that are safe from a remote caller.
+REQUEST_FIELDS = ("workload", "framework", "device", "objective", "trials", "timeout", "space",
+                  "study", "seed", "sampler", "pruner", "confirm_top", "confirm_repeats",
+                  "trial_timeout", "budget_s", "batch_probe")  # fmt: skip
+
+
+def allowed_dirs(extra: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The directories submitted workload and search-space files must lie under: those in
+    ``PERFTUNE_WORKLOAD_DIRS`` (``os.pathsep``-separated) plus ``extra``, as real paths."""
+    env = [d for d in os.environ.get("PERFTUNE_WORKLOAD_DIRS", "").split(os.pathsep) if d.strip()]
+    return list(dict.fromkeys(os.path.realpath(os.path.expanduser(d)) for d in (*env, *extra)))
+
+
+def _allowed_file(flag: str, path: str, allow_dirs: list[str], suffixes: tuple[str, ...]) -> str:
+    """The real path of ``path`` if it is an existing file with one of ``suffixes`` under one of
+    ``allow_dirs`` (symlinks and ``..`` resolved first, so neither can escape)."""
+    if not allow_dirs:
+        raise UsageError(f"{flag} {path}: files cannot be submitted here (no allowed directory: "
+                         "set PERFTUNE_WORKLOAD_DIRS or pass perftune serve --allow-dir DIR)")  # fmt: skip
+    try:
+        real = os.path.realpath(os.path.expanduser(path))
+        inside = any(os.path.commonpath([real, d]) == d for d in allow_dirs)
+        is_file = os.path.isfile(real)
+    except (ValueError, OSError):  # an embedded NUL byte, a path too long
+        raise UsageError(f"{flag} {path!r}: not a valid path") from None
+    if not inside:
+        raise UsageError(f"{flag} {path}: outside the allowed directories")
+    if not real.endswith(suffixes):
+        raise UsageError(f"{flag} {path}: must be a {' or '.join(suffixes)} file")
+    if not is_file:
+        raise UsageError(f"{flag} {path}: file not found")
+    return real
+
+
+def check_request(request: dict[str, Any], allow_dirs: list[str] | tuple[str, ...] = ()) -> SweepConfig:
+    """Validate a submitted sweep as ``perftune sweep`` would (same checks, same messages, each
+    naming its ``--flag``), and refuse anything that would run code from outside the allowed
+    directories: a workload is a built-in name or ``FILE.py:FUNCTION`` under one of
+    ``allow_dirs`` (``package.module:FUNCTION`` is refused), a search space a YAML file there.
+    Returns the config to queue, its file paths made real and absolute."""
+    from tuner.workload import is_builtin
+
+    unknown = sorted(set(request) - set(REQUEST_FIELDS))
+    if unknown:
+        raise UsageError(f"--{unknown[0].replace('_', '-')}: not a field a submitted sweep may set")
+    req = {k: v for k, v in request.items() if v is not None}
+    if not isinstance(req.get("workload"), str) or not req["workload"]:
+        raise UsageError("--workload: required")
+    dirs = list(allow_dirs)
+    spec = req["workload"]
+    if not is_builtin(spec) and ":" in spec:
+        target, _, attr = spec.rpartition(":")
+        if not target.endswith(".py"):
+            raise UsageError(f"--workload {spec}: only a built-in workload or FILE.py:FUNCTION "
+                             "under an allowed directory can be submitted (module:FUNCTION is "
+                             "refused)")  # fmt: skip
+        if not attr.isidentifier():
+            raise UsageError(f"--workload {spec}: {attr!r} is not a function name")
+        req["workload"] = f"{_allowed_file('--workload', target, dirs, ('.py',))}:{attr}"
+    if req.get("space") is not None:
+        req["space"] = _allowed_file("--space", req["space"], dirs, (".yaml", ".yml"))
+    cfg = SweepConfig(**req)
+    if cfg.device == "all":
+        raise UsageError("--device all: not for a submitted sweep (submit one per device)")
+    cfg.validate()
+    return cfg
+
+
+@contextlib.contextmanager
+def _using(ws: Workspace, store=None, *, create: bool = False):
+    """``store`` if given (the caller owns it), else one opened (and closed) for this call."""
+    if store is not None:
+        yield store
+        return
+    opened = _open_store(ws, create=create)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def open_read_only(ws: Workspace):
+    """The workspace's store, which must exist at the current schema (the caller closes it)."""
+    return _open_read_only(ws)
+
+
+def _open_store(ws: Workspace, *, create: bool = False):
+    if create:
+        from storage import StoreError, open_store
+
+        try:
+            return open_store(ws.db, create=True)
+        except StoreError as exc:
+            raise PerftuneError(f"--db: {exc}") from None
+    return _open_read_only(ws)
+
+
+def mlflow_link(ws: Workspace, run_id: str | None, experiment_id: str | None) -> dict[str, Any] | None:
+    """Where to see a sweep's MLflow run: ``url`` when tracking goes to an MLflow server (or
+    ``PERFTUNE_MLFLOW_UI_URL`` names the UI), else the ids and a hint."""
+    from storage import redact_url
+
+    if not run_id:
+        return None
+    base = os.environ.get("PERFTUNE_MLFLOW_UI_URL") or (
+        ws.tracking_uri if ws.tracking_uri.startswith(("http://", "https://")) else None)  # fmt: skip
+    link: dict[str, Any] = {"run_id": run_id, "experiment_id": experiment_id}
+    if base and experiment_id:
+        link["url"] = f"{redact_url(base).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    else:
+        link["hint"] = "run `perftune ui` and open the run there"
+    return link
+
+
+def sweep_view(ws: Workspace, row: dict[str, Any]) -> dict[str, Any]:
+    """A store sweep row as the CLI and the API show it: plus ``best_config_id`` and the
+    MLflow ``link``."""
+    summary, settings = row.get("summary") or {}, row.get("settings") or {}
+    return {**row, "best_config_id": summary.get("best_config_id"),
+            "mlflow": mlflow_link(ws, row.get("mlflow_run_id"), settings.get("mlflow_experiment_id"))}  # fmt: skip
+
+
+def submit_sweep(ws: Workspace, request: dict[str, Any], *,
+                 allow_dirs: list[str] | tuple[str, ...] = (), store=None) -> dict[str, Any]:  # fmt: skip
+    """Queue a sweep (checked by :func:`check_request`) for ``perftune worker --queue``."""
+    import dataclasses
+
+    cfg = check_request(request, allow_dirs)
+    queued = {k: v for k, v in dataclasses.asdict(cfg).items() if k in REQUEST_FIELDS}
+    with _using(ws, store, create=True) as s:
+        return sweep_view(ws, s.get_sweep(s.queue_sweep(queued, objective=cfg.objective)))
+
+
+def list_sweeps(ws: Workspace, *, state: str | None = None, limit: int = 100,
+                store=None) -> list[dict[str, Any]]:  # fmt: skip
+    """Sweeps, newest first (queued ones included), optionally of one ``state``."""
+    from storage import SWEEP_STATES as states
+
+    if state is not None and state not in states:
+        raise UsageError(f"--state {state}: unknown (choose from: {', '.join(states)})")
+    if store is None and not has_database(ws):
+        return []
+    with _using(ws, store) as s:
+        return [sweep_view(ws, r) for r in s.list_sweeps(state=state, limit=limit)]
+
+
+def get_sweep(ws: Workspace, sweep_id: int, *, store=None) -> dict[str, Any]:
+    """One sweep: state, trials done of the total, best value so far, the stored best config id
+    once done, timestamps, error, MLflow link. :class:`NotFoundError` if unknown."""
+    from tuner.errors import NotFoundError
+
+    row = None
+    if store is not None or has_database(ws):
+        with _using(ws, store) as s:
+            row = s.get_sweep(sweep_id)
+    if row is None:
+        raise NotFoundError(f"sweep {sweep_id}: no such sweep")
+    return sweep_view(ws, row)
+
+
+def cancel_sweep(ws: Workspace, sweep_id: int, *, store=None) -> dict[str, Any]:
+    """Cancel a queued sweep at once, or ask a running one to stop between trials (it ends
+    ``cancelled``). :class:`NotFoundError` if unknown, :class:`ConflictError` if finished."""
+    from storage import SweepStateError
+    from tuner.errors import ConflictError, NotFoundError
+
+    if store is None and not has_database(ws):
+        raise NotFoundError(f"sweep {sweep_id}: no such sweep")
+    with _using(ws, store) as s:
+        try:
+            row = s.cancel_sweep(sweep_id)
+        except SweepStateError as exc:
+            raise ConflictError(str(exc)) from None
+    if row is None:
+        raise NotFoundError(f"sweep {sweep_id}: no such sweep")
+    return sweep_view(ws, row)
+
+
+def best_config_by_id(ws: Workspace, best_id: int, *, store=None):
+    from tuner.errors import NotFoundError
+
+    rec = None
+    if store is not None or has_database(ws):
+        with _using(ws, store) as s:
+            rec = s.get_best_by_id(best_id)
+    if rec is None:
+        raise NotFoundError(f"best config {best_id}: no such best config")
+    return rec
+
+
+def known_devices(ws: Workspace, *, store=None) -> list[dict[str, Any]]:
+    """The devices sweeps have run on (recorded in the store), most recently seen first."""
+    if store is None and not has_database(ws):
+        return []
+    with _using(ws, store) as s:
+        return s.list_devices()
+
+
+def health(ws: Workspace) -> dict[str, Any]:
+    """Whether the store answers, its schema revision, and the configured backends (every
+    URL with its password redacted)."""
+    from storage import StoreError, current_revision, head_revision, redact_url
+    from tuner import __version__
+
+    out: dict[str, Any] = {"status": "ok", "version": __version__, "db": redact_url(ws.db),
+                           "storage": redact_url(ws.storage),
+                           "tracking_uri": redact_url(ws.tracking_uri), "schema": None,
+                           "schema_head": head_revision()}  # fmt: skip
+    try:
+        out["schema"] = current_revision(ws.db)
+    except StoreError as exc:
+        out.update(status="unavailable", error=str(exc))
+    else:
+        if out["schema"] != out["schema_head"]:
+            out.update(status="unavailable", error="perftune database schema is not current: "
+                       "run `perftune db upgrade`")  # fmt: skip
+    return out
+
+
+def prepare_server(ws: Workspace) -> str | None:
+    """``perftune serve`` starts on a current store (created, or migrated, as a sweep does)."""
+    _open_store(ws, create=True).close()
+    from storage import current_revision
+
+    return current_revision(ws.db)
+
+
+def run_queue(ws: Workspace, *, poll: float = 2.0, max_sweeps: int | None = None,
+              idle_exit: float | None = None, log: Callable[[str], None] | None = None,
+              executor=None, tracker=None) -> dict[str, Any]:  # fmt: skip
+    """``perftune worker --queue``: claim the oldest queued sweep, run it, then the next.
+
+    Stops after ``max_sweeps`` sweeps, or once the queue has been empty for ``idle_exit``
+    seconds (never, by default: it polls every ``poll`` seconds). A sweep that fails is marked
+    ``failed`` with its one-line error and the loop goes on; Ctrl-C / SIGTERM interrupts the
+    running sweep (marked ``interrupted``) and ends the loop with ``KeyboardInterrupt``."""
+    import socket
+    import time
+
+    log = log or (lambda msg: None)
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    store = _open_store(ws, create=True)
+    done: list[dict[str, Any]] = []
+    try:
+        idle_since = time.monotonic()
+        while max_sweeps is None or len(done) < max_sweeps:
+            row = store.claim_sweep(worker)
+            if row is None:
+                if idle_exit is not None and time.monotonic() - idle_since >= idle_exit:
+                    break
+                time.sleep(poll)
+                continue
+            log(f"sweep {row['id']}: claimed ({row['workload']}, {row['framework']}, "
+                f"{row['device_kind']}, {row['objective']})")  # fmt: skip
+            result = _run_queued(ws, store, row, executor, tracker)
+            log(f"sweep {row['id']}: {result['state']}"
+                + (f" ({result['error']})" if result.get("error") else "")
+                + (f", best config {result['best_config_id']}" if result.get("best_config_id") else ""))  # fmt: skip
+            done.append(result)
+            idle_since = time.monotonic()
+    finally:
+        store.close()
+    return {"worker": worker, "sweeps": done}
+
+
+def _run_queued(ws: Workspace, store, row: dict[str, Any], executor=None,
+                tracker=None) -> dict[str, Any]:  # fmt: skip
+    from storage import StoreError
+
+    sid = row["id"]
+    error = None
+    try:
+        request = {k: v for k, v in (row.get("request") or {}).items() if k in REQUEST_FIELDS}
+        report = run_sweep(SweepConfig(**request), ws, None, sweep_id=sid, executor=executor,
+                           tracker=tracker)  # fmt: skip
+    except KeyboardInterrupt:
+        _finish_if_running(store, sid, "interrupted", None)
+        raise
+    except (PerftuneError, StoreError) as exc:
+        error = str(exc)
+    except Exception as exc:  # noqa: BLE001 - a bug in one sweep must not end the worker
+        error = f"internal error: {type(exc).__name__}: {exc}"
+    if error is not None:
+        _finish_if_running(store, sid, "failed", error, force=True)
+        return {"id": sid, "state": "failed", "error": error}
+    return {"id": sid, "state": "cancelled" if report.cancelled else "completed",
+            "best_config_id": report.best_config_id, "trials": report.trials}  # fmt: skip
+
+
+def _finish_if_running(store, sweep_id: int, state: str, error: str | None, *,
+                       force: bool = False) -> None:  # fmt: skip
+    """Mark a claimed sweep ``state`` unless the sweep loop already ended it (``force``: also
+    over the loop's own ``failed``, to add the error)."""
+    try:
+        row = store.get_sweep(sweep_id)
+        if row is not None and (row["state"] == "running" or (force and row["state"] == "failed")):
+            store.finish_sweep(sweep_id, state=state, n_trials=None, n_complete=None, error=error)
+    except Exception:  # noqa: BLE001 - never hide the original error
+        pass

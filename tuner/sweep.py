@@ -187,6 +187,8 @@ class SweepReport:
     batch_probe: dict[str, Any] | None = None
     #: A spooling tracker's account (``pending`` events left in ``spool``, ``max_call_s``...).
     tracking: dict[str, Any] | None = None
+    #: Stopped by a cancel request: no confirmation round, nothing stored.
+    cancelled: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -347,6 +349,9 @@ class _Sweep:
         self.seed = None if cfg.seed is None else cfg.seed + cfg.worker_index
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.probe_info: dict[str, Any] | None = None
+        #: Checked before each trial: True stops starting trials (a cancelled sweep).
+        self.should_stop: Callable[[], bool] = lambda: False
+        self.cancelled = False
 
     # -- setup (nothing written until every check passed)
     def prepare(self) -> None:
@@ -654,6 +659,9 @@ class _Sweep:
         while self._started(study) < self.cfg.trials or self._wait_for_others(study):
             if deadline is not None and time.monotonic() >= deadline:
                 break
+            if self.should_stop():
+                self.cancelled = True
+                break
             if hasattr(sampler, "is_exhausted") and sampler.is_exhausted(study):
                 break
             _recovery.fail_stale(study, self.cfg.grace_s, self.cfg.max_retry)  # dead workers' trials
@@ -919,13 +927,20 @@ def run_worker(study_name: str, ws: Workspace, progress: ProgressFn | None = Non
 
 
 def run_sweep(cfg: SweepConfig, ws: Workspace, progress: ProgressFn | None = None, *,
-              executor=None, tracker=None) -> SweepReport:  # fmt: skip
-    """Run (or resume) a sweep and store its confirmed best. See the module docstring."""
+              executor=None, tracker=None, sweep_id: int | None = None,
+              should_stop: Callable[[], bool] | None = None) -> SweepReport:  # fmt: skip
+    """Run (or resume) a sweep and store its confirmed best. See the module docstring.
+
+    ``sweep_id``: the store's row of a queued sweep this process claimed (used instead of a new
+    row). The row gets live progress after each trial; when ``should_stop()`` or the row's
+    cancel flag (``perftune``'s API: ``POST /v1/sweeps/ID/cancel``) says so, no further trial
+    starts, the confirmation round is skipped, the row ends ``cancelled`` and the MLflow run
+    KILLED (``report.cancelled``)."""
     t0 = time.monotonic()
     sw = _Sweep(cfg, ws, progress, executor, tracker)
     try:
         sw.prepare()
-        report = _run(sw, cfg, t0)
+        report = _run(sw, cfg, t0, sweep_id, should_stop)
         report.tracking = _close_tracker(sw, tracker)
         if report.tracking is not None:  # a placeholder run id may have its real id by now
             report.mlflow_run_id = sw.tracker.parent_run_id or report.mlflow_run_id
@@ -941,7 +956,8 @@ def run_sweep(cfg: SweepConfig, ws: Workspace, progress: ProgressFn | None = Non
         _close_tracker(sw, tracker)
 
 
-def _run(sw: _Sweep, cfg: SweepConfig, t0: float) -> SweepReport:
+def _run(sw: _Sweep, cfg: SweepConfig, t0: float, sweep_id: int | None = None,
+         should_stop: Callable[[], bool] | None = None) -> SweepReport:  # fmt: skip
     from optuna.trial import TrialState
 
     study = sw.create_study()
@@ -966,15 +982,19 @@ def _run(sw: _Sweep, cfg: SweepConfig, t0: float) -> SweepReport:
     )  # fmt: skip
     sweep_id = sw.store.start_sweep(study_name=sw.study_name, workload=sw.workload["name"],
                                     framework=cfg.framework, device_fingerprint=device.fingerprint,
-                                    objective=cfg.objective,
-                                    settings={**asdict(cfg), "owner": _recovery.owner()},
-                                    mlflow_run_id=run_id)  # fmt: skip
-    state = "failed"
+                                    objective=cfg.objective, settings={**asdict(cfg),
+                                    "mlflow_experiment_id": sw.tracker.experiment_id,
+                                    "owner": _recovery.owner()},
+                                    mlflow_run_id=run_id, sweep_id=sweep_id)  # fmt: skip
+    state, summary = "failed", None
+    _track_progress(sw, sweep_id, should_stop)
     sw.share(study, run_id)
     helpers = sw.spawn_workers()
     try:
         deadline = time.monotonic() + cfg.timeout if cfg.timeout else None
         sw.run_trials(study, deadline)
+        if sw.cancelled:
+            sw.stop_workers(helpers)
         sw.wait_workers(helpers)
         counts: dict[str, int] = {}
         for t in study.get_trials(deepcopy=False):
@@ -984,7 +1004,7 @@ def _run(sw: _Sweep, cfg: SweepConfig, t0: float) -> SweepReport:
             key = cause if cause in (*NOT_COUNTED, "oom", "lost") else t.state.name.lower()
             counts[key] = counts.get(key, 0) + 1
         base = winner = None
-        if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) and not sw.cancelled:
             base, winner = sw.confirm(study)
         base_stats = base.stats if base else None
         win_stats = winner.stats if winner else None
@@ -1017,8 +1037,10 @@ def _run(sw: _Sweep, cfg: SweepConfig, t0: float) -> SweepReport:
              if v is not None},
             {"best_config": json.dumps(winner.config) if winner else "none"},
         )  # fmt: skip
+        if best_id is not None:
+            summary["best_config_id"] = best_id
         sw.artifacts(study, winner, base, summary)
-        state = "completed"
+        state = "cancelled" if sw.cancelled else "completed"
         return SweepReport(
             study_name=sw.study_name, workload=sw.workload["name"], framework=cfg.framework,
             device=device.to_dict(), objective=cfg.objective, direction=sw.objective.direction,
@@ -1028,6 +1050,7 @@ def _run(sw: _Sweep, cfg: SweepConfig, t0: float) -> SweepReport:
             duration_s=time.monotonic() - t0, sweep_id=sweep_id,
             batch_probe=sw.probe_info or ({"max_batch_size": study.user_attrs["max_batch_size"]}
                                           if "max_batch_size" in study.user_attrs else None),
+            cancelled=sw.cancelled,
         )  # fmt: skip
     except KeyboardInterrupt:
         state = "interrupted"
@@ -1037,10 +1060,28 @@ def _run(sw: _Sweep, cfg: SweepConfig, t0: float) -> SweepReport:
         try:
             n = len(study.get_trials(deepcopy=False))
             complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-            sw.store.finish_sweep(sweep_id, state=state, n_trials=n, n_complete=complete)
+            sw.store.finish_sweep(sweep_id, state=state, n_trials=n, n_complete=complete,
+                                  summary=summary if state in ("completed", "cancelled") else None)  # fmt: skip
         except Exception:  # noqa: BLE001 - never hide the original error
             pass
-        sw.tracker.end_sweep({"completed": "FINISHED", "interrupted": "KILLED"}.get(state, "FAILED"))
+        sw.tracker.end_sweep({"completed": "FINISHED", "interrupted": "KILLED",
+                              "cancelled": "KILLED"}.get(state, "FAILED"))  # fmt: skip
+
+
+def _track_progress(sw: _Sweep, sweep_id: int, should_stop: Callable[[], bool] | None) -> None:
+    """After each counted trial, write the sweep's progress to its store row and read back its
+    cancel flag; stop starting trials once it (or ``should_stop()``) is set."""
+    progress, flag = sw.progress, {"cancel": False}
+
+    def tracked(event: str, data: dict[str, Any]) -> None:
+        if event in ("start", "trial"):
+            with contextlib.suppress(Exception):  # progress is worth no failed sweep
+                flag["cancel"] = sw.store.update_progress(sweep_id, trials_done=data.get("done"),
+                                                          best_value=data.get("best"))  # fmt: skip
+        progress(event, data)
+
+    sw.progress = tracked
+    sw.should_stop = lambda: flag["cancel"] or bool(should_stop and should_stop())
 
 
 def _close_tracker(sw: _Sweep, given) -> dict[str, Any] | None:

@@ -35,6 +35,7 @@ def test_sweep_side_imports_no_framework():
     """)
     assert "tuner" in loaded and "storage" in loaded and "search_spaces" in loaded
     assert [m for m in FRAMEWORKS if m in loaded] == []
+    assert [m for m in ("fastapi", "uvicorn", "starlette") if m in loaded] == []  # perftune serve only
 
 
 def test_plain_import_is_light():
@@ -43,7 +44,7 @@ def test_plain_import_is_light():
         import tuner
         from tuner import Workload, best_config
     """)
-    heavy = (*FRAMEWORKS, "optuna", "mlflow", "sqlalchemy", "numpy", "typer", "rich")
+    heavy = (*FRAMEWORKS, "optuna", "mlflow", "sqlalchemy", "numpy", "typer", "rich", "fastapi")
     assert [m for m in heavy if m in loaded] == []
 
 

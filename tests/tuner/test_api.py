@@ -1,0 +1,319 @@
+"""The HTTP API (tuner/server.py) over a real SQLite store in tmp_path, through FastAPI's
+TestClient: every endpoint, auth (401/403), 404/409/422, the allow-list for submitted files,
+and password redaction (on PostgreSQL, with a password the server really accepts)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from storage import open_store  # noqa: E402
+from tuner.server import create_app, field_of  # noqa: E402
+from tuner.settings import Workspace  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "t0ken-for-tests"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+FP = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"
+NOOP = ROOT / "benchmarks" / "noop_workload.py"
+
+
+def pg_schemas(prefix: str):
+    """tests/conftest.py's helper (``from conftest import`` may find another conftest here)."""
+    spec = importlib.util.spec_from_file_location("perftune_tests_conftest", ROOT / "tests" / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.pg_schemas(prefix)
+
+
+def seed(db: str) -> dict[str, int]:
+    """A device, a workload, a finished sweep and its best config: real rows to query."""
+    with open_store(db, create=True) as s:
+        s.upsert_device(FP, framework="torch", kind="cpu", name="Test CPU", count=1,
+                        memory_bytes=None, info={"cores": 2})  # fmt: skip
+        s.upsert_workload("noop", framework="torch", info={})
+        sid = s.start_sweep(study_name="noop-torch-cpu-time-to-target", workload="noop",
+                            framework="torch", device_fingerprint=FP, objective="time-to-target",
+                            settings={"trials": 4, "mlflow_experiment_id": "7"},
+                            mlflow_run_id="abc123")  # fmt: skip
+        rec, _ = s.save_best(workload="noop", framework="torch", device_fingerprint=FP,
+                             objective="time-to-target", direction="minimize", unit="s",
+                             config={"batch_size": 64}, value=0.5, spread=0.1, metrics={},
+                             baseline_config={"batch_size": 32}, baseline_value=1.0, speedup=2.0,
+                             mlflow_run_id="abc123", sweep_id=sid)  # fmt: skip
+        s.finish_sweep(sid, state="completed", n_trials=4, n_complete=4,
+                       summary={"best_config_id": rec.id})  # fmt: skip
+    return {"sweep": sid, "best": rec.id}
+
+
+@pytest.fixture
+def ws(tmp_path) -> Workspace:
+    return Workspace.resolve(tmp_path / "ws")
+
+
+@pytest.fixture
+def allowed(tmp_path) -> Path:
+    d = tmp_path / "allowed"
+    d.mkdir()
+    (d / "wl.py").write_text(NOOP.read_text())
+    (d / "space.yaml").write_text("version: 1\nparams: {}\n")
+    return d
+
+
+@pytest.fixture
+def ids(ws) -> dict[str, int]:
+    return seed(ws.db)
+
+
+@pytest.fixture
+def client(ws, ids, allowed):
+    with TestClient(create_app(ws, token=TOKEN, allow_dirs=[str(allowed)])) as c:
+        yield c
+
+
+def submit(client, headers=AUTH, **body):
+    return client.post("/v1/sweeps", json={"workload": "mlp-digits", "trials": 3, **body}, headers=headers)
+
+
+def field_errors(resp) -> list[tuple[str, ...]]:
+    assert resp.status_code == 422, resp.text
+    return [tuple(e["loc"]) for e in resp.json()["detail"]]
+
+
+# -- reads --------------------------------------------------------------------------
+
+
+def test_healthz_and_openapi(client, ws):
+    h = client.get("/healthz")
+    assert h.status_code == 200, h.text
+    body = h.json()
+    assert body["status"] == "ok" and body["schema"] == body["schema_head"] == "0002"
+    assert body["read_only"] is False and body["db"] == ws.db
+    schema = client.get("/openapi.json").json()
+    assert {"/v1/best-configs", "/v1/best-configs/{best_id}", "/v1/devices", "/v1/sweeps",
+            "/v1/sweeps/{sweep_id}", "/v1/sweeps/{sweep_id}/cancel", "/healthz"} <= set(schema["paths"])  # fmt: skip
+
+
+def test_best_configs_devices_and_finished_sweep(client, ids):
+    found = client.get("/v1/best-configs", params={"workload": "noop", "device": "cpu"}).json()
+    assert [r["id"] for r in found] == [ids["best"]] and found[0]["config"] == {"batch_size": 64}
+    assert client.get("/v1/best-configs", params={"workload": "nothing"}).json() == []
+    one = client.get(f"/v1/best-configs/{ids['best']}")
+    assert one.status_code == 200 and one.json()["speedup"] == 2.0
+    assert client.get("/v1/best-configs/999").status_code == 404
+    assert field_errors(client.get("/v1/best-configs", params={"workload": "noop", "framework": "jax"})) == [("query", "framework")]
+    assert field_errors(client.get("/v1/best-configs", params={"workload": "noop", "objective": "x"})) == [("query", "objective")]
+    assert field_errors(client.get("/v1/best-configs")) == [("query", "workload")]
+    devs = client.get("/v1/devices").json()
+    assert [(d["fingerprint"], d["kind"]) for d in devs] == [(FP, "cpu")]
+    sw = client.get(f"/v1/sweeps/{ids['sweep']}").json()
+    assert sw["state"] == "completed" and sw["best_config_id"] == ids["best"]
+    assert sw["trials_total"] == 4 and sw["workload"] == "noop"
+    assert sw["mlflow"] == {"run_id": "abc123", "experiment_id": "7", "url": None,
+                            "hint": "run `perftune ui` and open the run there"}  # fmt: skip
+    assert client.get("/v1/sweeps/424242").status_code == 404
+    assert client.get("/v1/sweeps/0").status_code == 422
+
+
+def test_mlflow_link_on_a_tracking_server(tmp_path, ids, ws, monkeypatch):
+    http_ws = Workspace.resolve(ws.home, tracking_uri="http://mlflow.example:5000")
+    with TestClient(create_app(http_ws)) as c:
+        sw = c.get(f"/v1/sweeps/{ids['sweep']}").json()
+    assert sw["mlflow"]["url"] == "http://mlflow.example:5000/#/experiments/7/runs/abc123"
+    monkeypatch.setenv("PERFTUNE_MLFLOW_UI_URL", "https://ui.example/")
+    with TestClient(create_app(ws)) as c:
+        assert c.get(f"/v1/sweeps/{ids['sweep']}").json()["mlflow"]["url"] == (
+            "https://ui.example/#/experiments/7/runs/abc123")
+
+
+# -- the queue ----------------------------------------------------------------------
+
+
+def test_submit_list_get_cancel(client, ws):
+    r = submit(client, seed=1)
+    assert r.status_code == 201, r.text
+    sw = r.json()
+    assert sw["state"] == "queued" and sw["workload"] == "mlp-digits" and sw["trials_total"] == 3
+    assert sw["request"]["seed"] == 1 and sw["started_at"] is None and sw["submitted_at"]
+    listed = client.get("/v1/sweeps").json()
+    assert [s["id"] for s in listed][:1] == [sw["id"]] and len(listed) == 2  # newest first
+    assert [s["id"] for s in client.get("/v1/sweeps", params={"state": "queued"}).json()] == [sw["id"]]
+    assert client.get("/v1/sweeps", params={"state": "nope"}).status_code == 422
+    c = client.post(f"/v1/sweeps/{sw['id']}/cancel", headers=AUTH)
+    assert c.status_code == 200 and c.json()["state"] == "cancelled" and c.json()["finished_at"]
+    again = client.post(f"/v1/sweeps/{sw['id']}/cancel", headers=AUTH)
+    assert again.status_code == 409 and "cancelled" in again.json()["detail"]
+    assert client.post("/v1/sweeps/9999/cancel", headers=AUTH).status_code == 404
+
+
+def test_cancel_a_running_sweep_sets_the_flag(client, ws):
+    sid = submit(client).json()["id"]
+    with open_store(ws.db) as s:
+        claimed = s.claim_sweep("host:1")
+        assert claimed["id"] == sid and claimed["state"] == "running"
+        assert s.update_progress(sid, trials_done=1, best_value=0.25) is False
+    sw = client.post(f"/v1/sweeps/{sid}/cancel", headers=AUTH).json()
+    assert sw["state"] == "running" and sw["cancel_requested"] is True
+    assert (sw["trials_done"], sw["best_value"], sw["worker"]) == (1, 0.25, "host:1")
+    with open_store(ws.db) as s:
+        assert s.update_progress(sid) is True
+
+
+def test_writes_need_the_token(ws, ids):
+    with TestClient(create_app(ws, token=TOKEN)) as c:
+        assert submit(c, headers={}).status_code == 401
+        wrong = submit(c, headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
+        assert submit(c, headers={"Authorization": "Basic " + TOKEN}).status_code == 401
+        assert submit(c, headers={"Authorization": "Bearer tökén".encode("latin-1")}).status_code == 401
+        assert c.post(f"/v1/sweeps/{ids['sweep']}/cancel").status_code == 401
+        # an unauthenticated caller learns nothing about its input
+        assert c.post("/v1/sweeps", json={"trials": "x"}).status_code == 401
+    with TestClient(create_app(ws)) as c:  # no token configured: read-only
+        r = submit(c)
+        assert r.status_code == 403 and "read-only" in r.json()["detail"]
+        assert c.post(f"/v1/sweeps/{ids['sweep']}/cancel", headers=AUTH).status_code == 403
+        assert c.get("/healthz").json()["read_only"] is True
+        assert c.get("/v1/sweeps").status_code == 200
+
+
+INVALID = [
+    ({"trials": 0}, "trials"), ({"workload": "nope"}, "workload"), ({"framework": "jax"}, "framework"),
+    ({"device": "quantum"}, "device"), ({"objective": "speed"}, "objective"),
+    ({"sampler": "magic"}, "sampler"), ({"pruner": "x"}, "pruner"), ({"confirm_top": 0}, "confirm_top"),
+    ({"seed": -1}, "seed"), ({"study": "a b"}, "study"), ({"batch_probe": "x"}, "batch_probe"),
+    ({"device": "all"}, "device"), ({"workers": 4}, "workers"), ({"trials": "many"}, "trials"),
+    ({"workload": "cnn-digits", "framework": "mindspore", "device": "tpu"}, "device"),
+    ({"workload": "gpt-tiny", "framework": "tensorflow"}, "workload"),
+]  # fmt: skip
+
+
+def test_validation_errors_name_the_field(client):
+    for body, field in INVALID:
+        assert field_errors(submit(client, **body)) == [("body", field)], body
+    # semantic checks beyond the schema: SweepConfig.validate's messages, mapped to the field
+    inf = client.post("/v1/sweeps", content='{"workload": "mlp-digits", "budget_s": Infinity}',
+                      headers={**AUTH, "Content-Type": "application/json"})  # fmt: skip
+    assert field_errors(inf) == [("body", "budget_s")]
+    assert inf.json()["detail"][0]["msg"] == "--budget inf: must be a positive number of seconds"
+    assert client.get("/v1/sweeps", params={"state": "queued"}).json() == []  # nothing queued
+
+
+def test_field_of():
+    assert field_of("--confirm-top 0: must be") == "confirm_top"
+    assert field_of("--budget inf: must be") == "budget_s"
+    assert field_of("no flag here") is None
+
+
+# -- what a submitted sweep may run ---------------------------------------------------
+
+
+def test_allowed_workload_and_space_files(client, allowed):
+    r = submit(client, workload=f"{allowed}/wl.py:make_workload", space=str(allowed / "space.yaml"))
+    assert r.status_code == 201, r.text
+    req = r.json()["request"]
+    assert req["workload"] == f"{os.path.realpath(allowed)}/wl.py:make_workload"
+    assert req["space"] == os.path.realpath(allowed / "space.yaml")
+    # `..` that stays inside is fine too (resolved first)
+    assert submit(client, workload=f"{allowed}/../allowed/wl.py:make_workload").status_code == 201
+
+
+def test_allow_list_cannot_be_escaped(client, allowed, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "evil.py").write_text("import os\ndef make_workload():\n    os.system('touch /tmp/pwned')\n")
+    (outside / "evil.yaml").write_text("version: 1\nparams: {}\n")
+    (allowed / "link.py").symlink_to(outside / "evil.py")
+    (allowed / "sub").symlink_to(outside, target_is_directory=True)
+    cases = {
+        f"{allowed}/../outside/evil.py:make_workload": "outside the allowed directories",
+        f"{allowed}/link.py:make_workload": "outside the allowed directories",
+        f"{allowed}/sub/evil.py:make_workload": "outside the allowed directories",
+        f"{outside}/evil.py:make_workload": "outside the allowed directories",
+        "os:system": "module:FUNCTION is refused",
+        "tuner.workloads.torch_digits:mlp_digits": "module:FUNCTION is refused",
+        f"{allowed}/wl.py:os.system": "not a function name",
+        f"{allowed}/missing.py:make_workload": "file not found",
+        f"{allowed}/space.yaml:make_workload": "module:FUNCTION is refused",
+        f"{allowed}/wl\x00.py:make_workload": "not a valid path",
+    }
+    for spec, why in cases.items():
+        r = submit(client, workload=spec)
+        assert field_errors(r) == [("body", "workload")], spec
+        assert why in r.json()["detail"][0]["msg"], (spec, r.json())
+    for space in (str(outside / "evil.yaml"), f"{allowed}/../outside/evil.yaml", f"{allowed}/wl.py"):
+        assert field_errors(submit(client, space=space)) == [("body", "space")], space
+    with TestClient(create_app(Workspace.resolve(tmp_path / "ws"), token=TOKEN)) as bare:
+        r = submit(bare, workload=f"{allowed}/wl.py:make_workload")  # no allowed directory at all
+        assert field_errors(r) == [("body", "workload")] and "no allowed directory" in r.text
+    assert client.get("/v1/sweeps", params={"state": "queued"}).json() == []
+
+
+def test_allowed_dirs_from_the_environment(ws, ids, allowed, monkeypatch):
+    monkeypatch.setenv("PERFTUNE_WORKLOAD_DIRS", f"/nonexistent{os.pathsep}{allowed}")
+    with TestClient(create_app(ws, token=TOKEN)) as c:
+        assert submit(c, workload=f"{allowed}/wl.py:make_workload").status_code == 201
+
+
+# -- redaction, for real --------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_passwords_are_redacted_on_postgresql(tmp_path):
+    with pg_schemas("perftune_api") as urls:
+        def secret(url):  # trust auth accepts any password: the server really connects with it
+            return url.replace("postgres@", "postgres:s3cret@")
+
+        ws = Workspace.resolve(tmp_path / "ws", storage=secret(urls["optuna"]),
+                               tracking_uri=secret(urls["mlflow"]), db=secret(urls["store"]))  # fmt: skip
+        assert "s3cret" in ws.db
+        seed(ws.db)
+        with TestClient(create_app(ws, token=TOKEN)) as c:
+            texts = [c.get("/healthz"), submit(c), c.get("/v1/sweeps"), c.get("/v1/sweeps/1"),
+                     c.get("/v1/best-configs", params={"workload": "noop"}), c.get("/v1/devices"),
+                     c.get("/v1/sweeps/77"), c.post("/v1/sweeps/1/cancel", headers=AUTH)]  # fmt: skip
+            assert [r.status_code for r in texts] == [200, 201, 200, 200, 200, 200, 404, 409]
+            health = texts[0].json()
+            assert health["status"] == "ok" and "***" in health["db"] and "***" in health["storage"]
+            assert "***" in health["tracking_uri"]
+            for r in texts:
+                assert "s3cret" not in r.text
+        broken = Workspace.resolve(tmp_path / "ws", db=secret(urls["store"]).replace("5432", "1"))
+        with TestClient(create_app(broken)) as c:
+            for r in (c.get("/healthz"), c.get("/v1/sweeps")):
+                assert r.status_code == 503 and "s3cret" not in r.text and "***" in r.text
+
+
+# -- the CLI counterparts -------------------------------------------------------------
+
+
+def test_cli_sweeps_and_worker_flags(client, ws, ids, capsys, monkeypatch):
+    import signal
+
+    from tuner.cli import main
+
+    monkeypatch.setattr(signal, "signal", lambda *a: None)  # `perftune worker` sets SIGTERM's
+
+    sid = submit(client).json()["id"]
+    assert main(["sweeps", "--home", str(ws.home), "--json"]) == 0
+    listed = __import__("json").loads(capsys.readouterr().out)
+    assert [(s["id"], s["state"]) for s in listed] == [(sid, "queued"), (ids["sweep"], "completed")]
+    assert main(["sweeps", "--home", str(ws.home), "--state", "done"]) == 2
+    assert "--state done: unknown" in capsys.readouterr().err
+    assert main(["sweeps", "--home", str(ws.home)]) == 0
+    assert "queued" in capsys.readouterr().out
+    for argv, msg in ((["worker"], "give exactly one"), (["worker", "--study", "s", "--queue"], "give exactly one"),
+                      (["worker", "--queue", "--poll", "-1"], "--poll -1.0: must be >= 0"),
+                      (["worker", "--queue", "--max-sweeps", "0"], "--max-sweeps 0")):  # fmt: skip
+        assert main([*argv, "--home", str(ws.home)]) == 2, argv
+        assert msg in capsys.readouterr().err
+    # --once on a queue whose only sweep is cancelled: nothing to do, exits at once
+    client.post(f"/v1/sweeps/{sid}/cancel", headers=AUTH)
+    assert main(["worker", "--queue", "--once", "--home", str(ws.home), "--json"]) == 0
+    assert __import__("json").loads(capsys.readouterr().out)["sweeps"] == []

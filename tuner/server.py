@@ -1,0 +1,300 @@
+"""perftune's HTTP API (``perftune serve``): a thin FastAPI layer over :mod:`tuner.service`.
+
+The CLI and the API call the same service functions; this module only maps them to routes,
+status codes and JSON. Security rules:
+
+* writes (``POST``) need ``Authorization: Bearer TOKEN`` matching the server's token
+  (``PERFTUNE_API_TOKEN``), compared with :func:`hmac.compare_digest`; a server without one
+  is read-only (403), a missing or wrong token is 401;
+* a submitted sweep names a built-in workload or a ``FILE.py:FUNC`` (and optionally a space
+  YAML) under an allowed directory, real paths resolved (see :func:`tuner.service.check_request`);
+* every database URL shown is redacted; bad input is 422 naming the field (``loc``), unknown
+  ids 404, cancelling a finished sweep 409, an unreachable store 503.
+
+Imported only by ``perftune serve`` (``import tuner`` does not import FastAPI).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import re
+import threading
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import HTTPException
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+
+from storage import SWEEP_STATES, StoreError
+from tuner import service
+from tuner.backends import BACKENDS
+from tuner.errors import ConflictError, NotFoundError, PerftuneError, UsageError
+from tuner.objectives import OBJECTIVES
+from tuner.settings import Workspace
+from tuner.sweep import PRUNERS, SAMPLERS
+
+__all__ = ["create_app", "field_of"]
+
+MAX_ID = 2**31 - 1
+_FLAG_RE = re.compile(r"^--([a-z][a-z0-9-]*)")
+#: ``--flag`` of an error message -> the request field it names (where the names differ).
+_FIELDS = {"budget": "budget_s"}
+#: Flags of the server's configuration: an error naming one is the server's (503).
+_SERVER_FLAGS = ("db", "storage", "tracking_uri", "home")
+
+
+def field_of(message: str) -> str | None:
+    """The request field an error message names (``"--confirm-top 0: ..."`` -> ``confirm_top``)."""
+    m = _FLAG_RE.match(message)
+    if m is None:
+        return None
+    flag = m.group(1)
+    return _FIELDS.get(flag, flag.replace("-", "_"))
+
+
+# --------------------------------------------------------------------------- models
+
+
+class SweepIn(BaseModel):
+    """A sweep to queue: the fields of ``perftune sweep`` that a remote caller may set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workload: str = Field(min_length=1, max_length=1024, description="A built-in workload "
+                          "(mlp-digits, cnn-digits, gpt-tiny) or FILE.py:FUNC under an allowed directory")  # fmt: skip
+    framework: Literal[tuple(BACKENDS)] = "torch"  # type: ignore[valid-type]
+    device: str = Field("cpu", max_length=64, description="cpu, cuda, mps, xpu, npu, tpu or KIND:INDEX")
+    objective: Literal[tuple(OBJECTIVES)] = "time-to-target"  # type: ignore[valid-type]
+    trials: int = Field(20, ge=1, le=100_000, description="Total trials in the study")
+    timeout: float | None = Field(None, gt=0, description="Stop starting trials after this many seconds")
+    space: str | None = Field(None, max_length=1024, description="Search-space YAML under an allowed directory")
+    study: str | None = Field(None, max_length=255, description="Study name")
+    seed: int | None = Field(None, ge=0, lt=2**32 - 10_000)
+    sampler: Literal[SAMPLERS] = "tpe"  # type: ignore[valid-type]
+    pruner: Literal[PRUNERS] = "median"  # type: ignore[valid-type]
+    confirm_top: int = Field(2, ge=1, le=100)
+    confirm_repeats: int = Field(3, ge=1, le=100)
+    trial_timeout: float | None = Field(None, gt=0)
+    budget_s: float | None = Field(None, gt=0)
+    batch_probe: Literal["auto", "on", "off"] = Field("auto", description="Probe the largest "
+                                                      "batch size that fits first (auto: on accelerators)")
+
+
+class MlflowLink(BaseModel):
+    run_id: str
+    experiment_id: str | None = None
+    url: str | None = None
+    hint: str | None = None
+
+
+class SweepOut(BaseModel):
+    id: int
+    state: str
+    study_name: str | None = None
+    workload: str | None = None
+    framework: str | None = None
+    device_kind: str | None = None
+    device_name: str | None = None
+    device_fingerprint: str | None = None
+    objective: str
+    submitted_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    trials_total: int | None = None
+    trials_done: int
+    best_value: float | None = None
+    best_config_id: int | None = None
+    n_trials: int
+    n_complete: int
+    error: str | None = None
+    worker: str | None = None
+    cancel_requested: bool
+    mlflow_run_id: str | None = None
+    mlflow: MlflowLink | None = None
+    request: dict[str, Any] | None = None
+    settings: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None
+
+
+class BestConfigOut(BaseModel):
+    id: int
+    workload: str
+    framework: str
+    device_kind: str
+    device_name: str
+    device_fingerprint: str
+    objective: str
+    direction: str
+    unit: str
+    config: dict[str, Any]
+    value: float
+    spread: float | None = None
+    metrics: dict[str, Any]
+    baseline_config: dict[str, Any] | None = None
+    baseline_value: float | None = None
+    speedup: float | None = None
+    mlflow_run_id: str | None = None
+    sweep_id: int | None = None
+    study_name: str | None = None
+    created_at: str
+    updated_at: str
+    history: list[dict[str, Any]]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    version: str
+    read_only: bool
+    db: str
+    storage: str
+    tracking_uri: str
+    schema_revision: str | None = Field(None, alias="schema")
+    schema_head: str
+    error: str | None = None
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    text = {400: "The body is not JSON", 401: "Missing or wrong bearer token", 403: "Read-only server (no PERFTUNE_API_TOKEN)",
+            404: "No such resource", 409: "Not in a state that allows this",
+            503: "The perftune database cannot be reached"}  # fmt: skip
+    return {c: {"model": Problem, "description": text[c]} for c in codes}
+
+
+# --------------------------------------------------------------------------- the app
+
+
+def create_app(ws: Workspace, *, token: str | None = None,
+               allow_dirs: list[str] | tuple[str, ...] = ()) -> FastAPI:  # fmt: skip
+    """The API over the workspace ``ws`` (its store, Optuna storage and tracking URI).
+
+    ``token``: the bearer token writes need (``None`` or empty: read-only). ``allow_dirs``:
+    where submitted workload and space files may live (real paths are compared).
+    """
+    from tuner import __version__
+
+    opened: list[Any] = []  # the store, opened on first use (a database down at start: 503s)
+    lock = threading.Lock()
+
+    def store() -> Any:
+        with lock:
+            if not opened:
+                opened.append(service.open_read_only(ws))
+            return opened[0]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        while opened:
+            opened.pop().close()
+
+    app = FastAPI(title="perftune", version=__version__, lifespan=lifespan,
+                  description="Best configs, devices and the sweep queue of a perftune store.")  # fmt: skip
+    dirs = service.allowed_dirs(list(allow_dirs))
+    token_bytes = token.encode() if token else None
+    bearer = HTTPBearer(auto_error=False, description="PERFTUNE_API_TOKEN of the server")
+    discovered: list[list[dict[str, Any]]] = []
+
+    def writer(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if token_bytes is None:
+            raise HTTPException(403, "read-only: this server has no PERFTUNE_API_TOKEN, so it "
+                                "accepts no writes")  # fmt: skip
+        given = creds.credentials.encode() if creds is not None else b""
+        if not hmac.compare_digest(given, token_bytes):
+            raise HTTPException(401, "missing or wrong bearer token",
+                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+
+    @app.exception_handler(UsageError)
+    def _bad_input(request: Request, exc: UsageError) -> JSONResponse:
+        where = "body" if request.method == "POST" else "query"
+        field = field_of(str(exc))
+        if field in _SERVER_FLAGS:  # the server's own configuration, not the caller's input
+            return JSONResponse(status_code=503, content={"detail": str(exc)})
+        loc = [where, field] if field else [where]
+        return JSONResponse(status_code=422, content={"detail": [
+            {"type": "value_error", "loc": loc, "msg": str(exc)}]})  # fmt: skip
+
+    @app.exception_handler(NotFoundError)
+    def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"detail": str(exc)})
+
+    @app.exception_handler(ConflictError)
+    def _conflict(request: Request, exc: ConflictError) -> JSONResponse:
+        return JSONResponse(status_code=409, content={"detail": str(exc)})
+
+    @app.exception_handler(PerftuneError)
+    def _unavailable(request: Request, exc: PerftuneError) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": str(exc)})
+
+    @app.exception_handler(StoreError)
+    def _store_error(request: Request, exc: StoreError) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": str(exc)})
+
+    @app.get("/healthz", response_model=Health, responses=_errors(503))
+    def healthz() -> Any:
+        """Liveness, the store's schema revision and the configured backends (redacted)."""
+        out = {**service.health(ws), "read_only": token_bytes is None}
+        return JSONResponse(status_code=200 if out["status"] == "ok" else 503,
+                            content=Health(**out).model_dump(by_alias=True))  # fmt: skip
+
+    @app.get("/v1/best-configs", response_model=list[BestConfigOut], responses=_errors(503))
+    def best_configs(workload: str = Query(min_length=1, max_length=255),
+                     framework: Literal[tuple(BACKENDS)] | None = Query(None),  # type: ignore[valid-type]
+                     device: str | None = Query(None, max_length=128),
+                     objective: Literal[tuple(OBJECTIVES)] | None = Query(None)) -> Any:  # type: ignore[valid-type]  # fmt: skip
+        """Stored best configs of a workload, best first within each objective."""
+        if not service.has_database(ws):
+            return []
+        found = service.best_configs(ws, workload, framework=framework, device=device,
+                                     objective=objective, store=store())  # fmt: skip
+        return [r.to_dict() for r in found]
+
+    @app.get("/v1/best-configs/{best_id}", response_model=BestConfigOut, responses=_errors(404, 503))
+    def best_config(best_id: int = Path(ge=1, le=MAX_ID)) -> Any:
+        """One stored best config, with its history."""
+        return service.best_config_by_id(ws, best_id, store=store()).to_dict()
+
+    @app.get("/v1/devices", response_model=list[dict[str, Any]], responses=_errors(503))
+    def devices(discover: bool = Query(False, description="Discover this server's devices "
+                                       "(starts each framework's worker once) instead of "
+                                       "listing those the store has seen")) -> Any:  # fmt: skip
+        """Devices the store has seen (sweeps ran on them), or those found on this server."""
+        if not discover:
+            return service.known_devices(ws, store=store())
+        if not discovered:
+            discovered.append(service.list_devices())
+        return discovered[0]
+
+    @app.get("/v1/sweeps", response_model=list[SweepOut], responses=_errors(503))
+    def sweeps(state: Literal[SWEEP_STATES] | None = Query(None),  # type: ignore[valid-type]
+               limit: int = Query(100, ge=1, le=1000)) -> Any:  # fmt: skip
+        """Sweeps, newest first (queued, running and finished ones)."""
+        return service.list_sweeps(ws, state=state, limit=limit, store=store())
+
+    @app.get("/v1/sweeps/{sweep_id}", response_model=SweepOut, responses=_errors(404, 503))
+    def sweep(sweep_id: int = Path(ge=1, le=MAX_ID)) -> Any:
+        """State, trials done of the total, best value so far, the stored best config id when
+        done, timestamps, error and the MLflow run link."""
+        return service.get_sweep(ws, sweep_id, store=store())
+
+    @app.post("/v1/sweeps", status_code=201, response_model=SweepOut,
+              responses=_errors(400, 401, 403, 503), dependencies=[Depends(writer)])  # fmt: skip
+    def submit(body: SweepIn) -> Any:
+        """Queue a sweep for ``perftune worker --queue``."""
+        return service.submit_sweep(ws, body.model_dump(), allow_dirs=dirs, store=store())
+
+    @app.post("/v1/sweeps/{sweep_id}/cancel", response_model=SweepOut,
+              responses=_errors(401, 403, 404, 409, 503), dependencies=[Depends(writer)])  # fmt: skip
+    def cancel(sweep_id: int = Path(ge=1, le=MAX_ID)) -> Any:
+        """Cancel a queued sweep at once, or ask a running one to stop between trials."""
+        return service.cancel_sweep(ws, sweep_id, store=store())
+
+    return app
