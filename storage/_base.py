@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
@@ -200,6 +201,20 @@ class BaseConfigStore(abc.ABC):
     def queue_sweep(self, request: dict[str, Any], *, objective: str) -> int:
         """Record a submitted sweep in state ``"queued"`` (``request`` is what a worker will
         run: plain JSON values); returns its id. Nothing is validated here."""
+
+    @abc.abstractmethod
+    def interrupt_sweeps(self, study_name: str,
+                         is_dead: Callable[[dict[str, Any]], bool]) -> list[int]:  # fmt: skip
+        """Mark the ``running`` sweeps of ``study_name`` whose owner is dead (``is_dead`` of
+        their ``settings``) ``interrupted``; returns their ids. One transaction."""
+
+    @abc.abstractmethod
+    def requeue_sweeps(self, is_dead: Callable[[dict[str, Any]], bool]) -> list[int]:
+        """Queued sweeps whose worker died while running them: each ``running`` sweep that came
+        from the queue and for which ``is_dead({"settings": ..., "worker": ...})`` is true goes
+        back to ``queued`` (its settings cleared; the next claim resumes its study), or to
+        ``cancelled`` if a cancel was requested. Returns their ids. Rows another transaction
+        has locked are skipped."""
 
     @abc.abstractmethod
     def claim_sweep(self, worker: str) -> dict[str, Any] | None:

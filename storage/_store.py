@@ -469,6 +469,24 @@ class SQLConfigStore(BaseConfigStore):
                     done.append(sweep.id)
             return done
 
+    def requeue_sweeps(self, is_dead: Callable[[dict[str, Any]], bool]) -> list[int]:
+        with self._tx(write=True) as s:
+            rows = s.scalars(
+                select(Sweep)
+                .where(Sweep.state == "running", Sweep.request.is_not(None))
+                .with_for_update(skip_locked=True)
+            ).all()
+            done = []
+            for sweep in rows:
+                if not is_dead({"settings": sweep.settings or {}, "worker": sweep.worker}):
+                    continue
+                if sweep.cancel_requested:
+                    sweep.state, sweep.finished_at = "cancelled", utcnow()
+                else:  # the study resumes where the dead worker left it
+                    sweep.state, sweep.worker, sweep.settings = "queued", None, {}
+                done.append(sweep.id)
+            return done
+
     # -- the queue ------------------------------------------------------------------
 
     def queue_sweep(self, request: dict[str, Any], *, objective: str) -> int:

@@ -423,13 +423,17 @@ def run_queue(ws: Workspace, *, poll: float = 2.0, max_sweeps: int | None = None
     import socket
     import time
 
+    from tuner._recovery import worker_id
+
     log = log or (lambda msg: None)
-    worker = f"{socket.gethostname()}:{os.getpid()}"
+    worker = worker_id()
     store = _open_store(ws, create=True)
     done: list[dict[str, Any]] = []
     try:
         idle_since = time.monotonic()
         while max_sweeps is None or len(done) < max_sweeps:
+            for sid in store.requeue_sweeps(_dead_queue_worker):
+                log(f"sweep {sid}: its worker died; queued again")
             row = store.claim_sweep(worker)
             if row is None:
                 if idle_exit is not None and time.monotonic() - idle_since >= idle_exit:
@@ -447,6 +451,17 @@ def run_queue(ws: Workspace, *, poll: float = 2.0, max_sweeps: int | None = None
     finally:
         store.close()
     return {"worker": worker, "sweeps": done}
+
+
+def _dead_queue_worker(row: dict[str, Any]) -> bool:
+    """A queue worker on this machine that died (SIGKILL, OOM) with its sweep ``running``: the
+    sweep's owner (recorded once it started) or, before that, its claimer."""
+    from tuner import _recovery
+
+    owner = (row.get("settings") or {}).get("owner")
+    if isinstance(owner, dict):
+        return _recovery.is_dead(owner.get("worker"), owner.get("process"))
+    return _recovery.is_dead(row.get("worker"))
 
 
 def _run_queued(ws: Workspace, store, row: dict[str, Any], executor=None,

@@ -95,3 +95,28 @@ def test_interrupt_marks_the_row_and_ends_the_loop(tmp_path, space):  # noqa: F8
         service.run_queue(ws, idle_exit=0, executor=InterruptingExecutor(), tracker=RecordingTracker())
     assert service.get_sweep(ws, sid)["state"] == "interrupted"
     assert service.get_sweep(ws, nxt)["state"] == "queued"  # left for the next worker
+
+
+def test_a_sweep_whose_queue_worker_died_is_queued_again_and_resumed(tmp_path, space):  # noqa: F811
+    """A queue worker SIGKILLed mid-sweep leaves its row ``running``: the next queue worker on
+    the machine sees that the process is gone, queues the sweep again and runs it to the end
+    (a live worker's sweep, or another machine's, is left alone)."""
+    import socket
+    import subprocess
+    import sys
+
+    ws = Workspace.resolve(tmp_path / "ws")
+    dead, alive = _submit(ws, space), _submit(ws, space)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    with open_store(ws.db) as s:
+        assert s.claim_sweep(f"{socket.gethostname()}:{gone.pid}")["id"] == dead
+        assert s.claim_sweep(f"{socket.gethostname()}:1")["id"] == alive  # pid 1 lives
+    logged: list[str] = []
+    result = service.run_queue(ws, idle_exit=0, executor=FakeExecutor(), tracker=RecordingTracker(),
+                               log=logged.append)  # fmt: skip
+    assert [(r["id"], r["state"]) for r in result["sweeps"]] == [(dead, "completed")]
+    assert f"sweep {dead}: its worker died; queued again" in logged
+    rows = {r["id"]: r for r in service.list_sweeps(ws)}
+    assert rows[dead]["state"] == "completed" and rows[dead]["trials_done"] == 5
+    assert rows[alive]["state"] == "running"
