@@ -169,7 +169,12 @@ def recover_sweep(store, study_name: str, tracking_uri: str | None, experiment: 
         # A tracking server may be down: the sweep goes on after a second (the run is checked
         # again on the next start); a local store answers well within the limit.
         worker.join(1.0 if tracking_uri.startswith(("http://", "https://")) else MLFLOW_RECOVERY_S)
-        done["runs"] = list(result)
+        done["runs"] = [r for r in result if not r.startswith("error:")]
+        errors = [r[len("error:"):] for r in result if r.startswith("error:")]
+        if worker.is_alive() or errors:  # said once, here: the thread may outlive the wait
+            done["error"] = errors[0] if errors else "the MLflow tracking store did not answer"
+            print(f"perftune: could not check the MLflow runs of a killed sweep ({done['error']}); "
+                  "they are checked again on the next start", file=sys.stderr)  # fmt: skip
     return done
 
 
@@ -206,7 +211,7 @@ def _kill_mlflow_runs(uri: str, experiment: str, study_name: str, out: list[str]
                 client.set_terminated(run.info.run_id, status="KILLED")
                 out.append(run.info.run_id)
     except Exception as exc:  # noqa: BLE001 - best-effort
-        print(f"perftune: could not check the MLflow runs of a killed sweep ({exc})", file=sys.stderr)
+        out.append(f"error:{' '.join(str(exc).split())[:200]}")
 
 
 # --------------------------------------------------------------------------- dropped connections
