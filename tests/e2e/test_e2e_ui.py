@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -46,77 +47,116 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def _store(backend: str, home: Path):
-    """The sweep's storage flags and the ``perftune ui`` flags for one tracking backend."""
-    if backend == "sqlite":
-        yield [], [], f"sqlite:///{home}/mlflow.db"
-        return
-    with pg_schemas("perftune_ui") as urls:
-        yield (["--storage", urls["optuna"], "--tracking-uri", urls["mlflow"], "--db", urls["store"]],
-               ["--tracking-uri", urls["mlflow"]], urls["mlflow"])  # fmt: skip
+def _serve(home: Path, *ui_flags: str):
+    """``perftune ui`` on a free port, as a user starts it; yields (url, process) once it
+    answers ``/health``, and stops it (its whole process group) afterwards."""
+    port = _free_port()
+    log = home / "ui.log"
+    t0 = time.monotonic()
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "tuner.cli", "ui", "--port", str(port),
+                                 "--home", str(home), *ui_flags], stdout=out, stderr=out,
+                                cwd=ROOT, start_new_session=True)  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        while True:
+            try:
+                urllib.request.urlopen(url + "/health", timeout=2).read()
+                break
+            except OSError:
+                assert proc.poll() is None, "perftune ui exited:\n" + log.read_text()[-3000:]
+                assert time.monotonic() - t0 < 90, "no /health in 90 s:\n" + log.read_text()[-3000:]
+                time.sleep(0.25)
+        print(f"\nperftune ui answered /health after {time.monotonic() - t0:.1f} s")
+        yield url, proc
+    finally:
+        _stop(proc)
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def served(request, tmp_path_factory):
-    """A real sweep (the no-op workload: the test is about the UI, not convergence), and
-    ``perftune ui`` serving its tracking store on a free port."""
+def _wait_for_a_run(db: Path, sweep) -> None:
+    """Until the sweep has created its MLflow parent run (so the tracking database exists and
+    is migrated: the UI may start while the trials run), or has ended."""
+    import sqlite3
+
+    while not sweep.done():
+        if db.exists():
+            with contextlib.suppress(sqlite3.Error), contextlib.closing(
+                    sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as conn:  # fmt: skip
+                if conn.execute("SELECT count(*) FROM runs").fetchone()[0]:
+                    return
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A real sweep (the no-op workload: this is about the UI, not convergence), with
+    ``perftune ui`` started as soon as the sweep's MLflow run exists, so the server comes up
+    while the trials run (and must show runs logged after it started)."""
     from mlflow import MlflowClient
 
-    backend = request.param
-    home = tmp_path_factory.mktemp(f"ui-{backend}")
-    with _store(backend, home) as (sweep_flags, ui_flags, uri):
-        report = run_json("sweep", "--workload", NOOP, "--trials", "4", "--confirm-top", "1",
-                          "--confirm-repeats", "1", "--seed", "0", "--home", str(home),
-                          *sweep_flags)  # fmt: skip
-        client = MlflowClient(uri)
-        parent = client.get_run(report["mlflow_run_id"])
-        children = client.search_runs(
-            [report["mlflow_experiment_id"]],
-            f"tags.`mlflow.parentRunId` = '{report['mlflow_run_id']}'")  # fmt: skip
-        port = _free_port()
-        log = home / "ui.log"
-        t0 = time.monotonic()
-        with open(log, "w") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "tuner.cli", "ui", "--port", str(port),
-                                     "--home", str(home), *ui_flags], stdout=out, stderr=out,
-                                    cwd=ROOT, start_new_session=True)  # fmt: skip
-        try:
-            url = f"http://127.0.0.1:{port}"
-            while True:
-                try:
-                    urllib.request.urlopen(url + "/health", timeout=2).read()
-                    break
-                except OSError:
-                    assert proc.poll() is None, "perftune ui exited:\n" + log.read_text()[-3000:]
-                    assert time.monotonic() - t0 < 90, "no /health in 90 s:\n" + log.read_text()[-3000:]
-                    time.sleep(0.25)
-            print(f"\nperftune ui ({backend}) answered /health after {time.monotonic() - t0:.1f} s")
-            yield {"backend": backend, "url": url, "report": report, "parent": parent,
-                   "children": children, "proc": proc}  # fmt: skip
-        finally:
-            _stop(proc)
+    home = tmp_path_factory.mktemp("ui")
+    with ThreadPoolExecutor(1) as pool:
+        sweep = pool.submit(run_json, "sweep", "--workload", NOOP, "--trials", "4",
+                            "--confirm-top", "1", "--confirm-repeats", "1", "--seed", "0",
+                            "--home", str(home))  # fmt: skip
+        _wait_for_a_run(home / "mlflow.db", sweep)
+        with _serve(home) as (url, proc):
+            report = sweep.result()
+            client = MlflowClient(f"sqlite:///{home}/mlflow.db")
+            children = client.search_runs(
+                [report["mlflow_experiment_id"]],
+                f"tags.`mlflow.parentRunId` = '{report['mlflow_run_id']}'")  # fmt: skip
+            yield {"url": url, "report": report, "proc": proc, "children": children,
+                   "parent": client.get_run(report["mlflow_run_id"])}  # fmt: skip
 
 
 def _get(url: str):
     return json.loads(urllib.request.urlopen(url, timeout=20).read())
 
 
-def test_ui_serves_the_tracking_store(served):
-    url, report = served["url"], served["report"]
-    run = _get(f"{url}/api/2.0/mlflow/runs/get?run_id={report['mlflow_run_id']}")
-    assert run["run"]["info"]["run_id"] == report["mlflow_run_id"]
-    assert run["run"]["info"]["experiment_id"] == report["mlflow_experiment_id"]
-    exp = _get(f"{url}/api/2.0/mlflow/experiments/get?experiment_id={report['mlflow_experiment_id']}")
-    assert exp["experiment"]["name"] == "noop"
-    # 4 trials and 2 confirmation runs (the top config and the baseline), nested under the sweep.
-    assert len(served["children"]) == 6
-    assert {r.data.tags["phase"] for r in served["children"]} == {"search", "confirmation"}
+def _check_rest(url: str, exp_name: str, parent_id: str, children: int) -> None:
+    run = _get(f"{url}/api/2.0/mlflow/runs/get?run_id={parent_id}")
+    assert run["run"]["info"]["run_id"] == parent_id
+    eid = run["run"]["info"]["experiment_id"]
+    assert _get(f"{url}/api/2.0/mlflow/experiments/get?experiment_id={eid}")["experiment"]["name"] == exp_name
+    req = urllib.request.Request(f"{url}/api/2.0/mlflow/runs/search", method="POST",
+                                 headers={"Content-Type": "application/json"},
+                                 data=json.dumps({"experiment_ids": [eid], "filter":
+                                                  f"tags.`mlflow.parentRunId` = '{parent_id}'"}).encode())  # fmt: skip
+    found = json.loads(urllib.request.urlopen(req, timeout=20).read())["runs"]
+    assert len(found) == children and all(r["data"]["params"] for r in found)
     page = urllib.request.urlopen(url + "/", timeout=20).read().decode()
     assert "<html" in page.lower()
+
+
+def test_ui_serves_the_tracking_store(served):
+    report = served["report"]
+    # 4 trials and 2 confirmation runs (the top config and the baseline), nested under the sweep.
+    assert {r.data.tags["phase"] for r in served["children"]} == {"search", "confirmation"}
+    _check_rest(served["url"], "noop", report["mlflow_run_id"], 6)
     # One worker and no job runner: the server is mlflow's and one uvicorn, nothing else.
     group = subprocess.run(["ps", "-ww", "-o", "args=", "-g", str(served["proc"].pid)],
                            capture_output=True, text=True).stdout  # fmt: skip
     assert "--workers 1" in group and "huey" not in group and "_job_runner" not in group, group
+    assert len(group.strip().splitlines()) == 2, group
+
+
+@pytest.mark.postgres
+def test_ui_on_postgres(tmp_path):
+    """The PostgreSQL tracking store (a schema of the test server): runs logged by perftune's
+    tracker, served by ``perftune ui --tracking-uri``. No sweep: the SQLite test above covers
+    the sweep's runs and the browser; this covers the store URL reaching ``mlflow server``."""
+    from tuner.tracking import MlflowTracker
+
+    with pg_schemas("perftune_ui") as urls:
+        tracker = MlflowTracker(urls["mlflow"], str(tmp_path / "mlartifacts"))
+        parent = tracker.start_sweep("ui-pg", "ui-pg-sweep", {"trials": 2}, {"phase": "sweep"})
+        for i in range(2):
+            tracker.log_trial(f"trial-{i}", {"batch_size": 32 * (i + 1), "learning_rate": 1e-3},
+                              {"objective": 1.0 + i}, {}, {"phase": "search"})  # fmt: skip
+        tracker.end_sweep()
+        with _serve(tmp_path, "--tracking-uri", urls["mlflow"]) as (url, _):
+            _check_rest(url, "ui-pg", parent, 2)
 
 
 def _browser_paths() -> tuple[str, str] | None:
@@ -161,7 +201,7 @@ def test_ui_in_a_browser(served, browser):
     eid, pid = report["mlflow_experiment_id"], report["mlflow_run_id"]
     wait = WebDriverWait(browser, 40)
     shots = _artifacts()
-    name = f"ui-{served['backend']}"
+    name = "ui"
 
     def link(run_id: str):  # a run's name in the runs table links to its page
         return (By.XPATH, f"//a[contains(@href, '/experiments/{eid}/runs/{run_id}')]")
