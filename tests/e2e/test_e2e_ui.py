@@ -192,7 +192,7 @@ def _artifacts() -> Path:
 
 
 @pytest.mark.browser
-def test_ui_in_a_browser(served, browser):
+def test_ui_in_a_browser(browser, served):  # browser first: skips before the sweep
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
