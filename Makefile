@@ -1,7 +1,7 @@
 # perftune: two commands on a fresh machine.
 #   make demo   - create .venv, install perftune with the torch extra, run a real sweep on the CPU
-#   make test   - create/update .venv with the dev extras, and the TensorFlow and MindSpore
-#                 interpreters, and run the whole test suite
+#   make test   - create/update .venv with the dev extras, the TensorFlow and MindSpore
+#                 interpreters and headless Chromium, and run the whole test suite
 #
 # Each framework's trials run under their own interpreter (MindSpore 2.10 needs NumPy 1.x, the
 # sweep process's MLflow needs NumPy 2). perftune finds .venv-<framework>/bin/python by itself;
@@ -17,7 +17,7 @@ TF_PKGS ?= "tensorflow-cpu==2.21.*"
 MS_PKGS ?= "mindspore==2.10.*" "numpy<2"
 DEMO_TRIALS ?= 16
 
-.PHONY: demo test install frameworks lint bench bench-frameworks clean
+.PHONY: demo test install frameworks browser lint bench bench-frameworks clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -45,10 +45,23 @@ install: $(STAMP)
 
 frameworks: .venv-tensorflow/.installed .venv-mindspore/.installed
 
+# Headless Chromium and its driver for the UI test (tests/e2e/test_e2e_ui.py), from Debian's
+# packages when missing: as root or through sudo, non-interactively; elsewhere a one-line note.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif ! command -v apt-get >/dev/null; then \
+		echo "note: no apt-get here: install chromium and chromedriver yourself, or the browser tests fail under make test"; \
+	else \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+		else echo "note: chromium/chromedriver missing and neither root nor sudo: run 'sudo apt-get install chromium chromium-driver'"; exit 0; fi; \
+		echo "installing chromium and chromium-driver (apt-get)"; \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
+
 demo: $(STAMP)
 	$(BIN)/perftune sweep --workload mlp-digits --framework torch --device cpu --trials $(DEMO_TRIALS) --seed 0
 
-test: $(STAMP) frameworks
+test: $(STAMP) frameworks browser
 	$(BIN)/ruff check tuner search_spaces storage tests benchmarks examples
 	PERFTUNE_REQUIRE_FRAMEWORKS=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 

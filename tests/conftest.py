@@ -61,17 +61,22 @@ def cli():
     return run_cli
 
 
-_FRAMEWORK_MARKERS = ("tensorflow", "mindspore")
+# Markers whose tests must run, not skip, under PERFTUNE_REQUIRE_FRAMEWORKS=1, and what installs
+# what they need.
+_REQUIRED_MARKERS = {"tensorflow": "make frameworks", "mindspore": "make frameworks",
+                     "browser": "make browser"}  # fmt: skip
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """Under ``PERFTUNE_REQUIRE_FRAMEWORKS=1`` (``make test``, hence CI) a framework test that
-    skips because its interpreter is missing fails instead: CI must run every backend."""
+    """Under ``PERFTUNE_REQUIRE_FRAMEWORKS=1`` (``make test``, hence CI) a framework or browser
+    test that skips because its interpreter or browser is missing fails instead: CI must run
+    every backend and the UI test."""
     outcome = yield
     rep = outcome.get_result()
-    if (rep.skipped and os.environ.get("PERFTUNE_REQUIRE_FRAMEWORKS") == "1"
-            and any(item.get_closest_marker(m) for m in _FRAMEWORK_MARKERS)):  # fmt: skip
-        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
-        rep.outcome = "failed"
-        rep.longrepr = f"skipped ({reason}), but PERFTUNE_REQUIRE_FRAMEWORKS=1: run `make frameworks`"
+    if rep.skipped and os.environ.get("PERFTUNE_REQUIRE_FRAMEWORKS") == "1":
+        fix = next((f for m, f in _REQUIRED_MARKERS.items() if item.get_closest_marker(m)), None)
+        if fix is not None:
+            reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+            rep.outcome = "failed"
+            rep.longrepr = f"skipped ({reason}), but PERFTUNE_REQUIRE_FRAMEWORKS=1: run `{fix}`"

@@ -460,15 +460,19 @@ def sync(home: Home = None, tracking_uri: Tracking = None, json_out: Json = Fals
 def ui(
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 5000,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    workers: Annotated[int, typer.Option(help="Server worker processes.")] = 1,
+    allowed_hosts: Annotated[str | None, typer.Option(help="Host headers to accept besides localhost and private addresses (MLflow's --allowed-hosts).")] = None,
     home: Home = None, tracking_uri: Tracking = None,
 ) -> None:
     """Start the MLflow UI on perftune's tracking store."""
-    from tuner.service import ui_command
+    from tuner.service import UI_ENV, ui_command
 
-    cmd = ui_command(_ws(home, tracking_uri=tracking_uri), host=host, port=port)
-    err.print(f"MLflow UI on http://{host}:{port}  (Ctrl-C to stop)")
+    cmd = ui_command(_ws(home, tracking_uri=tracking_uri), host=host, port=port, workers=workers,
+                     allowed_hosts=allowed_hosts)  # fmt: skip
+    err.print(f"MLflow UI on http://{host}:{port}  (sweeps are under \"Model training\"; "
+              "Ctrl-C to stop)", highlight=False)  # fmt: skip
     sys.stdout.flush()
-    os.execv(cmd[0], cmd)
+    os.execve(cmd[0], cmd, {**UI_ENV, **os.environ})
 
 
 @db_app.command("upgrade")

@@ -166,10 +166,20 @@ def db_upgrade(ws: Workspace) -> str | None:
         raise UsageError(f"--db: {exc}") from None
 
 
-def ui_command(ws: Workspace, *, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
-    """The ``mlflow server`` command line serving perftune's tracking store."""
+# MLflow 3's server also starts a job runner (huey consumers for GenAI evaluation jobs), which
+# perftune never submits: off, unless the environment says otherwise.
+UI_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def ui_command(ws: Workspace, *, host: str = "127.0.0.1", port: int = 5000, workers: int = 1,
+               allowed_hosts: str | None = None) -> list[str]:  # fmt: skip
+    """The ``mlflow server`` command line serving perftune's tracking store (run it with
+    :data:`UI_ENV` added to the environment). One uvicorn worker by default: the UI is for one
+    person, and each worker imports MLflow (seconds) before the server answers."""
     if not 0 < port < 65536:
         raise UsageError(f"--port {port}: must be between 1 and 65535")
+    if workers < 1:
+        raise UsageError(f"--workers {workers}: must be at least 1")
     if ws.tracking_uri.startswith(("http://", "https://")):
         raise UsageError(f"--tracking-uri {ws.tracking_uri}: already a tracking server; open it "
                          "in a browser instead")  # fmt: skip
@@ -177,8 +187,12 @@ def ui_command(ws: Workspace, *, host: str = "127.0.0.1", port: int = 5000) -> l
 
     check_tracking(ws.tracking_uri)
     ws.prepare()
-    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", ws.tracking_uri,
-            "--default-artifact-root", str(ws.artifacts), "--host", host, "--port", str(port)]  # fmt: skip
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", ws.tracking_uri,
+           "--default-artifact-root", str(ws.artifacts), "--host", host, "--port", str(port),
+           "--workers", str(workers)]  # fmt: skip
+    # MLflow's security middleware accepts Host headers of localhost and private addresses only.
+    return cmd + (["--allowed-hosts", allowed_hosts] if allowed_hosts else [])
+
 
 
 # --------------------------------------------------------------------------- the sweep queue

@@ -1,5 +1,11 @@
 """End to end: the CLI runs a real MindSpore sweep on the CPU (trials in the MindSpore
-virtualenv's fork server), then the report, the Optuna study and ``perftune best`` are checked."""
+virtualenv's fork server), then the report, the Optuna study and ``perftune best`` are checked.
+
+The objective is throughput: every trial costs the same few seconds, where time to target in
+PyNative (12-16 s for the default, up to the budget for a bad config) made this the suite's
+slowest test and failed it on a loaded machine. Time to target through the MindSpore trainer is
+tested in tests/tuner/test_backend_mindspore.py, and through the sweep loop by the PyTorch e2e
+tests (the objective is framework-independent there)."""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from tuner.executor import python_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.mindspore]
 
-STUDY = "mlp-digits-mindspore-cpu-time-to-target"
+STUDY = "mlp-digits-mindspore-cpu-throughput"
 
 
 def _has_mindspore() -> bool:
@@ -27,7 +33,7 @@ def swept(tmp_path_factory):
         pytest.skip("no interpreter with mindspore installed")
     home = tmp_path_factory.mktemp("ms")
     report = run_json("sweep", "--workload", "mlp-digits", "--framework", "mindspore",
-                      "--device", "cpu", "--trials", "4", "--seed", "0", "--budget", "30",
+                      "--device", "cpu", "--objective", "throughput", "--trials", "4", "--seed", "0",
                       "--confirm-top", "1", "--confirm-repeats", "1", "--home", str(home))  # fmt: skip
     return home, report
 
@@ -42,6 +48,7 @@ def test_report(swept):
     assert base["parallel_strategy"] == "single" and base["exec_mode"] == "pynative"
     assert base["precision"] == "fp32" and base["amp_level"] == "O0"
     assert report["best"]["stats"]["median"] > 0 and report["stored"] is True
+    assert report["direction"] == "maximize" and report["unit"] == "samples/s"
 
 
 def test_optuna_study(swept):
@@ -62,7 +69,7 @@ def test_optuna_study(swept):
 def test_best_for_the_framework(swept):
     home, report = swept
     found = run_json("best", "--workload", "mlp-digits", "--framework", "mindspore",
-                     "--home", str(home))  # fmt: skip
+                     "--objective", "throughput", "--home", str(home))  # fmt: skip
     assert len(found) == 1
     assert found[0]["config"] == report["best"]["config"]
     assert found[0]["value"] == pytest.approx(report["best"]["stats"]["median"])

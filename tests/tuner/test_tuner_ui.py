@@ -1,0 +1,39 @@
+"""``perftune ui``'s command line (the server itself runs in tests/e2e/test_e2e_ui.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tuner.errors import UsageError
+from tuner.service import UI_ENV, ui_command
+from tuner.settings import Workspace
+
+
+def _ws(tmp_path):
+    return Workspace.resolve(home=str(tmp_path / "ws"))
+
+
+def _opt(cmd: list[str], flag: str) -> str | None:
+    return cmd[cmd.index(flag) + 1] if flag in cmd else None
+
+
+def test_one_worker_no_job_runner_and_the_workspace_store(tmp_path):
+    ws = _ws(tmp_path)
+    cmd = ui_command(ws, port=5123)
+    assert cmd[1:4] == ["-m", "mlflow", "server"]
+    assert _opt(cmd, "--backend-store-uri") == ws.tracking_uri
+    assert _opt(cmd, "--default-artifact-root") == str(ws.artifacts)
+    assert (_opt(cmd, "--host"), _opt(cmd, "--port"), _opt(cmd, "--workers")) == ("127.0.0.1", "5123", "1")
+    assert "--allowed-hosts" not in cmd
+    assert UI_ENV == {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def test_workers_and_allowed_hosts_pass_through(tmp_path):
+    cmd = ui_command(_ws(tmp_path), host="0.0.0.0", workers=3, allowed_hosts="perf.example.com")
+    assert _opt(cmd, "--workers") == "3" and _opt(cmd, "--allowed-hosts") == "perf.example.com"
+
+
+@pytest.mark.parametrize("kw, fragment", [({"port": 0}, "--port 0"), ({"workers": 0}, "--workers 0")])
+def test_bad_numbers_are_usage_errors(tmp_path, kw, fragment):
+    with pytest.raises(UsageError, match=fragment):
+        ui_command(_ws(tmp_path), **kw)
