@@ -434,7 +434,6 @@ def run_queue(ws: Workspace, *, poll: float = 2.0, max_sweeps: int | None = None
     seconds (never, by default: it polls every ``poll`` seconds). A sweep that fails is marked
     ``failed`` with its one-line error and the loop goes on; Ctrl-C / SIGTERM interrupts the
     running sweep (marked ``interrupted``) and ends the loop with ``KeyboardInterrupt``."""
-    import socket
     import time
 
     from tuner._recovery import worker_id
