@@ -37,7 +37,9 @@ def test_interrupt_then_resume(tmp_path, sig):
             "--confirm-top", "1", "--confirm-repeats", "1", "--home", str(home)]  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "tuner.cli", *args, "--trials", "3"],
                             cwd=ROOT, env={**os.environ, "PERFTUNE_NO_PROGRESS": "1"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a shell's background job inherits SIGINT ignored: not the user's case
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.time() + 120
     trial_log = home / "logs" / f"{STUDY}-trial-0.log"  # the trial process opens it
     while not trial_log.exists():

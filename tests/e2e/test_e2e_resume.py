@@ -15,7 +15,7 @@ from conftest import ROOT, run_json
 
 pytestmark = pytest.mark.slow
 
-WORKLOAD = str(ROOT / "tests" / "e2e" / "workloads" / "sleepy.py") + ":one_second"
+WORKLOAD = str(ROOT / "tests" / "e2e" / "workloads" / "sleepy.py") + ":two_seconds"
 STUDY = "sleepy-torch-cpu-time-to-target"
 TRIALS = 4
 
@@ -52,7 +52,7 @@ def test_sigkill_mid_trial_then_rerun_resumes_at_once(tmp_path):
         if len(complete) >= 2 and now:
             running = now[0]
         time.sleep(0.1)
-    time.sleep(0.3)  # inside the trial's 1 s
+    time.sleep(0.2)  # inside the trial's 2 s (long enough for a loaded machine's polling)
     below = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]  # fork server, trial
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)

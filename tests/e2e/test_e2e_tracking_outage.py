@@ -88,6 +88,7 @@ def _sync(capsys, home: Path, uri: str) -> tuple[int, str, str]:
     imported already: a subprocess would spend seconds importing it again)."""
     from tuner.cli import main
 
+    capsys.readouterr()  # what this process printed before is not the command's output
     code = main(["sync", "--home", str(home), "--tracking-uri", uri, "--json"])
     captured = capsys.readouterr()
     return code, captured.out, captured.err

@@ -33,8 +33,8 @@ def _workload(seconds: float) -> Workload:
                     eval_interval_s=1e-6, description=f"no-op whose trials take {seconds} s")  # fmt: skip
 
 
-def one_second() -> Workload:
-    return _workload(1.0)
+def two_seconds() -> Workload:
+    return _workload(2.0)
 
 
 def half_second() -> Workload:
