@@ -222,21 +222,13 @@ def create_app(ws: Workspace, *, token: str | None = None,
         return JSONResponse(status_code=422, content={"detail": [
             {"type": "value_error", "loc": loc, "msg": str(exc)}]})  # fmt: skip
 
-    @app.exception_handler(NotFoundError)
-    def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:
-        return JSONResponse(status_code=404, content={"detail": str(exc)})
+    def _detail(status: int):
+        return lambda request, exc: JSONResponse(status_code=status, content={"detail": str(exc)})
 
-    @app.exception_handler(ConflictError)
-    def _conflict(request: Request, exc: ConflictError) -> JSONResponse:
-        return JSONResponse(status_code=409, content={"detail": str(exc)})
-
-    @app.exception_handler(PerftuneError)
-    def _unavailable(request: Request, exc: PerftuneError) -> JSONResponse:
-        return JSONResponse(status_code=503, content={"detail": str(exc)})
-
-    @app.exception_handler(StoreError)
-    def _store_error(request: Request, exc: StoreError) -> JSONResponse:
-        return JSONResponse(status_code=503, content={"detail": str(exc)})
+    # Looked up by the exception's class hierarchy (a NotFoundError is a PerftuneError too).
+    for error, status in ((NotFoundError, 404), (ConflictError, 409), (PerftuneError, 503),
+                          (StoreError, 503)):  # fmt: skip
+        app.add_exception_handler(error, _detail(status))
 
     @app.get("/healthz", response_model=Health, responses=_errors(503))
     def healthz() -> Any:

@@ -347,15 +347,8 @@ def list_sweeps(ws: Workspace, *, state: str | None = None, limit: int = 100,
 def get_sweep(ws: Workspace, sweep_id: int, *, store=None) -> dict[str, Any]:
     """One sweep: state, trials done of the total, best value so far, the stored best config id
     once done, timestamps, error, MLflow link. :class:`NotFoundError` if unknown."""
-    from tuner.errors import NotFoundError
-
-    row = None
-    if store is not None or has_database(ws):
-        with _using(ws, store) as s:
-            row = s.get_sweep(sweep_id)
-    if row is None:
-        raise NotFoundError(f"sweep {sweep_id}: no such sweep")
-    return sweep_view(ws, row)
+    return sweep_view(ws, _lookup(ws, store, lambda s: s.get_sweep(sweep_id),
+                                  f"sweep {sweep_id}: no such sweep"))  # fmt: skip
 
 
 def cancel_sweep(ws: Workspace, sweep_id: int, *, store=None) -> dict[str, Any]:
@@ -377,15 +370,22 @@ def cancel_sweep(ws: Workspace, sweep_id: int, *, store=None) -> dict[str, Any]:
 
 
 def best_config_by_id(ws: Workspace, best_id: int, *, store=None):
+    return _lookup(ws, store, lambda s: s.get_best_by_id(best_id),
+                   f"best config {best_id}: no such best config")  # fmt: skip
+
+
+def _lookup(ws: Workspace, store, get: Callable[[Any], Any], missing: str) -> Any:
+    """``get(store)``, or :class:`NotFoundError` (``missing``) when it finds nothing or there
+    is no database yet."""
     from tuner.errors import NotFoundError
 
-    rec = None
+    found = None
     if store is not None or has_database(ws):
         with _using(ws, store) as s:
-            rec = s.get_best_by_id(best_id)
-    if rec is None:
-        raise NotFoundError(f"best config {best_id}: no such best config")
-    return rec
+            found = get(s)
+    if found is None:
+        raise NotFoundError(missing)
+    return found
 
 
 def known_devices(ws: Workspace, *, store=None) -> list[dict[str, Any]]:
