@@ -72,6 +72,8 @@ def test_interrupt_then_resume(tmp_path, sig):
     out = subprocess.run(["pgrep", "-f", f"tuner._worker.*{home}"], capture_output=True)
     assert out.stdout == b""
 
+    if sig != signal.SIGINT:
+        return  # resuming does not depend on which signal stopped the sweep: once is enough
     report = run_json(*args, "--trials", "2")  # the same command resumes the study
     study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{home}/optuna.db")
     done = [t for t in study.trials if t.state != optuna.trial.TrialState.FAIL

@@ -37,16 +37,28 @@ def _trials(url: str):
         return []
 
 
-def _drop_connections(app: str) -> int:
+def _sql(query: str, app: str):
     import sqlalchemy as sa
 
     engine = sa.create_engine(PG_SERVER, poolclass=sa.pool.NullPool)
-    with engine.connect() as conn:
-        n = conn.execute(sa.text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                 "WHERE datname = 'test' AND pid <> pg_backend_pid() "
-                                 "AND application_name LIKE :app"), {"app": app + "%"}).scalar()  # fmt: skip
-    engine.dispose()
-    return int(n)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(query), {"app": app + "%"}).scalar()
+    finally:
+        engine.dispose()
+
+
+def _drop_connections(app: str) -> int:
+    """Terminate the sweep's connections; how many there were."""
+    return int(_sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = 'test' AND pid <> pg_backend_pid() "
+                    "AND application_name LIKE :app", app))  # fmt: skip
+
+
+def _reconnected_since(app: str, when: float) -> bool:
+    """Has the sweep opened a connection since ``when`` (epoch seconds)?"""
+    return bool(_sql("SELECT count(*) FROM pg_stat_activity WHERE datname = 'test' "
+                     f"AND application_name LIKE :app AND backend_start > to_timestamp({when})", app))
 
 
 def _restart_server() -> None:
@@ -97,14 +109,21 @@ def test_workers_survive_dropped_connections(tmp_path):
                     _restart_server()
                     dropped.append(-1)
                 else:
+                    at = time.time()
                     dropped.append(_drop_connections(app))
+                    # the sweep's workers connect again (a query in flight fails and is retried,
+                    # printing "database connection lost"; an idle pooled one is pre-pinged)
+                    while not _reconnected_since(app, at):
+                        assert proc.poll() is None, proc.communicate()[1][-3000:]
+                        assert time.time() < deadline, "the sweep never reconnected"
+                        time.sleep(0.2)
             out, err = proc.communicate(timeout=240)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
         assert proc.returncode == 0, err[-3000:]
-        assert dropped[0] > 0 and "database connection lost" in err  # it really was hit
+        assert dropped[0] > 0  # it really was hit (and reconnected, above)
         report = json.loads(out)
         trials = _trials(urls["optuna"])
         assert not [t for t in trials if t.state == TrialState.RUNNING]

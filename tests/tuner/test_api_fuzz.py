@@ -64,8 +64,10 @@ def test_openapi_fuzz(tmp_path, monkeypatch):
             except Unsatisfiable:  # nothing to get wrong: an operation without parameters
                 assert mode == GenerationMode.NEGATIVE
     assert sum(seen.values()) > 120
+    # 409 (cancelling a finished sweep) needs the fuzzer to pick the one completed sweep's id,
+    # which it may or may not do: test_api.py asserts that status and its body.
     for expected in [("GET", 200), ("GET", 404), ("GET", 422), ("POST", 201),
-                     ("POST", 404), ("POST", 409), ("POST", 422)]:  # fmt: skip
+                     ("POST", 404), ("POST", 422)]:  # fmt: skip
         assert seen[expected], (expected, seen)
     # the seeded rows are still there: fuzzing read and queued, it broke nothing
     assert service.get_sweep(ws, ids["sweep"])["state"] == "completed"
