@@ -37,13 +37,13 @@ def _trials(url: str):
         return []
 
 
-def _sql(query: str, app: str):
+def _sql(query: str, **params):
     import sqlalchemy as sa
 
     engine = sa.create_engine(PG_SERVER, poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:
-            return conn.execute(sa.text(query), {"app": app + "%"}).scalar()
+            return conn.execute(sa.text(query), params).scalar()
     finally:
         engine.dispose()
 
@@ -52,13 +52,14 @@ def _drop_connections(app: str) -> int:
     """Terminate the sweep's connections; how many there were."""
     return int(_sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                     "WHERE datname = 'test' AND pid <> pg_backend_pid() "
-                    "AND application_name LIKE :app", app))  # fmt: skip
+                    "AND application_name LIKE :app", app=app + "%"))  # fmt: skip
 
 
 def _reconnected_since(app: str, when: float) -> bool:
     """Has the sweep opened a connection since ``when`` (epoch seconds)?"""
     return bool(_sql("SELECT count(*) FROM pg_stat_activity WHERE datname = 'test' "
-                     f"AND application_name LIKE :app AND backend_start > to_timestamp({when})", app))
+                     "AND application_name LIKE :app AND backend_start > to_timestamp(:when)",
+                     app=app + "%", when=when))  # fmt: skip
 
 
 def _restart_server() -> None:
