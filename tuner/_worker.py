@@ -24,6 +24,7 @@ import time
 import traceback
 from typing import Any
 
+from tuner._proc import die_with_parent, dump_stacks, kill_group
 from tuner.backends import TrialRequest, classify_exception, classify_exit, get_backend
 from tuner.backends._base import Channel
 from tuner.errors import UsageError
@@ -115,6 +116,10 @@ class Server:
         from tuner.workload import resolve
 
         request = TrialRequest.from_dict(msg["request"])
+        if request.command:
+            from tuner.trial.launcher import run_command
+
+            return run_command(request, channel)
         workload = resolve(request.workload, self.framework)
         return self.backend.run_trial(workload, request, channel)
 
@@ -158,7 +163,7 @@ class Server:
                     os.dup2(fd, 2)
                 import faulthandler
 
-                _die_with_parent()
+                die_with_parent()
                 faulthandler.enable()  # a fatal signal (SIGSEGV...) leaves a stack in the log
                 # On a timeout the server asks for every thread's stack before the kill, so a
                 # hang leaves its location in the trial log.
@@ -225,10 +230,10 @@ class Server:
                     break
         finally:
             if timed_out:
-                _dump_stacks(pid)
-            _kill_group(pid)
+                dump_stacks(pid)
+            kill_group(pid)
             _, status = os.waitpid(pid, 0)
-            _kill_group(pid)  # stray processes the trial started (e.g. DDP ranks)
+            kill_group(pid)  # stray processes the trial started (e.g. DDP ranks)
             sel.close()
             os.close(c2p_r)
             os.close(p2c_w)
@@ -242,7 +247,8 @@ class Server:
         if op == "run":
             request = msg["request"]
             t0 = time.perf_counter()
-            self._warm(request["workload"])
+            if not request.get("command"):
+                self._warm(request["workload"])
             final, status, timed_out, cancelled = self._fork(
                 msg, self._run, float(request.get("timeout_s", 300)), request.get("log_path")
             )
@@ -252,7 +258,8 @@ class Server:
                 payload = final["payload"] or {}
                 outcome.update(status="pruned" if payload.get("pruned") else "ok",
                                metrics=payload.get("metrics", {}),
-                               curves=payload.get("curves", {}))  # fmt: skip
+                               curves=payload.get("curves", {}),
+                               knobs_read=payload.get("knobs_read"))  # fmt: skip
             elif final is not None and final["type"] == "error" and not timed_out:
                 cause = "invalid" if final.get("usage") else final["cause"]
                 outcome.update(status="failed", cause=cause, message=final["message"])
@@ -299,35 +306,6 @@ class Server:
             self.handle(msg)
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies (prctl PR_SET_PDEATHSIG), so a
-    trial never outlives its worker (nor a DDP rank its trial). A no-op elsewhere."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-        if os.getppid() == 1:  # the parent died before prctl took effect
-            os._exit(70)
-    except (OSError, AttributeError):
-        pass
-
-
-def _dump_stacks(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGUSR1)
-        time.sleep(0.5)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tuner._worker")
     parser.add_argument("--framework", required=True)
@@ -335,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the sweep process decides when we stop
     # If the sweep or worker process that started us is killed outright (SIGKILL: no EOF is
     # guaranteed to reach us while a trial waits on a pruning reply), go with it.
-    _die_with_parent()
+    die_with_parent()
     return Server(args.framework).serve()
 
 

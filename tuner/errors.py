@@ -22,6 +22,12 @@ class UsageError(PerftuneError):
     exit_code = 2
 
 
+class NothingMeasured(UsageError):
+    """A training function or script ran but gave perftune nothing to measure (no
+    ``trial.step()``, no ``trial.report()``): the workload is unusable as it is, whatever the
+    config, so the sweep stops at the first such trial."""
+
+
 class NotFoundError(PerftuneError):
     """No such resource (a sweep or best-config id): the HTTP API answers 404."""
 

@@ -135,8 +135,13 @@ class InProcessExecutor(Executor):
 
         t0 = time.perf_counter()
         try:
-            workload = resolve(request.workload, self.framework)
-            payload = self.backend.run_trial(workload, request, _CallbackChannel(on_report))
+            if request.command:
+                from tuner.trial.launcher import run_command
+
+                payload = run_command(request, _CallbackChannel(on_report))
+            else:
+                workload = resolve(request.workload, self.framework)
+                payload = self.backend.run_trial(workload, request, _CallbackChannel(on_report))
         except UsageError as exc:
             return TrialOutcome("failed", cause="invalid", message=str(exc),
                                 wall_s=time.perf_counter() - t0)  # fmt: skip
@@ -146,7 +151,7 @@ class InProcessExecutor(Executor):
                                 wall_s=time.perf_counter() - t0)  # fmt: skip
         return TrialOutcome("pruned" if payload.get("pruned") else "ok",
                             metrics=payload.get("metrics", {}), curves=payload.get("curves", {}),
-                            wall_s=time.perf_counter() - t0)  # fmt: skip
+                            wall_s=time.perf_counter() - t0, knobs_read=payload.get("knobs_read"))  # fmt: skip
 
 
 class ProcessExecutor(Executor):
@@ -286,7 +291,7 @@ class ProcessExecutor(Executor):
                     status=msg["status"], metrics=msg.get("metrics", {}),
                     curves=msg.get("curves", {}), cause=msg.get("cause"),
                     message=msg.get("message"), wall_s=msg.get("wall_s"),
-                    log_path=msg.get("log_path"),
+                    log_path=msg.get("log_path"), knobs_read=msg.get("knobs_read"),
                 )  # fmt: skip
 
 

@@ -1,15 +1,17 @@
-"""The workload a user brings: a model factory, data, a loss and a metric with a quality target.
+"""What a sweep tunes: the user's training function, or a workload for perftune's built-in loop.
 
-perftune owns the training loop, because the knobs it tunes (batch size, optimizer, learning rate,
-parallel strategy, precision, threads) live there. A workload only says *what* to train and when
-it is good enough.
+Two kinds, named by the same *spec* strings:
 
-A workload is named by a *spec* string, resolved inside the trial worker (never in the sweep
-process, which must not import a framework):
-
-- a built-in name: ``mlp-digits``, ``cnn-digits``, ``gpt-tiny`` (PyTorch);
-- ``path/to/file.py:make_workload`` or ``package.module:make_workload``: a zero-argument callable
+- a training function decorated with :func:`tuner.trainable` (the user's loop, measured through
+  :class:`tuner.Trial`): ``path/to/train.py:train``;
+- a :class:`Workload`: a model factory, in-memory data, a loss and a metric with a quality
+  target, trained by perftune's built-in loop (itself written on :class:`tuner.Trial`). A spec
+  is a built-in name (``mlp-digits``, ``cnn-digits``, ``gpt-tiny``) or
+  ``path/to/file.py:make_workload`` / ``package.module:make_workload``, a zero-argument callable
   returning a :class:`Workload`.
+
+Specs are resolved inside the trial worker, never in the sweep process (which must not import a
+framework); :func:`declared_framework` reads a file's declared framework without running it.
 
 This module imports only the standard library.
 """
@@ -79,18 +81,7 @@ class Workload:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.name or not isinstance(self.name, str):
-            raise UsageError("workload: name must be a non-empty string")
-        if self.mode not in ("max", "min"):
-            raise UsageError(f"workload {self.name}: mode must be 'max' or 'min', got {self.mode!r}")
-        if not math.isfinite(float(self.target)):
-            raise UsageError(f"workload {self.name}: target must be a finite number")
-        if not self.budget_s > 0:
-            raise UsageError(f"workload {self.name}: budget_s must be > 0, got {self.budget_s}")
-        if not self.eval_interval_s > 0:
-            raise UsageError(
-                f"workload {self.name}: eval_interval_s must be > 0, got {self.eval_interval_s}"
-            )
+        check_description(self.describe())
         for attr in ("model", "data"):
             if not callable(getattr(self, attr)):
                 raise UsageError(f"workload {self.name}: {attr} must be a callable factory")
@@ -117,6 +108,26 @@ class Workload:
             "flops_per_sample": self.flops_per_sample,
             "description": self.description,
         }
+
+
+def check_description(desc: dict[str, Any]) -> None:
+    """The checks every workload description passes (a :class:`Workload`'s, a
+    :class:`~tuner.trial.Trainable`'s): one line naming the field, before anything runs."""
+    name = desc.get("name")
+    if not name or not isinstance(name, str):
+        raise UsageError("workload: name must be a non-empty string")
+    if desc.get("framework") not in ("torch", "tensorflow", "mindspore"):
+        raise UsageError(f"workload {name}: framework must be torch, tensorflow or mindspore, "
+                         f"not {desc.get('framework')!r}")  # fmt: skip
+    if desc.get("mode") not in ("max", "min"):
+        raise UsageError(f"workload {name}: mode must be 'max' or 'min', got {desc.get('mode')!r}")
+    for key in ("target", "budget_s", "eval_interval_s"):
+        value = desc.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise UsageError(f"workload {name}: {key} must be a finite number, got {value!r}")
+    for key in ("budget_s", "eval_interval_s"):
+        if not desc[key] > 0:
+            raise UsageError(f"workload {name}: {key} must be > 0, got {desc[key]}")
 
 
 def is_builtin(spec: str) -> bool:
@@ -193,31 +204,90 @@ def warm(spec: str, framework: str = "torch") -> None:
     if (spec, framework) in _CACHE:
         return
     workload = resolve(spec, framework)
+    if not isinstance(workload, Workload):  # a training function loads its own data
+        _CACHE[(spec, framework)] = workload
+        return
     arrays = workload.data()
     workload.data = lambda: arrays
     _CACHE[(spec, framework)] = workload
 
 
-def resolve(spec: str, framework: str = "torch") -> Workload:
-    """Build the :class:`Workload` a spec names (in the trial worker, where the framework lives)."""
+def resolve(spec: str, framework: str = "torch") -> Any:
+    """What a spec names, built in the trial worker (where the framework lives): a
+    :class:`Workload` (from a factory) or a :class:`~tuner.trial.Trainable` (a decorated
+    training function)."""
     if (spec, framework) in _CACHE:
         return _CACHE[(spec, framework)]
     check_spec(spec, framework)
     factory_spec = BUILTIN_WORKLOADS[spec][framework] if spec in BUILTIN_WORKLOADS else spec
-    factory = _load_callable(factory_spec)
-    try:
-        workload = factory()
-    except UsageError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the user's factory: report it as bad input
-        raise UsageError(f"--workload {spec}: the factory raised {type(exc).__name__}: {exc}") from None
-    if not isinstance(workload, Workload):
-        raise UsageError(
-            f"--workload {spec}: the factory returned {type(workload).__name__}, not tuner.Workload"
-        )
+    obj = _load_callable(factory_spec)
+    from tuner.trial.api import Trainable
+
+    if isinstance(obj, Trainable):
+        workload: Any = obj
+    else:
+        _check_factory(spec, obj)
+        try:
+            workload = obj()
+        except UsageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the user's factory: report it as bad input
+            raise UsageError(f"--workload {spec}: the factory raised {type(exc).__name__}: {exc}") from None
+        if not isinstance(workload, Workload):
+            raise UsageError(f"--workload {spec}: the factory returned {type(workload).__name__}, "
+                             "not tuner.Workload (or decorate a training function with "
+                             "@tuner.trainable)")  # fmt: skip
     if workload.framework != framework:
         raise UsageError(
             f"--workload {spec}: it is a {workload.framework} workload, not {framework} "
             f"(pass --framework {workload.framework})"
         )
     return workload
+
+
+def _check_factory(spec: str, obj: Any) -> None:
+    """A spec names a zero-argument factory or a decorated training function; a plain function
+    of one argument is a training function someone forgot to decorate."""
+    import inspect
+
+    if not callable(obj):
+        raise UsageError(f"--workload {spec}: {type(obj).__name__} is not callable")
+    try:
+        params = inspect.signature(obj).parameters.values()
+    except (TypeError, ValueError):
+        return
+    required = [p for p in params if p.default is p.empty
+                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]  # fmt: skip
+    if required:
+        raise UsageError(f"--workload {spec}: a training function must be decorated with "
+                         "@tuner.trainable(name=..., target=...), and a workload factory takes "
+                         f"no arguments (this one takes {', '.join(p.name for p in required)})")  # fmt: skip
+
+
+def declared_framework(spec: str) -> str | None:
+    """The framework a workload file declares, read from its source without running it: the
+    ``framework=`` of the ``@tuner.trainable`` decorating the named function, or of a
+    ``Workload(...)`` call in the named factory. None if not declared as a literal (or not a
+    file)."""
+    import ast
+
+    if spec in BUILTIN_WORKLOADS or ":" not in spec:
+        return None
+    target, _, attr = spec.rpartition(":")
+    if not target.endswith(".py"):
+        return None
+    try:
+        with open(target, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), filename=target)
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == attr:
+            calls = [d for d in node.decorator_list if isinstance(d, ast.Call)]
+            calls += [n for n in ast.walk(node) if isinstance(n, ast.Call)]
+            for call in calls:
+                for kw in call.keywords:
+                    if kw.arg == "framework" and isinstance(kw.value, ast.Constant) \
+                            and isinstance(kw.value.value, str):  # fmt: skip
+                        return kw.value.value
+    return None

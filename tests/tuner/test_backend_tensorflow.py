@@ -283,27 +283,30 @@ def test_strategies_and_fp16_path_in_tensorflow():
         from tuner.backends import TrialRequest, NullChannel
         from tuner.backends import _tensorflow as B
         from tuner.errors import InvalidConfig
+        from tuner.trial._run import run_rank
         from tuner.workload import resolve
 
-        def trainer(config, device="cpu"):
+        def kit(config, device="cpu"):
             req = TrialRequest(workload="mlp-digits", framework="tensorflow", device=device,
                                config=config, measure="throughput", warmup_s=0.1,
                                window_s=0.1, repeats=1)
-            return B._Trainer(resolve("mlp-digits", "tensorflow"), req, None)
+            return req, B.KerasKit(config, req)
 
         res = {}
-        s = trainer({"parallel_strategy": "mirrored", "world_size": 2})._configure()
+        s = kit({"parallel_strategy": "mirrored", "world_size": 2})[1].strategy
         res["mirrored"] = [type(s).__name__, s.num_replicas_in_sync,
                            sorted(s.extended.worker_devices)]
         try:
-            trainer({}, device="cuda:0")._configure()
+            kit({}, device="cuda:0")
             res["no_gpu"] = None
         except InvalidConfig as exc:
             res["no_gpu"] = str(exc)
-        t = trainer({"precision": "fp16", "batch_size": 8})
-        m = t.run()["metrics"]
-        res["fp16"] = [type(t.model.layers[0].compute_dtype).__name__,
-                       t.model.layers[0].compute_dtype, m["throughput_sps"] > 0]
+        req, k = kit({"precision": "fp16", "batch_size": 8})
+        wl = resolve("mlp-digits", "tensorflow")
+        m = run_rank(B.builtin_loop(wl), k, req, NullChannel(), wl.describe())["metrics"]
+        layer = k.keep[0].layers[0]
+        res["fp16"] = [type(layer.compute_dtype).__name__, layer.compute_dtype,
+                       m["throughput_sps"] > 0]
         print(json.dumps(res))
     """)
     assert out["mirrored"][:2] == ["MirroredStrategy", 2]

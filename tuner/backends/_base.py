@@ -25,7 +25,8 @@ class TrialRequest:
     framework: str
     device: str
     config: dict[str, Any]
-    measure: str = "converge"  # "converge" (time-to-target) or "throughput"
+    #: "converge" (time-to-target), "throughput", "probe", "peak", or "free" (outside a sweep)
+    measure: str = "converge"
     seed: int = 0
     budget_s: float | None = None  # overrides the workload's budget when set
     timeout_s: float = 300.0
@@ -37,6 +38,10 @@ class TrialRequest:
     #: The discovered record of the device (``Backend.devices()``), so the trial validates its
     #: layout against what is really there without discovering again.
     device_info: dict[str, Any] | None = None
+    #: A launched command's template (``perftune sweep ... -- CMD``), run instead of a workload.
+    command: list[str] | None = None
+    #: The workload's description (target, mode, budget...) when no spec is resolved (commands).
+    description: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,6 +66,8 @@ class TrialOutcome:
     message: str | None = None
     wall_s: float | None = None
     log_path: str | None = None
+    #: The knobs the training code read (``trial.config`` and the helpers that apply them).
+    knobs_read: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,9 +140,30 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def run_trial(self, workload: Any, request: TrialRequest, channel: Channel) -> dict[str, Any]:
-        """Train ``workload`` with ``request.config``; return ``{"metrics": {...}, "curves":
-        {...}, "pruned": bool}``. Raise :class:`~tuner.errors.TrialError` subclasses (or let
-        framework errors through) to fail; :func:`classify_exception` names the cause."""
+        """Train ``workload`` (a :class:`~tuner.workload.Workload`, trained by the backend's
+        built-in loop, or a :class:`~tuner.trial.Trainable`, the user's function) with
+        ``request.config``, on as many processes as the config asks for, each with a
+        :class:`~tuner.trial.Trial` over the backend's kit; return ``{"metrics": {...},
+        "curves": {...}, "pruned": bool, "knobs_read": [...]}``. Raise
+        :class:`~tuner.errors.TrialError` subclasses (or let framework errors through) to fail;
+        :func:`classify_exception` names the cause."""
+
+    @classmethod
+    def processes(cls, config: dict[str, Any]) -> int:
+        """How many processes ``config`` trains on (stdlib only): 1 unless a multi-process
+        strategy's ``world_size``."""
+        multi = cls.multi_process_strategies
+        return int(config.get("world_size", 1)) if config.get("parallel_strategy") in multi else 1
+
+    #: ``parallel_strategy`` values that start one process per ``world_size``.
+    multi_process_strategies: tuple[str, ...] = ()
+
+    def standalone_kit(self, request: TrialRequest) -> Any:
+        """A :class:`~tuner.trial._kit.Kit` for a process perftune did not fork: a launched
+        script (its ranks from the launcher's environment) or a tuned config used outside a
+        sweep. Raises :class:`~tuner.errors.UsageError` if the config needs processes this
+        one cannot be."""
+        raise NotImplementedError(f"the {self.name} backend cannot run outside a sweep's trial")
 
 
 _OOM_MARKERS = (

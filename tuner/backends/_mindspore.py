@@ -52,8 +52,9 @@ from typing import Any
 
 from tuner.backends._base import Backend, Channel, NullChannel, TrialRequest, classify_exception
 from tuner.backends._host import cpu_device, rss_peak_mb, usable_cores
-from tuner.backends._loop import measure
-from tuner.errors import InvalidConfig, TrialError
+from tuner.errors import InvalidConfig, TrialError, UsageError
+from tuner.trial._kit import Kit
+from tuner.trial._run import as_function, drive, run_rank
 
 _OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
 _COMMON = ("batch_size", "learning_rate", "optimizer", "momentum", "beta1", "beta2",
@@ -78,6 +79,7 @@ def _quiet() -> None:
 class MindSporeBackend(Backend):
     name = "mindspore"
     module = "mindspore"
+    multi_process_strategies = ("data_parallel", "auto_parallel", "semi_auto_parallel")
     device_classes = ("cpu", "cuda", "npu")
 
     @classmethod
@@ -127,8 +129,18 @@ class MindSporeBackend(Backend):
         _quiet()
         validate_config(request.config, request.device)
         if request.config.get("parallel_strategy", "single") == "single":
-            return _Trainer(workload, request, channel).run()
+            fn = as_function(workload, builtin_loop)
+            return run_rank(fn, MindSporeKit(request.config, request), request, channel,
+                            workload.describe())  # fmt: skip
         return _run_msrun(request)
+
+    def standalone_kit(self, request: TrialRequest) -> MindSporeKit:
+        _quiet()
+        validate_config(request.config, request.device)
+        if request.config.get("parallel_strategy", "single") != "single":
+            raise UsageError("the config runs several msrun ranks: outside a sweep, launch the "
+                             "script with msrun yourself")  # fmt: skip
+        return MindSporeKit(request.config, request)
 
 
 def _supports(target: str) -> bool:
@@ -322,9 +334,9 @@ def _log_error(log_dir: str, launcher: str) -> str:
 
 def _rank_main(req_path: str, result_path: str) -> int:
     """One msrun rank: train, and (rank 0) write the result or the error to ``result_path``."""
-    from tuner._worker import _die_with_parent
+    from tuner._proc import die_with_parent
 
-    _die_with_parent()  # msrun starts ranks in their own session: die with the launcher
+    die_with_parent()  # msrun starts ranks in their own session: die with the launcher
     _quiet()
     with open(req_path) as f:
         request = TrialRequest.from_dict(json.load(f))
@@ -334,11 +346,13 @@ def _rank_main(req_path: str, result_path: str) -> int:
 
         from tuner.workload import resolve
 
-        trainer = _Trainer(resolve(request.workload, "mindspore"), request, NullChannel(),
-                           distributed=True, init=init, get_rank=get_rank)  # fmt: skip
-        rank = trainer.rank
-        result = trainer.run()
-        result["metrics"]["setup_s"] = trainer.loop_t - float(os.environ["PERFTUNE_MS_LAUNCH_T"])
+        workload = resolve(request.workload, "mindspore")
+        kit = MindSporeKit(request.config, request, distributed=True, init=init, get_rank=get_rank)
+        rank = kit.rank
+        result = run_rank(as_function(workload, builtin_loop), kit, request, NullChannel(),
+                          workload.describe())  # fmt: skip
+        launched = float(os.environ["PERFTUNE_MS_LAUNCH_T"])
+        result["metrics"]["setup_s"] += kit.created_at - launched  # the launcher's start counts
         payload: dict[str, Any] = result
         code = 0
     except BaseException as exc:  # noqa: BLE001 - reported to the trial process
@@ -359,39 +373,30 @@ def _rank_main(req_path: str, result_path: str) -> int:
     return code
 
 
-# -------------------------------------------------------------------- trainer
-class _ArraySource:
-    """Random-access source of a ``GeneratorDataset``: rows of in-memory arrays."""
+# -------------------------------------------------------------------- the kit
+class MindSporeKit(Kit):
+    """One process's MindSpore for a trial (stand-alone, or one msrun rank): device, threads,
+    parallel context and seeds set before any op runs; the clock's collectives; the user's
+    helpers (``optimizer``, ``autocast`` as ``amp``, the ``Model.train`` callback)."""
 
-    def __init__(self, *arrays) -> None:
-        self.arrays = arrays
+    framework = "mindspore"
 
-    def __len__(self) -> int:
-        return len(self.arrays[0])
-
-    def __getitem__(self, i):
-        return tuple(a[i] for a in self.arrays)
-
-
-class _Trainer:
-    """One process's training loop (stand-alone, or one msrun rank), for both measures."""
-
-    def __init__(self, workload, request: TrialRequest, channel: Channel, *,
-                 distributed: bool = False, init=None, get_rank=None) -> None:  # fmt: skip
+    def __init__(self, config: dict[str, Any], request: TrialRequest, *, distributed: bool = False,
+                 init=None, get_rank=None) -> None:  # fmt: skip
         import mindspore as ms
 
-        self.t_start = time.perf_counter()
+        world = int(config.get("world_size", 1)) if distributed else 1
+        super().__init__(config, rank=0, world=world)
+        self.created_at = time.time()
         self.ms = ms
-        self.workload, self.req, self.channel = workload, request, channel
-        self.cfg = cfg = request.config
         self.kind, _, index = request.device.partition(":")
-        self.strategy = cfg.get("parallel_strategy", "single")
-        self.world = int(cfg.get("world_size", 1)) if distributed else 1
-        local = int(os.environ.get("DEVICE_ID", 0)) if distributed else 0
+        self.device = request.device
+        self.strategy = config.get("parallel_strategy", "single")
+        self.local_rank = local = int(os.environ.get("DEVICE_ID", 0)) if distributed else 0
         ms.set_device(_TARGETS[self.kind], int(index or 0) + local if self.kind != "cpu" else None)
-        threads = int(cfg.get("num_threads") or max(1, usable_cores() // self.world))
+        threads = int(config.get("num_threads") or max(1, usable_cores() // self.world))
         ms.device_context.cpu.op_tuning.threads_num(threads)
-        self.rank = 0
+        self.applied.add("num_threads")
         if distributed:
             from mindspore import ParallelMode
 
@@ -407,11 +412,10 @@ class _Trainer:
                                          device_num=self.world, **extra)  # fmt: skip
         ms.set_seed(request.seed)
         ms.dataset.config.set_seed(request.seed)
-        self.channel = channel if self.rank == 0 else None
         self.last = self._allreduce = None
         self.rss_start = rss_peak_mb()
 
-    # -- collectives (identity with one process)
+    # -- the clock's collectives (identity with one process)
     def _sum(self, value: float) -> float:
         """The sum over ranks (SUM is the only AllReduce the CPU backend has)."""
         ms = self.ms
@@ -421,156 +425,222 @@ class _Trainer:
             self._allreduce = ms.ops.AllReduce()
         return float(self._allreduce(ms.Tensor([value], ms.float32)).asnumpy()[0])
 
-    def _agree(self, flag: bool) -> bool:
-        return flag if self.world == 1 else self._sum(float(flag and self.rank == 0)) > 0
-
-    def _broadcast_int(self, value: int) -> int:
+    def broadcast_int(self, value: int) -> int:
         if self.world == 1:
-            return value
+            return int(value)
         return int(round(self._sum(float(value if self.rank == 0 else 0))))
 
-    def _loss_value(self, loss) -> float:
+    def loss_value(self, loss) -> float:
         """The loss as a float; NaN on every rank if it is not finite on any rank."""
-        value = float(loss.asnumpy().astype("float64").mean())
+        value = float(loss.asnumpy().astype("float64").mean()) if hasattr(loss, "asnumpy") else float(loss)
         if self.world > 1 and self._sum(0.0 if math.isfinite(value) else 1.0) > 0:
             return math.nan
         return value
 
-    def _sync(self) -> None:
+    def sync(self) -> None:
         if self.last is not None:
             self.last.asnumpy()  # waits for every queued op up to the last step
         if self.kind != "cpu":
             self.ms.runtime.synchronize()
 
-    # -- setup
-    def _arrays(self):
-        import numpy as np
+    def memory(self, gather: bool = True) -> dict[str, float]:
+        peak = rss_peak_mb()
+        out = {"peak_rss_mb": peak, "rss_growth_mb": max(0.0, peak - self.rss_start)}
+        if self.kind != "cpu":
+            with contextlib.suppress(Exception):
+                out["peak_device_memory_mb"] = self.ms.runtime.max_memory_allocated() / 2**20
+        return {k: self._sum(v) for k, v in out.items()} if gather else out  # summed over ranks
 
-        x_tr, y_tr, x_va, y_va = (np.asarray(a) for a in self.workload.data())
-        loss = self.workload.loss
-        regression = loss == "mse"
+    def extra_metrics(self) -> dict[str, Any]:
+        return {"world_size": self.world}
 
-        def feats(a):
-            return a.astype(np.float32) if a.dtype.kind == "f" and a.dtype != np.float32 else a
-
-        def targets(a):
-            if regression or a.dtype.kind == "f":
-                return a.astype(np.float32)
-            return a.astype(np.int32) if loss == "cross_entropy" else a
-
-        return feats(x_tr), targets(y_tr), feats(x_va), targets(y_va)
-
-    def _pipeline(self, x, y, batch_size: int):
-        """``(epoch, x, y)`` batches of this rank from a ``mindspore.dataset`` pipeline:
-        reshuffled every epoch, sharded across ranks, ``dataset_workers`` threads."""
-        ds = self.ms.dataset
-        workers = int(self.cfg.get("dataset_workers", 1))
-        shard = {"num_shards": self.world, "shard_id": self.rank} if self.world > 1 else {}
-        data = ds.GeneratorDataset(_ArraySource(x, y), ["x", "y"], shuffle=True,
-                                   num_parallel_workers=workers, python_multiprocessing=False,
-                                   **shard)  # fmt: skip
-        # Equal steps on every rank (collectives): drop the short last batch when sharded.
-        data = data.batch(batch_size, drop_remainder=self.world > 1, num_parallel_workers=workers)
-        it = data.create_tuple_iterator(num_epochs=-1)
-        epoch = 0
-        while True:
-            for xb, yb in it:
-                yield epoch, xb, yb
-            epoch += 1
-
-    def _loss_fn(self):
-        from mindspore import nn
-
-        loss = self.workload.loss
-        if callable(loss):
-            return loss
-        if loss == "cross_entropy":
-            return nn.CrossEntropyLoss()
-        if loss == "mse":
-            return nn.MSELoss()
-        raise InvalidConfig(f"workload loss {loss!r} is not known (use a callable)")
-
-    def _metric(self, out, y) -> float:
-        metric = self.workload.metric
-        if callable(metric):
-            return float(metric(out, y))
-        o, t = out.asnumpy(), y.asnumpy()
-        if metric == "accuracy":
-            return float((o.argmax(axis=1) == t).mean())
-        if metric == "mse":
-            return float(((o.astype("float64") - t.reshape(o.shape)) ** 2).mean())
-        raise InvalidConfig(f"workload metric {metric!r} is not known (use a callable)")
-
-    def _train_step(self, net, opt):
-        ms, cfg = self.ms, self.cfg
-        from mindspore import nn, ops
-
-        loss_fn = self._loss_fn()
-        low = cfg.get("precision", "fp32") != "fp32"
-        scaler = ms.amp.DynamicLossScaler(2.0**16, 2, 1000) if cfg.get("precision") == "fp16" else None
-        reducer = (nn.DistributedGradReducer(opt.parameters, mean=True, degree=self.world)
-                   if self.strategy == "data_parallel" and self.world > 1 else None)  # fmt: skip
-
-        def forward(x, y):
-            out = net(x)
-            loss = loss_fn(out.astype(ms.float32) if low else out, y)
-            return scaler.scale(loss) if scaler is not None else loss
-
-        grad_fn = ms.value_and_grad(forward, None, opt.parameters)
-
-        def step(x, y):
-            loss, grads = grad_fn(x, y)
-            if reducer is not None:
-                grads = reducer(grads)
-            if scaler is None:
-                return ops.depend(loss, opt(grads))
-            loss, grads = scaler.unscale(loss), scaler.unscale(grads)
-            finite = ms.amp.all_finite(grads)
-            if finite:  # skip the update on overflow; the scaler lowers the scale
-                loss = ops.depend(loss, opt(grads))
-            scaler.adjust(finite)
-            return loss
-
-        return ms.jit(step) if cfg.get("exec_mode", "pynative") == "graph" else step
-
-    def run(self) -> dict[str, Any]:
-        ms, cfg = self.ms, self.cfg
-        x_tr, y_tr, x_va, y_va = self._arrays()
-        net = self.workload.model()
+    # -- the user's helpers
+    def prepare(self, model):
+        """The network with the config's mixed precision (``amp_level``) applied."""
+        ms, cfg = self.ms, self.config
         amp = amp_level(cfg)
         if amp != "O0":
             dtype = ms.bfloat16 if cfg.get("precision") == "bf16" else ms.float16
-            net = ms.amp.auto_mixed_precision(net, amp, dtype=dtype)
-        opt = make_ms_optimizer(net.trainable_params(), cfg)
-        step_fn = self._train_step(net, opt)
-        bs = int(cfg.get("batch_size", 32))
-        batches = self._pipeline(x_tr, y_tr, bs)
+            model = ms.amp.auto_mixed_precision(model, amp, dtype=dtype)
+        return model
+
+    def optimizer(self, params=None):
+        if params is None:
+            raise UsageError("trial.optimizer(): pass the parameters (net.trainable_params())")
+        return make_ms_optimizer(params, self.config)
+
+    def callback(self, trial, **options):
+        return mindspore_callback(trial, **options)
+
+
+def mindspore_callback(trial, *, evaluate=None, samples_per_step: int | None = None):
+    """A ``mindspore.train.Callback`` that drives ``trial`` from ``Model.train``: every step is
+    a ``trial.step`` (``samples_per_step``: default the dataset's batch size), and when an
+    evaluation is due ``evaluate()`` (e.g. ``lambda: model.eval(val_ds)["accuracy"]``) runs
+    outside the training clock and is reported; training stops once the trial has ended.
+    Use ``dataset_sink_mode=False`` so the callback sees every step."""
+    from mindspore.train import Callback
+
+    class TrialCallback(Callback):
+        def on_train_begin(self, run_context) -> None:
+            trial.should_stop()  # the training clock starts here
+
+        def on_train_step_end(self, run_context) -> None:
+            if trial.meter.stopped:
+                run_context.request_stop()
+                return
+            cb = run_context.original_args()
+            samples = samples_per_step or int(cb.train_dataset.get_batch_size())
+            outputs = cb.net_outputs
+            loss = outputs[0] if isinstance(outputs, tuple | list) else outputs
+            trial.step(samples=samples, loss=loss)
+            if evaluate is not None and trial.eval_due():
+                with trial.evaluating():
+                    value = float(evaluate())
+                trial.report(value)
+            if trial.should_stop():
+                run_context.request_stop()
+
+    return TrialCallback()
+
+
+# ---------------------------------------------------------------------- the built-in loop
+class _ArraySource:
+    """Random-access source of a ``GeneratorDataset``: rows of in-memory arrays."""
+
+    def __init__(self, *arrays) -> None:
+        self.arrays = arrays
+
+    def __len__(self) -> int:
+        return len(self.arrays[0])
+
+    def __getitem__(self, i):
+        return tuple(a[i] for a in self.arrays)
+
+
+def builtin_loop(workload: Any):
+    """perftune's own training function for a :class:`~tuner.workload.Workload`: a functional
+    train step (compiled with ``mindspore.jit`` in ``graph`` exec mode) over a
+    ``mindspore.dataset`` pipeline, driven on the Trial API."""
+
+    def train(trial) -> None:
+        kit: MindSporeKit = trial.kit
+        ms, cfg = kit.ms, trial.config
+        x_tr, y_tr, x_va, y_va = _arrays(workload)
+        net = trial.prepare(workload.model())
+        opt = trial.optimizer(net.trainable_params())
+        step_fn = _train_step(kit, workload, net, opt)
+        batches = _pipeline(kit, x_tr, y_tr, int(cfg["batch_size"]))
         net.set_train(True)
 
         def step():
             epoch, xb, yb = next(batches)
-            self.last = step_fn(xb, yb)
-            return epoch, self.last, int(xb.shape[0])
+            kit.last = step_fn(xb, yb)
+            return epoch, kit.last, int(xb.shape[0])
 
         def evaluate() -> float:
             net.set_train(False)
             outs = [net(ms.Tensor(x_va[i : i + 4096])).astype(ms.float32)
                     for i in range(0, len(x_va), 4096)]  # fmt: skip
             net.set_train(True)
-            return self._metric(ms.ops.cat(outs) if len(outs) > 1 else outs[0], ms.Tensor(y_va))
+            return _metric(workload.metric, ms.ops.cat(outs) if len(outs) > 1 else outs[0], ms.Tensor(y_va))
 
-        self.setup_s = time.perf_counter() - self.t_start
-        self.loop_t = time.time()
-        return measure(self, step, evaluate, global_batch_size=bs * self.world,
-                       world_size=self.world)
+        drive(trial, step, evaluate)
 
-    def _memory(self) -> dict[str, float]:
-        peak = rss_peak_mb()
-        out = {"peak_rss_mb": peak, "rss_growth_mb": max(0.0, peak - self.rss_start)}
-        if self.kind != "cpu":
-            with contextlib.suppress(Exception):
-                out["peak_device_memory_mb"] = self.ms.runtime.max_memory_allocated() / 2**20
-        return {k: self._sum(v) for k, v in out.items()}  # summed over ranks
+    return train
+
+
+def _arrays(workload):
+    import numpy as np
+
+    x_tr, y_tr, x_va, y_va = (np.asarray(a) for a in workload.data())
+    loss = workload.loss
+    regression = loss == "mse"
+
+    def feats(a):
+        return a.astype(np.float32) if a.dtype.kind == "f" and a.dtype != np.float32 else a
+
+    def targets(a):
+        if regression or a.dtype.kind == "f":
+            return a.astype(np.float32)
+        return a.astype(np.int32) if loss == "cross_entropy" else a
+
+    return feats(x_tr), targets(y_tr), feats(x_va), targets(y_va)
+
+
+def _pipeline(kit: MindSporeKit, x, y, batch_size: int):
+    """``(epoch, x, y)`` batches of this rank from a ``mindspore.dataset`` pipeline: reshuffled
+    every epoch, sharded across ranks, ``dataset_workers`` threads."""
+    ds = kit.ms.dataset
+    workers = int(kit.config.get("dataset_workers", 1))
+    shard = {"num_shards": kit.world, "shard_id": kit.rank} if kit.world > 1 else {}
+    data = ds.GeneratorDataset(_ArraySource(x, y), ["x", "y"], shuffle=True,
+                               num_parallel_workers=workers, python_multiprocessing=False,
+                               **shard)  # fmt: skip
+    # Equal steps on every rank (collectives): drop the short last batch when sharded.
+    data = data.batch(batch_size, drop_remainder=kit.world > 1, num_parallel_workers=workers)
+    it = data.create_tuple_iterator(num_epochs=-1)
+    epoch = 0
+    while True:
+        for xb, yb in it:
+            yield epoch, xb, yb
+        epoch += 1
+
+
+def _loss_fn(loss):
+    from mindspore import nn
+
+    if callable(loss):
+        return loss
+    if loss == "cross_entropy":
+        return nn.CrossEntropyLoss()
+    if loss == "mse":
+        return nn.MSELoss()
+    raise InvalidConfig(f"workload loss {loss!r} is not known (use a callable)")
+
+
+def _metric(metric, out, y) -> float:
+    if callable(metric):
+        return float(metric(out, y))
+    o, t = out.asnumpy(), y.asnumpy()
+    if metric == "accuracy":
+        return float((o.argmax(axis=1) == t).mean())
+    if metric == "mse":
+        return float(((o.astype("float64") - t.reshape(o.shape)) ** 2).mean())
+    raise InvalidConfig(f"workload metric {metric!r} is not known (use a callable)")
+
+
+def _train_step(kit: MindSporeKit, workload, net, opt):
+    ms, cfg = kit.ms, kit.config
+    from mindspore import nn, ops
+
+    loss_fn = _loss_fn(workload.loss)
+    low = cfg.get("precision", "fp32") != "fp32"
+    scaler = ms.amp.DynamicLossScaler(2.0**16, 2, 1000) if cfg.get("precision") == "fp16" else None
+    reducer = (nn.DistributedGradReducer(opt.parameters, mean=True, degree=kit.world)
+               if kit.strategy == "data_parallel" and kit.world > 1 else None)  # fmt: skip
+
+    def forward(x, y):
+        out = net(x)
+        loss = loss_fn(out.astype(ms.float32) if low else out, y)
+        return scaler.scale(loss) if scaler is not None else loss
+
+    grad_fn = ms.value_and_grad(forward, None, opt.parameters)
+
+    def step(x, y):
+        loss, grads = grad_fn(x, y)
+        if reducer is not None:
+            grads = reducer(grads)
+        if scaler is None:
+            return ops.depend(loss, opt(grads))
+        loss, grads = scaler.unscale(loss), scaler.unscale(grads)
+        finite = ms.amp.all_finite(grads)
+        if finite:  # skip the update on overflow; the scaler lowers the scale
+            loss = ops.depend(loss, opt(grads))
+        scaler.adjust(finite)
+        return loss
+
+    return ms.jit(step) if cfg.get("exec_mode", "pynative") == "graph" else step
 
 
 if __name__ == "__main__":  # an msrun rank: python _mindspore.py REQUEST.json RESULT.json

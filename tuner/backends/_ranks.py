@@ -45,9 +45,9 @@ def run_ranks(world: int, rank_main: Callable[[int], object], chief: Callable[[]
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the forked rank
             code = 0
-            from tuner._worker import _die_with_parent
+            from tuner._proc import die_with_parent
 
-            _die_with_parent()
+            die_with_parent()
             try:
                 rank_main(rank)
             except InvalidConfig:

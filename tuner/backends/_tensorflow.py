@@ -1,9 +1,11 @@
 """TensorFlow / Keras 3 backend: runs in a trial worker, imports TensorFlow when used.
 
-The model is an uncompiled ``keras.Model`` returning logits (or regression outputs). perftune
-trains it with its own loop, not ``model.fit``: a ``tf.function`` train step (XLA-compiled when
-``jit_compile``) run under a ``tf.distribute`` strategy, one optimizer step per call, timed by
-the shared :class:`~tuner.backends._loop.Loop`.
+Every trial runs a training function on a :class:`~tuner.trial.Trial` whose framework part is
+a :class:`KerasKit`: the user's (typically ``model.fit`` with ``trial.keras_callback()``), or,
+for a :class:`~tuner.workload.Workload` (an uncompiled ``keras.Model`` returning logits or
+regression outputs), perftune's own loop (:func:`builtin_loop`): a ``tf.function`` train step
+(XLA-compiled when ``jit_compile``) run under a ``tf.distribute`` strategy, one optimizer step
+per call, on the same public Trial API.
 
 Strategies (``parallel_strategy``):
 
@@ -43,14 +45,14 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from typing import Any
 
 from tuner.backends._base import Backend, Channel, TrialRequest
 from tuner.backends._host import cpu_device, rss_peak_mb, usable_cores
-from tuner.backends._loop import measure
 from tuner.backends._ranks import KEEPALIVE, run_ranks
-from tuner.errors import InvalidConfig
+from tuner.errors import InvalidConfig, UsageError
+from tuner.trial._kit import Kit
+from tuner.trial._run import as_function, drive, run_rank
 
 _OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
 _COMMON = ("batch_size", "learning_rate", "optimizer", "momentum", "beta1", "beta2",
@@ -68,6 +70,7 @@ _PREFETCH = ("none", "autotune")
 class TensorFlowBackend(Backend):
     name = "tensorflow"
     module = "tensorflow"
+    multi_process_strategies = ("multi_worker",)
     device_classes = ("cpu", "cuda", "tpu")
 
     @classmethod
@@ -131,10 +134,18 @@ class TensorFlowBackend(Backend):
     # ------------------------------------------------------------------ trials
     def run_trial(self, workload: Any, request: TrialRequest, channel: Channel) -> dict[str, Any]:
         validate_config(request.config, request.device)
+        fn, description = as_function(workload, builtin_loop), workload.describe()
         if request.config.get("parallel_strategy") == "multi_worker":
-            return _run_multi_worker(workload, request, channel,
-                                     int(request.config.get("world_size", 2)))  # fmt: skip
-        return _Trainer(workload, request, channel).run()
+            return _run_multi_worker(fn, request, channel, int(request.config.get("world_size", 2)),
+                                     description)  # fmt: skip
+        return run_rank(fn, KerasKit(request.config, request), request, channel, description)
+
+    def standalone_kit(self, request: TrialRequest) -> KerasKit:
+        validate_config(request.config, request.device)
+        if request.config.get("parallel_strategy") == "multi_worker":
+            raise UsageError("the config runs several multi_worker processes: run it with "
+                             "trial.run(train) (perftune starts them)")  # fmt: skip
+        return KerasKit(request.config, request)
 
 
 def tpu_plausible() -> bool:
@@ -285,8 +296,8 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-def _run_multi_worker(workload: Any, request: TrialRequest, channel: Channel,
-                      world: int) -> dict[str, Any]:  # fmt: skip
+def _run_multi_worker(fn, request: TrialRequest, channel: Channel, world: int,
+                      description: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     """``world`` workers (see :func:`~tuner.backends._ranks.run_ranks`), each with its
     ``TF_CONFIG``, set before any of them starts the TensorFlow runtime; worker 0 is the chief."""
     cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(world)]}
@@ -294,35 +305,48 @@ def _run_multi_worker(workload: Any, request: TrialRequest, channel: Channel,
     def worker(rank: int, ch: Channel | None) -> dict[str, Any]:
         os.environ["TF_CONFIG"] = json.dumps({"cluster": cluster,
                                               "task": {"type": "worker", "index": rank}})
-        trainer = _Trainer(workload, request, ch, rank=rank, world=world)
-        KEEPALIVE.append(trainer)
-        return trainer.run()
+        kit = KerasKit(request.config, request, rank=rank, world=world)
+        KEEPALIVE.append(kit)
+        return run_rank(fn, kit, request, ch, description)
 
     return run_ranks(world, lambda r: worker(r, None), lambda: worker(0, channel), channel,
                      "multi_worker process")  # fmt: skip
 
 
-# ---------------------------------------------------------------------- the trainer
-class _Trainer:
-    """One process's training loop, for both measures (one of ``world`` processes when
-    ``multi_worker``, else the only one)."""
+# ---------------------------------------------------------------------- the kit
+class KerasKit(Kit):
+    """One process's TensorFlow/Keras for a trial (one of ``world`` processes when
+    ``multi_worker``, else the only one): threads, visible devices, the ``tf.distribute``
+    strategy, the seed and the mixed-precision policy set before any op runs; the clock's
+    collectives; the user's helpers (``scope``, ``optimizer``, the Keras callback)."""
 
-    def __init__(self, workload, request: TrialRequest, channel: Channel | None, *,
-                 rank: int = 0, world: int = 1) -> None:  # fmt: skip
-        self.t_start = time.perf_counter()
-        self.workload, self.req, self.channel = workload, request, channel
-        self.cfg = cfg = request.config
-        self.rank, self.world = rank, world
+    framework = "tensorflow"
+
+    def __init__(self, config: dict[str, Any], request: TrialRequest, *, rank: int = 0,
+                 world: int = 1) -> None:  # fmt: skip
+        import keras
+        import tensorflow as tf
+
+        super().__init__(config, rank=rank, world=world, local_rank=rank)
+        self.tf, self.keras = tf, keras
         kind, _, index = request.device.partition(":")
         self.kind, self.index = kind, int(index or 0)
-        self.strategy_name = cfg.get("parallel_strategy", "tpu" if kind == "tpu" else "single")
+        self.device = request.device
+        self.strategy_name = config.get("parallel_strategy", "tpu" if kind == "tpu" else "single")
         self.rss_start = rss_peak_mb()
+        self.strategy = self._configure()
+        self.applied |= {"intra_op_threads", "inter_op_threads", "precision"}
+        self._replicas = self.strategy.num_replicas_in_sync // self.world or 1
+        keras.utils.set_random_seed(request.seed)
+        precision = config.get("precision", "fp32")
+        policy = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}.get(precision, "float32")
+        keras.mixed_precision.set_global_policy(policy)
+        self.xla = False
+        self._reduce_fn = None
 
     # -- runtime and strategy (before any op runs in this process)
     def _configure(self):
-        import tensorflow as tf
-
-        cfg, kind = self.cfg, self.kind
+        tf, cfg, kind = self.tf, self.config, self.kind
         intra = int(cfg.get("intra_op_threads") or max(1, usable_cores() // self.world))
         tf.config.threading.set_intra_op_parallelism_threads(intra)
         if cfg.get("inter_op_threads"):
@@ -347,10 +371,10 @@ class _Trainer:
             for gpu in mine:  # so that peak memory means what the trial needed
                 tf.config.experimental.set_memory_growth(gpu, True)
             tf.config.experimental.enable_tensor_float_32_execution(cfg.get("precision") == "tf32")
-        return self._strategy(tf, replicas)
+        return self._strategy(replicas)
 
-    def _strategy(self, tf, replicas: int):
-        name, kind = self.strategy_name, self.kind
+    def _strategy(self, replicas: int):
+        tf, name, kind = self.tf, self.strategy_name, self.kind
         dev = "GPU" if kind == "cuda" else "CPU"
         if name == "single":
             return tf.distribute.OneDeviceStrategy(f"/{dev}:0")
@@ -369,118 +393,167 @@ class _Trainer:
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
 
-    # -- data
-    def _train_dataset(self, strategy, x_tr, y_tr):
-        """The distributed training input: full per-replica batches, endless."""
-        import tensorflow as tf
+    @property
+    def replicas(self) -> int:
+        return self._replicas
 
-        bs, seed = int(self.cfg.get("batch_size", 32)), self.req.seed
-        prefetch = _prefetch_value(self.cfg.get("prefetch", "autotune"))
-        regression = self.workload.loss == "mse"
+    # -- the clock's collectives (several processes: multi_worker only)
+    def _allreduce(self, value: float) -> float:
+        tf, strategy = self.tf, self.strategy
+        if self._reduce_fn is None:
 
-        def make(ctx: tf.distribute.InputContext):
-            if callable(x_tr):  # the workload's own unbatched tf.data pipeline
-                ds = x_tr()
-                if not isinstance(ds, tf.data.Dataset):
-                    raise InvalidConfig(f"the workload's x_train callable returned "
-                                        f"{type(ds).__name__}, not a tf.data.Dataset")  # fmt: skip
-                size = int(ds.cardinality())
-                self.n_train = size if size > 0 else None  # unknown or infinite: no epochs
-                if ctx.num_input_pipelines > 1:
-                    ds = ds.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
-            else:
-                y = _host_array(y_tr, float32=regression)
-                ds = tf.data.Dataset.from_tensor_slices((_host_array(x_tr), y))
-                if ctx.num_input_pipelines > 1:
-                    ds = ds.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
-                n = len(x_tr) // ctx.num_input_pipelines
-                ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-            ds = ds.repeat().batch(bs, drop_remainder=True)
-            return ds if prefetch is None else ds.prefetch(prefetch)
+            @tf.function
+            def reduce_fn(v):
+                def all_reduce(t):
+                    return tf.distribute.get_replica_context().all_reduce("SUM", tf.identity(t))
 
-        return strategy.distribute_datasets_from_function(make)
+                return strategy.experimental_local_results(strategy.run(all_reduce, args=(v,)))[0]
 
-    # -- losses and metrics
-    def _loss_fn(self):
-        """``loss(outputs, targets)``: a scalar, the mean over this replica's batch."""
-        import tensorflow as tf
+            self._reduce_fn = reduce_fn
+        return float(self._reduce_fn(tf.constant(value, tf.float64)).numpy())
 
-        loss = self.workload.loss
-        if callable(loss):
-            return loss
-        if loss == "cross_entropy":
-            return lambda out, y: tf.reduce_mean(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(y, tf.int32),
-                                                               logits=out))  # fmt: skip
-        if loss == "mse":
-            return lambda out, y: tf.reduce_mean(tf.square(out - tf.reshape(tf.cast(y, out.dtype),
-                                                                            tf.shape(out))))  # fmt: skip
-        raise InvalidConfig(f"workload loss {loss!r} is not known (use a callable)")
-
-    def _metric(self, out, y) -> float:
-        import numpy as np
-
-        metric = self.workload.metric
-        if callable(metric):
-            return float(metric(out, y))
-        out = out.numpy()
-        if metric == "accuracy":
-            return float((out.argmax(axis=1) == np.asarray(y)).mean())
-        if metric == "mse":
-            return float(((out - np.asarray(y, dtype=np.float32).reshape(out.shape)) ** 2).mean())
-        raise InvalidConfig(f"workload metric {metric!r} is not known (use a callable)")
-
-    # -- collectives of the control plane (multi_worker only; identities otherwise)
-    def _allreduce(self, value: float, op: str = "SUM") -> float:
-        return float(self._reduce_fn(self.tf.constant(value, self.tf.float64), op).numpy())
-
-    def _agree(self, flag: bool) -> bool:
-        if self.world == 1:
-            return flag
-        return self._allreduce(1.0 if (flag and self.rank == 0) else 0.0) > 0.5
-
-    def _broadcast_int(self, value: int) -> int:
+    def broadcast_int(self, value: int) -> int:
         if self.world == 1:
             return int(value)
         return int(round(self._allreduce(float(value) if self.rank == 0 else 0.0)))
 
-    def _loss_value(self, loss) -> float:
+    def loss_value(self, loss) -> float:
         """The global mean loss, the same on every worker (NaN everywhere if NaN anywhere)."""
-        value = float(self.strategy.reduce("SUM", loss, axis=None).numpy()) if self.replicas > 1 \
-            else float(loss.numpy())  # fmt: skip
+        tf = self.tf
+        if isinstance(loss, tf.distribute.DistributedValues):  # the built-in step's per-replica losses
+            value = float(self.strategy.reduce("SUM", loss, axis=None).numpy())
+        else:
+            value = float(loss.numpy() if hasattr(loss, "numpy") else loss)
         if self.world > 1:
             value = self._allreduce(value) / self.world
         return value
 
-    def _sync(self) -> None:
+    def sync(self) -> None:
         if self.kind != "cpu":
             self.tf.test.experimental.sync_devices()
 
-    # -- run
-    def run(self) -> dict[str, Any]:
-        import keras
-        import tensorflow as tf
+    def memory(self, gather: bool = True) -> dict[str, float]:
+        peak = rss_peak_mb()
+        out = {"peak_rss_mb": peak, "rss_growth_mb": max(0.0, peak - self.rss_start)}
+        if self.kind == "cuda":
+            with contextlib.suppress(Exception):
+                info = self.tf.config.experimental.get_memory_info("GPU:0")
+                out["peak_device_memory_mb"] = info["peak"] / 2**20
+        if self.world > 1 and gather:  # every worker makes the same calls, in the same order
+            out = {k: self._allreduce(out.get(k, 0.0)) for k in sorted(out)}
+        return out
 
-        self.tf, cfg = tf, self.cfg
-        strategy = self.strategy = self._configure()
-        self.replicas = strategy.num_replicas_in_sync // self.world or 1
-        keras.utils.set_random_seed(self.req.seed)
-        precision = cfg.get("precision", "fp32")
-        policy = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}.get(precision, "float32")
-        keras.mixed_precision.set_global_policy(policy)
-        x_tr, y_tr, x_va, y_va = self.workload.data()
-        self.n_train = None if callable(x_tr) else len(x_tr)
-        data = self._train_dataset(strategy, x_tr, y_tr)
-        with strategy.scope():
-            model = self.workload.model()
-            opt = make_keras_optimizer(cfg)
-            if precision == "fp16":
+    def extra_metrics(self) -> dict[str, Any]:
+        return {"world_size": self.strategy.num_replicas_in_sync, "xla": self.xla}
+
+    # -- the user's helpers
+    def scope(self):
+        return self.strategy.scope()
+
+    def prepare(self, model):
+        """A model-building function is called under the strategy's scope; a built model is
+        returned as is (build it inside ``trial.scope()`` when the strategy is not single)."""
+        if callable(model) and not isinstance(model, self.keras.Model):
+            with self.strategy.scope():
+                return model()
+        return model
+
+    def optimizer(self, params=None):
+        """The config's Keras optimizer, built under the strategy's scope (with loss scaling
+        for fp16); ``params`` (a model's variables) builds its slots now."""
+        keras = self.keras
+        with self.strategy.scope():
+            opt = make_keras_optimizer(self.config)
+            if self.config.get("precision") == "fp16":
                 opt = keras.optimizers.LossScaleOptimizer(opt)
-            opt.build(model.trainable_variables)
-        self.model = model
-        loss_fn = self._loss_fn()
+            if params is not None:
+                opt.build(params)
+        return opt
+
+    def callback(self, trial, **options):
+        return keras_callback(trial, **options)
+
+
+def keras_callback(trial, *, validation_data=None, evaluate=None, monitor: str = "val_accuracy",
+                   samples_per_step: int | None = None):  # fmt: skip
+    """A ``keras.callbacks.Callback`` that drives ``trial`` from ``model.fit``:
+
+    * every training batch is a ``trial.step`` (``samples_per_step``: the batch this process
+      trains per step; default ``trial.config["batch_size"]`` x replicas);
+    * when an evaluation is due it evaluates, outside the training clock: ``evaluate()`` if
+      given, else ``model.evaluate(*validation_data)``, and reports ``monitor`` (without the
+      ``val_`` prefix); with neither, it reports ``logs[monitor]`` of fit's own validation at
+      each epoch's end (its time excluded too);
+    * it sets ``model.stop_training`` once the trial has ended.
+    """
+    import keras
+
+    per_step = samples_per_step or int(trial.config.to_dict().get("batch_size", 32)) * trial.kit.replicas
+    key = monitor.removeprefix("val_")
+
+    class TrialCallback(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self._supports_tf_logs = True  # keep logs as tensors: no device sync per step
+            self._in_test = None
+
+        def on_train_begin(self, logs=None) -> None:
+            trial.should_stop()  # the training clock starts here
+
+        def _evaluate(self) -> float:
+            if evaluate is not None:
+                return float(evaluate())
+            x, y = validation_data[0], validation_data[1]
+            results = self.model.evaluate(x, y, verbose=0, return_dict=True)
+            return float(results[key])
+
+        def on_train_batch_end(self, batch, logs=None) -> None:
+            loss = (logs or {}).get("loss")
+            trial.step(samples=per_step, loss=loss)
+            if trial.eval_due() and (evaluate is not None or validation_data is not None):
+                with trial.evaluating():
+                    value = self._evaluate()
+                trial.report(value)
+            if trial.should_stop():
+                self.model.stop_training = True
+
+        def on_test_begin(self, logs=None) -> None:
+            if evaluate is None and validation_data is None and self._in_test is None:
+                self._in_test = trial.evaluating()
+                self._in_test.__enter__()
+
+        def on_test_end(self, logs=None) -> None:
+            if self._in_test is not None:
+                self._in_test.__exit__(None, None, None)
+                self._in_test = None
+
+        def on_epoch_end(self, epoch, logs=None) -> None:
+            if evaluate is None and validation_data is None and logs and monitor in logs:
+                trial.report(float(logs[monitor]))
+                if trial.should_stop():
+                    self.model.stop_training = True
+
+    return TrialCallback()
+
+
+# ---------------------------------------------------------------------- the built-in loop
+def builtin_loop(workload: Any):
+    """perftune's own training function for a :class:`~tuner.workload.Workload`: a
+    ``tf.function`` train step under the kit's strategy (XLA-compiled with ``jit_compile``),
+    the input as a ``tf.data`` pipeline, driven on the Trial API."""
+
+    def train(trial) -> None:
+        kit: KerasKit = trial.kit
+        tf, cfg, strategy = kit.tf, trial.config, kit.strategy
+        x_tr, y_tr, x_va, y_va = workload.data()
+        n_train = [None if callable(x_tr) else len(x_tr)]
+        data = _train_dataset(tf, strategy, workload, cfg, trial.seed, x_tr, y_tr, n_train)
+        with strategy.scope():
+            model = workload.model()
+        opt = trial.optimizer(model.trainable_variables)
+        loss_fn = _loss_fn(tf, workload.loss)
         n_sync = strategy.num_replicas_in_sync
-        fp16 = precision == "fp16"
+        fp16 = cfg.get("precision", "fp32") == "fp16"
 
         def gradients(x, y):
             with tf.GradientTape() as tape:
@@ -496,7 +569,8 @@ class _Trainer:
 
         # XLA compiles the whole step on one device; with several replicas the update goes
         # through a cross-replica all-reduce XLA cannot hold, so only the gradients compile.
-        jit = bool(cfg.get("jit_compile", False)) and self.kind != "tpu"
+        jit = bool(cfg.get("jit_compile", False)) and kit.kind != "tpu"
+        kit.xla = jit or kit.kind == "tpu"
         replica_fn = replica_step
         if jit and n_sync == 1:
             replica_fn = tf.function(replica_step, jit_compile=True)
@@ -508,71 +582,107 @@ class _Trainer:
             x, y = next(iterator)
             return strategy.run(replica_fn, args=(x, y))
 
-        if self.world > 1:
-
-            @tf.function
-            def reduce_fn(v, op):
-                def all_reduce(t):
-                    return tf.distribute.get_replica_context().all_reduce(op, tf.identity(t))
-
-                return strategy.experimental_local_results(strategy.run(all_reduce, args=(v,)))[0]
-
-            self._reduce_fn = reduce_fn
-
         def predict(x):
             return tf.cast(model(x, training=False), tf.float32)
 
-        evaluate = self._evaluator(strategy, tf.function(predict), x_va, y_va)
-        n_train = self.n_train
+        evaluate = _evaluator(kit, workload, tf.function(predict), x_va, y_va)
         it = iter(data)
         gbs = int(cfg.get("batch_size", 32)) * n_sync
-        local = gbs // self.world
+        local = gbs // kit.world
         steps = 0
+        kit.keep = (model, opt)
 
         def step():
             nonlocal steps
             loss = train_step(it)
             steps += 1
-            epoch = (steps - 1) * gbs // n_train if n_train else 0
+            epoch = (steps - 1) * gbs // n_train[0] if n_train[0] else 0
             return epoch, loss, local
 
-        self.setup_s = time.perf_counter() - self.t_start
-        return measure(self, step, evaluate, global_batch_size=gbs, world_size=n_sync,
-                       xla=jit or self.kind == "tpu")  # fmt: skip
+        drive(trial, step, evaluate)
 
-    def _evaluator(self, strategy, predict, x_va, y_va):
-        """``evaluate()``: the workload metric over the whole validation set, in large batches
-        (on a TPU through ``strategy.run``, in order: replicas take consecutive slices)."""
-        tf = self.tf
-        if self.kind != "tpu":
-            x = tf.constant(_host_array(x_va))
-
-            def evaluate() -> float:
-                outs = [predict(x[i : i + 4096]) for i in range(0, len(x_va), 4096)]
-                return self._metric(tf.concat(outs, 0), y_va)
-
-            return evaluate
-        ds = strategy.experimental_distribute_dataset(
-            tf.data.Dataset.from_tensor_slices(_host_array(x_va)).batch(4096)
-        )
-        run = tf.function(lambda xb: strategy.run(predict, args=(xb,)))
-
-        def evaluate_tpu() -> float:
-            outs = [t for xb in ds for t in strategy.experimental_local_results(run(xb))]
-            return self._metric(tf.concat(outs, 0), y_va)
-
-        return evaluate_tpu
-
-    def _memory(self) -> dict[str, float]:
-        peak = rss_peak_mb()
-        out = {"peak_rss_mb": peak, "rss_growth_mb": max(0.0, peak - self.rss_start)}
-        if self.kind == "cuda":
-            with contextlib.suppress(Exception):
-                info = self.tf.config.experimental.get_memory_info("GPU:0")
-                out["peak_device_memory_mb"] = info["peak"] / 2**20
-        if self.world > 1:  # every worker makes the same calls, in the same order
-            out = {k: self._allreduce(out.get(k, 0.0)) for k in sorted(out)}
-        return out
+    return train
 
 
-__all__ = ["TensorFlowBackend", "make_keras_optimizer", "tpu_plausible", "validate_config"]
+def _train_dataset(tf, strategy, workload, cfg, seed: int, x_tr, y_tr, n_train: list):
+    """The distributed training input: full per-replica batches, endless. ``n_train[0]`` is
+    set to the training set's size when a workload's own pipeline knows it."""
+    bs = int(cfg.get("batch_size", 32))
+    prefetch = _prefetch_value(cfg.get("prefetch", "autotune"))
+    regression = workload.loss == "mse"
+
+    def make(ctx: tf.distribute.InputContext):
+        if callable(x_tr):  # the workload's own unbatched tf.data pipeline
+            ds = x_tr()
+            if not isinstance(ds, tf.data.Dataset):
+                raise InvalidConfig(f"the workload's x_train callable returned "
+                                    f"{type(ds).__name__}, not a tf.data.Dataset")  # fmt: skip
+            size = int(ds.cardinality())
+            n_train[0] = size if size > 0 else None  # unknown or infinite: no epochs
+            if ctx.num_input_pipelines > 1:
+                ds = ds.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
+        else:
+            y = _host_array(y_tr, float32=regression)
+            ds = tf.data.Dataset.from_tensor_slices((_host_array(x_tr), y))
+            if ctx.num_input_pipelines > 1:
+                ds = ds.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
+            n = len(x_tr) // ctx.num_input_pipelines
+            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.repeat().batch(bs, drop_remainder=True)
+        return ds if prefetch is None else ds.prefetch(prefetch)
+
+    return strategy.distribute_datasets_from_function(make)
+
+
+def _loss_fn(tf, loss):
+    """``loss(outputs, targets)``: a scalar, the mean over this replica's batch."""
+    if callable(loss):
+        return loss
+    if loss == "cross_entropy":
+        return lambda out, y: tf.reduce_mean(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(y, tf.int32), logits=out))
+    if loss == "mse":
+        return lambda out, y: tf.reduce_mean(tf.square(out - tf.reshape(tf.cast(y, out.dtype),
+                                                                        tf.shape(out))))  # fmt: skip
+    raise InvalidConfig(f"workload loss {loss!r} is not known (use a callable)")
+
+
+def _metric(metric, out, y) -> float:
+    import numpy as np
+
+    if callable(metric):
+        return float(metric(out, y))
+    out = out.numpy()
+    if metric == "accuracy":
+        return float((out.argmax(axis=1) == np.asarray(y)).mean())
+    if metric == "mse":
+        return float(((out - np.asarray(y, dtype=np.float32).reshape(out.shape)) ** 2).mean())
+    raise InvalidConfig(f"workload metric {metric!r} is not known (use a callable)")
+
+
+def _evaluator(kit: KerasKit, workload, predict, x_va, y_va):
+    """``evaluate()``: the workload metric over the whole validation set, in large batches
+    (on a TPU through ``strategy.run``, in order: replicas take consecutive slices)."""
+    tf, strategy = kit.tf, kit.strategy
+    if kit.kind != "tpu":
+        x = tf.constant(_host_array(x_va))
+
+        def evaluate() -> float:
+            outs = [predict(x[i : i + 4096]) for i in range(0, len(x_va), 4096)]
+            return _metric(workload.metric, tf.concat(outs, 0), y_va)
+
+        return evaluate
+    ds = strategy.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensor_slices(_host_array(x_va)).batch(4096)
+    )
+    run = tf.function(lambda xb: strategy.run(predict, args=(xb,)))
+
+    def evaluate_tpu() -> float:
+        outs = [t for xb in ds for t in strategy.experimental_local_results(run(xb))]
+        return _metric(workload.metric, tf.concat(outs, 0), y_va)
+
+    return evaluate_tpu
+
+
+__all__ = ["KerasKit", "TensorFlowBackend", "keras_callback", "make_keras_optimizer", "tpu_plausible",
+           "validate_config"]

@@ -12,9 +12,12 @@ GradScaler. Other knobs: ``compile`` (``torch.compile`` mode), ``channels_last``
 ``dataloader_workers``/``pin_memory`` (a DataLoader instead of indexing resident tensors),
 ``num_threads``. ``batch_size`` is per process; the global batch is ``batch_size * world_size``.
 
+Every trial runs a training function on a :class:`~tuner.trial.Trial` whose framework part is
+a :class:`TorchKit` (one per rank): the user's function, or :func:`builtin_loop` for a
+:class:`~tuner.workload.Workload` (perftune's own loop, written on the same public API).
 Besides training trials, ``request.measure`` may be ``"probe"`` (the largest batch size that
-fits, see :mod:`._probe`) or ``"peak"`` (a measured matmul peak for MFU on devices missing
-from the peak-FLOPs table).
+fits, see :func:`tuner.trial._run.probe`) or ``"peak"`` (a measured matmul peak for MFU on
+devices missing from the peak-FLOPs table).
 """
 
 from __future__ import annotations
@@ -27,12 +30,13 @@ import tempfile
 import time
 from typing import Any
 
-from tuner.backends._base import Backend, Channel, TrialRequest, classify_exception
+from tuner.backends._base import Backend, Channel, TrialRequest
 from tuner.backends._host import rss_peak_mb, usable_cores
 from tuner.backends._layout import ParallelLayout
-from tuner.backends._loop import measure
 from tuner.backends._ranks import KEEPALIVE, run_ranks
-from tuner.errors import InvalidConfig
+from tuner.errors import InvalidConfig, UsageError
+from tuner.trial._kit import Kit
+from tuner.trial._run import as_function, drive, probe, run_rank
 
 _OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
 _COMPILE = ("none", "default", "max-autotune")
@@ -51,6 +55,7 @@ _PRECISIONS = {"cpu": ["fp32", "bf16"], "cuda": ["fp32", "tf32", "bf16", "fp16"]
 class TorchBackend(Backend):
     name = "torch"
     module = "torch"
+    multi_process_strategies = ("ddp", "fsdp")
     device_classes = ("cpu", "cuda", "mps", "xpu", "npu", "tpu")
     measures = ("converge", "throughput", "probe", "peak")
 
@@ -102,11 +107,40 @@ class TorchBackend(Backend):
             return {"metrics": matmul_peak(request), "curves": {}, "pruned": False}
         device = device_record(request)
         layout = validate_config(request.config, device)
-        if request.measure == "probe":
-            return probe_batch_size(workload, request, channel, device)
+        fn = as_function(workload, builtin_loop)
+        description = workload.describe()
+        if request.measure == "probe":  # one device, one process, batch sizes in turn
+            single = {**request.config, "parallel_strategy": "single", "world_size": 1}
+            kit = TorchKit(single, validate_config(single, device), device, request)
+            return probe(fn, kit, TrialRequest(**{**request.to_dict(), "config": single}), channel,
+                         description)  # fmt: skip
         if layout.processes == 1:
-            return _Trainer(workload, request, channel, layout, device, rank=0).run()
-        return _run_ranks(workload, request, channel, layout, device)
+            return run_rank(fn, TorchKit(request.config, layout, device, request), request, channel,
+                            description)  # fmt: skip
+        return _run_ranks(fn, request, channel, layout, device, description)
+
+    def standalone_kit(self, request: TrialRequest) -> TorchKit:
+        device = device_record(request)
+        rank, world, local = env_ranks()
+        config = dict(request.config)
+        if world > 1 and config.get("parallel_strategy", "single") == "single":
+            config.update(parallel_strategy="ddp", world_size=world)  # the launcher started them
+        layout = validate_config(config, device)
+        if layout.processes != world:
+            raise UsageError(
+                f"the config runs {layout.processes} process(es) ({layout.strategy}) but this is "
+                f"{'one of ' + str(world) if world > 1 else 'a single process'}: run it with "
+                f"trial.run(train) (perftune starts the ranks) or under torchrun "
+                f"--nproc-per-node {layout.processes}")  # fmt: skip
+        return TorchKit(config, layout, device, request, rank=rank, local_rank=local,
+                        init="env" if world > 1 else None)  # fmt: skip
+
+
+def env_ranks() -> tuple[int, int, int]:
+    """``(rank, world, local_rank)`` from a launcher's environment (torchrun sets ``RANK``,
+    ``WORLD_SIZE``, ``LOCAL_RANK``); ``(0, 1, 0)`` in a plain process."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    return rank, world, int(os.environ.get("LOCAL_RANK", rank))
 
 
 def device_record(request: TrialRequest) -> dict[str, Any]:
@@ -147,8 +181,8 @@ def validate_config(cfg: dict[str, Any], device: dict[str, Any] | str) -> Parall
 
 def make_optimizer(params, config: dict[str, Any]):
     """The ``torch.optim`` optimizer a perftune config names (``optimizer``, ``learning_rate``,
-    ``momentum``, ``beta1``/``beta2``, ``weight_decay``), exactly as trials build it: use it in
-    a training script so that a tuned config means there what it meant in the sweep."""
+    ``momentum``, ``beta1``/``beta2``, ``weight_decay``), exactly as trials build it
+    (``trial.optimizer(params)`` calls this)."""
     import torch
 
     name, lr = config.get("optimizer", "adam"), float(config.get("learning_rate", 1e-3))
@@ -159,8 +193,8 @@ def make_optimizer(params, config: dict[str, Any]):
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, betas=betas)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=betas,
-                                 weight_decay=float(config.get("weight_decay", 1e-2)))  # fmt: skip
+        weight_decay = float(config.get("weight_decay", 1e-2))
+        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, momentum=momentum)
     if name == "adagrad":
@@ -168,18 +202,18 @@ def make_optimizer(params, config: dict[str, Any]):
     raise InvalidConfig(f"optimizer {name!r} is not supported")
 
 
-def _run_ranks(workload: Any, request: TrialRequest, channel: Channel, layout: ParallelLayout,
-               device: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+def _run_ranks(fn, request: TrialRequest, channel: Channel, layout: ParallelLayout,
+               device: dict[str, Any], description: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     """``layout.processes`` ranks (see :func:`~tuner.backends._ranks.run_ranks`) meeting in a
-    file store: DDP or FSDP."""
+    file store, each running ``fn`` on its own :class:`TorchKit`: DDP or FSDP."""
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     store_dir = tempfile.mkdtemp(prefix="perftune-ranks-")
     store_path = os.path.join(store_dir, "store")
 
     def rank(r: int, ch: Channel | None) -> dict[str, Any]:
-        trainer = _Trainer(workload, request, ch, layout, device, rank=r, store=store_path)
-        KEEPALIVE.append(trainer)
-        return trainer.run()
+        kit = TorchKit(request.config, layout, device, request, rank=r, store=store_path)
+        KEEPALIVE.append(kit)
+        return run_rank(fn, kit, request, ch, description)
 
     try:
         return run_ranks(layout.processes, lambda r: rank(r, None), lambda: rank(0, channel),
@@ -199,260 +233,334 @@ def _device_index(request: TrialRequest, device: dict[str, Any], rank: int) -> i
     return int(indices[min(start + rank, len(indices) - 1)])
 
 
-class _Trainer:
-    """One rank's training loop, for both measures."""
+class TorchKit(Kit):
+    """One process's PyTorch for a trial: threads, seed, device, TF32 and the process group set
+    up for the config; the clock's collectives; the user's helpers.
 
-    def __init__(self, workload, request: TrialRequest, channel: Channel | None, layout: ParallelLayout,
-                 device: dict[str, Any], *, rank: int, store: str | None = None) -> None:  # fmt: skip
+    ``store``: a ``FileStore`` path the ranks perftune forked meet in; ``init="env"``: a
+    launcher's ranks (torchrun), whose process group is joined from the environment when first
+    needed (or taken as is if the script made it)."""
+
+    framework = "torch"
+
+    def __init__(self, config: dict[str, Any], layout: ParallelLayout, device: dict[str, Any],
+                 request: TrialRequest, *, rank: int = 0, local_rank: int | None = None,
+                 store: str | None = None, init: str | None = None) -> None:  # fmt: skip
         import torch
 
         from tuner.backends._torch_accel import accelerator
 
-        self.t_start = time.perf_counter()
-        self.torch = torch
-        self.workload, self.req, self.channel = workload, request, channel
-        self.cfg, self.layout = request.config, layout
-        self.rank, self.world = rank, layout.processes
-        self.collective_eval = layout.strategy == "fsdp"  # every rank holds a shard of the model
-        threads = int(self.cfg.get("num_threads") or max(1, usable_cores() // self.world))
+        super().__init__(config, rank=rank, world=layout.processes,
+                         local_rank=rank if local_rank is None else local_rank)  # fmt: skip
+        self.torch, self.layout = torch, layout
+        threads = int(config.get("num_threads") or max(1, usable_cores() // self.world))
         torch.set_num_threads(threads)
+        self.applied.add("num_threads")
         torch.manual_seed(request.seed)
         self.acc = accelerator(layout.device_kind)
-        self.replicas = layout.world_size if layout.strategy == "dp" else 1
-        index = _device_index(request, device, rank)
+        index = _device_index(request, device, self.local_rank)
         self.device_indices = [_device_index(request, device, r) for r in range(layout.devices_used)]
         self.acc.set_device(index)
         self.device = self.acc.device(index)
         self.acc.reset_peak_memory()
         if layout.device_kind == "cuda":
-            tf32 = self.cfg.get("precision") == "tf32"
+            tf32 = config.get("precision") == "tf32"
             torch.backends.cuda.matmul.allow_tf32 = tf32
             torch.backends.cudnn.allow_tf32 = tf32
-        if self.world > 1:
-            import datetime
-
+        self._init, self._timeout = init, max(60.0, float(request.timeout_s))
+        if self.world > 1 and store is not None:
             import torch.distributed as dist
 
-            # The small control collectives (_agree, _loss_value) use CPU tensors: gloo for them.
-            backend = "gloo" if layout.device_kind == "cpu" else f"cpu:gloo,{layout.dist_backend}"
-            dist.init_process_group(
-                backend,
-                store=dist.FileStore(store, self.world),
-                rank=rank,
-                world_size=self.world,
-                timeout=datetime.timedelta(seconds=max(60.0, request.timeout_s)),
-            )
+            dist.init_process_group(self._dist_backend(), store=dist.FileStore(store, self.world),
+                                    rank=rank, world_size=self.world, timeout=self._timedelta())  # fmt: skip
         self.rss_start = rss_peak_mb()
         self.energy = _open_energy(layout.device_kind, self.device_indices) if rank == 0 else None
+        self.models: list[Any] = []
 
-    # -- setup
-    def _tensors(self, device, train_device=None):
-        """The workload's arrays as tensors on ``device`` (the training pair on
-        ``train_device`` if given: the host, for a DataLoader)."""
-        torch = self.torch
-        x_tr, y_tr, x_va, y_va = self.workload.data()
+    def _dist_backend(self) -> str:
+        # The small control collectives (broadcast_int, loss_value) use CPU tensors: gloo for them.
+        kind = self.layout.device_kind
+        return "gloo" if kind == "cpu" else f"cpu:gloo,{self.layout.dist_backend}"
 
-        def as_t(a, floating, dev=device):
-            t = a if isinstance(a, torch.Tensor) else torch.as_tensor(a)
-            if floating and not t.is_floating_point():
-                t = t.float()
-            return t.to(dev)
+    def _timedelta(self):
+        import datetime
 
-        # Integer labels stay integers (class indices) unless the loss is MSE; float targets
-        # stay floats. A callable loss gets the targets as the data gives them.
-        regression = self.workload.loss == "mse"
-        train = train_device or device
-        return (as_t(x_tr, True, train), as_t(y_tr, regression, train),
-                as_t(x_va, True), as_t(y_va, regression))  # fmt: skip
+        return datetime.timedelta(seconds=self._timeout)
 
-    def _loss_fn(self):
-        F = self.torch.nn.functional
-        loss = self.workload.loss
-        if callable(loss):
-            return loss
-        if loss == "cross_entropy":
-            return F.cross_entropy
-        if loss == "mse":
-            return F.mse_loss
-        raise InvalidConfig(f"workload loss {loss!r} is not known (use a callable)")
+    def _group(self):
+        """``torch.distributed``, its process group joined (a launcher's ranks: from the
+        environment, unless the script already did)."""
+        dist = self.torch.distributed
+        if not dist.is_initialized():
+            dist.init_process_group(self._dist_backend(), init_method="env://", rank=self.rank,
+                                    world_size=self.world, timeout=self._timedelta())  # fmt: skip
+        return dist
 
-    def _metric(self, out, y) -> float:
-        metric = self.workload.metric
-        if callable(metric):
-            return float(metric(out, y))
-        if metric == "accuracy":
-            return float((out.argmax(dim=1) == y).float().mean().item())
-        if metric == "mse":
-            return float(self.torch.nn.functional.mse_loss(out.float(), y.float()).item())
-        raise InvalidConfig(f"workload metric {metric!r} is not known (use a callable)")
-
-    def _autocast(self):
-        precision, torch = self.cfg.get("precision", "fp32"), self.torch
-        if precision in ("fp32", "tf32"):  # tf32 is a matmul setting, made in __init__
-            return contextlib.nullcontext()
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-        return torch.autocast(self.acc.autocast_device_type, dtype=dtype)
-
-    def _sync(self) -> None:
+    # -- the clock's collectives
+    def sync(self) -> None:
         self.acc.synchronize()
 
-    def _agree(self, flag: bool) -> bool:
-        """Rank 0's decision, made the same on every rank (a no-op with one process)."""
+    def broadcast_int(self, value: int) -> int:
         if self.world == 1:
-            return flag
-        t = self.torch.tensor([1 if flag else 0], dtype=self.torch.int32)
-        self.torch.distributed.broadcast(t, src=0)
-        return bool(t.item())
+            return int(value)
+        t = self.torch.tensor([int(value)], dtype=self.torch.int64)
+        self._group().broadcast(t, src=0)
+        return int(t.item())
 
-    def _loss_value(self, loss) -> float:
-        """The loss as a float; NaN on every rank if it is not finite on any rank (so that all
-        ranks raise :class:`Diverged` together)."""
-        value = float(loss.detach().float().item())
+    def loss_value(self, loss) -> float:
+        """The loss as a float; NaN on every rank if it is not finite on any rank."""
+        value = float(loss.detach().float().item()) if hasattr(loss, "detach") else float(loss)
         if self.world > 1:
-            bad = not math.isfinite(value)
-            t = self.torch.tensor([1 if bad else 0], dtype=self.torch.int32)
-            self.torch.distributed.all_reduce(t, op=self.torch.distributed.ReduceOp.MAX)
+            t = self.torch.tensor([0 if math.isfinite(value) else 1], dtype=self.torch.int32)
+            self._group().all_reduce(t, op=self.torch.distributed.ReduceOp.MAX)
             if t.item():
                 return math.nan
         return value
 
-    def _broadcast_int(self, value: int) -> int:
-        if self.world == 1:
-            return value
-        t = self.torch.tensor([value], dtype=self.torch.int64)
-        self.torch.distributed.broadcast(t, src=0)
-        return int(t.item())
-
-    def _batches(self, n: int, bs: int, epoch_seed: int):
-        """Endless stream of this rank's index batches: shuffled per epoch, the same
-        permutation on every rank, each global batch split across ranks."""
-        torch = self.torch
-        gen = torch.Generator().manual_seed(epoch_seed)
-        gb = bs * self.world
-        epoch = 0
-        while True:
-            perm = torch.randperm(n, generator=gen)
-            for i in range(0, n, gb):
-                chunk = perm[i : i + gb]
-                if len(chunk) < self.world:
-                    continue
-                yield epoch, chunk[self.rank :: self.world]
-            epoch += 1
-
-    def _loader(self, x_tr, y_tr, bs: int):
-        """``(epoch, x, y)`` batches on the device: indexing tensors resident on the device, or,
-        with ``dataloader_workers``, a DataLoader (worker processes, optional pinned memory)
-        over host tensors, the same batches in the same order."""
-        cfg, torch = self.cfg, self.torch
-        workers = int(cfg.get("dataloader_workers") or 0)
-        if not workers:
-            for epoch, idx in self._batches(len(x_tr), bs, self.req.seed):
-                yield epoch, x_tr[idx], y_tr[idx]
-            return
-        pin = bool(cfg.get("pin_memory"))
-        epochs = (e for e, _ in self._batches(len(x_tr), bs, self.req.seed))
-        sampler = (idx.tolist() for _, idx in self._batches(len(x_tr), bs, self.req.seed))
-        loader = torch.utils.data.DataLoader(
-            torch.utils.data.TensorDataset(x_tr, y_tr), batch_sampler=sampler, num_workers=workers,
-            pin_memory=pin, prefetch_factor=2, persistent_workers=False,
-            multiprocessing_context="fork")  # fmt: skip
-        self.keep_loader = loader
-        for (xb, yb), epoch in zip(loader, epochs, strict=False):
-            yield epoch, xb.to(self.device, non_blocking=pin), yb.to(self.device, non_blocking=pin)
-
-    # -- run
-    def _model(self):
-        torch, cfg, layout = self.torch, self.cfg, self.layout
-        model = self.workload.model().to(self.device)
-        if cfg.get("channels_last"):
-            model = model.to(memory_format=torch.channels_last)
-        self.eval_model = model
-        if layout.strategy == "ddp":
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            model = DDP(model, device_ids=None if layout.device_kind == "cpu" else [self.device.index])
-        elif layout.strategy == "fsdp":
-            model = _fully_shard(model, self.acc.mesh_device_type, self.world)
-            self.eval_model = model
-        elif layout.strategy == "dp":
-            model = torch.nn.DataParallel(model, device_ids=self.device_indices)
-        mode = cfg.get("compile", "none")
-        if mode != "none":
-            model = torch.compile(model, mode=None if mode == "default" else mode)
-        return model
-
-    def run(self) -> dict[str, Any]:
-        torch, cfg = self.torch, self.cfg
-        try:
-            workers = int(cfg.get("dataloader_workers") or 0)
-            # With a DataLoader the training set stays on the host; otherwise it lives on the device.
-            x_tr, y_tr, x_va, y_va = self._tensors(self.device, "cpu" if workers else None)
-            if cfg.get("channels_last") and x_tr.dim() == 4:
-                x_tr = x_tr.contiguous(memory_format=torch.channels_last)
-                x_va = x_va.contiguous(memory_format=torch.channels_last)
-            model = self._model()
-            opt = make_optimizer(model.parameters(), cfg)
-            self.keep = (model, opt, x_tr, y_tr, x_va, y_va)  # see KEEPALIVE
-            loss_fn = self._loss_fn()
-            bs = int(cfg.get("batch_size", 32)) * self.replicas  # dp splits one batch on GPUs
-            self.global_bs = bs * self.world
-            batches = self._loader(x_tr, y_tr, bs)
-            autocast = self._autocast()
-            # fp16 needs loss scaling; bf16 and fp32 do not.
-            scaler = torch.amp.GradScaler(self.acc.autocast_device_type) if cfg.get("precision") == "fp16" else None
-            model.train()
-
-            def step():
-                epoch, xb, yb = next(batches)
-                with autocast:
-                    loss = loss_fn(model(xb), yb)
-                opt.zero_grad(set_to_none=True)
-                if scaler is None:
-                    loss.backward()
-                    opt.step()
-                else:
-                    scaler.scale(loss).backward()
-                    scaler.step(opt)
-                    scaler.update()
-                return epoch, loss, len(xb)
-
-            extra = {"devices_used": self.layout.devices_used}
-            if self.layout.strategy == "fsdp":  # the share of the parameters this rank holds
-                local = sum(p.to_local().numel() for p in model.parameters())
-                extra["param_shard_fraction"] = local / sum(p.numel() for p in model.parameters())
-            self.setup_s = time.perf_counter() - self.t_start
-            return measure(self, step, lambda: self._evaluate(x_va, y_va),
-                           global_batch_size=self.global_bs,
-                           world_size=self.layout.world_size, **extra)  # fmt: skip
-        finally:
-            if self.energy is not None:
-                self.energy.close()
-            if self.world > 1 and torch.distributed.is_initialized():
-                with contextlib.suppress(Exception):
-                    torch.distributed.destroy_process_group()
-
-    def _memory(self) -> dict[str, float]:
-        torch = self.torch
+    def memory(self, gather: bool = True) -> dict[str, float]:
         peak = rss_peak_mb()
         out = {"peak_rss_mb": peak, "rss_growth_mb": max(0.0, peak - self.rss_start)}
         device_peak = self.acc.peak_memory_bytes()
         if device_peak is not None:
             out["peak_device_memory_mb"] = device_peak / 2**20
-        if self.world > 1:
+        if self.world > 1 and gather:
             gathered: list[Any] = [None] * self.world
-            torch.distributed.all_gather_object(gathered, out)
+            self._group().all_gather_object(gathered, out)
             out = {k: float(sum(g[k] for g in gathered)) for k in out}
         return out
 
-    def _evaluate(self, x_va, y_va) -> float:
-        torch, model = self.torch, self.eval_model
-        model.eval()
-        outs = []
-        with torch.no_grad(), self._autocast():
-            for i in range(0, len(x_va), 4096):
-                outs.append(model(x_va[i : i + 4096]).float())
+    def extra_metrics(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"devices_used": self.layout.devices_used,
+                                 "world_size": self.layout.world_size}  # fmt: skip
+        if self.layout.strategy == "fsdp" and self.models:  # the share of the parameters held here
+            params = list(self.models[-1].parameters())
+            local = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in params)
+            extra["param_shard_fraction"] = local / max(1, sum(p.numel() for p in params))
+        return extra
+
+    @property
+    def replicas(self) -> int:
+        return self.layout.world_size if self.layout.strategy == "dp" else 1
+
+    def empty_cache(self) -> None:
+        self.acc.empty_cache()
+
+    def close(self) -> None:
+        if self.energy is not None:
+            self.energy.close()
+            self.energy = None
+        dist = self.torch.distributed
+        if self.world > 1 and self._init is None and dist.is_initialized():
+            with contextlib.suppress(Exception):
+                dist.destroy_process_group()
+
+    # -- the user's helpers
+    def prepare(self, model):
+        """On the device, channels_last, then DDP / FSDP2 / DataParallel, then torch.compile."""
+        torch, cfg, layout = self.torch, self.config, self.layout
+        model = model.to(self.device)
+        if cfg.get("channels_last"):
+            model = model.to(memory_format=torch.channels_last)
+        if layout.strategy == "ddp":
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self._group()
+            model = DDP(model, device_ids=None if layout.device_kind == "cpu" else [self.device.index])
+        elif layout.strategy == "fsdp":
+            self._group()
+            model = _fully_shard(model, self.acc.mesh_device_type, self.world)
+        elif layout.strategy == "dp":
+            model = torch.nn.DataParallel(model, device_ids=self.device_indices)
+        self.models.append(model)
+        mode = cfg.get("compile", "none")
+        if mode != "none":
+            model = torch.compile(model, mode=None if mode == "default" else mode)
+        return model
+
+    def optimizer(self, params=None):
+        if params is None:
+            if not self.models:
+                raise UsageError("trial.optimizer(): pass the parameters (model.parameters())")
+            params = self.models[-1].parameters()
+        return make_optimizer(params, self.config)
+
+    def autocast(self):
+        precision, torch = self.config.get("precision", "fp32"), self.torch
+        if precision in ("fp32", "tf32"):  # tf32 is a matmul setting, made at setup
+            return contextlib.nullcontext()
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        return torch.autocast(self.acc.autocast_device_type, dtype=dtype)
+
+    def grad_scaler(self):
+        fp16 = self.config.get("precision") == "fp16"
+        return self.torch.amp.GradScaler(self.acc.autocast_device_type, enabled=fp16)
+
+    def sampler(self, dataset, *, shuffle: bool = True, seed: int = 0):
+        """This rank's share, reshuffled every epoch (a DistributedSampler whose epoch advances
+        by itself with several ranks; a seeded random sampler with one)."""
+        data = self.torch.utils.data
+        if self.world > 1:
+            return _EpochSampler(dataset, num_replicas=self.world, rank=self.rank,
+                                 shuffle=shuffle, seed=seed)  # fmt: skip
+        if not shuffle:
+            return data.SequentialSampler(dataset)
+        return data.RandomSampler(dataset, generator=self.torch.Generator().manual_seed(seed))
+
+    def dataloader(self, dataset, *, shuffle: bool = True, seed: int = 0, **kwargs):
+        cfg = self.config
+        workers = int(cfg.get("dataloader_workers") or 0)
+        options = {"batch_size": int(cfg.get("batch_size", 32)) * self.replicas,
+                   "sampler": self.sampler(dataset, shuffle=shuffle, seed=seed),
+                   "num_workers": workers, "pin_memory": bool(cfg.get("pin_memory")),
+                   **({"multiprocessing_context": "fork"} if workers else {})}  # fmt: skip
+        return self.torch.utils.data.DataLoader(dataset, **{**options, **kwargs})
+
+
+def _epoch_sampler_class():
+    import torch.utils.data
+
+    class EpochSampler(torch.utils.data.DistributedSampler):
+        """A DistributedSampler that starts a new epoch (a new shuffle) each time it is
+        iterated, so a loop need not call ``set_epoch``."""
+
+        def __iter__(self):
+            it = super().__iter__()
+            self.set_epoch(self.epoch + 1)
+            return it
+
+    return EpochSampler
+
+
+def _EpochSampler(*args, **kwargs):  # noqa: N802 - a class made lazily (torch imported here)
+    return _epoch_sampler_class()(*args, **kwargs)
+
+
+# ---------------------------------------------------------------------- the built-in loop
+def builtin_loop(workload: Any):
+    """perftune's own training function for a :class:`~tuner.workload.Workload`: the
+    workload's arrays as tensors resident on the device (or a DataLoader with
+    ``dataloader_workers``), its model, loss and metric, driven on the Trial API."""
+
+    def train(trial) -> None:
+        kit: TorchKit = trial.kit
+        torch, cfg = kit.torch, trial.config
+        workers = int(cfg.get("dataloader_workers") or 0)
+        # With a DataLoader the training set stays on the host; otherwise it lives on the device.
+        x_tr, y_tr, x_va, y_va = _tensors(torch, workload, kit.device, "cpu" if workers else None)
+        if cfg.get("channels_last") and x_tr.dim() == 4:
+            x_tr = x_tr.contiguous(memory_format=torch.channels_last)
+            x_va = x_va.contiguous(memory_format=torch.channels_last)
+        model = trial.prepare(workload.model())
+        eval_model = kit.models[-1] if kit.layout.strategy == "fsdp" else _unwrapped(model)
+        opt = trial.optimizer(model.parameters())
+        loss_fn = _loss_fn(torch, workload.loss)
+        bs = int(cfg["batch_size"]) * kit.replicas  # dp splits one batch over the GPUs
+        batches = _batches(torch, kit, x_tr, y_tr, bs, trial.seed, workers)
+        autocast, scaler = trial.autocast(), trial.grad_scaler()
+        kit.keep = (model, opt, x_tr, y_tr, x_va, y_va)  # see KEEPALIVE
         model.train()
-        return self._metric(torch.cat(outs), y_va)
+
+        def step():
+            epoch, xb, yb = next(batches)
+            with autocast:
+                loss = loss_fn(model(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            return epoch, loss, len(xb)
+
+        def evaluate() -> float:
+            eval_model.eval()
+            with torch.no_grad(), kit.autocast():
+                out = torch.cat([eval_model(x_va[i : i + 4096]).float() for i in range(0, len(x_va), 4096)])
+            eval_model.train()
+            return _metric(torch, workload.metric, out, y_va)
+
+        drive(trial, step, evaluate, collective_eval=kit.layout.strategy == "fsdp")
+
+    return train
+
+
+def _unwrapped(model):
+    """The module under DDP/DataParallel (evaluated alone on rank 0) and torch.compile."""
+    model = getattr(model, "_orig_mod", model)
+    return getattr(model, "module", model)
+
+
+def _tensors(torch, workload, device, train_device=None):
+    """The workload's arrays as tensors on ``device`` (the training pair on ``train_device``
+    if given: the host, for a DataLoader). Integer labels stay integers (class indices) unless
+    the loss is MSE; float targets stay floats; a callable loss gets them as the data gives
+    them."""
+    x_tr, y_tr, x_va, y_va = workload.data()
+    regression = workload.loss == "mse"
+
+    def as_t(a, floating, dev=device):
+        t = a if isinstance(a, torch.Tensor) else torch.as_tensor(a)
+        if floating and not t.is_floating_point():
+            t = t.float()
+        return t.to(dev)
+
+    train = train_device or device
+    return (as_t(x_tr, True, train), as_t(y_tr, regression, train),
+            as_t(x_va, True), as_t(y_va, regression))  # fmt: skip
+
+
+def _loss_fn(torch, loss):
+    if callable(loss):
+        return loss
+    functions = {"cross_entropy": torch.nn.functional.cross_entropy, "mse": torch.nn.functional.mse_loss}
+    if loss not in functions:
+        raise InvalidConfig(f"workload loss {loss!r} is not known (use a callable)")
+    return functions[loss]
+
+
+def _metric(torch, metric, out, y) -> float:
+    if callable(metric):
+        return float(metric(out, y))
+    if metric == "accuracy":
+        return float((out.argmax(dim=1) == y).float().mean().item())
+    if metric == "mse":
+        return float(torch.nn.functional.mse_loss(out.float(), y.float()).item())
+    raise InvalidConfig(f"workload metric {metric!r} is not known (use a callable)")
+
+
+def _index_batches(torch, n: int, bs: int, seed: int, rank: int, world: int):
+    """Endless ``(epoch, indices)`` of this rank: shuffled per epoch with the same permutation
+    on every rank, each global batch split across ranks."""
+    gen = torch.Generator().manual_seed(seed)
+    gb = bs * world
+    epoch = 0
+    while True:
+        perm = torch.randperm(n, generator=gen)
+        for i in range(0, n, gb):
+            chunk = perm[i : i + gb]
+            if len(chunk) < world:
+                continue
+            yield epoch, chunk[rank::world]
+        epoch += 1
+
+
+def _batches(torch, kit: TorchKit, x_tr, y_tr, bs: int, seed: int, workers: int):
+    """``(epoch, x, y)`` batches on the device: indexing tensors resident on the device, or,
+    with ``dataloader_workers``, a DataLoader (worker processes, optional pinned memory) over
+    host tensors, the same batches in the same order."""
+    index = _index_batches(torch, len(x_tr), bs, seed, kit.rank, kit.world)
+    if not workers:
+        for epoch, idx in index:
+            yield epoch, x_tr[idx], y_tr[idx]
+        return
+    pin = bool(kit.config.get("pin_memory"))
+    epochs = (e for e, _ in _index_batches(torch, len(x_tr), bs, seed, kit.rank, kit.world))
+    sampler = (idx.tolist() for _, idx in index)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x_tr, y_tr), batch_sampler=sampler, num_workers=workers,
+        pin_memory=pin, prefetch_factor=2, persistent_workers=False,
+        multiprocessing_context="fork")  # fmt: skip
+    kit.keep_loader = loader
+    for (xb, yb), epoch in zip(loader, epochs, strict=False):
+        yield epoch, xb.to(kit.device, non_blocking=pin), yb.to(kit.device, non_blocking=pin)
 
 
 def _fully_shard(model, mesh_device_type: str, world: int):
@@ -481,63 +589,6 @@ def _open_energy(kind: str, indices: list[int]):
 
 
 # ---------------------------------------------------------------- batch-size probe, matmul peak
-def probe_batch_size(workload: Any, request: TrialRequest, channel: Channel,
-                     device: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
-    """The largest per-process batch size that trains here (one device, the request's config),
-    by doubling then bisection (:func:`~tuner.backends._probe.find_max_batch_size`). Each
-    attempt runs two real training steps and is reported on ``channel`` (``step`` = batch size,
-    ``value`` 1 fitted / 0 out of memory) as it ends, so that a probe the kernel kills still
-    leaves what it learnt. Config keys ``probe_max`` and ``probe_margin`` bound it."""
-    import gc
-
-    from tuner.backends._probe import find_max_batch_size
-    from tuner.backends._torch_accel import accelerator
-
-    torch, cfg = _torch(), dict(request.config)
-    high, margin = int(cfg.pop("probe_max", 4096)), float(cfg.pop("probe_margin", 0.1))
-    single = {**cfg, "parallel_strategy": "single", "world_size": 1}
-    layout = validate_config(single, device)
-    trainer = _Trainer(workload, TrialRequest(**{**request.to_dict(), "config": single}), None,
-                       layout, device, rank=0)  # fmt: skip
-    acc = accelerator(layout.device_kind)
-    x_tr, y_tr, _, _ = trainer._tensors(trainer.device)
-    loss_fn = trainer._loss_fn()
-    gen = torch.Generator().manual_seed(request.seed)
-
-    def fits(bs: int) -> bool:
-        model = opt = None
-        try:
-            model = trainer._model()
-            opt = make_optimizer(model.parameters(), single)
-            for _ in range(2):
-                idx = torch.randint(0, len(x_tr), (bs,), generator=gen)
-                with trainer._autocast():
-                    loss = loss_fn(model(x_tr[idx]), y_tr[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            acc.synchronize()
-            ok = True
-        except Exception as exc:  # noqa: BLE001 - OOM is the answer; anything else propagates
-            if classify_exception(exc) != "oom":
-                raise
-            ok = False
-        finally:
-            del model, opt
-            gc.collect()
-            acc.empty_cache()
-        channel.report(bs, 1.0 if ok else 0.0)
-        return ok
-
-    result = find_max_batch_size(fits, start=int(cfg.get("batch_size", 32)), max_val=high,
-                                 margin=margin)  # fmt: skip
-    metrics = {"max_batch_size": result.max_batch_size, "largest_fit": result.largest_fit,
-               "first_oom": result.first_oom, "limited_by": result.limited_by,
-               "attempts": len(result.tried)}  # fmt: skip
-    return {"metrics": metrics, "curves": {"probe": [[b, int(ok)] for b, ok in result.tried]},
-            "pruned": False}  # fmt: skip
-
-
 def matmul_peak(request: TrialRequest) -> dict[str, Any]:
     """Achieved FLOP/s of a large square matmul in the config's precision: the MFU denominator
     for devices missing from the peak table (the CPU always). Best of several timed runs, as
