@@ -888,6 +888,30 @@ class SearchSpace:
         params[name] = new
         return SearchSpace(self.name, self.description, params, self.constraints, self.resources)
 
+    def fixed(self, names: list[str] | tuple[str, ...] | set[str]) -> SearchSpace:
+        """This space with the parameters ``names`` held at their defaults (one choice: still
+        in every config, never searched). Names not in the space are ignored."""
+        params = dict(self.params)
+        for name in names:
+            if name in params:
+                spec = params[name]
+                params[name] = replace(spec, choices=(spec.default,), low=None, high=None,
+                                       step=None, log=False, dropped=())  # fmt: skip
+        return SearchSpace(self.name, self.description, params, self.constraints, self.resources)
+
+    def searched(self) -> list[str]:
+        """The parameters that can take more than one value (what a sweep really searches)."""
+        out = []
+        for name, spec in self.params.items():
+            if spec.disabled is not None:
+                continue
+            if spec.choices is not None and len(spec.choices) < 2:
+                continue
+            if spec.choices is None and spec.low == spec.high:
+                continue
+            out.append(name)
+        return out
+
     # -- activity --
 
     def _active(self, spec: ParamSpec, values: Mapping[str, Any], active: set[str]) -> bool:

@@ -262,7 +262,8 @@ class Server:
                                knobs_read=payload.get("knobs_read"))  # fmt: skip
             elif final is not None and final["type"] == "error" and not timed_out:
                 cause = "invalid" if final.get("usage") else final["cause"]
-                outcome.update(status="failed", cause=cause, message=final["message"])
+                outcome.update(status="failed", cause=cause, message=final["message"],
+                               usage=bool(final.get("usage")))  # fmt: skip
             elif cancelled:
                 outcome.update(status="failed", cause="crash", message="cancelled")
             else:

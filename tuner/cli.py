@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tuner.errors import PerftuneError
+from tuner.errors import PerftuneError, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None,
@@ -120,8 +120,12 @@ class _Progress:
 
 @app.command()
 def sweep(
-    workload: Annotated[str, typer.Option(help="Built-in name (mlp-digits, cnn-digits, gpt-tiny) or FILE.py:FUNC / module:FUNC.")],
-    framework: Annotated[str, typer.Option(help="torch, tensorflow or mindspore")] = "torch",
+    command: Annotated[list[str] | None, typer.Argument(help="After --: a training command to run per trial, its {knob} fields filled from the config (launcher mode), e.g. -- python train.py --bs {batch_size}.", show_default=False)] = None,
+    workload: Annotated[str | None, typer.Option(help="Built-in name (mlp-digits, cnn-digits, gpt-tiny), or FILE.py:FUNC / module:FUNC: a @tuner.trainable training function or a Workload factory.")] = None,
+    framework: Annotated[str | None, typer.Option(help="torch, tensorflow or mindspore [default: what the workload file declares, else torch]")] = None,
+    name: Annotated[str | None, typer.Option(help="Launcher mode: the workload's name (where results are stored).")] = None,
+    target: Annotated[float | None, typer.Option(help="Launcher mode: the metric's target (what trial.report() reports).")] = None,
+    mode: Annotated[str, typer.Option(help="Launcher mode: max if a higher metric is better, else min.")] = "max",
     device: Annotated[str, typer.Option(help="cpu, cuda, mps, xpu, npu (Ascend) or tpu; KIND:INDEX picks one; "
                                              "'all': one study per device found, then a cross-device table")] = "cpu",
     objective: Annotated[str, typer.Option(help="time-to-target or throughput")] = "time-to-target",
@@ -156,7 +160,8 @@ def sweep(
                       sampler=sampler, pruner=pruner, confirm_top=confirm_top,
                       confirm_repeats=confirm_repeats, trial_timeout=trial_timeout, budget_s=budget,
                       batch_probe=batch_probe, workers=workers, max_retry=max_retry,
-                      heartbeat_s=heartbeat, grace_s=grace_period)  # fmt: skip
+                      heartbeat_s=heartbeat, grace_s=grace_period, command=command or None,
+                      name=name, target=target, mode=mode)  # fmt: skip
     cfg.validate()
     ws = _ws(home, storage, tracking_uri, db)
     unit = get_objective(objective).unit
@@ -197,7 +202,6 @@ def worker(
     json_out: Json = False,
 ) -> None:
     """Join an existing sweep's study (--study), or run queued sweeps (--queue)."""
-    from tuner.errors import UsageError
     from tuner.service import join_sweep
 
     if (study is None) == (not queue):
@@ -272,7 +276,6 @@ def serve(
 ) -> None:
     """Serve the HTTP API: best configs, devices, the sweep queue (writes need PERFTUNE_API_TOKEN)."""
     from storage import redact_url
-    from tuner.errors import UsageError
     from tuner.service import allowed_dirs, prepare_server
 
     if not 0 < port < 65536:
@@ -391,6 +394,8 @@ def _print_report(r, ws) -> None:
         out.print("best config: " + ", ".join(facts))
     if r.batch_probe and r.batch_probe.get("max_batch_size"):
         out.print(f"batch size bounded at {r.batch_probe['max_batch_size']} by the memory probe")
+    for warning in r.warnings:
+        out.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
     if r.speedup is not None:
         out.print(f"speedup over the default: [bold]{r.speedup:.2f}x[/bold]"
                   + ("" if r.stored else " (an earlier stored best is better; kept it)"))  # fmt: skip
@@ -407,14 +412,22 @@ def best(
     framework: Annotated[str | None, typer.Option(help="Filter by framework.")] = None,
     device: Annotated[str | None, typer.Option(help="Device kind, name or fingerprint prefix.")] = None,
     objective: Annotated[str | None, typer.Option(help="time-to-target or throughput")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="Print only the best config, for a script or launcher: json, yaml, args (--knob value ...) or env (PERFTUNE_KNOB=value lines).")] = None,
     home: Home = None, db: Db = None, json_out: Json = False,
 ) -> None:
     """Show the stored best configs, best first."""
-    from tuner.service import best_configs
+    from tuner.service import best_configs, format_config
 
+    if fmt is not None and fmt not in ("json", "yaml", "args", "env"):
+        raise UsageError(f"--format {fmt}: choose json, yaml, args or env")
     ws = _ws(home, db=db)
     found = best_configs(ws, workload, framework=framework, device=device, objective=objective)
-    if json_out:
+    if fmt is not None and found:
+        print(format_config(found[0].config, fmt))
+        if len({(r.framework, r.device_fingerprint, r.objective) for r in found}) > 1:
+            err.print(f"note: {len(found)} stored bests match; this is the best of them, #{found[0].id} "
+                      "(narrow with --framework/--device/--objective)", markup=False, highlight=False)  # fmt: skip
+    elif json_out:
         print(json.dumps([r.to_dict() for r in found], indent=2, default=str))
     else:
         table = Table(title=f"Best configs for {workload}")

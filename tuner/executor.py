@@ -143,7 +143,7 @@ class InProcessExecutor(Executor):
                 workload = resolve(request.workload, self.framework)
                 payload = self.backend.run_trial(workload, request, _CallbackChannel(on_report))
         except UsageError as exc:
-            return TrialOutcome("failed", cause="invalid", message=str(exc),
+            return TrialOutcome("failed", cause="invalid", message=str(exc), usage=True,
                                 wall_s=time.perf_counter() - t0)  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - a failing trial is an outcome
             return TrialOutcome("failed", cause=classify_exception(exc),
@@ -292,6 +292,7 @@ class ProcessExecutor(Executor):
                     curves=msg.get("curves", {}), cause=msg.get("cause"),
                     message=msg.get("message"), wall_s=msg.get("wall_s"),
                     log_path=msg.get("log_path"), knobs_read=msg.get("knobs_read"),
+                    usage=bool(msg.get("usage")),
                 )  # fmt: skip
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -152,6 +153,27 @@ def best_configs(ws: Workspace, workload: str, *, framework: str | None = None,
         get_backend(framework)
     with _using(ws, store) as s:
         return s.get_best(workload=workload, framework=framework, device=device, objective=objective)
+
+
+def format_config(config: dict[str, Any], fmt: str) -> str:
+    """A config as a script or launcher takes it: ``json``, ``yaml``, ``args`` (``--knob
+    value`` pairs, values as a launched command's template renders them) or ``env``
+    (``PERFTUNE_KNOB=value`` lines, shell-quoted)."""
+    import shlex
+
+    from tuner.trial.launcher import render
+
+    if fmt == "json":
+        return json.dumps(config, sort_keys=True)
+    if fmt == "yaml":
+        import yaml
+
+        return yaml.safe_dump(config, sort_keys=True).rstrip()
+    if fmt == "args":
+        return " ".join(f"--{k} {shlex.quote(render(v))}" for k, v in sorted(config.items()))
+    if fmt == "env":
+        return "\n".join(f"PERFTUNE_{k.upper()}={shlex.quote(render(v))}" for k, v in sorted(config.items()))
+    raise UsageError(f"--format {fmt}: choose json, yaml, args or env")
 
 
 def db_upgrade(ws: Workspace) -> str | None:

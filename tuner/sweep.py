@@ -29,7 +29,7 @@ from tuner.devices import Device, select
 from tuner.errors import InvalidConfig, PerftuneError, UsageError
 from tuner.objectives import Objective, get_objective, speedup, summarize
 from tuner.settings import Workspace
-from tuner.workload import canonical_spec, check_spec
+from tuner.workload import canonical_spec, check_spec, declared_framework
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp")
 PRUNERS = ("median", "none")
@@ -72,10 +72,16 @@ def _heartbeat(trial, storage):
 
 @dataclass
 class SweepConfig:
-    """A sweep request. ``trials`` is the study's total: re-running resumes up to it."""
+    """A sweep request. ``trials`` is the study's total: re-running resumes up to it.
 
-    workload: str
-    framework: str = "torch"
+    What is tuned is ``workload`` (a built-in name, a ``Workload`` factory or a
+    ``@tuner.trainable`` function as ``FILE.py:NAME``), or ``command``: a script's command line
+    whose ``{knob}`` fields are filled per trial (launcher mode; then ``name`` and, for time to
+    target, ``target`` say what it is). ``framework`` None: the one the workload file declares,
+    else ``torch``."""
+
+    workload: str | None = None
+    framework: str | None = None
     device: str = "cpu"
     objective: str = "time-to-target"
     trials: int = 20
@@ -105,11 +111,29 @@ class SweepConfig:
     grace_s: float = 120.0
     #: Which of several workers this process is (offsets the sampler's seed).
     worker_index: int = 0
+    #: Launcher mode: the command template, the workload's name, its target and mode.
+    command: list[str] | None = None
+    name: str | None = None
+    target: float | None = None
+    mode: str = "max"
+
+    def __post_init__(self) -> None:
+        if self.framework is None:
+            self.framework = (declared_framework(self.workload) if self.workload else None) or "torch"
 
     def validate(self) -> None:
         get_backend(self.framework)
-        get_objective(self.objective)
-        check_spec(self.workload, self.framework)
+        objective = get_objective(self.objective)
+        if self.command:
+            self._validate_command(objective.measure)
+        elif self.workload is None:
+            raise UsageError("--workload: give a workload (a built-in name or FILE.py:FUNC), or a "
+                             "command after -- (perftune sweep --name N --target T -- python train.py ...)")
+        else:
+            if self.name is not None or self.target is not None:
+                raise UsageError("--name/--target: only with a command after -- (a workload says "
+                                 "its own name and target)")  # fmt: skip
+            check_spec(self.workload, self.framework)
         kind = self.device.split(":", 1)[0]
         classes = get_backend(self.framework).device_classes
         if kind not in classes and self.device != "all":
@@ -141,6 +165,30 @@ class SweepConfig:
             raise UsageError("--study: must not be empty")
         if self.study is not None and not re.fullmatch(r"[\w.@+=-]+", self.study):
             raise UsageError(f"--study {self.study}: use letters, digits and . _ - + = @ only")
+
+    def _validate_command(self, measure: str) -> None:
+        from tuner.trial.launcher import template_fields
+
+        if self.workload is not None:
+            raise UsageError("--workload and a command after --: give one of them")
+        if not self.name:
+            raise UsageError("--name: a launched command needs a workload name (perftune sweep "
+                             "--name my-job --target 0.9 -- python train.py ...)")  # fmt: skip
+        if self.mode not in ("max", "min"):
+            raise UsageError(f"--mode {self.mode}: choose max or min")
+        if measure == "converge" and self.target is None:
+            raise UsageError("--target: time to target needs the metric's target (or "
+                             "--objective throughput)")  # fmt: skip
+        if self.target is not None and not math.isfinite(self.target):
+            raise UsageError(f"--target {self.target}: must be a finite number")
+        template_fields(self.command)
+
+    def describe_command(self) -> dict[str, Any]:
+        """A launched command's workload description (what a Workload's ``describe`` says)."""
+        return {"name": self.name, "framework": self.framework, "kind": "command",
+                "loss": "-", "metric": "-", "target": self.target, "mode": self.mode,
+                "budget_s": float(self.budget_s or 60.0), "eval_interval_s": 0.25,
+                "flops_per_sample": None, "description": " ".join(self.command or [])}  # fmt: skip
 
 
 @dataclass
@@ -189,6 +237,8 @@ class SweepReport:
     tracking: dict[str, Any] | None = None
     #: Stopped by a cancel request: no confirmation round, nothing stored.
     cancelled: bool = False
+    #: What the user should know about the result (e.g. searched knobs the code never read).
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -341,7 +391,9 @@ class _Sweep:
         self.cfg, self.ws = cfg, ws
         self.progress = progress or (lambda event, data: None)
         self.objective = get_objective(cfg.objective)
-        self.spec = canonical_spec(cfg.workload)
+        self.spec = " ".join(cfg.command) if cfg.command else canonical_spec(cfg.workload)
+        #: Knobs a launched command's template applies (read, as far as the report goes).
+        self.template_knobs: list[str] = []
         self._executor, self._tracker = executor, tracker
         self.failures: list[dict[str, Any]] = []
         self._peaks: dict[str, tuple[float | None, str | None]] = {}
@@ -374,7 +426,7 @@ class _Sweep:
             check_tracking(ws.tracking_uri)
         self.executor = self._executor or make_executor(cfg.framework, isolate=cfg.isolate,
                                                         log_dir=None)  # fmt: skip
-        self.workload = self.executor.describe(self.spec)
+        self.workload = cfg.describe_command() if cfg.command else self.executor.describe(self.spec)
         devices = [Device.from_discovery(cfg.framework, d) for d in self.executor.devices()]
         self.device = select(devices, cfg.device)
         caps = get_backend(cfg.framework).capabilities(self.device.kind)
@@ -386,6 +438,11 @@ class _Sweep:
                                     override=cfg.space, supported=capabilities)  # fmt: skip
         except SpaceError as exc:
             raise UsageError(str(exc)) from None
+        if cfg.command:
+            from tuner.trial.launcher import command_space, template_fields
+
+            self.space = command_space(self.space, cfg.command)
+            self.template_knobs = template_fields(cfg.command)
         self.baseline = self.space.defaults()
         self.study_name = cfg.study or (f"{self.workload['name']}-{cfg.framework}-"
                                         f"{self.device.spec.replace(':', '')}-{cfg.objective}")  # fmt: skip
@@ -530,8 +587,9 @@ class _Sweep:
         cfg = self.cfg
         shared = {k: getattr(cfg, k) for k in ("workload", "framework", "device", "objective", "trials",
                                                 "sampler", "pruner", "seed", "trial_timeout", "budget_s",
-                                                "batch_probe", "max_retry", "heartbeat_s", "grace_s")}  # fmt: skip
-        shared["workload"] = self.spec
+                                                "batch_probe", "max_retry", "heartbeat_s", "grace_s",
+                                                "command", "name", "target", "mode")}  # fmt: skip
+        shared["workload"] = None if cfg.command else self.spec
         if cfg.space:
             with open(cfg.space) as f:
                 shared["space_yaml"], shared["space_name"] = f.read(), os.path.basename(cfg.space)
@@ -592,6 +650,7 @@ class _Sweep:
             budget_s=self.cfg.budget_s, timeout_s=_trial_timeout(self.cfg, self.objective, self.budget),
             trial_number=number,
             log_path=str(self.ws.logs / re.sub(r"[^\w.@+=-]+", "_", f"{self.study_name}-{label}.log")),
+            command=self.cfg.command, description=self.workload if self.cfg.command else None,
         )  # fmt: skip
 
     def tags(self, **extra: Any) -> dict[str, str]:
@@ -741,6 +800,8 @@ class _Sweep:
         scalars = {k: v for k, v in outcome.metrics.items()
                    if isinstance(v, int | float | bool) or v is None}  # fmt: skip
         trial.set_user_attr("metrics", scalars)
+        if outcome.knobs_read is not None:
+            trial.set_user_attr("knobs_read", sorted({*outcome.knobs_read, *self.template_knobs}))
         trial.set_user_attr("wall_s", outcome.wall_s)
         if state == TrialState.COMPLETE:
             study.tell(trial, value)
@@ -750,6 +811,9 @@ class _Sweep:
                        "FAIL" if note == "oom" else state.name, note)  # fmt: skip
         self.last = {"number": trial.number, "state": state.name, "value": value, "cause": note,
                      "wall_s": outcome.wall_s}  # fmt: skip
+        if outcome.usage:  # the training code is unusable as it is (it measured nothing)
+            what = "the command" if self.cfg.command else f"--workload {self.spec}"
+            raise UsageError(f"{what}: {outcome.message}")
         if note in NOT_COUNTED:  # the backend rejected the config
             self.invalid_streak += 1
             if self.invalid_streak >= MAX_CONSECUTIVE_INVALID:
@@ -1050,7 +1114,7 @@ def _run(sw: _Sweep, cfg: SweepConfig, t0: float, sweep_id: int | None = None,
             duration_s=time.monotonic() - t0, sweep_id=sweep_id,
             batch_probe=sw.probe_info or ({"max_batch_size": study.user_attrs["max_batch_size"]}
                                           if "max_batch_size" in study.user_attrs else None),
-            cancelled=sw.cancelled,
+            cancelled=sw.cancelled, warnings=unread_knobs_warning(study, sw.space),
         )  # fmt: skip
     except KeyboardInterrupt:
         state = "interrupted"
@@ -1066,6 +1130,24 @@ def _run(sw: _Sweep, cfg: SweepConfig, t0: float, sweep_id: int | None = None,
             pass
         sw.tracker.end_sweep({"completed": "FINISHED", "interrupted": "KILLED",
                               "cancelled": "KILLED"}.get(state, "FAILED"))  # fmt: skip
+
+
+def unread_knobs_warning(study, space) -> list[str]:
+    """A warning naming the searched knobs that no trial's training code read (``trial.config``
+    and the helpers that apply knobs record what they use): the sweep varied them blindly."""
+    read: set[str] = set()
+    offered: set[str] = set()  # knobs some measured trial's config had (active ones)
+    for t in study.get_trials(deepcopy=False):
+        knobs = t.user_attrs.get("knobs_read")
+        if knobs is not None:
+            read.update(knobs)
+            offered.update(t.params)
+    unread = [name for name in space.searched() if name in offered and name not in read]
+    if not unread:
+        return []
+    return [f"searched knobs the training code never read: {', '.join(unread)}; they cannot "
+            "have changed anything (apply them, e.g. with trial.optimizer() / trial.prepare() / "
+            "trial.autocast(), or hold them with a --space file)"]
 
 
 def _track_progress(sw: _Sweep, sweep_id: int, should_stop: Callable[[], bool] | None) -> None:

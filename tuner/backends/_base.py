@@ -68,6 +68,8 @@ class TrialOutcome:
     log_path: str | None = None
     #: The knobs the training code read (``trial.config`` and the helpers that apply them).
     knobs_read: list[str] | None = None
+    #: The failure is the workload's, not the config's (e.g. it measured nothing): stop the sweep.
+    usage: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -33,7 +33,7 @@ from typing import Any
 from tuner._proc import die_with_parent
 from tuner.errors import NothingMeasured, TrialError, UsageError
 
-__all__ = ["ENV", "connect", "fill", "render", "run_command", "template_fields"]
+__all__ = ["ENV", "command_space", "connect", "fill", "render", "run_command", "template_fields"]
 
 #: The environment variable perftune sets for a launched command.
 ENV = "PERFTUNE_TRIAL"
@@ -77,6 +77,19 @@ def fill(argv: list[str], config: Mapping[str, Any]) -> list[str]:
     except KeyError as exc:
         raise UsageError(f"command template: {{{exc.args[0]}}} is not a knob of this trial's config "
                          f"(knobs: {', '.join(sorted(config))})") from None  # fmt: skip
+
+
+def command_space(space: Any, argv: list[str]) -> Any:
+    """The search space of a launched command: every ``{field}`` of the template must be one of
+    its knobs, and ``parallel_strategy``/``world_size`` are held at their defaults unless the
+    template names ``{world_size}`` (a command runs as many processes as it starts itself,
+    e.g. ``torchrun --nproc-per-node {world_size}``)."""
+    fields = template_fields(argv)
+    unknown = [f for f in fields if f not in space.params]
+    if unknown:
+        raise UsageError(f"command template: {{{unknown[0]}}} is not a knob of the search space "
+                         f"{space.name} (knobs: {', '.join(space.params)})")  # fmt: skip
+    return space if "world_size" in fields else space.fixed(("parallel_strategy", "world_size"))
 
 
 # ------------------------------------------------------------------------ perftune's side
