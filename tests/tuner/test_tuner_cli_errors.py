@@ -148,6 +148,11 @@ FAST_CASES = [
                                                         "database is locked"]),
     Case("zero-workers", SWEEP("--workers", "0"), ["--workers 0"]),
     Case("worker-unknown-study", ["--study", "nope"], ["--study nope", "no such study"], command="worker"),
+    Case("sweeps-negative-limit", ["--limit", "-5"], ["--limit -5", "from 1 to 10000"], command="sweeps"),
+    Case("sweeps-limit-too-big", ["--limit", "10001"], ["--limit 10001"], command="sweeps"),
+    # Rich would print ":x:" as an emoji (cuda❌) and choke on "[/x]" as markup: user text is text
+    Case("emoji-code-in-input", SWEEP("--objective", "fast:x:"), ["--objective fast:x:"], absent=("❌",)),
+    Case("markup-in-input", SWEEP("--objective", "[/x][red]"), ["--objective [/x][red]"]),
 ]  # fmt: skip
 
 
@@ -169,7 +174,8 @@ def work(tmp_path_factory) -> Path:
 
 #: Run as subprocesses in the fast tier too (the others only under ``slow``).
 SUBPROCESS_FAST = ("unknown-workload", "storage-unreachable", "storage-equals-db",
-                   "best-unknown-objective", "unknown-option")  # fmt: skip
+                   "best-unknown-objective", "unknown-option", "sweeps-negative-limit",
+                   "emoji-code-in-input")  # fmt: skip
 
 
 def _run_all(work: Path, cases: list[Case]) -> dict[str, subprocess.CompletedProcess]:
@@ -278,6 +284,13 @@ def test_space_low_above_high(work, tmp_path):
 def test_space_unsupported_optimizer(work, tmp_path):
     assert_usage_error(_sweep(work, tmp_path / "ws", *SWEEP("--space", "lamb.yaml")),
                        tmp_path / "ws", "lamb.yaml", "params.optimizer", "lamb")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_device_with_emoji_code_is_printed_as_given(work, tmp_path):
+    """``--device cuda:x`` was printed as ``cuda❌`` (Rich's emoji code ``:x:``)."""
+    assert_usage_error(_sweep(work, tmp_path / "ws", *SWEEP("--device", "cuda:x")),
+                       tmp_path / "ws", "--device cuda:x: ", absent=("❌",))  # fmt: skip
 
 
 @pytest.mark.slow
