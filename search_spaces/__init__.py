@@ -73,7 +73,9 @@ Overrides (``load_space(..., override=path)``)::
       - "batch_size * grad_accum <= 512"
 
 Every problem raises :class:`SpaceError` with a one-line message naming the file and key path,
-e.g. ``search space my.yaml: params.batch_size.low: must be <= high (got 64 > 32)``.
+e.g. ``search space my.yaml: params.batch_size.low: must be <= high (got 64 > 32)``. Files are
+plain data of at most 1 MiB: YAML aliases (``*name``) are refused, and a message quotes at most
+about 100 characters of any value (:func:`quote`, which the HTTP API's 422s use too).
 
 Built-in files live next to this module: ``<device>.yaml`` for PyTorch (``cpu.yaml``,
 ``cuda.yaml``) and ``<framework>-<device>.yaml`` for other frameworks.
@@ -81,7 +83,7 @@ Built-in files live next to this module: ``<device>.yaml`` for PyTorch (``cpu.ya
 
 from __future__ import annotations
 
-from ._expr import Expr, ExprError, compile_expr
+from ._expr import Expr, ExprError, compile_expr, quote
 from ._space import (
     Capabilities,
     Constraint,
@@ -105,4 +107,5 @@ __all__ = [
     "builtin_spaces",
     "compile_expr",
     "load_space",
+    "quote",
 ]

@@ -20,16 +20,18 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Expr", "ExprError", "compile_expr", "evaluate", "same_value"]
+__all__ = ["Expr", "ExprError", "clip", "compile_expr", "evaluate", "quote", "same_value"]
 
 MAX_LENGTH = 500  # characters
 MAX_NODES = 200
 MAX_POW_EXPONENT = 64
 MAX_INT_BITS = 256
+QUOTE_LIMIT = 100  # characters of a user value that an error message quotes
 
 FUNCTIONS: dict[str, Callable[..., Any]] = {"min": min, "max": max, "abs": abs}
 
@@ -73,6 +75,39 @@ _NODE_NAMES: dict[type[ast.AST], str] = {
 }
 
 
+def _quoter() -> reprlib.Repr:
+    r = reprlib.Repr()
+    r.maxlevel = 3
+    r.maxdict = r.maxlist = r.maxtuple = r.maxset = r.maxfrozenset = r.maxdeque = 8
+    r.maxstring = r.maxother = QUOTE_LIMIT
+    r.maxlong = 40
+    return r
+
+
+_QUOTER = _quoter()
+
+
+def clip(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """``text`` itself if it has at most ``limit`` characters, else its start and ``...``
+    (``limit`` characters in all)."""
+    return text if len(text) <= limit else text[: max(limit - 3, 0)] + "..."
+
+
+def quote(value: Any, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)`` for an error message, at most ``limit`` characters however large
+    ``value`` is.
+
+    Long strings, big numbers and nested or long containers are elided by :mod:`reprlib` as the
+    text is built, so a huge value (a YAML alias bomb: a few shared lists standing for billions of
+    items) costs no more than a small one. Short values read exactly as ``repr`` (dict keys sorted).
+    """
+    try:
+        text = _QUOTER.repr(value)
+    except Exception:  # noqa: BLE001 - a repr that fails (an int past Python's digit limit)
+        text = f"<{type(value).__name__}>"
+    return clip(text, limit)
+
+
 class ExprError(ValueError):
     """An expression is malformed, uses forbidden syntax, or cannot be evaluated."""
 
@@ -94,37 +129,37 @@ class Expr:
         missing = sorted(n for n in self.names if n not in env)
         if missing:
             raise ExprError(
-                f"expression {self.text!r}: unknown name{'s' if len(missing) > 1 else ''} "
-                f"{', '.join(repr(m) for m in missing)}"
+                f"expression {quote(self.text)}: unknown name{'s' if len(missing) > 1 else ''} "
+                f"{', '.join(quote(m) for m in missing)}"
             )
         try:
             return _Evaluator(self.text, env).visit(self.tree.body)
         except ExprError:
             raise
         except ZeroDivisionError:
-            raise ExprError(f"expression {self.text!r}: division by zero") from None
+            raise ExprError(f"expression {quote(self.text)}: division by zero") from None
         except (TypeError, ValueError, OverflowError) as exc:
-            raise ExprError(f"expression {self.text!r}: {exc}") from None
+            raise ExprError(f"expression {quote(self.text)}: {exc}") from None
 
 
 def compile_expr(text: str) -> Expr:
     """Parse and whitelist-check ``text``; raise :class:`ExprError` naming it if not allowed."""
     if not isinstance(text, str):
-        raise ExprError(f"expression {text!r}: expected a string")
+        raise ExprError(f"expression {quote(text)}: expected a string")
     src = text.strip()
     if not src:
         raise ExprError("expression '': empty expression")
     if len(src) > MAX_LENGTH:
-        raise ExprError(f"expression {src[:40]!r}...: longer than {MAX_LENGTH} characters")
+        raise ExprError(f"expression {quote(src)}: longer than {MAX_LENGTH} characters")
     if "\n" in src or "\r" in src:
-        raise ExprError(f"expression {src!r}: must be a single line")
+        raise ExprError(f"expression {quote(src)}: must be a single line")
     try:
         tree = ast.parse(src, mode="eval")
     except SyntaxError as exc:
         detail = exc.msg or "invalid syntax"
         if detail != "invalid syntax":
             detail = f"invalid syntax ({detail})"
-        raise ExprError(f"expression {src!r}: {detail}") from None
+        raise ExprError(f"expression {quote(src)}: {detail}") from None
     checker = _Checker(src)
     checker.check(tree.body)
     return Expr(src, frozenset(checker.names), tree)
@@ -144,22 +179,26 @@ class _Checker:
         self.count = 0
 
     def reject(self, what: str) -> ExprError:
-        return ExprError(f"expression {self.src!r}: {what} not allowed")
+        return ExprError(f"expression {quote(self.src)}: {what} not allowed")
 
     def check(self, node: ast.AST) -> None:
         self.count += 1
         if self.count > MAX_NODES:
-            raise ExprError(f"expression {self.src!r}: too complex (more than {MAX_NODES} nodes)")
+            raise ExprError(
+                f"expression {quote(self.src)}: too complex (more than {MAX_NODES} nodes)"
+            )
         if isinstance(node, ast.Constant):
             value = node.value
             if isinstance(value, bool) or _is_number(value) or isinstance(value, str):
                 return
-            raise self.reject(f"literal {value!r}")
+            raise self.reject(f"literal {quote(value)}")
         if isinstance(node, ast.Name):
             if node.id.startswith("_"):
-                raise self.reject(f"name {node.id!r} (leading underscore)")
+                raise self.reject(f"name {quote(node.id)} (leading underscore)")
             if node.id in FUNCTIONS:
-                raise ExprError(f"expression {self.src!r}: {node.id!r} is a function; call it")
+                raise ExprError(
+                    f"expression {quote(self.src)}: {quote(node.id)} is a function; call it"
+                )
             self.names.add(node.id)
             return
         if isinstance(node, ast.BinOp):
@@ -195,7 +234,7 @@ class _Checker:
                     raise self.reject("chaining 'in' with other comparisons")
                 if not isinstance(right, (ast.Tuple, ast.List)):
                     raise ExprError(
-                        f"expression {self.src!r}: 'in' needs a tuple or list literal on the right"
+                        f"expression {quote(self.src)}: 'in' needs a tuple or list literal on the right"
                     )
                 for element in right.elts:
                     self.check(element)
@@ -210,15 +249,15 @@ class _Checker:
             raise self.reject(_NODE_NAMES.get(type(func), "calls of computed functions"))
         if func.id not in FUNCTIONS:
             raise ExprError(
-                f"expression {self.src!r}: call of {func.id!r} not allowed "
+                f"expression {quote(self.src)}: call of {quote(func.id)} not allowed "
                 f"(allowed functions: {', '.join(sorted(FUNCTIONS))})"
             )
         if node.keywords:
             raise self.reject("keyword arguments")
         if not node.args:
-            raise ExprError(f"expression {self.src!r}: {func.id}() needs arguments")
+            raise ExprError(f"expression {quote(self.src)}: {func.id}() needs arguments")
         if func.id == "abs" and len(node.args) != 1:
-            raise ExprError(f"expression {self.src!r}: abs() takes exactly one argument")
+            raise ExprError(f"expression {quote(self.src)}: abs() takes exactly one argument")
         for arg in node.args:
             self.check(arg)
 
@@ -229,7 +268,7 @@ class _Evaluator:
         self.env = env
 
     def fail(self, what: str) -> ExprError:
-        return ExprError(f"expression {self.src!r}: {what}")
+        return ExprError(f"expression {quote(self.src)}: {what}")
 
     def visit(self, node: ast.AST) -> Any:
         if isinstance(node, ast.Constant):
@@ -243,7 +282,7 @@ class _Evaluator:
             if isinstance(node.op, ast.Not):
                 return not value
             if not _is_number(value):
-                raise self.fail(f"unary minus/plus needs a number, got {value!r}")
+                raise self.fail(f"unary minus/plus needs a number, got {quote(value)}")
             return -value if isinstance(node.op, ast.USub) else +value
         if isinstance(node, ast.BoolOp):
             result: Any = None
@@ -260,7 +299,7 @@ class _Evaluator:
             args = [self.visit(a) for a in node.args]
             for arg in args:
                 if not _is_number(arg):
-                    raise self.fail(f"{node.func.id}() needs numbers, got {arg!r}")  # type: ignore[attr-defined]
+                    raise self.fail(f"{node.func.id}() needs numbers, got {quote(arg)}")  # type: ignore[attr-defined]
             func = FUNCTIONS[node.func.id]  # type: ignore[attr-defined]
             return func(*args) if len(args) > 1 or func is abs else args[0]
         raise self.fail(f"syntax {type(node).__name__} not allowed")  # pragma: no cover
@@ -274,10 +313,12 @@ class _Evaluator:
                 raise self.fail("string result too long")
             return left + right
         if not (_is_number(left) and _is_number(right)):
-            raise self.fail(f"operator {symbol} needs numbers, got {left!r} and {right!r}")
+            raise self.fail(
+                f"operator {symbol} needs numbers, got {quote(left)} and {quote(right)}"
+            )
         if isinstance(node.op, ast.Pow):
             if abs(right) > MAX_POW_EXPONENT:
-                raise self.fail(f"exponent {right!r} too large (limit {MAX_POW_EXPONENT})")
+                raise self.fail(f"exponent {quote(right)} too large (limit {MAX_POW_EXPONENT})")
             if left == 0 and right < 0:
                 raise ZeroDivisionError
         result = func(left, right)
@@ -302,9 +343,9 @@ class _Evaluator:
                 ok = ok if isinstance(op, ast.Eq) else not ok
             else:
                 if isinstance(left, bool) or isinstance(right, bool):
-                    raise self.fail(f"cannot order booleans ({left!r}, {right!r})")
+                    raise self.fail(f"cannot order booleans ({quote(left)}, {quote(right)})")
                 if _is_number(left) != _is_number(right):
-                    raise self.fail(f"cannot compare {left!r} with {right!r}")
+                    raise self.fail(f"cannot compare {quote(left)} with {quote(right)}")
                 ok = _CMPOPS[type(op)](left, right)
             if not ok:
                 return False

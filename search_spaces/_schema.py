@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from ._expr import ExprError, compile_expr, same_value
+from ._expr import ExprError, clip, compile_expr, quote, same_value
 
 __all__ = [
     "CategoricalParamModel",
@@ -66,7 +66,7 @@ def _int_or_expr(value: Any) -> int | str:
         return value
     if isinstance(value, str):
         return _check_expr(value)
-    raise ValueError(f"expected an integer or an expression string, got {value!r}")
+    raise ValueError(f"expected an integer or an expression string, got {quote(value)}")
 
 
 def _number_or_expr(value: Any) -> int | float | str:
@@ -74,43 +74,43 @@ def _number_or_expr(value: Any) -> int | float | str:
         return value
     if isinstance(value, str):
         return _check_expr(value)
-    raise ValueError(f"expected a number or an expression string, got {value!r}")
+    raise ValueError(f"expected a number or an expression string, got {quote(value)}")
 
 
 def _scalar(value: Any) -> Scalar:
     if isinstance(value, (str, int, float, bool)):
         return value
-    raise ValueError(f"expected a string, number or boolean, got {value!r}")
+    raise ValueError(f"expected a string, number or boolean, got {quote(value)}")
 
 
 def _positive_int(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
-    raise ValueError(f"must be a positive integer (got {value!r})")
+    raise ValueError(f"must be a positive integer (got {quote(value)})")
 
 
 def _positive_number(value: Any) -> int | float:
     if is_number(value) and value > 0:
         return value
-    raise ValueError(f"must be a positive number (got {value!r})")
+    raise ValueError(f"must be a positive number (got {quote(value)})")
 
 
 def _when(value: Any) -> dict[str, list[Scalar]]:
     if not isinstance(value, dict) or not value:
         raise ValueError(
-            f"expected a non-empty mapping of parameter name to value(s), got {value!r}"
+            f"expected a non-empty mapping of parameter name to value(s), got {quote(value)}"
         )
     out: dict[str, list[Scalar]] = {}
     for key, raw in value.items():
         if not isinstance(key, str):
-            raise ValueError(f"parameter names must be strings, got {key!r}")
+            raise ValueError(f"parameter names must be strings, got {quote(key)}")
         values = raw if isinstance(raw, list) else [raw]
         if not values:
             raise ValueError(f"{key}: needs at least one value")
         for item in values:
             if not isinstance(item, (str, int, float, bool)):
                 raise ValueError(
-                    f"{key}: values must be strings, numbers or booleans, got {item!r}"
+                    f"{key}: values must be strings, numbers or booleans, got {quote(item)}"
                 )
         out[key] = list(values)
     return out
@@ -127,7 +127,7 @@ When = Annotated[dict[str, list[Scalar]], PlainValidator(_when)]
 def _version(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value == 1:
         return value
-    raise ValueError(f"unsupported version {value!r} (supported: 1)")
+    raise ValueError(f"unsupported version {quote(value)} (supported: 1)")
 
 
 class _Strict(BaseModel):
@@ -161,12 +161,12 @@ class IntParamModel(_ParamBase):
         if value is None:
             return value
         if not isinstance(value, list) or len(value) != 2:
-            raise ValueError(f"expected [low, high], two powers of two (got {value!r})")
+            raise ValueError(f"expected [low, high], two powers of two (got {quote(value)})")
         for item in value:
             if isinstance(item, bool) or not isinstance(item, int) or item < 1:
-                raise ValueError(f"{item!r} is not a power of two")
+                raise ValueError(f"{quote(item)} is not a power of two")
             if item & (item - 1):
-                raise ValueError(f"{item!r} is not a power of two")
+                raise ValueError(f"{quote(item)} is not a power of two")
         if value[0] > value[1]:
             raise ValueError(f"low must be <= high (got {value[0]} > {value[1]})")
         return value
@@ -233,12 +233,12 @@ class CategoricalParamModel(_ParamBase):
         seen: list[Any] = []
         for item in self.choices:
             if any(same_value(item, s) for s in seen):
-                raise ValueError(f"choices: duplicate value {item!r}")
+                raise ValueError(f"choices: duplicate value {quote(item)}")
             seen.append(item)
         if not any(same_value(self.default, c) for c in self.choices):
             raise ValueError(
-                f"default: {self.default!r} is not one of the choices "
-                f"({', '.join(repr(c) for c in self.choices)})"
+                f"default: {quote(self.default)} is not one of the choices "
+                f"{quote(tuple(self.choices))}"
             )
         return self
 
@@ -286,7 +286,7 @@ class SpaceFileModel(_Strict):
             for name in value:
                 if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
                     raise ValueError(
-                        f"{name}: not a valid parameter name (use letters, digits, underscores)"
+                        f"{clip(str(name))}: not a valid parameter name (use letters, digits, underscores)"
                     )
                 if name.startswith("_"):
                     raise ValueError(f"{name}: parameter names must not start with '_'")
@@ -298,7 +298,7 @@ class SpaceFileModel(_Strict):
         if value is None:
             return []
         if not isinstance(value, list):
-            raise ValueError(f"expected a list of constraints, got {value!r}")
+            raise ValueError(f"expected a list of constraints, got {quote(value)}")
         return [_constraint(v) for v in value]
 
 
@@ -351,7 +351,9 @@ def format_validation_error(exc: ValidationError) -> str:
         message = "required key missing"
     elif kind == "union_tag_invalid":
         shown = shown + ("type",)
-        message = f"unknown type {ctx.get('tag')!r} (expected one of: {', '.join(PARAM_TYPES)})"
+        message = (
+            f"unknown type {quote(ctx.get('tag'))} (expected one of: {', '.join(PARAM_TYPES)})"
+        )
     elif kind == "union_tag_not_found":
         shown = shown + ("type",)
         message = f"required key missing (one of: {', '.join(PARAM_TYPES)})"
@@ -368,9 +370,9 @@ def format_validation_error(exc: ValidationError) -> str:
             shown = shown + (head,)
             message = rest
     elif kind in ("model_attributes_type", "model_type", "dict_type"):
-        message = f"expected a mapping, got {first.get('input')!r}"
+        message = f"expected a mapping, got {quote(first.get('input'))}"
     else:
-        message = f"{message} (got {first.get('input')!r})"
+        message = f"{message} (got {quote(first.get('input'))})"
     path = _path(shown) or "top level"
     more = len(errors) - 1
     suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""

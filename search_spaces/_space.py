@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import ValidationError
 
-from ._expr import Expr, ExprError, compile_expr
+from ._expr import Expr, ExprError, clip, compile_expr, quote
 from ._schema import (
     CategoricalParamModel,
     ConstraintModel,
@@ -44,6 +44,8 @@ BUILTIN_DIR = Path(__file__).resolve().parent
 FRAMEWORK_ALIASES = {"pytorch": "torch"}
 GRID_MAX_FULL = 16  # int ranges with at most this many values are gridded fully
 GRID_POINTS = 5  # otherwise: this many points
+MAX_FILE_BYTES = 2**20  # a search-space file is a few KiB; refuse to read more than 1 MiB
+MAX_MESSAGE = 2000  # characters of a SpaceError message, however large the input
 _NAME_RE = re.compile(r"^[a-z0-9_]+$")
 
 
@@ -61,9 +63,11 @@ class SpaceError(ValueError):
 
 
 def _error(source: str, key: str | None, problem: str) -> SpaceError:
+    """The SpaceError ``search space SOURCE: KEY: PROBLEM``: one line of at most
+    :data:`MAX_MESSAGE` characters (values it quotes are already short: see :func:`quote`)."""
     text = " ".join(str(problem).split())  # always one line
     prefix = f"search space {source}: " + (f"{key}: " if key else "")
-    return SpaceError(prefix + text, source=source, key=key)
+    return SpaceError(clip(prefix + text, MAX_MESSAGE), source=source, key=key)
 
 
 class _KeyError(Exception):
@@ -228,11 +232,25 @@ def _fmt(value: Any) -> str:
 # -- reading files -------------------------------------------------------------------------------
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate mapping keys (PyYAML silently keeps the last one)."""
+class _AliasRefused(yaml.composer.ComposerError):
+    """A YAML alias (``*name``) in a search-space file."""
 
 
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
+class _SpaceLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate mapping keys (PyYAML silently keeps the last one) and
+    every alias (``*name``): the format needs none, and nested aliases (the "billion laughs")
+    stand for exponentially many values that any later walk over them (a check, an error
+    message) would expand. Refused as the document is composed, before anything is built."""
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            problem = f"YAML aliases are not allowed here (*{clip(str(event.anchor), 40)})"
+            raise _AliasRefused(None, None, problem, event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def _construct_mapping(loader: _SpaceLoader, node: yaml.MappingNode, deep: bool = False):
     loader.flatten_mapping(node)
     seen: set[Any] = set()
     for key_node, _ in node.value:
@@ -243,25 +261,31 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
             continue  # unhashable key: let the normal constructor complain
         if duplicate:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
+                None, None, f"duplicate key {quote(key)}", key_node.start_mark
             )
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 
 
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_SpaceLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def _parse_yaml(text: str, label: str) -> Any:
+    """The YAML document ``text`` (plain data: safe tags only, no aliases, no duplicate keys);
+    :class:`SpaceError` naming ``label`` and the line on any problem."""
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+        return yaml.load(text, Loader=_SpaceLoader)  # a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f"line {mark.line + 1}" if mark is not None else None
-        problem = exc.problem or exc.context or "syntax error"
-        raise _error(label, line, f"malformed YAML: {problem}") from None
+        problem = clip(exc.problem or exc.context or "syntax error")
+        if not isinstance(exc, _AliasRefused):
+            problem = f"malformed YAML: {problem}"
+        raise _error(label, line, problem) from None
     except yaml.YAMLError as exc:
-        raise _error(label, None, f"malformed YAML: {exc}") from None
+        raise _error(label, None, f"malformed YAML: {clip(str(exc))}") from None
+    except ValueError as exc:  # a constructor's: an integer past Python's 4300-digit limit
+        raise _error(label, None, f"malformed YAML: {clip(str(exc))}") from None
 
 
 @dataclass
@@ -271,8 +295,11 @@ class _File:
 
 
 def _read_file(path: Path, label: str, *, builtin: bool) -> _File:
+    """Read, parse and shape-check one space file: at most :data:`MAX_FILE_BYTES` of UTF-8."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+        text = raw[:MAX_FILE_BYTES].decode("utf-8")
     except FileNotFoundError:
         raise _error(label, None, f"file not found ({path})") from None
     except IsADirectoryError:
@@ -281,6 +308,9 @@ def _read_file(path: Path, label: str, *, builtin: bool) -> _File:
         raise _error(label, None, "cannot read file: not UTF-8 text") from None
     except OSError as exc:
         raise _error(label, None, f"cannot read file: {exc.strerror or exc}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        limit = f"{MAX_FILE_BYTES // 2**20} MiB"
+        raise _error(label, None, f"file larger than {limit} (a search space is a few KiB)")
     data = _parse_yaml(text, label)
     if data is None:
         raise _error(label, None, "empty file (expected a mapping with 'params')")
@@ -305,7 +335,7 @@ def _read_file(path: Path, label: str, *, builtin: bool) -> _File:
 def _norm(value: str, what: str) -> str:
     norm = str(value).strip().lower()
     if not _NAME_RE.match(norm):
-        raise SpaceError(f"search space: invalid {what} {value!r}")
+        raise SpaceError(f"search space: invalid {what} {quote(value)}")
     return norm
 
 
@@ -441,7 +471,7 @@ def _check_resources(resources: Mapping[str, Any], label: str) -> dict[str, int 
         if not isinstance(key, str) or not key.isidentifier() or key.startswith("_"):
             raise _error(label, f"resources.{key}", "not a valid name")
         if not is_number(value) or (isinstance(value, float) and not math.isfinite(value)):
-            raise _error(label, f"resources.{key}", f"expected a number, got {value!r}")
+            raise _error(label, f"resources.{key}", f"expected a number, got {quote(value)}")
         out[key] = value
     return out
 
@@ -548,14 +578,14 @@ def _eval_value(
         if bad_params:
             raise _KeyError(
                 key,
-                f"expression {raw!r} uses parameter {bad_params[0]!r}; only resources are "
+                f"expression {quote(raw)} uses parameter {quote(bad_params[0])}; only resources are "
                 f"allowed here ({', '.join(sorted(resources)) or 'none given'})",
             )
         unknown = sorted(n for n in expr.names if n not in resources)
         if unknown:
             raise _KeyError(
                 key,
-                f"expression {raw!r}: unknown name {unknown[0]!r} "
+                f"expression {quote(raw)}: unknown name {quote(unknown[0])} "
                 f"(resources: {', '.join(sorted(resources)) or 'none given'})",
             )
         try:
@@ -563,11 +593,15 @@ def _eval_value(
         except ExprError as exc:
             raise _KeyError(key, str(exc)) from None
         if not is_number(value):
-            raise _KeyError(key, f"expression {raw!r} must give a number (got {value!r})")
+            raise _KeyError(key, f"expression {quote(raw)} must give a number (got {quote(value)})")
     if want == "int":
         if isinstance(value, float):
             if not value.is_integer():
-                shown = f"expression {raw!r} gave {value!r}" if isinstance(raw, str) else value
+                shown = (
+                    f"expression {quote(raw)} gave {quote(value)}"
+                    if isinstance(raw, str)
+                    else value
+                )
                 raise _KeyError(key, f"must be an integer ({shown})")
             value = int(value)
     elif want == "float" and isinstance(value, int):
@@ -705,7 +739,7 @@ def _build(
             raise _error(
                 rc.label,
                 f"{rc.key}.expr",
-                f"unknown name {unknown[0]!r} in {rc.model.expr!r} "
+                f"unknown name {quote(unknown[0])} in {quote(rc.model.expr)} "
                 f"(params: {', '.join(specs)}; resources: {', '.join(sorted(resources))})",
             )
         constraints.append(Constraint(rc.model.expr, rc.model.message, expr.names, rc.label, expr))
@@ -722,7 +756,7 @@ def _build(
             raise _error(
                 whole,
                 "defaults",
-                f"violates constraint {rc.key} ({rc.label}) {constraint.text!r} with {shown}",
+                f"violates constraint {rc.key} ({rc.label}) {quote(constraint.text)} with {shown}",
             )
     try:  # safety net: the baseline must be a valid config of its own space
         space.validate_config(defaults, what="defaults")
@@ -763,7 +797,7 @@ def _check_capabilities(
                 raise _error(
                     p.label,
                     where,
-                    f"{value!r} is not supported by {backend} (supported: {shown})",
+                    f"{quote(value)} is not supported by {backend} (supported: {shown})",
                 )
 
 
@@ -782,7 +816,7 @@ def _check_when_values(specs: dict[str, ParamSpec], raw: dict[str, _RawParam]) -
                     raise _error(
                         spec.source,
                         f"params.{spec.name}.when.{parent}",
-                        f"{value!r} is not in the domain of params.{parent} "
+                        f"{quote(value)} is not in the domain of params.{parent} "
                         f"({pspec.domain_text()})",
                     )
 
@@ -832,7 +866,7 @@ def _prune(
             raise _error(
                 raw[parent].label,
                 f"params.{parent}.default",
-                f"{pspec.default!r} would have to be dropped: {reason}",
+                f"{quote(pspec.default)} would have to be dropped: {reason}",
             )
         specs[parent] = replace(
             pspec, choices=keep, dropped=pspec.dropped + gone, disabled=disabled
@@ -1018,7 +1052,7 @@ class SearchSpace:
                     raise _error(self.name, key, "missing (the parameter is active)")
                 if not spec.contains(config[name]):
                     raise _error(
-                        self.name, key, f"{config[name]!r} is outside {spec.domain_text()}"
+                        self.name, key, f"{quote(config[name])} is outside {spec.domain_text()}"
                     )
             elif name in config:
                 if not spec.has_otherwise:
@@ -1027,12 +1061,12 @@ class SearchSpace:
                     raise _error(
                         self.name,
                         key,
-                        f"{config[name]!r} given, but the parameter is inactive and takes "
-                        f"{spec.otherwise!r}",
+                        f"{quote(config[name])} given, but the parameter is inactive and takes "
+                        f"{quote(spec.otherwise)}",
                     )
         problems = self.violations(config)
         if problems:
-            raise _error(self.name, what, f"violates constraint {problems[0]!r}")
+            raise _error(self.name, what, f"violates constraint {quote(problems[0])}")
 
     # -- exports --
 

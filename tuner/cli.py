@@ -2,6 +2,11 @@
 
 Exit codes: 0 success, 2 bad input (one line naming what is wrong, nothing written), 1 a
 runtime failure, 130 interrupted.
+
+Everything printed goes through :data:`out` and :data:`err`, consoles that read neither Rich
+markup nor emoji codes: workload names, devices, errors and configs are user or stored text
+(``cuda:x:`` must not turn into an emoji, ``[/x]`` must not raise a MarkupError). What is
+styled on purpose is a :class:`rich.text.Text` with a style (see :func:`_styled`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from tuner.errors import PerftuneError, UsageError
 
@@ -25,8 +31,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 db_app = typer.Typer(no_args_is_help=True, help="perftune's config database.")
 app.add_typer(db_app, name="db")
 
-out = Console()
-err = Console(stderr=True)
+#: Plain text in, plain text out: no markup, no emoji codes (styles only through Text).
+out = Console(markup=False, emoji=False)
+err = Console(stderr=True, markup=False, emoji=False)
 
 Home = Annotated[str | None, typer.Option("--home", help="Workspace folder [env PERFTUNE_HOME; default ./.perftune]")]
 Storage = Annotated[str | None, typer.Option("--storage", help="Optuna storage URL [env PERFTUNE_STORAGE]")]
@@ -47,6 +54,12 @@ def _fmt(v: Any, unit: str = "") -> str:
     if isinstance(v, float):
         return f"{v:.4g}{(' ' + unit) if unit else ''}"
     return str(v)
+
+
+def _styled(*parts: str | tuple[str, str]) -> Text:
+    """Text from plain strings and ``(text, style)`` pairs, e.g.
+    ``_styled("fastest here: ", (device, "bold"))``: the text is never read as markup."""
+    return Text.assemble(*parts)
 
 
 def _config_text(cfg: dict[str, Any] | None) -> str:
@@ -72,7 +85,7 @@ def devices(
         table.add_column(col)
     for d in found:
         if d.get("error"):
-            table.add_row(d["framework"], "-", f"[red]{d['error']}[/red]", "", "", "", "")
+            table.add_row(d["framework"], "-", _styled((d["error"], "red")), "", "", "", "")
             continue
         mem = f"{d['memory_bytes'] / 2**30:.1f} GiB" if d.get("memory_bytes") else "-"
         table.add_row(d["framework"], d["kind"], d["name"], str(d["count"]), mem,
@@ -93,8 +106,9 @@ class _Progress:
         )
 
         self.unit = unit
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
+        self.bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
+                            MofNCompleteColumn(), TimeElapsedColumn(),
+                            TextColumn("{task.fields[info]}", markup=False),
                             console=err, transient=False)  # fmt: skip
         self.task = self.confirm_task = None
 
@@ -223,7 +237,7 @@ def worker(
         result = run_queue(ws, poll=poll, max_sweeps=1 if once else max_sweeps,
                            idle_exit=(0.0 if once and idle_exit is None else idle_exit),
                            log=None if quiet or json_out else
-                           (lambda msg: err.print(f"perftune worker: {msg}", markup=False, highlight=False)))  # fmt: skip
+                           (lambda msg: err.print(f"perftune worker: {msg}", highlight=False)))  # fmt: skip
         if json_out:
             print(json.dumps(result, indent=2, default=str))
         return
@@ -243,7 +257,7 @@ def worker(
 @app.command()
 def sweeps(
     state: Annotated[str | None, typer.Option(help="Only sweeps in this state (queued, running, completed, failed, interrupted, cancelled).")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    limit: Annotated[int, typer.Option(help="At most this many (1 to 10000), newest first.")] = 50,
     home: Home = None, db: Db = None, tracking_uri: Tracking = None, json_out: Json = False,
 ) -> None:
     """List sweeps, newest first: state, progress, best so far (queued ones included)."""
@@ -264,7 +278,7 @@ def sweeps(
     out.print(table)
     for r in found:
         if r.get("error"):
-            out.print(f"#{r['id']} error: {r['error']}", soft_wrap=True, highlight=False, markup=False)
+            out.print(f"#{r['id']} error: {r['error']}", soft_wrap=True, highlight=False)
 
 
 @app.command()
@@ -296,7 +310,7 @@ def serve(
     err.print(f"perftune API on http://{host}:{port} (db {redact_url(ws.db)}; "
               + ("writes need the bearer token PERFTUNE_API_TOKEN" if token else
                  "read-only: set PERFTUNE_API_TOKEN to accept sweeps")
-              + f"; workload files from: {', '.join(dirs) or 'none'})", markup=False, highlight=False, soft_wrap=True)  # fmt: skip
+              + f"; workload files from: {', '.join(dirs) or 'none'})", highlight=False, soft_wrap=True)  # fmt: skip
     uvicorn.run(create_app(ws, token=token, allow_dirs=dirs), host=host, port=port,
                 log_level=os.environ.get("PERFTUNE_LOG_LEVEL", "info"))  # fmt: skip
 
@@ -309,7 +323,7 @@ def _sweep_all(cfg, ws, unit: str, quiet: bool, json_out: bool) -> None:
     def progress(dev):
         if quiet:
             return None
-        err.print(f"[bold]{dev.spec}[/bold]: {dev.name}")
+        err.print(_styled((dev.spec, "bold"), f": {dev.name}"))
         bars.append(_Progress(unit))
         return bars[-1]
 
@@ -337,10 +351,10 @@ def _print_devices_table(result: dict[str, Any]) -> None:
         table.add_column(col, no_wrap=col in ("device", "best"))
     for r in result["devices"]:
         if "error" in r:
-            table.add_row(r["device"], r.get("name") or "-", "[red]failed[/red]", "", "", "", "", "")
+            table.add_row(r["device"], r.get("name") or "-", _styled(("failed", "red")), "", "", "", "", "")
             continue
-        mark = " [bold green]wins[/bold green]" if r["winner"] else ""
-        table.add_row(r["device"], r["name"], _fmt(r["value"]) + mark,
+        mark = (" wins", "bold green") if r["winner"] else ""
+        table.add_row(r["device"], r["name"], _styled(_fmt(r["value"]), mark),
                       f"±{r['spread'] * 100:.0f}%" if r["spread"] is not None else "-",
                       f"{r['speedup']:.2f}x" if r["speedup"] else "-",
                       f"{r['mfu'] * 100:.1f}%" if r.get("mfu") is not None else "-",
@@ -350,12 +364,12 @@ def _print_devices_table(result: dict[str, Any]) -> None:
         text = f"error: {r['error']}" if "error" in r else f"config: {_config_text(r['config'])}"
         out.print(f"{r['device']} {text}", soft_wrap=True, highlight=False)
     if result["winner"]:
-        out.print(f"fastest here: [bold]{result['winner']}[/bold]")
+        out.print(_styled("fastest here: ", (result["winner"], "bold")))
 
 
 def _print_report(r, ws) -> None:
     counts = ", ".join(f"{v} {k}" for k, v in sorted(r.trials.items()))
-    out.print(f"\n[bold]{r.study_name}[/bold]: {counts}")
+    out.print(_styled("\n", (r.study_name, "bold"), f": {counts}"))
     if r.failures:
         causes: dict[str, int] = {}
         for f in r.failures:
@@ -397,8 +411,8 @@ def _print_report(r, ws) -> None:
     for warning in r.warnings:
         out.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
     if r.speedup is not None:
-        out.print(f"speedup over the default: [bold]{r.speedup:.2f}x[/bold]"
-                  + ("" if r.stored else " (an earlier stored best is better; kept it)"))  # fmt: skip
+        out.print(_styled("speedup over the default: ", (f"{r.speedup:.2f}x", "bold"),
+                          "" if r.stored else " (an earlier stored best is better; kept it)"))  # fmt: skip
     out.print(f"stored: perftune best --workload {r.workload} --framework {r.framework} "
               f"--device {r.device['kind']} --objective {r.objective}"
               + (f" --home {ws.home}" if str(ws.home) != os.path.abspath(".perftune") else ""))  # fmt: skip
@@ -520,35 +534,34 @@ def main(argv: list[str] | None = None) -> int:
         rv = cmd.main(args=argv, prog_name="perftune", standalone_mode=False)
         code = int(rv or 0) if isinstance(rv, int) else 0
         if code == 130:  # typer turns KeyboardInterrupt into Exit(130), returned here
-            err.print("perftune: interrupted", markup=False)
+            err.print("perftune: interrupted")
         return code
     except exits as exc:
         code = int(getattr(exc, "exit_code", 0) or 0)
         if code == 130:  # typer turns KeyboardInterrupt into Exit(130)
-            err.print("perftune: interrupted", markup=False)
+            err.print("perftune: interrupted")
         return code
     except usage_errors as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":  # bare `perftune`: the help, as click does
-            err.print(exc.format_message(), markup=False, highlight=False)
+            err.print(exc.format_message(), highlight=False)
             return 2
         msg = " ".join(exc.format_message().split())
-        err.print(f"perftune: error: {msg}", markup=False, highlight=False, soft_wrap=True)
+        err.print(f"perftune: error: {msg}", highlight=False, soft_wrap=True)
         return 2
     except (*aborts, KeyboardInterrupt):
-        err.print("perftune: interrupted", markup=False)
+        err.print("perftune: interrupted")
         return 130
     except PerftuneError as exc:
-        err.print(f"perftune: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        err.print(f"perftune: error: {exc}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback on request
         if type(exc).__name__ == "StoreError" or type(exc).__module__.startswith("storage"):
-            err.print(f"perftune: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+            err.print(f"perftune: error: {exc}", highlight=False, soft_wrap=True)
             return 1
         if os.environ.get("PERFTUNE_DEBUG"):
             raise
         err.print(f"perftune: internal error: {type(exc).__name__}: {exc} "
-                  "(set PERFTUNE_DEBUG=1 for the traceback)", markup=False, highlight=False,
-                  soft_wrap=True)  # fmt: skip
+                  "(set PERFTUNE_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
         return 1
 
 

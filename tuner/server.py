@@ -5,7 +5,10 @@ status codes and JSON. Security rules:
 
 * writes (``POST``) need ``Authorization: Bearer TOKEN`` matching the server's token
   (``PERFTUNE_API_TOKEN``), compared with :func:`hmac.compare_digest`; a server without one
-  is read-only (403), a missing or wrong token is 401;
+  is read-only (403), a missing or wrong token is 401. :class:`GuardWrites` decides that from
+  the headers alone, before a byte of the body is read, then reads the body itself, at most
+  ``max_body`` bytes (413 past that, whether the length is declared or the body is chunked);
+* a 422 quotes at most a short excerpt of the input it refuses (never the body echoed back);
 * a submitted sweep names a built-in workload or a ``FILE.py:FUNC`` (and optionally a space
   YAML) under an allowed directory, real paths resolved (see :func:`tuner.service.check_request`);
 * every database URL shown is redacted; bad input is 422 naming the field (``loc``), unknown
@@ -18,16 +21,22 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import json
 import re
 import threading
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Path, Query, Request
-from fastapi.exceptions import HTTPException
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import Headers
 
+from search_spaces import quote
 from storage import SWEEP_STATES, StoreError
 from tuner import service
 from tuner.backends import BACKENDS
@@ -36,9 +45,13 @@ from tuner.objectives import OBJECTIVES
 from tuner.settings import Workspace
 from tuner.sweep import PRUNERS, SAMPLERS
 
-__all__ = ["create_app", "field_of"]
+__all__ = ["GuardWrites", "create_app", "field_of"]
 
 MAX_ID = 2**31 - 1
+#: The largest request body the API reads: a submitted sweep is a few hundred bytes.
+MAX_BODY = 2**20
+#: Methods that write (and so need the token): all but these.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _FLAG_RE = re.compile(r"^--([a-z][a-z0-9-]*)")
 #: ``--flag`` of an error message -> the request field it names (where the names differ).
 _FIELDS = {"budget": "budget_s"}
@@ -165,19 +178,128 @@ class Problem(BaseModel):
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {400: "The body is not JSON", 401: "Missing or wrong bearer token", 403: "Read-only server (no PERFTUNE_API_TOKEN)",
             404: "No such resource", 409: "Not in a state that allows this",
+            413: "The request body is larger than the server accepts (1 MiB by default)",
             503: "The perftune database cannot be reached"}  # fmt: skip
     return {c: {"model": Problem, "description": text[c]} for c in codes}
+
+
+# --------------------------------------------------------------------------- writes
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its whole body arrived."""
+
+
+class GuardWrites:
+    """Pure ASGI middleware in front of the whole app: authorise a write from its headers, and
+    cap its body, before the app (FastAPI, which reads a body in full to parse it) sees it.
+
+    A request whose method is not in :data:`SAFE_METHODS` is answered 403 when the server has no
+    token (read-only) and 401 when ``Authorization: Bearer`` is missing or wrong (constant-time
+    comparison), without reading its body. An authorised one is answered 413 when it declares a
+    ``Content-Length`` over ``max_body``, or as soon as the bytes streamed in (chunked encoding
+    too) pass it; otherwise the app gets the body, read here, from memory. Other requests pass
+    through untouched (no route reads their body).
+    """
+
+    def __init__(self, app: ASGIApp, *, token: bytes | None, max_body: int = MAX_BODY) -> None:
+        self.app, self.token, self.max_body = app, token, max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        refusal = self.refusal(headers)
+        if refusal is None and _declared_length(headers) > self.max_body:
+            refusal = self.too_large()
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        try:
+            body = await self._read_body(receive)
+        except _ClientGone:
+            return  # nobody left to answer
+        if body is None:
+            await self.too_large()(scope, receive, send)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    def refusal(self, headers: Headers) -> JSONResponse | None:
+        """The 403 or 401 a write with these headers gets, or ``None`` if it is authorised."""
+        if self.token is None:
+            return JSONResponse({"detail": "read-only: this server has no PERFTUNE_API_TOKEN, "
+                                 "so it accepts no writes"}, status_code=403)  # fmt: skip
+        scheme, credentials = get_authorization_scheme_param(headers.get("authorization"))
+        given = credentials.encode("latin-1") if scheme.lower() == "bearer" else b""
+        if not hmac.compare_digest(given, self.token):
+            return JSONResponse({"detail": "missing or wrong bearer token"}, status_code=401,
+                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        return None
+
+    def too_large(self) -> JSONResponse:
+        """The 413 for a body over the cap."""
+        return JSONResponse({"detail": f"request body larger than {self.max_body} bytes"},
+                            status_code=413)  # fmt: skip
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        """The whole body, or ``None`` as soon as more than ``max_body`` bytes came in."""
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise _ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _declared_length(headers: Headers) -> int:
+    """The ``Content-Length`` a request declares (0 when none: chunked, or not a number)."""
+    length = headers.get("content-length", "")
+    if not (length.isascii() and length.isdigit()):
+        return 0
+    return int(length[:20])  # more digits than that is past any cap anyway
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives ``body`` as the one request message, then defers to
+    ``receive`` (which reports the disconnect)."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
+
+
+def _short_input(value: Any) -> Any:
+    """A validation error's ``input`` as a 422 shows it: as given when short, else an excerpt
+    (:func:`search_spaces.quote`), so a refused body is never echoed back whole."""
+    short = len(json.dumps(jsonable_encoder(value), default=str)) <= 200
+    return value if short else quote(value)
 
 
 # --------------------------------------------------------------------------- the app
 
 
 def create_app(ws: Workspace, *, token: str | None = None,
-               allow_dirs: list[str] | tuple[str, ...] = ()) -> FastAPI:  # fmt: skip
+               allow_dirs: list[str] | tuple[str, ...] = (), max_body: int = MAX_BODY) -> FastAPI:  # fmt: skip
     """The API over the workspace ``ws`` (its store, Optuna storage and tracking URI).
 
     ``token``: the bearer token writes need (``None`` or empty: read-only). ``allow_dirs``:
     where submitted workload and space files may live (real paths are compared).
+    ``max_body``: the largest request body read, in bytes (413 past it).
     """
     from tuner import __version__
 
@@ -200,17 +322,17 @@ def create_app(ws: Workspace, *, token: str | None = None,
                   description="Best configs, devices and the sweep queue of a perftune store.")  # fmt: skip
     dirs = service.allowed_dirs(list(allow_dirs))
     token_bytes = token.encode() if token else None
-    bearer = HTTPBearer(auto_error=False, description="PERFTUNE_API_TOKEN of the server")
+    # Writes are authorised (and their bodies capped) by GuardWrites before any route runs;
+    # the bearer dependency only declares the scheme in the OpenAPI schema.
+    app.add_middleware(GuardWrites, token=token_bytes, max_body=max_body)
+    writer = HTTPBearer(auto_error=False, description="PERFTUNE_API_TOKEN of the server")
     discovered: list[list[dict[str, Any]]] = []
 
-    def writer(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        if token_bytes is None:
-            raise HTTPException(403, "read-only: this server has no PERFTUNE_API_TOKEN, so it "
-                                "accepts no writes")  # fmt: skip
-        given = creds.credentials.encode() if creds is not None else b""
-        if not hmac.compare_digest(given, token_bytes):
-            raise HTTPException(401, "missing or wrong bearer token",
-                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+    @app.exception_handler(RequestValidationError)
+    def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{**e, "input": _short_input(e["input"])} if "input" in e else e
+                  for e in exc.errors()]  # fmt: skip
+        return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
 
     @app.exception_handler(UsageError)
     def _bad_input(request: Request, exc: UsageError) -> JSONResponse:
@@ -267,7 +389,7 @@ def create_app(ws: Workspace, *, token: str | None = None,
 
     @app.get("/v1/sweeps", response_model=list[SweepOut], responses=_errors(503))
     def sweeps(state: Literal[SWEEP_STATES] | None = Query(None),  # type: ignore[valid-type]
-               limit: int = Query(100, ge=1, le=1000)) -> Any:  # fmt: skip
+               limit: int = Query(100, ge=1, le=service.MAX_LIST_LIMIT)) -> Any:  # fmt: skip
         """Sweeps, newest first (queued, running and finished ones)."""
         return service.list_sweeps(ws, state=state, limit=limit, store=store())
 
@@ -278,13 +400,13 @@ def create_app(ws: Workspace, *, token: str | None = None,
         return service.get_sweep(ws, sweep_id, store=store())
 
     @app.post("/v1/sweeps", status_code=201, response_model=SweepOut,
-              responses=_errors(400, 401, 403, 503), dependencies=[Depends(writer)])  # fmt: skip
+              responses=_errors(400, 401, 403, 413, 503), dependencies=[Depends(writer)])  # fmt: skip
     def submit(body: SweepIn) -> Any:
         """Queue a sweep for ``perftune worker --queue``."""
         return service.submit_sweep(ws, body.model_dump(), allow_dirs=dirs, store=store())
 
     @app.post("/v1/sweeps/{sweep_id}/cancel", response_model=SweepOut,
-              responses=_errors(401, 403, 404, 409, 503), dependencies=[Depends(writer)])  # fmt: skip
+              responses=_errors(401, 403, 404, 409, 413, 503), dependencies=[Depends(writer)])  # fmt: skip
     def cancel(sweep_id: int = Path(ge=1, le=MAX_ID)) -> Any:
         """Cancel a queued sweep at once, or ask a running one to stop between trials."""
         return service.cancel_sweep(ws, sweep_id, store=store())

@@ -353,13 +353,21 @@ def submit_sweep(ws: Workspace, request: dict[str, Any], *,
         return sweep_view(ws, s.get_sweep(s.queue_sweep(queued, objective=cfg.objective)))
 
 
+#: The most sweeps one listing returns (``perftune sweeps --limit``, ``GET /v1/sweeps?limit=``).
+MAX_LIST_LIMIT = 10_000
+
+
 def list_sweeps(ws: Workspace, *, state: str | None = None, limit: int = 100,
                 store=None) -> list[dict[str, Any]]:  # fmt: skip
-    """Sweeps, newest first (queued ones included), optionally of one ``state``."""
+    """Sweeps, newest first (queued ones included), optionally of one ``state``; at most
+    ``limit`` of them, which must be from 1 to :data:`MAX_LIST_LIMIT` (else :class:`UsageError`
+    naming ``--limit``)."""
     from storage import SWEEP_STATES as states
 
     if state is not None and state not in states:
         raise UsageError(f"--state {state}: unknown (choose from: {', '.join(states)})")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
+        raise UsageError(f"--limit {limit}: must be an integer from 1 to {MAX_LIST_LIMIT}")
     if store is None and not has_database(ws):
         return []
     with _using(ws, store) as s:

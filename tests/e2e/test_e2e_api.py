@@ -6,6 +6,7 @@ On PostgreSQL too, with a password in every URL, which must show up nowhere."""
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -135,3 +136,57 @@ def test_on_postgresql_no_password_anywhere(tmp_path):
         assert "claimed" in worker.stderr and "POST /v1/sweeps HTTP/1.1\" 201" in texts[-1]
         for text in texts:
             assert "s3cret" not in text
+
+
+def _stream_post(port: int, headers: dict[str, str], total: int, *, chunk: int = 2**16,
+                 timeout: float = 30) -> tuple[int, int]:  # fmt: skip
+    """POST /v1/sweeps with a chunked body of ``total`` bytes, sent only while the server has
+    not answered. Returns (the status code, the body bytes sent before the answer came)."""
+    head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": f"127.0.0.1:{port}", "Content-Type": "application/json",
+                                                "Transfer-Encoding": "chunked", **headers}.items())  # fmt: skip
+    piece = f"{chunk:x}\r\n".encode() + b" " * chunk + b"\r\n"
+    sent, pending, deadline = 0, b"", time.monotonic() + timeout
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(f"POST /v1/sweeps HTTP/1.1\r\n{head}\r\n".encode())
+        sock.setblocking(False)
+        while time.monotonic() < deadline:
+            readable, writable, _ = select.select([sock], [sock] if sent < total or pending else [], [], 1)
+            if readable:
+                break
+            if writable:
+                if not pending:
+                    sent += chunk
+                    pending = piece + (b"0\r\n\r\n" if sent >= total else b"")
+                pending = pending[sock.send(pending):]
+        sock.setblocking(True)
+        sock.settimeout(max(deadline - time.monotonic(), 1))
+        answer = b""
+        while b"\r\n" not in answer:
+            answer += sock.recv(4096) or b"\r\n"
+    return int(answer.split()[1]), sent
+
+
+def test_big_bodies_are_refused_before_they_are_read(tmp_path):
+    """50 MB streamed (chunked, no Content-Length) at the real server: without the token it
+    answers 401 from the headers, with it 413 once past the 1 MiB cap; either way long before
+    the body is all sent, and the server's memory stays where it was (it read 400 MB before a
+    401, +0.9 GB)."""
+    psutil = pytest.importorskip("psutil")
+    allowed = tmp_path / "workloads"
+    allowed.mkdir()
+    srv = Server(["--home", str(tmp_path / "ws")], str(allowed), tmp_path)
+    try:
+        server = psutil.Process(srv.proc.pid)
+        assert srv.post("/v1/sweeps", json={"workload": "mlp-digits"}, headers=AUTH).status_code == 201
+        before = server.memory_info().rss
+        total = 50 * 2**20
+        for headers, status in (({}, 401), ({"Authorization": "Bearer nope"}, 401), (AUTH, 413)):
+            got, sent = _stream_post(srv.port, headers, total)
+            assert got == status, (headers, got, sent)
+            assert sent < total // 4, (headers, sent)  # answered, not read to the end
+        grown = server.memory_info().rss - before
+        assert grown < 30 * 2**20, f"server RSS grew by {grown / 2**20:.0f} MiB"
+        assert [s["state"] for s in srv.get("/v1/sweeps").json()] == ["queued"]  # nothing more
+    finally:
+        log = srv.stop()
+    assert "Traceback" not in log, log

@@ -387,3 +387,66 @@ def test_more_errors_are_counted(load_file):
         "params:\n  a: {type: int, low: 1, high: 2, default: 1, x: 1, y: 2}\n",
     )
     assert message.endswith("(and 1 more error)")
+
+
+# -- inputs that run away: aliases, huge values, huge files ---------------------------------------
+
+
+def alias_bomb(levels: int) -> str:
+    """The "billion laughs": each level an anchored list of nine aliases of the level below, so
+    ``params`` stands for 9**levels strings in a file of a few hundred bytes."""
+    lines = ["l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines) + f"\nparams: *l{levels - 1}\n"
+
+
+def test_alias_bomb_is_refused_before_it_expands(load_file):
+    # 5 levels: 59049 strings, which the old loader quoted in full (a 0.4 MB message line)
+    message = error_of(load_file, alias_bomb(5))
+    assert message == "search space my.yaml: line 2: YAML aliases are not allowed here (*l0)"
+
+
+def test_any_alias_is_refused(load_file):
+    message = error_of(
+        load_file,
+        "params:\n  a: &x {type: int, low: 1, high: 2, default: 1}\n  b: *x\n",
+    )
+    assert message == "search space my.yaml: line 3: YAML aliases are not allowed here (*x)"
+
+
+HUGE = "x" * 100_000
+HUGE_VALUES = [
+    ("version", f"version: '{HUGE}'\n", "version: unsupported version 'xxx"),
+    ("extends", f"extends: {HUGE}\n", "extends: Input should be 'builtin' or 'none' (got 'xxx"),
+    (
+        "when value",
+        "params:\n  mode: {type: categorical, choices: [a, b], default: a}\n"
+        f"  knob: {{type: int, low: 1, high: 2, default: 1, when: {{mode: [{HUGE}]}}}}\n",
+        "params.knob.when.mode: 'xxx",
+    ),
+    (
+        "expression",
+        f"constraints: [\"cores + '{HUGE[:450]}' > 1\"]\n",
+        "constraints[0]: cannot evaluate with the defaults: expression \"cores + 'xxx",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "text,needle", [c[1:] for c in HUGE_VALUES], ids=[c[0] for c in HUGE_VALUES]
+)
+def test_error_messages_quote_huge_values_short(load_file, text, needle):
+    message = error_of(load_file, text)
+    assert needle in message and "..." in message
+    assert len(message) < 400, message
+
+
+def test_file_over_one_mib_is_refused(load_file):
+    message = error_of(load_file, "# " + "x" * 2**20 + "\n")
+    assert message == "search space my.yaml: file larger than 1 MiB (a search space is a few KiB)"
+
+
+def test_integer_past_the_digit_limit_is_an_error(load_file):
+    message = error_of(load_file, "version: " + "1" * 5000 + "\n")
+    assert message.startswith("search space my.yaml: malformed YAML: ")
+    assert len(message) < 200

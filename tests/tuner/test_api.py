@@ -5,6 +5,7 @@ and password redaction (on PostgreSQL, with a password the server really accepts
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -317,3 +318,46 @@ def test_cli_sweeps_and_worker_flags(client, ws, ids, capsys, monkeypatch):
     client.post(f"/v1/sweeps/{sid}/cancel", headers=AUTH)
     assert main(["worker", "--queue", "--once", "--home", str(ws.home), "--json"]) == 0
     assert __import__("json").loads(capsys.readouterr().out)["sweeps"] == []
+
+
+# -- inputs that run away ---------------------------------------------------------------------
+
+
+def test_list_limit_is_bounded_as_in_the_cli(client):
+    for bad in (-5, 0, 10_001):
+        assert field_errors(client.get("/v1/sweeps", params={"limit": bad})) == [("query", "limit")]
+    assert client.get("/v1/sweeps", params={"limit": 10_000}).status_code == 200
+
+
+MIB = 2**20  # the server's default cap on a request body
+
+
+def test_no_token_is_401_before_the_body_is_looked_at(ws, ids):
+    with TestClient(create_app(ws, token=TOKEN)) as c:
+        malformed = c.post("/v1/sweeps", content="{not json", headers={"Content-Type": "application/json"})
+        assert malformed.status_code == 401, malformed.text
+        assert c.post("/v1/sweeps", content=b"x" * (MIB + 1)).status_code == 401  # over the cap too
+    with TestClient(create_app(ws)) as c:  # read-only
+        assert c.post("/v1/sweeps", content="{not json").status_code == 403
+
+
+def test_bodies_over_the_cap_are_413(client, ids):
+    padded = json.dumps({"workload": "mlp-digits"}) + " " * MIB  # valid JSON, just over 1 MiB
+    declared = client.post("/v1/sweeps", content=padded, headers={**AUTH, "Content-Type": "application/json"})
+    assert declared.status_code == 413 and f"{MIB} bytes" in declared.json()["detail"]
+    chunked = client.post("/v1/sweeps", content=iter([padded[:MIB // 2].encode(), padded[MIB // 2:].encode()]),
+                          headers={**AUTH, "Content-Type": "application/json"})  # fmt: skip
+    assert chunked.status_code == 413
+    cancel = client.post(f"/v1/sweeps/{ids['sweep']}/cancel", content=b" " * (MIB + 1), headers=AUTH)
+    assert cancel.status_code == 413
+    assert submit(client).status_code == 201  # under the cap: as before
+    assert len(client.get("/v1/sweeps").json()) == 2  # the seeded one and that one
+
+
+def test_422_quotes_a_big_input_short(client):
+    resp = submit(client, workload="x" * 900_000)
+    assert field_errors(resp) == [("body", "workload")]
+    assert len(resp.content) < 1000, resp.content[:300]
+    assert resp.json()["detail"][0]["input"].startswith("'xxx")
+    small = submit(client, framework="jax")  # a short input is shown as given
+    assert small.json()["detail"][0]["input"] == "jax"

@@ -12,10 +12,12 @@ torch) and are ``slow``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import textwrap
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,11 +56,22 @@ INPUT_FILES = {
 }
 
 
-def perftune(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli_env() -> dict[str, str]:
+    """The environment for ``python -m tuner.cli`` run in a scratch directory: no PERFTUNE_*
+    variables, no progress bars, and this checkout first on the path (else an editable install
+    elsewhere, say the main checkout under a worktree, is what runs)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERFTUNE_")}
     env["PERFTUNE_NO_PROGRESS"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def perftune(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tuner.cli", *args], capture_output=True,
-                          text=True, env=env, cwd=cwd, timeout=timeout)  # fmt: skip
+                          text=True, env=cli_env(), cwd=cwd, timeout=timeout)  # fmt: skip
 
 
 def assert_usage_error(proc: subprocess.CompletedProcess, home: Path, *needles: str,
@@ -135,6 +148,11 @@ FAST_CASES = [
                                                         "database is locked"]),
     Case("zero-workers", SWEEP("--workers", "0"), ["--workers 0"]),
     Case("worker-unknown-study", ["--study", "nope"], ["--study nope", "no such study"], command="worker"),
+    Case("sweeps-negative-limit", ["--limit", "-5"], ["--limit -5", "from 1 to 10000"], command="sweeps"),
+    Case("sweeps-limit-too-big", ["--limit", "10001"], ["--limit 10001"], command="sweeps"),
+    # Rich would print ":x:" as an emoji (cuda❌) and choke on "[/x]" as markup: user text is text
+    Case("emoji-code-in-input", SWEEP("--objective", "fast:x:"), ["--objective fast:x:"], absent=("❌",)),
+    Case("markup-in-input", SWEEP("--objective", "[/x][red]"), ["--objective [/x][red]"]),
 ]  # fmt: skip
 
 
@@ -156,7 +174,8 @@ def work(tmp_path_factory) -> Path:
 
 #: Run as subprocesses in the fast tier too (the others only under ``slow``).
 SUBPROCESS_FAST = ("unknown-workload", "storage-unreachable", "storage-equals-db",
-                   "best-unknown-objective", "unknown-option")  # fmt: skip
+                   "best-unknown-objective", "unknown-option", "sweeps-negative-limit",
+                   "emoji-code-in-input")  # fmt: skip
 
 
 def _run_all(work: Path, cases: list[Case]) -> dict[str, subprocess.CompletedProcess]:
@@ -268,8 +287,54 @@ def test_space_unsupported_optimizer(work, tmp_path):
 
 
 @pytest.mark.slow
+def test_device_with_emoji_code_is_printed_as_given(work, tmp_path):
+    """``--device cuda:x`` was printed as ``cuda❌`` (Rich's emoji code ``:x:``)."""
+    assert_usage_error(_sweep(work, tmp_path / "ws", *SWEEP("--device", "cuda:x")),
+                       tmp_path / "ws", "--device cuda:x: ", absent=("❌",))  # fmt: skip
+
+
+@pytest.mark.slow
 def test_device_not_on_this_machine(work, tmp_path):
     if os.path.exists("/dev/nvidiactl"):
         pytest.skip("this machine may have a CUDA device")
     assert_usage_error(_sweep(work, tmp_path / "ws", *SWEEP("--device", "cuda")),
                        tmp_path / "ws", "--device cuda", "not found")  # fmt: skip
+
+
+def _run_watched(args: list[str], cwd: Path, timeout: float,
+                 max_rss: int) -> tuple[int | None, str, int]:  # fmt: skip
+    """``perftune ARGS`` with stderr to a file, its RSS sampled every 50 ms: killed past
+    ``timeout`` seconds or ``max_rss`` bytes. Returns (exit code, None if killed; stderr; the
+    largest RSS seen)."""
+    psutil = pytest.importorskip("psutil")
+    log = cwd / f"stderr-{os.getpid()}-{time.monotonic_ns()}.txt"
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "tuner.cli", *args], cwd=cwd, env=cli_env(),
+                                stdout=subprocess.DEVNULL, stderr=stderr)  # fmt: skip
+    peak, deadline = 0, time.monotonic() + timeout
+    with contextlib.suppress(psutil.NoSuchProcess):
+        watched = psutil.Process(proc.pid)
+        while proc.poll() is None and time.monotonic() < deadline and peak <= max_rss:
+            peak = max(peak, watched.memory_info().rss)
+            time.sleep(0.05)
+    code = proc.poll()
+    if code is None:
+        proc.kill()
+        proc.wait(30)
+    return code, log.read_text(errors="replace"), peak
+
+
+@pytest.mark.slow
+def test_space_alias_bomb_fails_fast_and_small(tmp_path):
+    """A 9-level "billion laughs" in --space: the old loader quoted its 9**9 strings in an error
+    message, growing past 1.5 GB for minutes. Now: exit 2 within seconds (the trial worker's start
+    included), one short line, the sweep process's memory as usual (killed past 1 GiB)."""
+    lines = ["l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
+    (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\nparams: *l8\n")
+    args = ["sweep", "--home", str(tmp_path / "ws"), *SWEEP("--space", "bomb.yaml")]
+    code, stderr, peak = _run_watched(args, tmp_path, timeout=120, max_rss=2**30)
+    assert code == 2, (code, stderr[:2000], peak)
+    assert stderr.strip() == ("perftune: error: search space bomb.yaml: line 2: YAML aliases are "
+                              "not allowed here (*l0)")  # fmt: skip
+    assert peak < 2**30 and not (tmp_path / "ws").exists()

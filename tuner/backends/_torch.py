@@ -563,16 +563,45 @@ def _batches(torch, kit: TorchKit, x_tr, y_tr, bs: int, seed: int, workers: int)
         yield epoch, xb.to(kit.device, non_blocking=pin), yb.to(kit.device, non_blocking=pin)
 
 
+def _shard_units(model) -> list:
+    """The modules ``fully_shard`` gets one by one before the root: the outermost elements of
+    the model's layer stacks (``nn.Sequential``, ``nn.ModuleList`` and ``nn.ModuleDict``, the
+    root included: transformer blocks, residual blocks, an MLP's layers) that hold parameters,
+    none of which is shared with a module outside the element (tied weights stay with the root).
+    No unit contains another, so no parameter lands in two FSDP groups; what no unit covers
+    (embeddings, heads, norms, a model without stacks) is the root's group. An element is a unit
+    whole, never its children: ``MultiheadAttention`` reads its ``out_proj`` weights without
+    calling it, so that child must not be sharded on its own."""
+    from torch import nn
+
+    stacks = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+    names: dict = {}  # parameter -> every name it has in the model
+    for name, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(p, []).append(name)
+    units: list = []
+
+    def visit(module, prefix: str) -> None:
+        for name, child in module.named_children():
+            path = f"{prefix}{name}."
+            own = [n.startswith(path) for p in child.parameters() for n in names[p]]
+            if isinstance(module, stacks) and own and all(own):
+                units.append(child)
+            else:
+                visit(child, path)
+
+    visit(model, "")
+    return units
+
+
 def _fully_shard(model, mesh_device_type: str, world: int):
-    """FSDP2: shard every child module that holds parameters, then the root (so each layer's
-    parameters are all-gathered just before it runs and freed after)."""
+    """FSDP2 over a 1-D mesh of ``world`` ranks: each of :func:`_shard_units` in its own group
+    (all-gathered just before it runs, freed after), then the root with the rest."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
     mesh = init_device_mesh(mesh_device_type, (world,))
-    for module in list(model.modules())[1:]:
-        if any(True for _ in module.parameters(recurse=False)):
-            fully_shard(module, mesh=mesh)
+    for unit in _shard_units(model):
+        fully_shard(unit, mesh=mesh)
     return fully_shard(model, mesh=mesh)
 
 
