@@ -88,7 +88,7 @@ def test_sweep_report_prints_the_study_name_as_is(tmp_path, capsys, monkeypatch)
         framework="torch", device={"kind": "cpu", "name": DEVICE_NAME}, objective="throughput",
         unit="s", baseline=_side("baseline", {"optimizer": "adam"}, [2.0]),
         best=_side("candidate", {"optimizer": CONFIG_VALUE}, [1.0], trial=1), batch_probe=None,
-        speedup=2.0, stored=True, mlflow_run_id="run:x:")  # fmt: skip
+        speedup=2.0, stored=True, mlflow_run_id="run:x:", warnings=[])  # fmt: skip
     cli._print_report(report, Workspace.resolve(tmp_path / "ws"))
     out = capsys.readouterr().out
     assert "st[/x]:x:: 2 COMPLETE" in out

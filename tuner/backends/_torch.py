@@ -361,6 +361,8 @@ class TorchKit(Kit):
         model = model.to(self.device)
         if cfg.get("channels_last"):
             model = model.to(memory_format=torch.channels_last)
+        if cfg.get("precision", "fp32") in ("bf16", "fp16"):
+            model.forward = _autocast_forward(model.forward, self.autocast)
         if layout.strategy == "ddp":
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -416,6 +418,30 @@ class TorchKit(Kit):
         return self.torch.utils.data.DataLoader(dataset, **{**options, **kwargs})
 
 
+def _autocast_forward(forward, autocast):
+    """``forward`` run under ``autocast()``, its floating outputs returned in fp32 (tensors in
+    tuples, lists and dicts too), so a loss computed outside the model is computed in fp32."""
+    import functools
+
+    import torch
+
+    def fp32(out):
+        if isinstance(out, torch.Tensor):
+            return out.float() if out.is_floating_point() and out.dtype != torch.float32 else out
+        if isinstance(out, tuple | list):
+            return type(out)(fp32(o) for o in out)
+        if isinstance(out, dict):
+            return {k: fp32(v) for k, v in out.items()}
+        return out
+
+    @functools.wraps(forward)
+    def wrapped(*args, **kwargs):
+        with autocast():
+            return fp32(forward(*args, **kwargs))
+
+    return wrapped
+
+
 def _epoch_sampler_class():
     import torch.utils.data
 
@@ -456,14 +482,13 @@ def builtin_loop(workload: Any):
         loss_fn = _loss_fn(torch, workload.loss)
         bs = int(cfg["batch_size"]) * kit.replicas  # dp splits one batch over the GPUs
         batches = _batches(torch, kit, x_tr, y_tr, bs, trial.seed, workers)
-        autocast, scaler = trial.autocast(), trial.grad_scaler()
+        scaler = trial.grad_scaler()
         kit.keep = (model, opt, x_tr, y_tr, x_va, y_va)  # see KEEPALIVE
         model.train()
 
-        def step():
+        def step():  # the forward runs in the config's precision (trial.prepare)
             epoch, xb, yb = next(batches)
-            with autocast:
-                loss = loss_fn(model(xb), yb)
+            loss = loss_fn(model(xb), yb)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -472,7 +497,7 @@ def builtin_loop(workload: Any):
 
         def evaluate() -> float:
             eval_model.eval()
-            with torch.no_grad(), kit.autocast():
+            with torch.no_grad():
                 out = torch.cat([eval_model(x_va[i : i + 4096]).float() for i in range(0, len(x_va), 4096)])
             eval_model.train()
             return _metric(torch, workload.metric, out, y_va)

@@ -39,6 +39,8 @@ __all__ = ["MEASURES", "Collectives", "Meter", "Plan", "StopTrial"]
 
 MEASURES = ("converge", "throughput", "probe", "free")
 
+NO_STEPS = "the training code ended without calling trial.step(): perftune had nothing to measure"
+
 # Codes rank 0 broadcasts.
 _GO, _DUE, _STOP, _REACHED, _PRUNED, _BUDGET, _DIVERGED = range(7)
 _REASONS = {_STOP: "budget", _REACHED: "target", _PRUNED: "pruned", _BUDGET: "budget"}
@@ -325,8 +327,7 @@ class Meter:
         """``{"metrics", "curves", "pruned"}`` of the measure, as the sweep process records it.
         Raises :class:`~tuner.errors.TrialError` when the loop measured nothing usable."""
         if not self.steps:
-            raise NothingMeasured("the training function returned without calling trial.step(): "
-                                  "perftune had nothing to measure")
+            raise NothingMeasured(NO_STEPS)
         if self.plan.measure == "throughput":
             return self._throughput_result()
         if self.plan.measure == "probe":

@@ -44,15 +44,15 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from tuner.errors import UsageError
+from tuner.errors import NothingMeasured, UsageError
 from tuner.trial._kit import Kit
-from tuner.trial._meter import Meter, Plan, StopTrial
+from tuner.trial._meter import NO_STEPS, Meter, Plan, StopTrial
 
 __all__ = ["StopTrial", "Trainable", "Trial", "current_trial", "trainable"]
 
 #: Knobs each helper applies (recorded as read when the helper is used).
 _HELPER_KNOBS = {
-    "prepare": ("parallel_strategy", "world_size", "channels_last", "compile"),
+    "prepare": ("parallel_strategy", "world_size", "channels_last", "compile", "precision"),
     "optimizer": ("optimizer", "learning_rate", "momentum", "beta1", "beta2", "weight_decay"),
     "autocast": ("precision",),
     "dataloader": ("batch_size", "dataloader_workers", "pin_memory"),
@@ -176,6 +176,7 @@ class Trial:
     @property
     def global_batch_size(self) -> int:
         """``batch_size`` x replicas x processes: the samples of one optimizer step."""
+        self.config.mark(("batch_size",))
         return int(self.config.to_dict().get("batch_size", 32)) * self.kit.replicas * self.kit.world
 
     # -- helpers (each optional; each records the knobs it applies)
@@ -185,8 +186,10 @@ class Trial:
 
     def prepare(self, model: Any) -> Any:
         """``model`` placed and wrapped as the config says (PyTorch: on the trial's device,
-        channels_last, DDP/FSDP/DataParallel, ``torch.compile``; TensorFlow: a model-building
-        function is called under the strategy's scope)."""
+        channels_last, its forward in the config's precision (autocast, floating outputs
+        returned in fp32, as accelerate does), DDP/FSDP/DataParallel, ``torch.compile``;
+        TensorFlow: a model-building function is called under the strategy's scope; MindSpore:
+        mixed precision)."""
         return self._helper("prepare").prepare(model)
 
     def optimizer(self, params: Any = None) -> Any:
@@ -246,6 +249,14 @@ class Trial:
         :meth:`should_stop`."""
         self.meter.report(value)
 
+    def evaluate(self, fn: Callable[..., float], *args: Any, **kwargs: Any) -> float:
+        """Run the evaluation ``fn(*args, **kwargs)`` outside the training clock, report its
+        value and return it: ``evaluating()`` and ``report()`` in one call."""
+        with self.evaluating():
+            value = fn(*args, **kwargs)
+        self.report(value)
+        return value
+
     def should_stop(self) -> bool:
         """True once the target is reached, the pruner stopped the trial, the budget is spent
         or the measurement is complete. The first call starts the training clock."""
@@ -263,6 +274,8 @@ class Trial:
         """``{"metrics", "curves", "pruned", "knobs_read"}``: what was measured. With
         ``gather`` every rank calls it once its loop is done (memory figures are summed over
         the ranks); without, this rank's alone."""
+        if self._meter is None:  # nothing ran: do not build a kit now (perhaps at exit)
+            raise NothingMeasured(NO_STEPS)
         out = self.meter.result()
         metrics = out["metrics"]
         metrics.update(self.kit.memory(gather))

@@ -107,10 +107,15 @@ def run_command(request: Any, channel: Any) -> dict[str, Any]:
         env = {**os.environ, ENV: json.dumps({"request": request.to_dict(), "socket": path})}
         sys.stdout.flush()
         sys.stderr.flush()
+        log = open(request.log_path, "ab") if request.log_path else None  # noqa: SIM115
         try:
-            proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT if log else None)  # fmt: skip
         except OSError as exc:
             raise UsageError(f"command {argv[0]!r}: cannot start it ({exc.strerror})") from None
+        finally:
+            if log is not None:
+                log.close()
         final = _serve(server, proc, channel)
     finally:
         server.close()
