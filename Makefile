@@ -13,6 +13,10 @@ BIN      = $(VENV)/bin
 TORCH   ?= torch==2.13.0
 STAMP    = $(VENV)/.perftune-installed
 WORKER_PKGS = "numpy" "scipy>=1.10" "scikit-learn>=1.3" "psutil>=5.9"
+# What a training script needs to read its tuned config (tuner.Trial.from_best) under that
+# interpreter: perftune's store and search-space format, without MLflow (MindSpore's NumPy 1
+# rules MLflow out there, but not these).
+FROM_BEST_PKGS = "sqlalchemy>=2.0,<3" "alembic>=1.13" "pydantic>=2.6,<3" "pyyaml>=6"
 TF_PKGS ?= "tensorflow-cpu==2.21.*"
 MS_PKGS ?= "mindspore==2.10.*" "numpy<2"
 DEMO_TRIALS ?= 16
@@ -31,16 +35,16 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
-.venv-tensorflow/.installed:
+.venv-tensorflow/.installed: Makefile
 	$(PY) -m venv .venv-tensorflow
 	.venv-tensorflow/bin/pip install -q --upgrade pip
-	.venv-tensorflow/bin/pip install -q $(TF_PKGS) $(WORKER_PKGS)
+	.venv-tensorflow/bin/pip install -q $(TF_PKGS) $(WORKER_PKGS) $(FROM_BEST_PKGS)
 	touch $@
 
-.venv-mindspore/.installed:
+.venv-mindspore/.installed: Makefile
 	$(PY) -m venv .venv-mindspore
 	.venv-mindspore/bin/pip install -q --upgrade pip
-	.venv-mindspore/bin/pip install -q $(MS_PKGS) $(WORKER_PKGS)
+	.venv-mindspore/bin/pip install -q $(MS_PKGS) $(WORKER_PKGS) $(FROM_BEST_PKGS)
 	touch $@
 
 frameworks: .venv-tensorflow/.installed .venv-mindspore/.installed

@@ -93,10 +93,12 @@ train_set, val_set = SyntheticTexts(4000, seed=0), SyntheticTexts(500, seed=1)
 
 
 def evaluate(model: nn.Module) -> float:
+    device = next(model.parameters()).device
     model.eval()
     correct = 0
     with torch.no_grad():
         for batch in DataLoader(val_set, batch_size=250, collate_fn=collate):
+            batch = {k: v.to(device) for k, v in batch.items()}
             correct += int((model(**batch).logits.argmax(-1) == batch["labels"]).sum())
     model.train()
     return correct / len(val_set)
@@ -106,12 +108,14 @@ def evaluate(model: nn.Module) -> float:
 def train(trial: tuner.Trial) -> float:
     torch.manual_seed(0)
     model = trial.prepare(TinyClassifier())
+    device = trial.device
     opt = trial.optimizer(model.parameters())
     loader = DataLoader(train_set, batch_size=trial.config["batch_size"], shuffle=True, collate_fn=collate)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / 50))
     acc = 0.0
     while not trial.should_stop():
         for batch in loader:
+            batch = {k: v.to(device) for k, v in batch.items()}
             loss = model(**batch).loss
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)

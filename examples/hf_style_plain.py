@@ -91,24 +91,28 @@ train_set, val_set = SyntheticTexts(4000, seed=0), SyntheticTexts(500, seed=1)
 
 
 def evaluate(model: nn.Module) -> float:
+    device = next(model.parameters()).device
     model.eval()
     correct = 0
     with torch.no_grad():
         for batch in DataLoader(val_set, batch_size=250, collate_fn=collate):
+            batch = {k: v.to(device) for k, v in batch.items()}
             correct += int((model(**batch).logits.argmax(-1) == batch["labels"]).sum())
     model.train()
     return correct / len(val_set)
 
 
-def train(batch_size: int = 32, lr: float = 1e-3, epochs: int = 10, target: float = 0.95) -> float:
+def train(batch_size=32, lr=1e-3, epochs=10, target=0.95, device="cpu") -> float:
     torch.manual_seed(0)
-    model = TinyClassifier()
+    model = TinyClassifier().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, collate_fn=collate)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / 50))
-    acc, steps = 0.0, 0
+    acc = 0.0
+    steps = 0
     for _ in range(epochs):
         for batch in loader:
+            batch = {k: v.to(device) for k, v in batch.items()}
             loss = model(**batch).loss
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)

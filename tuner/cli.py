@@ -468,6 +468,39 @@ def best(
                                       ("device", device), ("objective", objective)) if v))  # fmt: skip
 
 
+@app.command("run")
+def run_command(
+    command: Annotated[list[str], typer.Argument(help="After --: the command, its {knob} fields filled from the config (as in perftune sweep -- CMD).", show_default=False)],
+    name: Annotated[str, typer.Option(help="The workload's name (as given to perftune sweep --name).")],
+    framework: Annotated[str, typer.Option(help="torch, tensorflow or mindspore")] = "torch",
+    device: Annotated[str, typer.Option(help="Device kind of the stored best.")] = "cpu",
+    objective: Annotated[str, typer.Option(help="time-to-target or throughput")] = "time-to-target",
+    target: Annotated[float | None, typer.Option(help="The metric's target [default: the stored one].")] = None,
+    mode: Annotated[str, typer.Option(help="max if a higher metric is better, else min.")] = "max",
+    defaults: Annotated[bool, typer.Option("--defaults", help="Run with the defaults, not the stored best.")] = False,
+    space: Annotated[str | None, typer.Option(help="The sweep's --space file (its defaults, with --defaults or when nothing is stored).")] = None,
+    home: Home = None, db: Db = None, json_out: Json = False,
+) -> None:
+    """Run a command with the stored best config filled in, measured as a sweep's trial."""
+    from tuner.service import run_with_best
+
+    if mode not in ("max", "min"):
+        raise UsageError(f"--mode {mode}: choose max or min")
+    result = run_with_best(_ws(home, db=db), name, command, framework=framework, device=device,
+                           objective=objective, target=target, mode=mode, defaults=defaults,
+                           space=space)  # fmt: skip
+    m = result["metrics"]
+    if json_out:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        out.print(f"{result['source']} config: {_config_text(result['config'])}", soft_wrap=True)
+        reached = "reached" if m.get("reached_target") else "did not reach"
+        out.print(f"{reached} the target {_fmt(result['target'])} (metric {_fmt(m.get('final_metric'))}) "
+                  f"after {_fmt(m.get('train_time_s'))} s of training, {m.get('steps')} steps", soft_wrap=True)  # fmt: skip
+    if result["target"] is not None and not m.get("reached_target"):
+        raise PerftuneError(f"the command did not reach the target {result['target']}")
+
+
 @app.command()
 def sync(home: Home = None, tracking_uri: Tracking = None, json_out: Json = False) -> None:
     """Deliver the tracking events spooled while the MLflow server was down, now."""

@@ -155,6 +155,62 @@ def best_configs(ws: Workspace, workload: str, *, framework: str | None = None,
         return s.get_best(workload=workload, framework=framework, device=device, objective=objective)
 
 
+def run_with_best(ws: Workspace, name: str, command: list[str], *, framework: str = "torch",
+                  device: str = "cpu", objective: str = "time-to-target", target: float | None = None,
+                  mode: str = "max", defaults: bool = False, space: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """``perftune run``: a launched command outside a sweep, its ``{knob}`` template filled from
+    the stored best config of workload ``name`` (or the defaults), run and measured as a
+    sweep's trial runs it (the script's ``tuner.Trial.connect()`` measures time to ``target``,
+    default the stored one, and stops there). Returns the source, config, command and metrics."""
+    import math
+
+    from tuner.backends import NullChannel, TrialRequest, get_backend
+    from tuner.trial.launcher import fill, run_command, template_fields
+
+    get_backend(framework)
+    fields = template_fields(command)
+    record = None
+    if not defaults and has_database(ws):
+        found = best_configs(ws, name, framework=framework, device=device, objective=objective)
+        record = found[0] if found else None
+    if record is not None:
+        config = dict(record.config)
+        target = target if target is not None else (record.metrics or {}).get("target")
+    else:
+        config = _default_config(framework, device, space)
+    missing = [f for f in fields if f not in config]
+    if missing:
+        raise UsageError(f"command template: {{{missing[0]}}} is not in the config "
+                         f"(knobs: {', '.join(sorted(config))})")  # fmt: skip
+    description = {"name": name, "target": target, "mode": mode, "budget_s": math.inf,
+                   "eval_interval_s": 0.25}  # fmt: skip
+    request = TrialRequest(workload="-", framework=framework, device=device, config=config,
+                           measure="free", command=command, description=description)  # fmt: skip
+    from tuner.errors import TrialError
+    from tuner.executor import _tuner_path
+
+    # The script talks to this perftune: its `import tuner` finds this one, as in a sweep's trial.
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_tuner_path(), os.environ.get("PYTHONPATH")) if p)
+    try:
+        out = run_command(request, NullChannel())
+    except TrialError as exc:
+        raise PerftuneError(f"the command failed ({exc.cause}): {exc}") from None
+    return {"name": name, "source": "stored" if record is not None else "defaults",
+            "best_config_id": record.id if record is not None else None, "config": config,
+            "command": fill(command, config), "target": target, "metrics": out["metrics"]}  # fmt: skip
+
+
+def _default_config(framework: str, device: str, space: str | None) -> dict[str, Any]:
+    from search_spaces import SpaceError, load_space
+    from tuner.backends._host import host_memory_bytes, usable_cores
+
+    resources = {"cores": usable_cores(), "device_count": 1, "memory_gib": host_memory_bytes() / 2**30}
+    try:
+        return load_space(framework, device.split(":", 1)[0], resources=resources, override=space).defaults()
+    except SpaceError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def format_config(config: dict[str, Any], fmt: str) -> str:
     """A config as a script or launcher takes it: ``json``, ``yaml``, ``args`` (``--knob
     value`` pairs, values as a launched command's template renders them) or ``env``

@@ -267,8 +267,8 @@ def _check_factory(spec: str, obj: Any) -> None:
 def declared_framework(spec: str) -> str | None:
     """The framework a workload file declares, read from its source without running it: the
     ``framework=`` of the ``@tuner.trainable`` decorating the named function, or of a
-    ``Workload(...)`` call in the named factory. None if not declared as a literal (or not a
-    file)."""
+    ``Workload(...)`` call in the named factory (or in a function of the same file it calls).
+    None if not declared as a literal (or not a file)."""
     import ast
 
     if spec in BUILTIN_WORKLOADS or ":" not in spec:
@@ -281,13 +281,25 @@ def declared_framework(spec: str) -> str | None:
             tree = ast.parse(f.read(), filename=target)
     except (OSError, SyntaxError, ValueError):
         return None
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == attr:
-            calls = [d for d in node.decorator_list if isinstance(d, ast.Call)]
-            calls += [n for n in ast.walk(node) if isinstance(n, ast.Call)]
-            for call in calls:
-                for kw in call.keywords:
-                    if kw.arg == "framework" and isinstance(kw.value, ast.Constant) \
-                            and isinstance(kw.value.value, str):  # fmt: skip
-                        return kw.value.value
-    return None
+    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+
+    def literal(call: ast.Call) -> str | None:
+        for kw in call.keywords:
+            if kw.arg == "framework" and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, str):
+                return kw.value.value
+        return None
+
+    def search(name: str, depth: int) -> str | None:
+        """The function's own literal, else one of the module's functions it calls."""
+        node = functions.get(name)
+        if node is None or depth > 3:
+            return None
+        calls = [d for d in node.decorator_list if isinstance(d, ast.Call)]
+        calls += [n for n in ast.walk(node) if isinstance(n, ast.Call)]
+        found = next((fw for fw in map(literal, calls) if fw), None)
+        if found:
+            return found
+        helpers = [c.func.id for c in calls if isinstance(c.func, ast.Name) and c.func.id != name]
+        return next((fw for fw in (search(h, depth + 1) for h in helpers) if fw), None)
+
+    return search(attr, 0)

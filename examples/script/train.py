@@ -43,9 +43,10 @@ def data():
 
 
 def evaluate(model, val) -> float:
+    device = next(model.parameters()).device
     model.eval()
     with torch.no_grad():
-        acc = (model(val[0]).argmax(1) == val[1]).float().mean().item()
+        acc = (model(val[0].to(device)).argmax(1).cpu() == val[1]).float().mean().item()
     model.train()
     return acc
 
@@ -67,6 +68,7 @@ def main() -> None:
     acc = 0.0
     for _ in range(args.epochs):
         for xb, yb in loader:
+            xb, yb = xb.to(trial.device), yb.to(trial.device)
             loss = F.cross_entropy(model(xb), yb)
             opt.zero_grad()
             loss.backward()

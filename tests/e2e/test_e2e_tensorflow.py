@@ -82,3 +82,31 @@ def test_best(swept):
     other = run_cli("best", "--workload", "mlp-digits", "--framework", "torch",
                     "--home", str(home))  # fmt: skip
     assert other.returncode == 1  # stored under tensorflow only
+
+
+def test_a_keras_fit_script_is_tuned_and_run_with_its_best(tmp_path):
+    """``model.fit`` with ``trial.keras_callback()`` (examples/keras_fit.py): the framework read
+    from the decorator (no --framework), then the script's own ``__main__`` trains with the
+    stored config through ``Trial.from_best`` under the TensorFlow interpreter."""
+    import json
+    import os
+
+    from conftest import ROOT
+
+    if not _has_tensorflow():
+        pytest.skip("no interpreter with tensorflow")
+    home = tmp_path / "ws"
+    report = run_json("sweep", "--workload", "examples/keras_fit.py:train", "--trials", "3",
+                      "--seed", "0", "--budget", "30", "--confirm-top", "1", "--confirm-repeats", "1",
+                      "--home", str(home))  # fmt: skip
+    assert report["framework"] == "tensorflow" and report["workload"] == "keras-digits"
+    assert report["best"] is not None and report["warnings"] == []
+    env = {**os.environ, "PERFTUNE_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    code = ("import json, runpy, tuner; ns = runpy.run_path('examples/keras_fit.py'); "
+            "t = tuner.Trial.from_best('keras-digits', framework='tensorflow', target=0.95); "
+            "r = t.run(ns['train']); print(json.dumps([t.source, t.config.to_dict(), r['metrics']['reached_target']]))")  # fmt: skip
+    proc = subprocess.run([python_for("tensorflow"), "-c", code], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    source, config, reached = json.loads(proc.stdout.splitlines()[-1])
+    assert source == "stored" and config == report["best"]["config"] and reached

@@ -78,20 +78,22 @@ def test_best_command_returns_the_stored_config(swept):
 
 def test_train_with_best_uses_the_stored_config(swept):
     home, report = swept
-    proc = _run(["examples/train_with_best.py", "--workload", SPEC, "--home", str(home),
-                 "--max-seconds", "60", "--json"], home)  # fmt: skip
+    proc = _run(["examples/train_with_best.py", "--workload", SPEC, "--home", str(home), "--json"], home)
     out = _json(proc)
     assert out["source"] == "stored"
     assert out["config"] == report["best"]["config"]
     assert out["workload"] == NAME
     assert out["reached_target"] is True and out["metric"] >= out["target"]
+    # the speedup it prints is the one the sweep measured, with the runs behind it
+    if report["speedup"] is not None:
+        assert out["stored_speedup"]["value"] == pytest.approx(report["speedup"])
+        assert out["stored_speedup"]["runs_each"] == len(report["best"]["values"])
 
 
 def test_train_with_best_falls_back_to_the_defaults(tmp_path):
     """No sweep ever ran in this workspace: the script trains with the framework defaults."""
-    proc = _run(["examples/train_with_best.py", "--workload", SPEC, "--home", str(tmp_path),
-                 "--max-seconds", "60", "--json"], tmp_path)  # fmt: skip
+    proc = _run(["examples/train_with_best.py", "--workload", SPEC, "--home", str(tmp_path), "--json"], tmp_path)
     out = _json(proc)
-    assert out["source"] == "defaults"
+    assert out["source"] == "defaults" and "stored_speedup" not in out
     assert out["config"]["batch_size"] == 32 and out["config"]["optimizer"] == "adam"
     assert out["reached_target"] is True

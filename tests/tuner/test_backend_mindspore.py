@@ -314,3 +314,24 @@ def test_msrun_data_parallel_throughput(worker, tmp_path):
     assert m["setup_s"] > 0 and m["peak_rss_mb"] > 0
     logs = Path(str(tmp_path / "trial.log") + ".msrun")
     assert (logs / "worker_0.log").is_file() and (logs / "worker_1.log").is_file()
+
+
+@needs_ms
+@pytest.mark.mindspore
+@pytest.mark.parametrize("measure", ["converge", "throughput"])
+def test_model_train_is_tuned_through_the_callback(worker, tmp_path, measure):
+    """MindSpore's own ``Model.train`` loop (tests/tuner/workloads/ms_fit.py), measured through
+    ``trial.mindspore_callback``: the user's loop is not rewritten."""
+    spec = f"{ROOT}/tests/tuner/workloads/ms_fit.py:train"
+    desc = worker.describe(spec)
+    assert desc["name"] == "ms-fit-digits" and desc["kind"] == "function"
+    cfg = {"batch_size": 32, "learning_rate": 1e-3, "optimizer": "adam", "num_threads": 2}
+    out = worker.run(req(cfg, tmp_path, workload=spec, measure=measure, budget_s=20.0))
+    assert out.status == "ok", (out.cause, out.message)
+    m = out.metrics
+    if measure == "converge":
+        assert m["evals"] >= 1 and m["final_metric"] > 0.5 and m["samples"] == 32 * m["steps"]
+        assert m["reached_target"] == (m["time_to_target_s"] is not None)
+    else:
+        assert m["windows"] == 2 and m["throughput_sps"] > 0
+    assert {"batch_size", "learning_rate", "optimizer", "num_threads"} <= set(out.knobs_read)

@@ -160,6 +160,12 @@ class Backend(abc.ABC):
     #: ``parallel_strategy`` values that start one process per ``world_size``.
     multi_process_strategies: tuple[str, ...] = ()
 
+    @staticmethod
+    def builtin_loop(workload: Any) -> Any:
+        """perftune's own training function for a :class:`~tuner.workload.Workload` (written on
+        the public :class:`~tuner.trial.Trial` API, like a user's)."""
+        raise NotImplementedError
+
     def standalone_kit(self, request: TrialRequest) -> Any:
         """A :class:`~tuner.trial._kit.Kit` for a process perftune did not fork: a launched
         script (its ranks from the launcher's environment) or a tuned config used outside a

@@ -80,6 +80,10 @@ class MindSporeBackend(Backend):
     name = "mindspore"
     module = "mindspore"
     multi_process_strategies = ("data_parallel", "auto_parallel", "semi_auto_parallel")
+
+    @staticmethod
+    def builtin_loop(workload: Any):
+        return builtin_loop(workload)
     device_classes = ("cpu", "cuda", "npu")
 
     @classmethod

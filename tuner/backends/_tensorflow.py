@@ -71,6 +71,10 @@ class TensorFlowBackend(Backend):
     name = "tensorflow"
     module = "tensorflow"
     multi_process_strategies = ("multi_worker",)
+
+    @staticmethod
+    def builtin_loop(workload: Any):
+        return builtin_loop(workload)
     device_classes = ("cpu", "cuda", "tpu")
 
     @classmethod

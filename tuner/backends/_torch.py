@@ -56,6 +56,10 @@ class TorchBackend(Backend):
     name = "torch"
     module = "torch"
     multi_process_strategies = ("ddp", "fsdp")
+
+    @staticmethod
+    def builtin_loop(workload: Any):
+        return builtin_loop(workload)
     device_classes = ("cpu", "cuda", "mps", "xpu", "npu", "tpu")
     measures = ("converge", "throughput", "probe", "peak")
 

@@ -76,16 +76,20 @@ def from_best(name: str, *, framework: str | None, device: str, objective: str,
 
 def run_free(fn: Callable[[Trial], Any], trial: Trial, backend: Any, request: Any,
              description: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
-    """Run ``fn`` on a free trial: in this process when the config is one process (or this
+    """Run ``fn`` (a training function, or a :class:`~tuner.workload.Workload` for perftune's
+    built-in loop) on a free trial: in this process when the config is one process (or this
     process is already one of a launcher's ranks), else on the ranks the backend starts for it,
     exactly as for a sweep's trial."""
     import os
 
     from tuner.backends import NullChannel
+    from tuner.trial._run import as_function
+    from tuner.workload import Workload
 
     if backend.processes(request.config) == 1 or int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        return run_function(fn, trial)
-    return backend.run_trial(_Function(fn, description), request, NullChannel())
+        return run_function(as_function(fn, backend.builtin_loop), trial)
+    target = fn if isinstance(fn, Workload) else _Function(fn, description)
+    return backend.run_trial(target, request, NullChannel())
 
 
 class _Function:

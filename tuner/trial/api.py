@@ -286,10 +286,11 @@ class Trial:
         out["knobs_read"] = sorted(self.config.read)
         return out
 
-    def run(self, fn: Callable[[Trial], Any]) -> dict[str, Any]:
-        """Run the training function ``fn`` on this trial and return :meth:`result`. A config
-        of several processes (ddp/fsdp) outside a sweep has its ranks started here, as a
-        sweep starts them."""
+    def run(self, fn: Any) -> dict[str, Any]:
+        """Run the training function ``fn`` (or a :class:`~tuner.workload.Workload`, trained by
+        perftune's built-in loop) on this trial and return :meth:`result`. A config of several
+        processes (ddp/fsdp) outside a sweep has its ranks started here, as a sweep starts
+        them."""
         if self._runner is not None:
             return self._runner(fn, self)
         return run_function(fn, self)
@@ -303,6 +304,17 @@ class Trial:
         from tuner.trial.launcher import connect
 
         return connect()
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any] | None = None, *, framework: str = "torch",
+                    device: str = "cpu", target: float | None = None, mode: str = "max",
+                    seed: int = 0) -> Trial:  # fmt: skip
+        """A trial over ``config`` (None: the framework's defaults on ``device``) outside a
+        sweep, as :meth:`from_best` makes one over a stored config."""
+        from tuner.trial._standalone import standalone_trial
+
+        return standalone_trial(config, framework=framework, device=device, target=target,
+                                mode=mode, seed=seed, source="given" if config else "defaults")  # fmt: skip
 
     @classmethod
     def from_best(cls, name: str, *, framework: str | None = None, device: str = "cpu",
