@@ -38,6 +38,12 @@ BUILTIN_WORKLOADS: dict[str, dict[str, str]] = {
     "gpt-tiny": {"torch": "tuner.workloads.torch_gpt:gpt_tiny"},
 }
 
+#: The loss and metric names every backend implements (anything else must be a callable).
+LOSSES = ("cross_entropy", "mse")
+METRICS = ("accuracy", "mse")
+#: The longest training budget of a trial, in seconds (a week; ``--budget`` has the same bound).
+MAX_BUDGET_S = 7 * 86_400
+
 
 @dataclass
 class Workload:
@@ -85,8 +91,9 @@ class Workload:
             raise UsageError(f"workload {self.name}: mode must be 'max' or 'min', got {self.mode!r}")
         if not math.isfinite(float(self.target)):
             raise UsageError(f"workload {self.name}: target must be a finite number")
-        if not self.budget_s > 0:
-            raise UsageError(f"workload {self.name}: budget_s must be > 0, got {self.budget_s}")
+        if not 0 < self.budget_s <= MAX_BUDGET_S:
+            raise UsageError(f"workload {self.name}: budget_s must be > 0 and <= {MAX_BUDGET_S}, "
+                             f"got {self.budget_s}")  # fmt: skip
         if not self.eval_interval_s > 0:
             raise UsageError(
                 f"workload {self.name}: eval_interval_s must be > 0, got {self.eval_interval_s}"
@@ -94,6 +101,11 @@ class Workload:
         for attr in ("model", "data"):
             if not callable(getattr(self, attr)):
                 raise UsageError(f"workload {self.name}: {attr} must be a callable factory")
+        for attr, names in (("loss", LOSSES), ("metric", METRICS)):
+            value = getattr(self, attr)
+            if not (callable(value) or (isinstance(value, str) and value in names)):
+                raise UsageError(f"workload {self.name}: {attr} {value!r} is not known (choose "
+                                 f"from: {', '.join(names)}; or pass a callable)")  # fmt: skip
 
     def reached(self, value: float) -> bool:
         """Whether a metric value meets the target."""
