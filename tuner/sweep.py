@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -699,7 +700,8 @@ class _Sweep:
     def run_trials(self, study, deadline: float | None) -> None:
         done = len(self._finished(study))
         self.progress("start", {"total": self.cfg.trials, "done": done})
-        self.invalid_streak = 0
+        #: Why each config rejected since the last trial that ran was rejected (a list each).
+        self.rejected: list[list[str]] = []
         sampler = study.sampler
         while self._started(study) < self.cfg.trials or self._wait_for_others(study):
             if deadline is not None and time.monotonic() >= deadline:
@@ -734,19 +736,17 @@ class _Sweep:
         config = self.space.sample(trial)
         trial.set_user_attr("config", config)
         violations = self.space.violations(config)
+        reasons = [f"constraint {v!r}" for v in violations]
         if not violations:
             try:
                 get_backend(self.cfg.framework).check_config(config, self.device.to_dict())
             except InvalidConfig as exc:
-                violations = [str(exc)]
+                violations, reasons = [str(exc)], [self._backend_said(str(exc))]
         if violations:
-            self.invalid_streak += 1
-            if self.invalid_streak >= MAX_CONSECUTIVE_INVALID:
-                raise UsageError(f"search space {self.space.name}: the constraints rejected "
-                                 f"{self.invalid_streak} configs in a row ({violations[0]})")  # fmt: skip
             trial.set_user_attr("cause", "invalid")
             trial.set_user_attr("message", "; ".join(violations))
             study.tell(trial, state=TrialState.PRUNED)  # the sampler learns to avoid it
+            self.count_invalid(reasons)
             return False
 
         def on_report(step: int, value: float) -> bool:
@@ -796,14 +796,29 @@ class _Sweep:
         self.last = {"number": trial.number, "state": state.name, "value": value, "cause": note,
                      "wall_s": outcome.wall_s}  # fmt: skip
         if note in NOT_COUNTED:  # the backend rejected the config
-            self.invalid_streak += 1
-            if self.invalid_streak >= MAX_CONSECUTIVE_INVALID:
-                raise UsageError(f"--workload {self.spec}: the {self.cfg.framework} backend "
-                                 f"rejected {self.invalid_streak} configs in a row "
-                                 f"({outcome.message})")  # fmt: skip
+            self.count_invalid([self._backend_said(outcome.message or note)])
             return False
-        self.invalid_streak = 0
+        self.rejected.clear()
         return True
+
+    def _backend_said(self, message: str) -> str:
+        return f"the {self.cfg.framework} backend ({message})"
+
+    def count_invalid(self, reasons: list[str]) -> None:
+        """Count a config rejected before it could run (told to Optuna already, as ``invalid``:
+        it does not count towards ``--trials``). The ``MAX_CONSECUTIVE_INVALID``-th in a row
+        stops the sweep with a UsageError naming what rejected the most of them: a constraint
+        (the search space is at fault) or the backend (the workload is)."""
+        self.rejected.append(reasons)
+        if len(self.rejected) < MAX_CONSECUTIVE_INVALID:
+            return
+        counts = Counter(r for rs in self.rejected for r in rs)
+        reason, times = counts.most_common(1)[0]
+        subject = f"--workload {self.spec}"
+        if reason.startswith("constraint "):
+            subject = f"search space {self.space.name}"
+        raise UsageError(f"{subject}: {len(self.rejected)} configs in a row were rejected, "
+                         f"{times} of them by {reason}")  # fmt: skip
 
     def log_trial(self, number: int | None, config: dict[str, Any], outcome: TrialOutcome,
                   value: float | None, state: str, note: str | None, phase: str = "search") -> None:  # fmt: skip
