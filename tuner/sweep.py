@@ -440,12 +440,13 @@ class _Sweep:
         ws.prepare()
         if getattr(self.executor, "log_dir", "") is None:
             self.executor.log_dir = str(ws.logs)
-        self.storage = _storage(ws.storage, cfg)
-        try:
-            self.store = open_store(ws.db, create=True)
-        except StoreError as exc:
-            raise UsageError(f"--db: {exc}") from None
-        self.tracker = self._tracker or make_tracker(ws, track=cfg.track)
+        with ws.setup_lock():  # another sweep starting now waits until the schemas are made
+            self.storage = _storage(ws.storage, cfg)
+            try:
+                self.store = open_store(ws.db, create=True)
+            except StoreError as exc:
+                raise UsageError(f"--db: {exc}") from None
+            self.tracker = self._tracker or make_tracker(ws, track=cfg.track)
         _recovery.harden(self)  # store writes, MLflow calls: retried when the connection drops
 
     def create_study(self):
