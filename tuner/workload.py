@@ -232,4 +232,41 @@ def resolve(spec: str, framework: str = "torch") -> Workload:
             f"--workload {spec}: it is a {workload.framework} workload, not {framework} "
             f"(pass --framework {workload.framework})"
         )
+    workload.data = _checked(workload.data, workload.name)  # warm() and every backend load here
     return workload
+
+
+def _checked(data: Callable[[], Any], name: str) -> Callable[[], Any]:
+    """``data`` whose result goes through :func:`check_data` on every call."""
+
+    def load() -> Any:
+        return check_data(data(), name)
+
+    return load
+
+
+def check_data(arrays: Any, name: str) -> Any:
+    """``arrays`` (what a workload's ``data()`` returned) if they can be trained on: four of
+    them, ``(x_train, y_train, x_val, y_val)``, neither set empty, inputs and targets of equal
+    length (where a length can be told: arrays, tensors, lists). Else a UsageError naming the
+    workload, which a trial reports as ``invalid`` before training starts (an empty training
+    set would otherwise spin until the trial timeout)."""
+    if not isinstance(arrays, tuple | list) or len(arrays) != 4:
+        raise UsageError(f"workload {name}: data() must return (x_train, y_train, x_val, y_val), "
+                         f"got {type(arrays).__name__}")  # fmt: skip
+    for label, (x, y) in (("training", arrays[:2]), ("validation", arrays[2:])):
+        nx, ny = _samples(x), _samples(y)
+        if 0 in (nx, ny):
+            raise UsageError(f"workload {name}: data(): the {label} set is empty")
+        if None not in (nx, ny) and nx != ny:
+            raise UsageError(f"workload {name}: data(): the {label} set has {nx} inputs but "
+                             f"{ny} targets")  # fmt: skip
+    return arrays
+
+
+def _samples(a: Any) -> int | None:
+    """The number of samples in an array, tensor or list (its first dimension); None if unknown."""
+    shape = getattr(a, "shape", None)
+    if shape is not None:
+        return int(shape[0]) if len(shape) and shape[0] is not None else None
+    return len(a) if isinstance(a, list | tuple) else None

@@ -125,6 +125,45 @@ def test_workload_validation(kw, message):
         _wl(**kw)
 
 
+def test_workload_accepts_every_name_the_backends_implement():
+    from tuner.workload import LOSSES, METRICS
+
+    for loss in LOSSES:
+        for metric in METRICS:
+            assert _wl(loss=loss, metric=metric).loss == loss
+    assert _wl(loss=lambda out, y: 0.0, metric=lambda out, y: 1.0)
+
+
+def test_check_data():
+    import numpy as np
+
+    from tuner.workload import check_data
+
+    x, y = np.zeros((4, 2)), np.zeros(4)
+    assert check_data((x, y, x[:2], y[:2]), "w")[0] is x
+    assert check_data([[1, 2], [0, 1], [3], [1]], "w")  # lists count too
+    for arrays, message in (((x[:0], y[:0], x, y), "the training set is empty"),
+                            ((x, y, x[:0], y), "the validation set is empty"),
+                            ((x, y[:3], x, y), "the training set has 4 inputs but 3 targets"),
+                            ((x, y, x), r"data\(\) must return \(x_train, y_train, x_val, y_val\), got tuple"),
+                            (None, "got NoneType")):  # fmt: skip
+        with pytest.raises(UsageError, match=rf"^workload w: .*{message}"):
+            check_data(arrays, "w")
+
+
+def test_resolve_checks_what_data_returns(tmp_path):
+    (tmp_path / "wl.py").write_text(textwrap.dedent("""
+        from tuner import Workload
+
+        def make():
+            return Workload(name="empty", model=lambda: None, target=0.5,
+                            data=lambda: ([], [], [[1.0]], [0]))
+    """))
+    workload = resolve(f"{tmp_path}/wl.py:make", "torch")
+    with pytest.raises(UsageError, match=r"^workload empty: data\(\): the training set is empty$"):
+        workload.data()
+
+
 def test_workload_target_logic():
     up = _wl(target=0.9, mode="max")
     assert up.reached(0.9) and up.reached(0.95) and not up.reached(0.89)
