@@ -44,6 +44,7 @@ Every parameter needs a ``default``: the defaults form the framework-default bas
 expression over the *resources* the caller passes, e.g. ``cores``, ``cores // 2``,
 ``device_count``, ``memory_gib``, ``min(cores, 8)``.
 (Beware: YAML reads ``1e-4`` without a dot as a string; that is then an expression and works.)
+Every number, written or computed, must be finite and within ±1e15 (``MAX_MAGNITUDE``).
 
 ``when: {other: [values...]}`` makes a parameter conditional: it is active only if every named
 parameter is active and has one of the listed values (a scalar instead of a list is allowed).

@@ -13,6 +13,7 @@ dotted key path such as ``params.batch_size.low: must be <= high (got 64 > 32)``
 from __future__ import annotations
 
 import keyword
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -37,6 +38,7 @@ __all__ = [
     "ParamModel",
     "Scalar",
     "SpaceFileModel",
+    "check_magnitude",
     "format_validation_error",
     "is_number",
     "same_value",
@@ -44,10 +46,23 @@ __all__ = [
 
 Scalar = str | int | float | bool
 PARAM_TYPES = ("categorical", "float", "int")
+#: The largest magnitude of any number in a search space (a bound, default, step, choice, or
+#: what an expression gives): beyond it a value is a typo, and ranges near the float limit
+#: overflow in Optuna's samplers.
+MAX_MAGNITUDE = 1e15
 
 
 def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_magnitude(value: Any) -> Any:
+    """``value`` itself if it is not a number, or a finite one within :data:`MAX_MAGNITUDE`;
+    else ValueError (NaN and the infinities included)."""
+    if is_number(value) and not (math.isfinite(value) and abs(value) <= MAX_MAGNITUDE):
+        raise ValueError(f"must be a finite number between -{MAX_MAGNITUDE:g} and "
+                         f"{MAX_MAGNITUDE:g} (got {value!r})")  # fmt: skip
+    return value
 
 
 def _check_expr(text: str) -> str:
@@ -63,7 +78,7 @@ def _check_expr(text: str) -> str:
 
 def _int_or_expr(value: Any) -> int | str:
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
+        return check_magnitude(value)
     if isinstance(value, str):
         return _check_expr(value)
     raise ValueError(f"expected an integer or an expression string, got {quote(value)}")
@@ -71,7 +86,7 @@ def _int_or_expr(value: Any) -> int | str:
 
 def _number_or_expr(value: Any) -> int | float | str:
     if is_number(value):
-        return value
+        return check_magnitude(value)
     if isinstance(value, str):
         return _check_expr(value)
     raise ValueError(f"expected a number or an expression string, got {quote(value)}")
@@ -79,19 +94,19 @@ def _number_or_expr(value: Any) -> int | float | str:
 
 def _scalar(value: Any) -> Scalar:
     if isinstance(value, (str, int, float, bool)):
-        return value
+        return check_magnitude(value)
     raise ValueError(f"expected a string, number or boolean, got {quote(value)}")
 
 
 def _positive_int(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
+        return check_magnitude(value)
     raise ValueError(f"must be a positive integer (got {quote(value)})")
 
 
 def _positive_number(value: Any) -> int | float:
     if is_number(value) and value > 0:
-        return value
+        return check_magnitude(value)
     raise ValueError(f"must be a positive number (got {quote(value)})")
 
 
@@ -167,6 +182,7 @@ class IntParamModel(_ParamBase):
                 raise ValueError(f"{quote(item)} is not a power of two")
             if item & (item - 1):
                 raise ValueError(f"{quote(item)} is not a power of two")
+            check_magnitude(item)
         if value[0] > value[1]:
             raise ValueError(f"low must be <= high (got {value[0]} > {value[1]})")
         return value

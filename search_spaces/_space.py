@@ -21,6 +21,7 @@ from ._schema import (
     FloatParamModel,
     IntParamModel,
     SpaceFileModel,
+    check_magnitude,
     format_validation_error,
     is_number,
     same_value,
@@ -594,6 +595,10 @@ def _eval_value(
             raise _KeyError(key, str(exc)) from None
         if not is_number(value):
             raise _KeyError(key, f"expression {quote(raw)} must give a number (got {quote(value)})")
+        try:
+            check_magnitude(value)
+        except ValueError as exc:
+            raise _KeyError(key, f"expression {quote(raw)}: {exc}") from None
     if want == "int":
         if isinstance(value, float):
             if not value.is_integer():

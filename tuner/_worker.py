@@ -280,6 +280,9 @@ class Server:
         final, status, timed_out, _ = self._fork(msg, handlers[op], CONTROL_TIMEOUT_S, None)
         if final is not None and final["type"] == "done":
             self.out.send({"type": "reply", "id": rid, "ok": True, "data": final["payload"]})
+        elif final is None and op == "describe":  # only the workload's code ran there: its fault
+            err = f"--workload {msg.get('workload')}: {_ended(status, timed_out)}"
+            self.out.send({"type": "reply", "id": rid, "ok": False, "error": err, "usage": True})
         else:
             err = final["message"] if final else classify_exit(status, killed_for_timeout=timed_out)[1]
             self.out.send({"type": "reply", "id": rid, "ok": False, "error": err,
@@ -305,6 +308,15 @@ class Server:
             if msg is None or msg.get("op") == "shutdown":
                 return 0
             self.handle(msg)
+
+
+def _ended(status: int, timed_out: bool) -> str:
+    """How a child that loaded a workload ended without a reply, in words."""
+    if timed_out:
+        return f"did not finish loading within {CONTROL_TIMEOUT_S:g} s"
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)} while loading"
+    return f"exited while loading (status {os.WEXITSTATUS(status)})"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -217,14 +217,15 @@ def worker(
 ) -> None:
     """Join an existing sweep's study (--study), or run queued sweeps (--queue)."""
     from tuner.service import join_sweep
+    from tuner.sweep import check_number
 
     if (study is None) == (not queue):
         raise UsageError("--study NAME or --queue: give exactly one")
     for flag, value in (("--poll", poll), ("--idle-exit", idle_exit)):
-        if value is not None and not value >= 0:
-            raise UsageError(f"{flag} {value}: must be >= 0 seconds")
-    if max_sweeps is not None and max_sweeps < 1:
-        raise UsageError(f"--max-sweeps {max_sweeps}: must be an integer >= 1")
+        if value is not None:
+            check_number(flag, value, 0, 86_400, "seconds")
+    if max_sweeps is not None:
+        check_number("--max-sweeps", max_sweeps, 1, 1_000_000)
     ws = _ws(home, storage, tracking_uri, db)
 
     def _terminate(signum, frame):

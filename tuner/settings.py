@@ -10,11 +10,16 @@ schemas), since Optuna, MLflow and perftune each keep their own Alembic version 
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuner.errors import UsageError
+from tuner.errors import PerftuneError, UsageError
+
+#: How long a process waits for another one to finish setting up the workspace's databases.
+SETUP_LOCK_TIMEOUT_S = 300.0
 
 
 def _sqlite(path: Path) -> str:
@@ -83,6 +88,23 @@ class Workspace:
                 path.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise UsageError(f"--home {self.home}: cannot create {path}: {exc.strerror}") from exc
+
+    @contextlib.contextmanager
+    def setup_lock(self, timeout: float = SETUP_LOCK_TIMEOUT_S) -> Iterator[None]:
+        """Hold the workspace's setup lock (``setup.lock``, an OS file lock: released if the
+        holder dies) while this process creates or migrates the databases: Optuna's tables,
+        MLflow's schema (made when its tracking store is first opened) and perftune's Alembic
+        migrations. Two sweeps started at the same moment take turns: the second waits, then
+        finds the schemas in place. Call :meth:`prepare` first."""
+        from filelock import FileLock, Timeout
+
+        path = self.home / "setup.lock"
+        try:
+            with FileLock(path, timeout=timeout):
+                yield
+        except Timeout:
+            raise PerftuneError(f"--home {self.home}: another perftune process has been setting up "
+                                f"the databases for {timeout:g} s (it holds {path})") from None
 
 
 def _normalize_tracking(uri: str) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import re
 import socket
@@ -19,6 +18,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -29,7 +29,7 @@ from tuner.devices import Device, select
 from tuner.errors import InvalidConfig, PerftuneError, UsageError
 from tuner.objectives import Objective, get_objective, speedup, summarize
 from tuner.settings import Workspace
-from tuner.workload import canonical_spec, check_spec, declared_framework
+from tuner.workload import MAX_BUDGET_S, canonical_spec, check_spec, declared_framework
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp")
 PRUNERS = ("median", "none")
@@ -38,6 +38,56 @@ BOUND_FACTOR = 1.5
 #: Trials that do not count towards ``--trials``: configs the constraints rejected, and trials
 #: cut short by Ctrl-C / SIGTERM (they are run again on resume).
 NOT_COUNTED = ("invalid", "interrupted", "surplus")
+MAX_DEVICE_INDEX = 1023
+_DAY = 86_400
+#: The range of every number of a sweep request (one table, checked by ``SweepConfig.validate``):
+#: attribute -> (flag, low, high, kind), the kinds of :func:`check_number`. Optuna counts
+#: heartbeats and the grace period in whole seconds.
+LIMITS: dict[str, tuple[str, float, float, str]] = {
+    "trials": ("--trials", 1, 100_000, "integer"),
+    "confirm_top": ("--confirm-top", 1, 100, "integer"),
+    "confirm_repeats": ("--confirm-repeats", 1, 100, "integer"),
+    "workers": ("--workers", 1, 256, "integer"),
+    "worker_index": ("--worker-index", 0, 1000, "integer"),
+    "max_retry": ("--max-retry", 0, 100, "integer"),
+    "seed": ("--seed", 0, 2**32 - 10_001, "integer"),  # + offsets (< 10 000) stays below 2**32
+    "timeout": ("--timeout", 0, 30 * _DAY, "positive seconds"),
+    "trial_timeout": ("--trial-timeout", 0, 7 * _DAY, "positive seconds"),
+    "budget_s": ("--budget", 0, MAX_BUDGET_S, "positive seconds"),
+    "heartbeat_s": ("--heartbeat", 1, 3600, "whole seconds"),
+    "grace_s": ("--grace-period", 1, 7 * _DAY, "whole seconds"),
+}
+#: The numbers of :data:`LIMITS` that may be None (not given).
+OPTIONAL = ("timeout", "trial_timeout", "budget_s", "seed")
+_KINDS = {  # kind -> (what the value must be, whether ``low`` itself is allowed)
+    "integer": ("an integer", True),
+    "seconds": ("a number of seconds", True),
+    "positive seconds": ("a number of seconds", False),
+    "whole seconds": ("a whole number of seconds", True),
+}
+
+
+def _num(value: float) -> str:
+    """A bound as a person writes it: ``604800``, not ``604800.0`` or ``6.048e+05``."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def check_number(flag: str, value: Any, low: float, high: float, kind: str = "integer") -> None:
+    """Raise a :class:`UsageError` naming ``flag`` unless ``value`` is a finite number in range.
+
+    ``kind``: ``integer`` (an int in [low, high]), ``seconds`` (a number in [low, high]),
+    ``positive seconds`` (in (low, high]) or ``whole seconds`` (a whole number in [low, high]).
+    NaN and the infinities never pass."""
+    what, closed = _KINDS[kind]
+    real = isinstance(value, int | float) and not isinstance(value, bool)
+    fits = real and (low <= value if closed else low < value) and value <= high
+    if fits and kind == "integer":
+        fits = isinstance(value, int)
+    elif fits and kind == "whole seconds":
+        fits = float(value).is_integer()
+    if not fits:
+        raise UsageError(f"{flag} {value}: must be {what} {'>=' if closed else '>'} {_num(low)} "
+                         f"and <= {_num(high)}")  # fmt: skip
 
 
 def _fail_if_running(study, trial, exc: BaseException) -> None:
@@ -134,31 +184,27 @@ class SweepConfig:
                 raise UsageError("--name/--target: only with a command after -- (a workload says "
                                  "its own name and target)")  # fmt: skip
             check_spec(self.workload, self.framework)
-        kind = self.device.split(":", 1)[0]
+        kind, colon, index = self.device.partition(":")
         classes = get_backend(self.framework).device_classes
         if kind not in classes and self.device != "all":
             raise UsageError(f"--device {self.device}: the {self.framework} backend drives "
                              f"{', '.join(classes)}")  # fmt: skip
+        if colon and not (re.fullmatch(r"[0-9]{1,4}", index) and int(index) <= MAX_DEVICE_INDEX):
+            raise UsageError(f"--device {self.device}: the index must be an integer from 0 to "
+                             f"{MAX_DEVICE_INDEX}")  # fmt: skip
         if self.batch_probe not in ("auto", "on", "off"):
             raise UsageError(f"--batch-probe {self.batch_probe}: choose auto, on or off")
         if self.sampler not in SAMPLERS:
             raise UsageError(f"--sampler {self.sampler}: unknown (choose from: {', '.join(SAMPLERS)})")
         if self.pruner not in PRUNERS:
             raise UsageError(f"--pruner {self.pruner}: unknown (choose from: {', '.join(PRUNERS)})")
-        checks = [("--trials", self.trials, 1), ("--confirm-top", self.confirm_top, 1),
-                  ("--confirm-repeats", self.confirm_repeats, 1), ("--workers", self.workers, 1),
-                  ("--max-retry", self.max_retry, 0)]  # fmt: skip
-        for flag, value, low in checks:
-            if not isinstance(value, int) or value < low:
-                raise UsageError(f"{flag} {value}: must be an integer >= {low}")
-        for flag, value in (("--timeout", self.timeout), ("--trial-timeout", self.trial_timeout),
-                            ("--budget", self.budget_s), ("--heartbeat", self.heartbeat_s),
-                            ("--grace-period", self.grace_s)):  # fmt: skip
-            if value is not None and not (value > 0 and math.isfinite(value)):
-                raise UsageError(f"{flag} {value}: must be a positive number of seconds")
-        if self.seed is not None and not (isinstance(self.seed, int)
-                                          and 0 <= self.seed < 2**32 - 10_000):  # fmt: skip
-            raise UsageError(f"--seed {self.seed}: must be an integer in [0, {2**32 - 10_000})")
+        for attr, (flag, low, high, unit) in LIMITS.items():
+            if getattr(self, attr) is not None or attr not in OPTIONAL:
+                check_number(flag, getattr(self, attr), low, high, unit)
+        if self.grace_s <= self.heartbeat_s:
+            raise UsageError(f"--grace-period {_num(self.grace_s)}: must be longer than "
+                             f"--heartbeat {_num(self.heartbeat_s)} (a running trial would count "
+                             "as dead)")  # fmt: skip
         if self.space is not None and not os.path.isfile(self.space):
             raise UsageError(f"--space {self.space}: file not found")
         if self.study is not None and not self.study.strip():
@@ -451,12 +497,13 @@ class _Sweep:
         ws.prepare()
         if getattr(self.executor, "log_dir", "") is None:
             self.executor.log_dir = str(ws.logs)
-        self.storage = _storage(ws.storage, cfg)
-        try:
-            self.store = open_store(ws.db, create=True)
-        except StoreError as exc:
-            raise UsageError(f"--db: {exc}") from None
-        self.tracker = self._tracker or make_tracker(ws, track=cfg.track)
+        with ws.setup_lock():  # another sweep starting now waits until the schemas are made
+            self.storage = _storage(ws.storage, cfg)
+            try:
+                self.store = open_store(ws.db, create=True)
+            except StoreError as exc:
+                raise UsageError(f"--db: {exc}") from None
+            self.tracker = self._tracker or make_tracker(ws, track=cfg.track)
         _recovery.harden(self)  # store writes, MLflow calls: retried when the connection drops
 
     def create_study(self):
@@ -713,7 +760,8 @@ class _Sweep:
     def run_trials(self, study, deadline: float | None) -> None:
         done = len(self._finished(study))
         self.progress("start", {"total": self.cfg.trials, "done": done})
-        self.invalid_streak = 0
+        #: Why each config rejected since the last trial that ran was rejected (a list each).
+        self.rejected: list[list[str]] = []
         sampler = study.sampler
         while self._started(study) < self.cfg.trials or self._wait_for_others(study):
             if deadline is not None and time.monotonic() >= deadline:
@@ -748,19 +796,17 @@ class _Sweep:
         config = self.space.sample(trial)
         trial.set_user_attr("config", config)
         violations = self.space.violations(config)
+        reasons = [f"constraint {v!r}" for v in violations]
         if not violations:
             try:
                 get_backend(self.cfg.framework).check_config(config, self.device.to_dict())
             except InvalidConfig as exc:
-                violations = [str(exc)]
+                violations, reasons = [str(exc)], [self._backend_said(str(exc))]
         if violations:
-            self.invalid_streak += 1
-            if self.invalid_streak >= MAX_CONSECUTIVE_INVALID:
-                raise UsageError(f"search space {self.space.name}: the constraints rejected "
-                                 f"{self.invalid_streak} configs in a row ({violations[0]})")  # fmt: skip
             trial.set_user_attr("cause", "invalid")
             trial.set_user_attr("message", "; ".join(violations))
             study.tell(trial, state=TrialState.PRUNED)  # the sampler learns to avoid it
+            self.count_invalid(reasons)
             return False
 
         def on_report(step: int, value: float) -> bool:
@@ -815,14 +861,29 @@ class _Sweep:
             what = "the command" if self.cfg.command else f"--workload {self.spec}"
             raise UsageError(f"{what}: {outcome.message}")
         if note in NOT_COUNTED:  # the backend rejected the config
-            self.invalid_streak += 1
-            if self.invalid_streak >= MAX_CONSECUTIVE_INVALID:
-                raise UsageError(f"--workload {self.spec}: the {self.cfg.framework} backend "
-                                 f"rejected {self.invalid_streak} configs in a row "
-                                 f"({outcome.message})")  # fmt: skip
+            self.count_invalid([self._backend_said(outcome.message or note)])
             return False
-        self.invalid_streak = 0
+        self.rejected.clear()
         return True
+
+    def _backend_said(self, message: str) -> str:
+        return f"the {self.cfg.framework} backend ({message})"
+
+    def count_invalid(self, reasons: list[str]) -> None:
+        """Count a config rejected before it could run (told to Optuna already, as ``invalid``:
+        it does not count towards ``--trials``). The ``MAX_CONSECUTIVE_INVALID``-th in a row
+        stops the sweep with a UsageError naming what rejected the most of them: a constraint
+        (the search space is at fault) or the backend (the workload is)."""
+        self.rejected.append(reasons)
+        if len(self.rejected) < MAX_CONSECUTIVE_INVALID:
+            return
+        counts = Counter(r for rs in self.rejected for r in rs)
+        reason, times = counts.most_common(1)[0]
+        subject = f"--workload {self.spec}"
+        if reason.startswith("constraint "):
+            subject = f"search space {self.space.name}"
+        raise UsageError(f"{subject}: {len(self.rejected)} configs in a row were rejected, "
+                         f"{times} of them by {reason}")  # fmt: skip
 
     def log_trial(self, number: int | None, config: dict[str, Any], outcome: TrialOutcome,
                   value: float | None, state: str, note: str | None, phase: str = "search") -> None:  # fmt: skip

@@ -143,7 +143,15 @@ class MlflowTracker(Tracker):
         if self.artifact_root:
             location = os.path.join(self.artifact_root, name)
             location = "file://" + os.path.abspath(location)
-        return self.client.create_experiment(name, artifact_location=location)
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException:
+            exp = self.client.get_experiment_by_name(name)  # another sweep created it just now
+            if exp is None:
+                raise
+            return exp.experiment_id
 
     def _batch(self, run_id: str, params: Mapping[str, Any] = {}, metrics: Mapping[str, Any] = {},
                curves: Mapping[str, Iterable[tuple[int, float]]] = {},
@@ -453,15 +461,19 @@ def check_tracking(uri: str, timeout: float = 3.0) -> None:
         except ValueError as exc:
             raise UsageError(f"--tracking-uri {redact_url(uri)}: not a valid tracking server URL "
                              f"({exc})") from None  # fmt: skip
-    elif not uri.startswith(("sqlite:", "file:", "databricks")):
+    elif not uri.startswith(("file:", "databricks")):
         check_database(uri, "--tracking-uri", timeout)
 
 
 def check_database(url: str, flag: str, timeout: float = 3.0) -> None:
-    """Connect once to a database server (not SQLite files) to fail fast on a bad URL."""
+    """Fail fast, with one line naming ``flag``, on a database that cannot be used: connect
+    once to a database server; read the schema of an existing SQLite file (a corrupt file, or
+    one that is not SQLite, fails here instead of half-way through the setup). Writes nothing
+    and creates no file."""
     from storage import redact_url
 
     if url.startswith("sqlite"):
+        _check_sqlite_file(url, flag, timeout)
         return
     import sqlalchemy as sa
 
@@ -476,3 +488,28 @@ def check_database(url: str, flag: str, timeout: float = 3.0) -> None:
         raise UsageError(
             f"{flag} {redact_url(url)}: cannot reach the database ({reason[0] if reason else exc})"
         ) from None
+
+
+def _check_sqlite_file(url: str, flag: str, timeout: float) -> None:
+    """Read an existing SQLite file's schema, read-only (a missing file is created later)."""
+    import sqlite3
+    from urllib.parse import quote
+
+    from sqlalchemy.engine import make_url
+
+    from storage import redact_url
+
+    path = make_url(url).database
+    if not path or path == ":memory:" or not os.path.isfile(path):
+        return
+    uri = f"file:{quote(os.path.abspath(path))}?mode=ro"  # never creates the file
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=timeout)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        if "locked" in str(exc):  # busy with another process's write: usable, just not now
+            return
+        raise UsageError(f"{flag} {redact_url(url)}: cannot use the SQLite file ({exc})") from None

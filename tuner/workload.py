@@ -40,6 +40,12 @@ BUILTIN_WORKLOADS: dict[str, dict[str, str]] = {
     "gpt-tiny": {"torch": "tuner.workloads.torch_gpt:gpt_tiny"},
 }
 
+#: The loss and metric names every backend implements (anything else must be a callable).
+LOSSES = ("cross_entropy", "mse")
+METRICS = ("accuracy", "mse")
+#: The longest training budget of a trial, in seconds (a week; ``--budget`` has the same bound).
+MAX_BUDGET_S = 7 * 86_400
+
 
 @dataclass
 class Workload:
@@ -85,6 +91,11 @@ class Workload:
         for attr in ("model", "data"):
             if not callable(getattr(self, attr)):
                 raise UsageError(f"workload {self.name}: {attr} must be a callable factory")
+        for attr, names in (("loss", LOSSES), ("metric", METRICS)):
+            value = getattr(self, attr)
+            if not (callable(value) or (isinstance(value, str) and value in names)):
+                raise UsageError(f"workload {self.name}: {attr} {value!r} is not known (choose "
+                                 f"from: {', '.join(names)}; or pass a callable)")  # fmt: skip
 
     def reached(self, value: float) -> bool:
         """Whether a metric value meets the target."""
@@ -125,9 +136,10 @@ def check_description(desc: dict[str, Any]) -> None:
         value = desc.get(key)
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise UsageError(f"workload {name}: {key} must be a finite number, got {value!r}")
-    for key in ("budget_s", "eval_interval_s"):
-        if not desc[key] > 0:
-            raise UsageError(f"workload {name}: {key} must be > 0, got {desc[key]}")
+    if not 0 < desc["budget_s"] <= MAX_BUDGET_S:
+        raise UsageError(f"workload {name}: budget_s must be > 0 and <= {MAX_BUDGET_S}, got {desc['budget_s']}")
+    if not desc["eval_interval_s"] > 0:
+        raise UsageError(f"workload {name}: eval_interval_s must be > 0, got {desc['eval_interval_s']}")
 
 
 def is_builtin(spec: str) -> bool:
@@ -242,6 +254,8 @@ def resolve(spec: str, framework: str = "torch") -> Any:
             f"--workload {spec}: it is a {workload.framework} workload, not {framework} "
             f"(pass --framework {workload.framework})"
         )
+    if isinstance(workload, Workload):  # warm() and every built-in loop load through this
+        workload.data = _checked(workload.data, workload.name)
     return workload
 
 
@@ -303,3 +317,39 @@ def declared_framework(spec: str) -> str | None:
         return next((fw for fw in (search(h, depth + 1) for h in helpers) if fw), None)
 
     return search(attr, 0)
+
+
+def _checked(data: Callable[[], Any], name: str) -> Callable[[], Any]:
+    """``data`` whose result goes through :func:`check_data` on every call."""
+
+    def load() -> Any:
+        return check_data(data(), name)
+
+    return load
+
+
+def check_data(arrays: Any, name: str) -> Any:
+    """``arrays`` (what a workload's ``data()`` returned) if they can be trained on: four of
+    them, ``(x_train, y_train, x_val, y_val)``, neither set empty, inputs and targets of equal
+    length (where a length can be told: arrays, tensors, lists). Else a UsageError naming the
+    workload, which a trial reports as ``invalid`` before training starts (an empty training
+    set would otherwise spin until the trial timeout)."""
+    if not isinstance(arrays, tuple | list) or len(arrays) != 4:
+        raise UsageError(f"workload {name}: data() must return (x_train, y_train, x_val, y_val), "
+                         f"got {type(arrays).__name__}")  # fmt: skip
+    for label, (x, y) in (("training", arrays[:2]), ("validation", arrays[2:])):
+        nx, ny = _samples(x), _samples(y)
+        if 0 in (nx, ny):
+            raise UsageError(f"workload {name}: data(): the {label} set is empty")
+        if None not in (nx, ny) and nx != ny:
+            raise UsageError(f"workload {name}: data(): the {label} set has {nx} inputs but "
+                             f"{ny} targets")  # fmt: skip
+    return arrays
+
+
+def _samples(a: Any) -> int | None:
+    """The number of samples in an array, tensor or list (its first dimension); None if unknown."""
+    shape = getattr(a, "shape", None)
+    if shape is not None:
+        return int(shape[0]) if len(shape) and shape[0] is not None else None
+    return len(a) if isinstance(a, list | tuple) else None

@@ -302,6 +302,46 @@ CASES = [
         "defaults: violates constraint constraints[0] (my.yaml) 'batch_size <= 16: tiny "
         "batches only' with {'batch_size': 32}",
     ),
+    # Non-finite or absurd numbers passed the loader and overflowed in Optuna's samplers (or
+    # reached a trial as 10**29 threads).
+    (
+        "infinite bound",
+        "params:\n  learning_rate: {type: float, low: 1.0e-4, high: .inf, log: true, default: 1.0e-3}\n",
+        "params.learning_rate.high: must be a finite number between -1e+15 and 1e+15 (got inf)",
+    ),
+    (
+        "nan bound",
+        "params:\n  momentum: {type: float, low: .nan, high: 0.9, default: 0.5}\n",
+        "params.momentum.low: must be a finite number between -1e+15 and 1e+15 (got nan)",
+    ),
+    (
+        "absurd integer bound",
+        "params:\n  num_threads: {type: int, low: 1, high: 100000000000000000000, default: 1}\n",
+        "params.num_threads.high: must be a finite number between -1e+15 and 1e+15 (got "
+        "100000000000000000000)",
+    ),
+    (
+        "absurd step",
+        "params:\n  momentum: {type: float, low: 0.0, high: 0.9, step: 1.0e+300, default: 0.0}\n",
+        "params.momentum.step: must be a finite number between -1e+15 and 1e+15 (got 1e+300)",
+    ),
+    (
+        "absurd power of two",
+        "params:\n  batch_size: {type: int, choices_pow2: [8, 4611686018427387904], default: 32}\n",
+        "params.batch_size.choices_pow2: must be a finite number between -1e+15 and 1e+15 (got "
+        "4611686018427387904)",
+    ),
+    (
+        "infinite choice",
+        "params:\n  momentum: {type: categorical, choices: [0.5, .inf], default: 0.5}\n",
+        "params.momentum.choices[1]: must be a finite number between -1e+15 and 1e+15 (got inf)",
+    ),
+    (
+        "expression giving an absurd bound",
+        "params:\n  num_threads: {type: int, low: 1, high: 'cores * 10**15', default: 1}\n",
+        "params.num_threads.high: expression 'cores * 10**15': must be a finite number between "
+        "-1e+15 and 1e+15 (got 2000000000000000)",
+    ),
     (
         "unconditional empty domain",
         "params:\n  world_size: {type: int, low: 2, high: device_count, default: 2}\n",

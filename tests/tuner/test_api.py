@@ -202,8 +202,25 @@ def test_validation_errors_name_the_field(client):
     inf = client.post("/v1/sweeps", content='{"workload": "mlp-digits", "budget_s": Infinity}',
                       headers={**AUTH, "Content-Type": "application/json"})  # fmt: skip
     assert field_errors(inf) == [("body", "budget_s")]
-    assert inf.json()["detail"][0]["msg"] == "--budget inf: must be a positive number of seconds"
+    assert inf.json()["detail"][0]["msg"] == "--budget inf: must be a number of seconds > 0 and <= 604800"
     assert client.get("/v1/sweeps", params={"state": "queued"}).json() == []  # nothing queued
+
+
+def test_numbers_and_device_index_are_checked_before_queueing(client):
+    """Both were queued (201) and failed later in the worker: the API runs SweepConfig.validate,
+    the CLI's checks, and answers 422 naming the request's field."""
+    for body, field, msg in (
+        ({"device": "cpu:99999999999999999999"}, "device",
+         "--device cpu:99999999999999999999: the index must be an integer from 0 to 1023"),
+        ({"trial_timeout": 1e308}, "trial_timeout",
+         "--trial-timeout 1e+308: must be a number of seconds > 0 and <= 604800"),
+        ({"budget_s": 1e308}, "budget_s", "--budget 1e+308: must be a number of seconds > 0 and <= 604800"),
+        ({"timeout": 1e308}, "timeout", "--timeout 1e+308: must be a number of seconds > 0 and <= 2592000"),
+    ):  # fmt: skip
+        r = submit(client, **body)
+        assert field_errors(r) == [("body", field)], body
+        assert r.json()["detail"][0]["msg"] == msg
+    assert client.get("/v1/sweeps", params={"state": "queued"}).json() == []
 
 
 def test_field_of():
@@ -310,7 +327,8 @@ def test_cli_sweeps_and_worker_flags(client, ws, ids, capsys, monkeypatch):
     assert main(["sweeps", "--home", str(ws.home)]) == 0
     assert "queued" in capsys.readouterr().out
     for argv, msg in ((["worker"], "give exactly one"), (["worker", "--study", "s", "--queue"], "give exactly one"),
-                      (["worker", "--queue", "--poll", "-1"], "--poll -1.0: must be >= 0"),
+                      (["worker", "--queue", "--poll", "-1"], "--poll -1.0: must be a number of seconds >= 0"),
+                      (["worker", "--queue", "--idle-exit", "inf"], "--idle-exit inf: must be"),
                       (["worker", "--queue", "--max-sweeps", "0"], "--max-sweeps 0")):  # fmt: skip
         assert main([*argv, "--home", str(ws.home)]) == 2, argv
         assert msg in capsys.readouterr().err

@@ -53,6 +53,28 @@ INPUT_FILES = {
         def make(:
             pass
     """,
+    "inf.yaml": """
+        params:
+          learning_rate: {type: float, low: 1.0e-4, high: .inf, log: true, default: 1.0e-3}
+    """,
+    "bad_loss.py": """
+        from tuner import Workload
+
+        def make():
+            return Workload(name="w", model=lambda: None, data=lambda: None, target=0.5,
+                            loss="crossentropy")
+    """,
+    "exits.py": """
+        import os
+
+        os._exit(0)  # a script run for its side effect, say
+
+        def make():
+            pass
+    """,
+    "corrupt.db": """
+        this is not an SQLite database
+    """,
 }
 
 
@@ -153,6 +175,24 @@ FAST_CASES = [
     # Rich would print ":x:" as an emoji (cuda❌) and choke on "[/x]" as markup: user text is text
     Case("emoji-code-in-input", SWEEP("--objective", "fast:x:"), ["--objective fast:x:"], absent=("❌",)),
     Case("markup-in-input", SWEEP("--objective", "[/x][red]"), ["--objective [/x][red]"]),
+    # Numbers that passed validation, then crashed the sweep after the study was written.
+    Case("huge-trial-timeout", SWEEP("--trial-timeout", "1e308"), ["--trial-timeout 1e+308", "<= 604800"]),
+    Case("huge-budget", SWEEP("--budget", "1e308"), ["--budget 1e+308", "<= 604800"]),
+    Case("huge-heartbeat", SWEEP("--heartbeat", "1e308"), ["--heartbeat 1e+308", "<= 3600"]),
+    Case("fractional-heartbeat", SWEEP("--heartbeat", "0.5"), ["--heartbeat 0.5", "whole number of seconds"],
+         absent=("--storage",)),
+    Case("fractional-grace-period", SWEEP("--grace-period", "0.5"), ["--grace-period 0.5", "whole number"],
+         absent=("--storage",)),
+    Case("huge-device-index", SWEEP("--device", "cpu:99999999999999999999"),
+         ["--device cpu:99999999999999999999", "index must be an integer from 0 to 1023"]),
+    # A corrupt SQLite file: checked before any database is written (the others were created).
+    Case("tracking-corrupt-sqlite", SWEEP("--tracking-uri", "sqlite:///corrupt.db"),
+         ["--tracking-uri sqlite:///corrupt.db", "file is not a database"]),
+    Case("db-corrupt-sqlite", SWEEP("--db", "sqlite:///corrupt.db"),
+         ["--db sqlite:///corrupt.db", "file is not a database"]),
+    Case("storage-corrupt-sqlite", SWEEP("--storage", "sqlite:///corrupt.db"),
+         ["--storage sqlite:///corrupt.db", "file is not a database"]),
+    Case("worker-huge-poll", ["--queue", "--poll", "1e308"], ["--poll 1e+308", "<= 86400"], command="worker"),
 ]  # fmt: skip
 
 
@@ -175,7 +215,7 @@ def work(tmp_path_factory) -> Path:
 #: Run as subprocesses in the fast tier too (the others only under ``slow``).
 SUBPROCESS_FAST = ("unknown-workload", "storage-unreachable", "storage-equals-db",
                    "best-unknown-objective", "unknown-option", "sweeps-negative-limit",
-                   "emoji-code-in-input")  # fmt: skip
+                   "emoji-code-in-input", "tracking-corrupt-sqlite")  # fmt: skip
 
 
 def _run_all(work: Path, cases: list[Case]) -> dict[str, subprocess.CompletedProcess]:
@@ -232,6 +272,12 @@ def test_bad_input_subprocess(case, work, all_results):
 def test_storage_equal_to_db_creates_no_database(work, fast_results):
     assert fast_results["storage-equals-db"].returncode == 2
     assert not (work / "same.db").exists()
+
+
+def test_corrupt_database_is_left_as_it_was(work, fast_results):
+    assert fast_results["tracking-corrupt-sqlite"].returncode == 2
+    assert (work / "corrupt.db").read_text() == "this is not an SQLite database\n"
+    assert sorted(p.name for p in work.glob("corrupt.db*")) == ["corrupt.db"]  # no -wal, -journal
 
 
 def test_help_exits_zero(work):
@@ -338,3 +384,23 @@ def test_space_alias_bomb_fails_fast_and_small(tmp_path):
     assert stderr.strip() == ("perftune: error: search space bomb.yaml: line 2: YAML aliases are "
                               "not allowed here (*l0)")  # fmt: skip
     assert peak < 2**30 and not (tmp_path / "ws").exists()
+
+
+@pytest.mark.slow
+def test_space_infinite_bound(work, tmp_path):
+    assert_usage_error(_sweep(work, tmp_path / "ws", *SWEEP("--space", "inf.yaml")), tmp_path / "ws",
+                       "inf.yaml", "params.learning_rate.high", "finite", "(got inf)")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_unknown_loss_name_fails_before_any_trial(work, tmp_path):
+    # Found only by the trials before: 44 of them ran, and 45 MLflow runs failed.
+    assert_usage_error(_sweep(work, tmp_path / "ws", "--workload", "bad_loss.py:make"), tmp_path / "ws",
+                       "loss 'crossentropy' is not known", "cross_entropy, mse")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_workload_that_exits_while_loading(work, tmp_path):
+    # The worker's child ended without a reply: exit 1 with no field named, before.
+    assert_usage_error(_sweep(work, tmp_path / "ws", "--workload", "exits.py:make"), tmp_path / "ws",
+                       "--workload", "exits.py:make", "exited while loading (status 0)")  # fmt: skip

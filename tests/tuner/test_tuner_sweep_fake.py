@@ -119,3 +119,40 @@ def test_space_error_writes_nothing(tmp_path):
     with pytest.raises(UsageError, match=r"bad.yaml: params.batch_size.low: must be <= high"):
         sweep(tmp_path, str(bad))
     assert not (tmp_path / "ws").exists()
+
+
+def test_constraints_that_admit_only_the_defaults(tmp_path):
+    """Only the baseline satisfies the constraints. The 50th rejected config used to be recorded
+    as ``crash`` and counted, so the rerun "completed" with the baseline alone; now it is
+    ``invalid`` like the 49 before it, nothing is counted, and the error names the constraint
+    that rejected the most configs."""
+    from optuna.trial import TrialState
+
+    from tuner.errors import UsageError
+    from tuner.sweep import MAX_CONSECUTIVE_INVALID
+
+    only = tmp_path / "only.yaml"
+    only.write_text(textwrap.dedent("""
+        extends: none
+        params:
+          batch_size: {type: categorical, choices: [16, 32, 64, 128], default: 32}
+          learning_rate: {type: float, low: 1.0e-4, high: 1.0e-2, log: true, default: 1.0e-3}
+        constraints:
+          - {expr: "batch_size <= 64", message: small batches}
+          - {expr: "learning_rate == 0.001", message: the default rate only}
+    """).lstrip())  # fmt: skip
+    ws = Workspace.resolve(tmp_path / "ws")
+    for _ in range(2):  # the rerun fails the same way instead of "completing"
+        ex = FakeExecutor()
+        cfg = SweepConfig(workload="mlp-digits", space=str(only), sampler="random", seed=0,
+                          trials=2, confirm_top=1, confirm_repeats=1, track=False)  # fmt: skip
+        with pytest.raises(UsageError, match=r"^search space only.yaml: "
+                           f"{MAX_CONSECUTIVE_INVALID} configs in a row were rejected, "
+                           f"{MAX_CONSECUTIVE_INVALID} of them by constraint "
+                           r"'learning_rate == 0.001: the default rate only'$"):  # fmt: skip
+            run_sweep(cfg, ws, executor=ex)
+    trials = _load(ws, "fake-torch-cpu-time-to-target").trials
+    assert [t.user_attrs.get("cause") for t in trials if not t.user_attrs.get("baseline")] == \
+        ["invalid"] * 2 * MAX_CONSECUTIVE_INVALID  # fmt: skip
+    assert all(t.state == TrialState.PRUNED for t in trials if t.user_attrs.get("cause") == "invalid")
+    assert [t.state for t in trials if t.user_attrs.get("baseline")] == [TrialState.COMPLETE]

@@ -114,10 +114,54 @@ def _wl(**kw) -> Workload:
     ({"eval_interval_s": 0}, "eval_interval_s must be > 0"),
     ({"model": "not callable"}, "model must be a callable factory"),
     ({"data": [1, 2, 3]}, "data must be a callable factory"),
+    ({"budget_s": 1e308}, "budget_s must be > 0 and <= 604800"),
+    # Unknown names were found only inside the trials, after 44 of them had run.
+    ({"loss": "crossentropy"}, r"^workload w: loss 'crossentropy' is not known \(choose from: cross_entropy, mse; or pass a callable\)$"),
+    ({"metric": "acc"}, r"^workload w: metric 'acc' is not known \(choose from: accuracy, mse;"),
+    ({"loss": None}, "loss None is not known"),
 ])  # fmt: skip
 def test_workload_validation(kw, message):
     with pytest.raises(UsageError, match=message):
         _wl(**kw)
+
+
+def test_workload_accepts_every_name_the_backends_implement():
+    from tuner.workload import LOSSES, METRICS
+
+    for loss in LOSSES:
+        for metric in METRICS:
+            assert _wl(loss=loss, metric=metric).loss == loss
+    assert _wl(loss=lambda out, y: 0.0, metric=lambda out, y: 1.0)
+
+
+def test_check_data():
+    import numpy as np
+
+    from tuner.workload import check_data
+
+    x, y = np.zeros((4, 2)), np.zeros(4)
+    assert check_data((x, y, x[:2], y[:2]), "w")[0] is x
+    assert check_data([[1, 2], [0, 1], [3], [1]], "w")  # lists count too
+    for arrays, message in (((x[:0], y[:0], x, y), "the training set is empty"),
+                            ((x, y, x[:0], y), "the validation set is empty"),
+                            ((x, y[:3], x, y), "the training set has 4 inputs but 3 targets"),
+                            ((x, y, x), r"data\(\) must return \(x_train, y_train, x_val, y_val\), got tuple"),
+                            (None, "got NoneType")):  # fmt: skip
+        with pytest.raises(UsageError, match=rf"^workload w: .*{message}"):
+            check_data(arrays, "w")
+
+
+def test_resolve_checks_what_data_returns(tmp_path):
+    (tmp_path / "wl.py").write_text(textwrap.dedent("""
+        from tuner import Workload
+
+        def make():
+            return Workload(name="empty", model=lambda: None, target=0.5,
+                            data=lambda: ([], [], [[1.0]], [0]))
+    """))
+    workload = resolve(f"{tmp_path}/wl.py:make", "torch")
+    with pytest.raises(UsageError, match=r"^workload empty: data\(\): the training set is empty$"):
+        workload.data()
 
 
 def test_workload_target_logic():
@@ -465,12 +509,31 @@ def test_sweep_config_valid():
     ({"trials": 2.5}, r"^--trials 2.5: must be an integer"),
     ({"confirm_top": 0}, r"^--confirm-top 0"),
     ({"confirm_repeats": -1}, r"^--confirm-repeats -1"),
-    ({"timeout": 0}, r"^--timeout 0: must be a positive number of seconds"),
+    ({"timeout": 0}, r"^--timeout 0: must be a number of seconds > 0 and <= 2592000$"),
     ({"timeout": -1.0}, r"^--timeout -1.0"),
     ({"timeout": math.inf}, r"^--timeout inf"),
     ({"timeout": math.nan}, r"^--timeout nan"),
     ({"trial_timeout": 0}, r"^--trial-timeout 0"),
     ({"budget_s": -2}, r"^--budget -2"),
+    # Numbers that passed and then crashed the sweep (OverflowError, Optuna's messages blamed
+    # on --storage, thread tracebacks): every one has a finite, sane range.
+    ({"trial_timeout": 1e308}, r"^--trial-timeout 1e\+308: must be a number of seconds > 0 and <= 604800$"),
+    ({"budget_s": 1e308}, r"^--budget 1e\+308: must be a number of seconds > 0 and <= 604800$"),
+    ({"timeout": 1e308}, r"^--timeout 1e\+308"),
+    ({"heartbeat_s": 1e308}, r"^--heartbeat 1e\+308: must be a whole number of seconds >= 1 and <= 3600$"),
+    ({"heartbeat_s": 0.5}, r"^--heartbeat 0.5: must be a whole number of seconds >= 1"),
+    ({"grace_s": 0.5}, r"^--grace-period 0.5: must be a whole number of seconds >= 1"),
+    ({"grace_s": 30.0}, r"^--grace-period 30: must be longer than --heartbeat 30"),
+    ({"trials": 100_001}, r"^--trials 100001: must be an integer >= 1 and <= 100000$"),
+    ({"trials": True}, r"^--trials True: must be an integer"),
+    ({"confirm_repeats": 10**6}, r"^--confirm-repeats 1000000"),
+    ({"workers": 10**9}, r"^--workers 1000000000"),
+    ({"max_retry": 10**9}, r"^--max-retry 1000000000"),
+    ({"worker_index": -1}, r"^--worker-index -1"),
+    ({"device": "cpu:99999999999999999999"}, r"^--device cpu:99999999999999999999: the index must be an integer from 0 to 1023$"),
+    ({"device": "cuda:x"}, r"^--device cuda:x: the index"),
+    ({"device": "cuda:"}, r"^--device cuda:: the index"),
+    ({"device": "cuda:\u00b2"}, r"^--device cuda:\u00b2: the index"),
     ({"space": "no/such/space.yaml"}, r"^--space no/such/space.yaml: file not found"),
     ({"study": "  "}, r"^--study: must not be empty"),
     ({"study": ""}, r"^--study: must not be empty"),
@@ -483,3 +546,11 @@ def test_sweep_config_rejects(kw, message):
 def test_space_directory_is_not_a_file(tmp_path):
     with pytest.raises(UsageError, match="--space"):
         SweepConfig(workload="mlp-digits", space=str(tmp_path)).validate()
+
+
+def test_sweep_config_accepts_the_edges_of_its_ranges():
+    SweepConfig(workload="mlp-digits", trials=100_000, confirm_top=100, confirm_repeats=100,
+                workers=256, max_retry=100, seed=2**32 - 10_001, timeout=30 * 86_400,
+                trial_timeout=7 * 86_400, budget_s=0.001, heartbeat_s=1, grace_s=2,
+                device="cuda:1023").validate()  # fmt: skip
+    SweepConfig(workload="mlp-digits", heartbeat_s=3600.0, grace_s=7 * 86_400.0, device="all").validate()

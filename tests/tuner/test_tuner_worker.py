@@ -131,6 +131,16 @@ def test_process_invalid_config(worker, tmp_path):
     assert "world_size" in out.message
 
 
+@pytest.mark.parametrize("measure", ["converge", "throughput"])
+def test_empty_training_set_is_invalid(worker, tmp_path, measure):
+    # It spun until the trial timeout and was recorded as `timeout`.
+    out = worker.run(request(f"{WORKLOADS}:empty_training_set", {"batch_size": 32}, tmp_path,
+                             measure=measure, timeout_s=30.0, **TINY))  # fmt: skip
+    assert (out.status, out.cause) == ("failed", "invalid")
+    assert out.message == "workload empty-digits: data(): the training set is empty"
+    assert out.wall_s < 20
+
+
 @pytest.mark.slow
 def test_ddp_trial(worker, tmp_path):
     config = {"batch_size": 16, "parallel_strategy": "ddp", "world_size": 2, "num_threads": 1}

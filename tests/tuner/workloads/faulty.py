@@ -112,3 +112,14 @@ def noisy() -> Workload:
 
 def not_a_workload():
     return {"name": "not a workload"}
+
+
+def _empty_training_set():
+    x_tr, y_tr, x_va, y_va = _data()
+    return x_tr[:0], y_tr[:0], x_va, y_va
+
+
+def empty_training_set() -> Workload:
+    """No training samples: the training loop used to spin until the trial timeout."""
+    return Workload(name="empty-digits", framework="torch", model=_model, data=_empty_training_set,
+                    target=0.5, budget_s=20.0, eval_interval_s=0.05)  # fmt: skip
