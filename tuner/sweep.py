@@ -61,6 +61,7 @@ LIMITS: dict[str, tuple[str, float, float, str]] = {
 OPTIONAL = ("timeout", "trial_timeout", "budget_s", "seed")
 _KINDS = {  # kind -> (what the value must be, whether ``low`` itself is allowed)
     "integer": ("an integer", True),
+    "number": ("a number", True),
     "seconds": ("a number of seconds", True),
     "positive seconds": ("a number of seconds", False),
     "whole seconds": ("a whole number of seconds", True),
@@ -75,7 +76,7 @@ def _num(value: float) -> str:
 def check_number(flag: str, value: Any, low: float, high: float, kind: str = "integer") -> None:
     """Raise a :class:`UsageError` naming ``flag`` unless ``value`` is a finite number in range.
 
-    ``kind``: ``integer`` (an int in [low, high]), ``seconds`` (a number in [low, high]),
+    ``kind``: ``integer`` (an int in [low, high]), ``number`` (any number in it), ``seconds`` (a number in [low, high]),
     ``positive seconds`` (in (low, high]) or ``whole seconds`` (a whole number in [low, high]).
     NaN and the infinities never pass."""
     what, closed = _KINDS[kind]
@@ -225,8 +226,8 @@ class SweepConfig:
         if measure == "converge" and self.target is None:
             raise UsageError("--target: time to target needs the metric's target (or "
                              "--objective throughput)")  # fmt: skip
-        if self.target is not None and not math.isfinite(self.target):
-            raise UsageError(f"--target {self.target}: must be a finite number")
+        if self.target is not None:
+            check_number("--target", self.target, -1e15, 1e15, "number")
         template_fields(self.command)
 
     def describe_command(self) -> dict[str, Any]:
