@@ -17,10 +17,13 @@ import re
 
 from tuner.errors import UsageError
 
-__all__ = ["MAX_FILENAME", "MAX_NAME", "check_name", "safe_filename"]
+__all__ = ["MAX_FILENAME", "MAX_NAME", "MAX_STUDY", "check_name", "safe_filename"]
 
-#: The longest name (workload, study) perftune accepts, in characters.
+#: The longest workload name perftune accepts, in characters.
 MAX_NAME = 100
+#: The longest study name: room for the default one, the workload's name and
+#: ``-FRAMEWORK-DEVICE-OBJECTIVE`` (``perftune worker --study`` names it).
+MAX_STUDY = 160
 #: The longest file name :func:`safe_filename` returns (ASCII, so as many bytes): room is left
 #: for an extension within the 255 bytes file systems allow in a name.
 MAX_FILENAME = 200
@@ -30,17 +33,17 @@ _LEADING_DOTS_RE = re.compile(r"^\.+")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def check_name(field: str, value: object, *, optional: bool = False) -> None:
+def check_name(field: str, value: object, *, limit: int = MAX_NAME, optional: bool = False) -> None:
     """Raise :class:`UsageError` (one line naming ``field``, e.g. ``--study``) unless ``value``
-    is a usable name: a non-empty string of at most :data:`MAX_NAME` characters, without
-    control characters, path separators (``/``, ``\\``) or ``..``. ``optional``: ``None``
-    (not given) passes."""
+    is a usable name: a non-empty string of at most ``limit`` characters, without control
+    characters, path separators (``/``, ``\\``) or ``..``. ``optional``: ``None`` (not given)
+    passes."""
     if value is None and optional:
         return
     if not isinstance(value, str) or not value.strip():
         raise UsageError(f"{field}: must be a non-empty name")
-    if len(value) > MAX_NAME:
-        raise UsageError(f"{field} {value[:40]}...: at most {MAX_NAME} characters (got {len(value)})")
+    if len(value) > limit:
+        raise UsageError(f"{field} {value[:40]}...: at most {limit} characters (got {len(value)})")
     if _CONTROL_RE.search(value):
         raise UsageError(f"{field} {value!r}: must not contain control characters")
     if "/" in value or "\\" in value or ".." in value:

@@ -28,7 +28,7 @@ from tuner import _recovery
 from tuner.backends import TrialOutcome, TrialRequest, get_backend
 from tuner.devices import Device, select
 from tuner.errors import InvalidConfig, PerftuneError, UsageError
-from tuner.names import check_name, safe_filename
+from tuner.names import MAX_STUDY, check_name, safe_filename
 from tuner.objectives import Objective, get_objective, speedup, summarize
 from tuner.settings import Workspace
 from tuner.workload import canonical_spec, check_spec
@@ -145,7 +145,7 @@ class SweepConfig:
             raise UsageError("--study: must not be empty")
         if self.study is not None and not re.fullmatch(r"[\w.@+=-]+", self.study):
             raise UsageError(f"--study {self.study}: use letters, digits and . _ - + = @ only")
-        check_name("--study", self.study, optional=True)
+        check_name("--study", self.study, limit=MAX_STUDY, optional=True)
 
 
 @dataclass

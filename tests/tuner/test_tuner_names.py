@@ -13,7 +13,7 @@ from test_tuner_cli_errors import assert_usage_error, perftune
 from test_tuner_sweep_fake import FakeExecutor
 
 from tuner.errors import UsageError
-from tuner.names import MAX_FILENAME, MAX_NAME, check_name, safe_filename
+from tuner.names import MAX_FILENAME, MAX_NAME, MAX_STUDY, check_name, safe_filename
 from tuner.settings import Workspace
 from tuner.sweep import SweepConfig, _Sweep, run_sweep
 from tuner.workload import Workload
@@ -90,7 +90,7 @@ def test_the_workload_description_is_checked_and_nothing_is_written(tmp_path):
     assert not (tmp_path / "ws").exists()
 
 
-@pytest.mark.parametrize(("study", "needle"), [("s" * 300, f"at most {MAX_NAME} characters (got 300)"),
+@pytest.mark.parametrize(("study", "needle"), [("s" * 300, f"at most {MAX_STUDY} characters (got 300)"),
                                                ("s" * 240, "(got 240)")])  # fmt: skip
 def test_a_long_study_is_refused_up_front(study, needle, tmp_path, capsys, monkeypatch):
     from tuner.cli import main
@@ -103,13 +103,20 @@ def test_a_long_study_is_refused_up_front(study, needle, tmp_path, capsys, monke
     assert err.count("\n") == 1 and not home.exists()
 
 
+def test_the_default_study_of_the_longest_workload_name_is_a_valid_study():
+    """``perftune worker --study`` (a helper of ``--workers N``) names it: it must pass."""
+    SweepConfig(workload="mlp-digits", study="w" * MAX_NAME + "-tensorflow-cuda12-time-to-target").validate()
+    with pytest.raises(UsageError, match=f"at most {MAX_STUDY} characters"):
+        SweepConfig(workload="mlp-digits", study="s" * (MAX_STUDY + 1)).validate()
+
+
 def test_log_files_fit_whatever_the_study_name(tmp_path):
     """The longest study a user may name and the longest default one (a 100-character workload
     name): every trial, confirmation and worker log is one file in logs/ and can be created."""
     ws = Workspace.resolve(tmp_path / "ws")
     ws.prepare()
     sw = _Sweep(SweepConfig(workload="mlp-digits"), ws, None)
-    for study in ("s" * MAX_NAME, "w" * MAX_NAME + "-tensorflow-cuda1-time-to-target", ESCAPE):
+    for study in ("s" * MAX_STUDY, "w" * MAX_NAME + "-tensorflow-cuda1-time-to-target", ESCAPE):
         sw.study_name = study
         for label in ("trial-12345", "candidate-123-r10", "baseline-r3", "batch-probe", "worker-7"):
             path = Path(sw.log_file(label))
