@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuner.errors import UsageError
+from tuner.names import check_name
 
 #: Built-in workloads: name -> "module:factory" (per framework).
 BUILTIN_WORKLOADS: dict[str, dict[str, str]] = {
@@ -50,7 +51,8 @@ class Workload:
     """What to train and when it is good enough.
 
     Args:
-        name: short identifier, used for the MLflow experiment and the config store.
+        name: short identifier, used for the MLflow experiment and the config store: at most
+            100 characters, without ``/``, ``\\`` or ``..`` (see :func:`tuner.names.check_name`).
         framework: ``"torch"`` (TensorFlow and MindSpore come with their backends).
         model: zero-argument factory returning a fresh, untrained model (a ``torch.nn.Module``).
             Called inside the trial process, after the device and threads are configured.
@@ -85,8 +87,7 @@ class Workload:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.name or not isinstance(self.name, str):
-            raise UsageError("workload: name must be a non-empty string")
+        check_name("workload name", self.name)
         if self.mode not in ("max", "min"):
             raise UsageError(f"workload {self.name}: mode must be 'max' or 'min', got {self.mode!r}")
         if not math.isfinite(float(self.target)):
