@@ -32,7 +32,7 @@ from ._base import (
 )
 from ._migrate import current_revision, head_revision, upgrade
 from ._store import SQLConfigStore, open_store
-from ._urls import normalize_url, redact_url
+from ._urls import normalize_url, redact_text, redact_url
 
 __all__ = [
     "BaseConfigStore",
@@ -50,4 +50,5 @@ __all__ = [
     "FINAL_SWEEP_STATES",
     "normalize_url",
     "redact_url",
+    "redact_text",
 ]

@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, event, exc, pool
 from sqlalchemy.engine import URL, Engine, make_url
 
 from ._base import SchemaNotReadyError, StoreError, StoreUnavailableError
-from ._urls import redact_url
+from ._urls import redact_text, redact_url
 
 __all__ = [
     "SQLITE_BEGIN_OPTION",
@@ -33,7 +33,8 @@ _MISSING_TABLE_RE = re.compile(r"no such table|undefinedtable|relation .* does n
 
 
 def short_reason(error: BaseException, url: URL | None = None) -> str:
-    """First meaningful line of a (DBAPI) error message, without any password."""
+    """First meaningful line of a (DBAPI) error message, without any password (the URLs it
+    quotes redacted, and ``url``'s password wherever it appears)."""
     orig = getattr(error, "orig", None) or error
     text = str(orig).strip()
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
@@ -41,6 +42,7 @@ def short_reason(error: BaseException, url: URL | None = None) -> str:
         line = type(orig).__name__
     elif isinstance(orig, ImportError | exc.NoSuchModuleError):
         line = f"{type(orig).__name__}: {line}"
+    line = redact_text(line)
     if url is not None and url.password:
         line = line.replace(str(url.password), "***")
     if len(line) > 200:

@@ -25,7 +25,7 @@ from ._engine import (
     translate_error,
 )
 from ._models import VERSION_TABLE
-from ._urls import normalize_url, redact_url
+from ._urls import normalize_url, redact_text, redact_url
 
 __all__ = ["upgrade", "current_revision", "head_revision", "MIGRATIONS_DIR"]
 
@@ -109,7 +109,7 @@ def upgrade(url: str, revision: str = "head") -> None:
     except (exc.SQLAlchemyError, ImportError) as e:
         raise translate_error(e, u) from None
     except CommandError as e:  # e.g. the database is at a revision this perftune lacks
-        raise StoreError(f"cannot migrate perftune database {redact_url(str(url))}: {e}") from None
+        raise StoreError(f"cannot migrate perftune database {redact_url(str(url))}: {redact_text(e)}") from None
     finally:
         engine.dispose()
 

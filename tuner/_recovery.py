@@ -155,12 +155,14 @@ def recover_sweep(store, study_name: str, tracking_uri: str | None, experiment: 
     """A sweep of ``study_name`` killed on this machine: its ``running`` rows in perftune's
     store become ``interrupted``, its RUNNING MLflow parent runs KILLED (best-effort, at most
     ``MLFLOW_RECOVERY_S``). Returns what was done."""
+    from storage import redact_text
+
     done: dict[str, Any] = {"sweeps": [], "runs": []}
     try:
         done["sweeps"] = store.interrupt_sweeps(
             study_name, lambda settings: is_dead(*_owner_of(settings.get("owner"))))
     except Exception as exc:  # noqa: BLE001 - recovery must not stop a sweep
-        done["error"] = f"store: {exc}"
+        done["error"] = redact_text(f"store: {exc}")
     if tracking_uri:
         result: list[str] = []
         worker = threading.Thread(target=_kill_mlflow_runs, daemon=True,
@@ -211,7 +213,9 @@ def _kill_mlflow_runs(uri: str, experiment: str, study_name: str, out: list[str]
                 client.set_terminated(run.info.run_id, status="KILLED")
                 out.append(run.info.run_id)
     except Exception as exc:  # noqa: BLE001 - best-effort
-        out.append(f"error:{' '.join(str(exc).split())[:200]}")
+        from storage import redact_text
+
+        out.append(f"error:{redact_text(' '.join(str(exc).split()))[:200]}")  # redacted, then cut
 
 
 # --------------------------------------------------------------------------- dropped connections
@@ -258,7 +262,9 @@ def retry(fn: Callable[..., T], *args: Any, what: str = "database call", budget_
             if not transient(exc) or time.monotonic() + delay > deadline:
                 raise
             if attempt == 0:
-                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+                from storage import redact_text
+
+                reason = redact_text(getattr(exc, "orig", None) or exc).strip().splitlines()
                 print(f"perftune: {what}: database connection lost "
                       f"({reason[0][:160] if reason else type(exc).__name__}); retrying",
                       file=sys.stderr)  # fmt: skip

@@ -7,8 +7,8 @@ process loses nothing committed) with three tables:
   sweep's parent run; ``trial``: a nested run with its params, metrics, curves and final
   status; ``summary``: metrics and tags on a run; ``artifact``: a file, copied under
   ``<home>/tracking-spool/`` since the original is temporary; ``end``: a run's final status),
-  ``body`` (JSON, with the timestamps of when it happened), the tracking URI it is for
-  (passwords redacted), ``attempts`` and ``state`` (``pending``, or ``failed`` with the server's
+  ``body`` (JSON, with the timestamps of when it happened), the tracking URI it is for (as a
+  reference: :func:`spool_key`), ``attempts`` and ``state`` (``pending``, or ``failed`` with the server's
   error when the server refused it). A delivered op is deleted.
 * ``runs``: ``ref`` -> MLflow run id. Every run the spool creates carries the tag
   ``perftune_ref`` = its ref (``local-<32 hex>``), which is the placeholder id a sweep uses
@@ -16,7 +16,12 @@ process loses nothing committed) with three tables:
   may have died after the server applied it) looks its run up by that tag instead of creating
   it again, and metrics carry their original timestamps, so nothing is delivered twice.
 * ``fixups``: where a placeholder was recorded (the Optuna study's ``mlflow_run_id`` attribute,
-  perftune's store), rewritten to the real run id once it is known.
+  perftune's store), rewritten to the real run id once it is known. The Optuna storage and
+  perftune database are recorded as references (:func:`spool_key`), never with their passwords:
+  the process that applies a fix-up uses its own URLs, those whose reference matches.
+
+No URL in the spool holds a secret: every one is recorded as :func:`spool_key` gives it (and a
+spool written before that rule is rewritten when it is opened).
 
 :class:`Deliverer` applies the pending ops of one tracking URI in order, under an exclusive lock
 on ``<home>/tracking-spool.lock`` (several processes of one workspace share the spool). It stops
@@ -86,15 +91,24 @@ def new_ref() -> str:
 
 
 def spool_key(uri: str) -> str:
-    """The URI as the spool records it: no trailing slash, no password."""
+    """A URL as the spool records it (the tracking server's, a fix-up's Optuna storage and
+    perftune database): no trailing slash, its secrets redacted (:func:`storage.redact_url`).
+    A reference, not the secret: it names the server, database, user and options, so a process
+    finds its own URL by it. Idempotent."""
     from storage import redact_url
 
     return redact_url(uri.rstrip("/"))
 
 
+#: Every column of the spool that holds a URL (as a :func:`spool_key`).
+_URL_COLUMNS = (("ops", "uri"), ("runs", "uri"), ("fixups", "uri"), ("fixups", "storage"), ("fixups", "db"))
+
+
 def _reason(exc: BaseException) -> str:
-    """A short reason: MLflow's messages quote the whole urllib3 chain."""
-    text = str(exc)
+    """A short reason, its URLs redacted: MLflow's messages quote the whole urllib3 chain."""
+    from storage import redact_text
+
+    text = redact_text(exc)
     for needle, short in (("Connection refused", "connection refused"), ("timed out", "timed out"),
                           ("Name or service not known", "unknown host"),
                           ("Connection reset", "connection reset"), ("RemoteDisconnected", "connection closed"),
@@ -125,7 +139,9 @@ def _classify(exc: BaseException) -> Exception:
             return Transient(_reason(exc))
     except ImportError:  # pragma: no cover
         pass
-    return Permanent(f"{type(exc).__name__}: {exc}"[:300])
+    from storage import redact_text
+
+    return Permanent(redact_text(f"{type(exc).__name__}: {exc}")[:300])
 
 
 class Spool:
@@ -140,7 +156,23 @@ class Spool:
                                     check_same_thread=False)  # fmt: skip
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA secure_delete=ON")  # what is deleted or rewritten is zeroed
         self.conn.executescript(_SCHEMA)
+        self._scrub()
+
+    def _scrub(self) -> None:
+        """Rewrite as references (:func:`spool_key`) the URLs a spool written by an earlier
+        perftune kept with their passwords, and truncate the WAL that held the old pages."""
+        stale = [(table, column, url) for table, column in _URL_COLUMNS
+                 for (url,) in self.conn.execute(f"SELECT DISTINCT {column} FROM {table} "
+                                                 f"WHERE {column} IS NOT NULL").fetchall()
+                 if spool_key(url) != url]  # fmt: skip
+        if not stale:
+            return
+        with self.tx():
+            for table, column, url in stale:
+                self.conn.execute(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", (spool_key(url), url))
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     @contextlib.contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
@@ -212,11 +244,15 @@ class Spool:
         return any(json.loads(b).get("ref") == ref for (b,) in rows)
 
     def add_fixup(self, ref: str, uri: str, storage: str | None, study: str | None, db: str | None) -> None:
+        """Record where placeholder ``ref`` went: the study in the Optuna ``storage`` and
+        perftune's ``db``, both recorded as references (:func:`spool_key`), not as given."""
         self.conn.execute("INSERT OR REPLACE INTO fixups (ref, uri, storage, study, db) VALUES (?, ?, ?, ?, ?)",
-                          (ref, uri, storage, study, db))  # fmt: skip
+                          (ref, spool_key(uri), storage and spool_key(storage), study,
+                           db and spool_key(db)))  # fmt: skip
 
     def fixups(self, uri: str) -> list[tuple[str, str, str | None, str | None, str | None]]:
-        """Fix-ups whose placeholder now has its real run id: (ref, run_id, storage, study, db)."""
+        """Fix-ups whose placeholder now has its real run id: (ref, run_id, storage reference,
+        study, db reference)."""
         return self.conn.execute("SELECT f.ref, r.run_id, f.storage, f.study, f.db FROM fixups f JOIN runs r "
                                  "ON r.ref = f.ref AND r.uri = f.uri WHERE f.uri = ?", (uri,)).fetchall()  # fmt: skip
 
@@ -268,17 +304,31 @@ def apply_fixup(ref: str, run_id: str, storage: str | None, study: str | None, d
             store.replace_mlflow_run_id(ref, run_id)
 
 
-def apply_fixups(spool: Spool, uri: str) -> int:
-    """Apply (and forget) every fix-up whose run id is known; one that fails stays for later."""
-    n = 0
-    for ref, run_id, storage, study, db in spool.fixups(uri):
+def apply_fixups(spool: Spool, uri: str, storage: str | None, db: str | None) -> int:
+    """Apply (and forget) every fix-up whose run id is known, through this process's own Optuna
+    ``storage`` and perftune ``db`` URLs: the spool names the databases of a fix-up by reference
+    only (:func:`spool_key`), so one recorded for other databases waits for a process that has
+    them. One that fails stays for later. Returns how many were applied."""
+    from storage import redact_text
+
+    mine = {spool_key(url): url for url in (storage, db) if url}
+    n, elsewhere = 0, []
+    for ref, run_id, storage_ref, study, db_ref in spool.fixups(uri):
+        if any(r is not None and r not in mine for r in (storage_ref, db_ref)):
+            elsewhere.append(ref)
+            continue
         try:
-            apply_fixup(ref, run_id, storage, study, db)
+            apply_fixup(ref, run_id, mine.get(storage_ref), study, mine.get(db_ref))
         except Exception as exc:  # noqa: BLE001 - retried on the next sync
-            log.warning("perftune: could not record MLflow run %s in place of %s: %s", run_id, ref, exc)
+            log.warning("perftune: could not record MLflow run %s in place of %s: %s", run_id, ref,
+                        redact_text(exc))  # fmt: skip
             continue
         spool.drop_fixup(ref)
         n += 1
+    if elsewhere:
+        log.warning("perftune: %d placeholder MLflow run ids are recorded in other databases than "
+                    "this --storage and --db; `perftune sync` with the sweep's --storage and --db "
+                    "replaces them", len(elsewhere))  # fmt: skip
     return n
 
 

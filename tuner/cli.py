@@ -503,11 +503,13 @@ def run_command(
 
 
 @app.command()
-def sync(home: Home = None, tracking_uri: Tracking = None, json_out: Json = False) -> None:
-    """Deliver the tracking events spooled while the MLflow server was down, now."""
+def sync(home: Home = None, tracking_uri: Tracking = None, storage: Storage = None, db: Db = None,
+         json_out: Json = False) -> None:  # fmt: skip
+    """Deliver the tracking events spooled while the MLflow server was down, now (and give the
+    sweeps' Optuna study and perftune database, named by --storage and --db, their run ids)."""
     from tuner.service import sync_tracking
 
-    result = sync_tracking(_ws(home, tracking_uri=tracking_uri))
+    result = sync_tracking(_ws(home, storage, tracking_uri, db))
     if json_out:
         print(json.dumps(result, indent=2))
         return
@@ -526,14 +528,14 @@ def ui(
     home: Home = None, tracking_uri: Tracking = None,
 ) -> None:
     """Start the MLflow UI on perftune's tracking store."""
-    from tuner.service import UI_ENV, ui_command
+    from tuner.service import ui_command, ui_environ
 
-    cmd = ui_command(_ws(home, tracking_uri=tracking_uri), host=host, port=port, workers=workers,
-                     allowed_hosts=allowed_hosts)  # fmt: skip
+    ws = _ws(home, tracking_uri=tracking_uri)
+    cmd = ui_command(ws, host=host, port=port, workers=workers, allowed_hosts=allowed_hosts)
     err.print(f"MLflow UI on http://{host}:{port}  (sweeps are under \"Model training\"; "
               "Ctrl-C to stop)", highlight=False)  # fmt: skip
     sys.stdout.flush()
-    os.execve(cmd[0], cmd, {**UI_ENV, **os.environ})
+    os.execve(cmd[0], cmd, ui_environ(ws))
 
 
 @db_app.command("upgrade")
@@ -561,6 +563,14 @@ def _click_errors():
     return tuple(usage), tuple(exits), tuple(aborts)
 
 
+def _error(message: object) -> None:
+    """Print an error message on stderr as one line, every URL in it redacted: what an
+    exception says may quote a database or tracking URL with its password."""
+    from storage import redact_text
+
+    err.print(redact_text(message), markup=False, highlight=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     usage_errors, exits, aborts = _click_errors()
     cmd = typer.main.get_command(app)
@@ -580,22 +590,21 @@ def main(argv: list[str] | None = None) -> int:
             err.print(exc.format_message(), highlight=False)
             return 2
         msg = " ".join(exc.format_message().split())
-        err.print(f"perftune: error: {msg}", highlight=False, soft_wrap=True)
+        _error(f"perftune: error: {msg}")
         return 2
     except (*aborts, KeyboardInterrupt):
         err.print("perftune: interrupted")
         return 130
     except PerftuneError as exc:
-        err.print(f"perftune: error: {exc}", highlight=False, soft_wrap=True)
+        _error(f"perftune: error: {exc}")
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback on request
         if type(exc).__name__ == "StoreError" or type(exc).__module__.startswith("storage"):
-            err.print(f"perftune: error: {exc}", highlight=False, soft_wrap=True)
+            _error(f"perftune: error: {exc}")
             return 1
         if os.environ.get("PERFTUNE_DEBUG"):
             raise
-        err.print(f"perftune: internal error: {type(exc).__name__}: {exc} "
-                  "(set PERFTUNE_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
+        _error(f"perftune: internal error: {type(exc).__name__}: {exc} (set PERFTUNE_DEBUG=1 for the traceback)")
         return 1
 
 

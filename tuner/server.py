@@ -11,8 +11,9 @@ status codes and JSON. Security rules:
 * a 422 quotes at most a short excerpt of the input it refuses (never the body echoed back);
 * a submitted sweep names a built-in workload or a ``FILE.py:FUNC`` (and optionally a space
   YAML) under an allowed directory, real paths resolved (see :func:`tuner.service.check_request`);
-* every database URL shown is redacted; bad input is 422 naming the field (``loc``), unknown
-  ids 404, cancelling a finished sweep 409, an unreachable store 503.
+* every database URL shown is redacted, error messages included (:func:`storage.redact_text`);
+  bad input is 422 naming the field (``loc``), unknown ids 404, cancelling a finished sweep
+  409, an unreachable store 503.
 
 Imported only by ``perftune serve`` (``import tuner`` does not import FastAPI).
 """
@@ -37,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import Headers
 
 from search_spaces import quote
-from storage import SWEEP_STATES, StoreError
+from storage import SWEEP_STATES, StoreError, redact_text
 from tuner import service
 from tuner.backends import BACKENDS
 from tuner.errors import ConflictError, NotFoundError, PerftuneError, UsageError
@@ -337,15 +338,16 @@ def create_app(ws: Workspace, *, token: str | None = None,
     @app.exception_handler(UsageError)
     def _bad_input(request: Request, exc: UsageError) -> JSONResponse:
         where = "body" if request.method == "POST" else "query"
-        field = field_of(str(exc))
+        message = redact_text(exc)
+        field = field_of(message)
         if field in _SERVER_FLAGS:  # the server's own configuration, not the caller's input
-            return JSONResponse(status_code=503, content={"detail": str(exc)})
+            return JSONResponse(status_code=503, content={"detail": message})
         loc = [where, field] if field else [where]
         return JSONResponse(status_code=422, content={"detail": [
-            {"type": "value_error", "loc": loc, "msg": str(exc)}]})  # fmt: skip
+            {"type": "value_error", "loc": loc, "msg": message}]})  # fmt: skip
 
     def _detail(status: int):
-        return lambda request, exc: JSONResponse(status_code=status, content={"detail": str(exc)})
+        return lambda request, exc: JSONResponse(status_code=status, content={"detail": redact_text(exc)})
 
     # Looked up by the exception's class hierarchy (a NotFoundError is a PerftuneError too).
     for error, status in ((NotFoundError, 404), (ConflictError, 409), (PerftuneError, 503),

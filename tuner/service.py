@@ -251,26 +251,35 @@ UI_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 def ui_command(ws: Workspace, *, host: str = "127.0.0.1", port: int = 5000, workers: int = 1,
                allowed_hosts: str | None = None) -> list[str]:  # fmt: skip
-    """The ``mlflow server`` command line serving perftune's tracking store (run it with
-    :data:`UI_ENV` added to the environment). One uvicorn worker by default: the UI is for one
-    person, and each worker imports MLflow (seconds) before the server answers."""
+    """The ``mlflow server`` command line serving perftune's tracking store; run it in the
+    environment :func:`ui_environ` gives, which names the store (a URL with its password stays
+    off the command line, which every user sees). One uvicorn worker by default: the UI is for
+    one person, and each worker imports MLflow (seconds) before the server answers."""
     if not 0 < port < 65536:
         raise UsageError(f"--port {port}: must be between 1 and 65535")
     if workers < 1:
         raise UsageError(f"--workers {workers}: must be at least 1")
     if ws.tracking_uri.startswith(("http://", "https://")):
-        raise UsageError(f"--tracking-uri {ws.tracking_uri}: already a tracking server; open it "
-                         "in a browser instead")  # fmt: skip
+        from storage import redact_url
+
+        raise UsageError(f"--tracking-uri {redact_url(ws.tracking_uri)}: already a tracking server; "
+                         "open it in a browser instead")  # fmt: skip
     from tuner.tracking import check_tracking
 
     check_tracking(ws.tracking_uri)
     ws.prepare()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", ws.tracking_uri,
-           "--default-artifact-root", str(ws.artifacts), "--host", host, "--port", str(port),
-           "--workers", str(workers)]  # fmt: skip
+    cmd = [sys.executable, "-m", "mlflow", "server", "--default-artifact-root", str(ws.artifacts),
+           "--host", host, "--port", str(port), "--workers", str(workers)]  # fmt: skip
     # MLflow's security middleware accepts Host headers of localhost and private addresses only.
     return cmd + (["--allowed-hosts", allowed_hosts] if allowed_hosts else [])
 
+
+def ui_environ(ws: Workspace, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of :func:`ui_command`'s server: ``environ`` (default ``os.environ``)
+    over :data:`UI_ENV`, and ``MLFLOW_BACKEND_STORE_URI`` naming the workspace's tracking store
+    (``mlflow server --backend-store-uri`` reads it from there)."""
+    return {**UI_ENV, **(os.environ if environ is None else environ),
+            "MLFLOW_BACKEND_STORE_URI": ws.tracking_uri}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- the sweep queue
@@ -485,7 +494,7 @@ def known_devices(ws: Workspace, *, store=None) -> list[dict[str, Any]]:
 def health(ws: Workspace) -> dict[str, Any]:
     """Whether the store answers, its schema revision, and the configured backends (every
     URL with its password redacted)."""
-    from storage import StoreError, current_revision, head_revision, redact_url
+    from storage import StoreError, current_revision, head_revision, redact_text, redact_url
     from tuner import __version__
 
     out: dict[str, Any] = {"status": "ok", "version": __version__, "db": redact_url(ws.db),
@@ -495,7 +504,7 @@ def health(ws: Workspace) -> dict[str, Any]:
     try:
         out["schema"] = current_revision(ws.db)
     except StoreError as exc:
-        out.update(status="unavailable", error=str(exc))
+        out.update(status="unavailable", error=redact_text(exc))
     else:
         if out["schema"] != out["schema_head"]:
             out.update(status="unavailable", error="perftune database schema is not current: "
@@ -565,7 +574,7 @@ def _dead_queue_worker(row: dict[str, Any]) -> bool:
 
 def _run_queued(ws: Workspace, store, row: dict[str, Any], executor=None,
                 tracker=None) -> dict[str, Any]:  # fmt: skip
-    from storage import StoreError
+    from storage import StoreError, redact_text
 
     sid = row["id"]
     error = None
@@ -577,9 +586,9 @@ def _run_queued(ws: Workspace, store, row: dict[str, Any], executor=None,
         _finish_if_running(store, sid, "interrupted", None)
         raise
     except (PerftuneError, StoreError) as exc:
-        error = str(exc)
+        error = redact_text(exc)
     except Exception as exc:  # noqa: BLE001 - a bug in one sweep must not end the worker
-        error = f"internal error: {type(exc).__name__}: {exc}"
+        error = redact_text(f"internal error: {type(exc).__name__}: {exc}")
     if error is not None:
         _finish_if_running(store, sid, "failed", error, force=True)
         return {"id": sid, "state": "failed", "error": error}

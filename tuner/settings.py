@@ -32,6 +32,12 @@ def _normalize(url: str) -> str:
     return normalize_url(url)
 
 
+def _redact(url: str) -> str:
+    from storage import redact_url
+
+    return redact_url(url)
+
+
 @dataclass(frozen=True)
 class Workspace:
     home: Path
@@ -50,11 +56,19 @@ class Workspace:
         db = db or os.environ.get("PERFTUNE_DB") or _sqlite(home_path / "perftune.db")
         for flag, value in (("--storage", storage), ("--db", db)):
             if "://" not in value:
-                raise UsageError(f"{flag} {value}: not a database URL (e.g. sqlite:///path.db, "
+                raise UsageError(f"{flag} {_redact(value)}: not a database URL (e.g. sqlite:///path.db, "
                                  "postgresql://user@host/db)")  # fmt: skip
         ws = cls(home_path, _normalize(storage), _normalize_tracking(tracking_uri), _normalize(db))
         ws.check_distinct()
         return ws
+
+    def environ(self) -> dict[str, str]:
+        """The environment variables under which a perftune process started from this one
+        resolves this same workspace (``PERFTUNE_HOME``, ``_STORAGE``, ``_TRACKING_URI``,
+        ``_DB``): how URLs, passwords included, reach child processes, since a command line is
+        visible to every user of the machine (``ps``) and an environment only to its owner."""
+        return {"PERFTUNE_HOME": str(self.home), "PERFTUNE_STORAGE": self.storage,
+                "PERFTUNE_TRACKING_URI": self.tracking_uri, "PERFTUNE_DB": self.db}  # fmt: skip
 
     @property
     def artifacts(self) -> Path:
@@ -111,6 +125,6 @@ def _normalize_tracking(uri: str) -> str:
     if uri.startswith(("http://", "https://", "databricks", "file:")):
         return uri
     if "://" not in uri:
-        raise UsageError(f"--tracking-uri {uri}: not a tracking URI (e.g. sqlite:///mlflow.db, "
+        raise UsageError(f"--tracking-uri {_redact(uri)}: not a tracking URI (e.g. sqlite:///mlflow.db, "
                          "http://host:5000, postgresql://user@host/mlflow)")  # fmt: skip
     return _normalize(uri)

@@ -21,12 +21,14 @@ import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tuner import _recovery
 from tuner.backends import TrialOutcome, TrialRequest, get_backend
 from tuner.devices import Device, select
 from tuner.errors import InvalidConfig, PerftuneError, UsageError
+from tuner.names import MAX_STUDY, check_name, safe_filename
 from tuner.objectives import Objective, get_objective, speedup, summarize
 from tuner.settings import Workspace
 from tuner.workload import MAX_BUDGET_S, canonical_spec, check_spec, declared_framework
@@ -101,7 +103,9 @@ def _fail_if_running(study, trial, exc: BaseException) -> None:
         interrupted = isinstance(exc, KeyboardInterrupt)
         trial.set_user_attr("cause", "interrupted" if interrupted else "crash")
         if not interrupted:
-            trial.set_user_attr("message", f"{type(exc).__name__}: {exc}"[:500])
+            from storage import redact_text
+
+            trial.set_user_attr("message", redact_text(f"{type(exc).__name__}: {exc}")[:500])
         study.tell(trial, state=TrialState.FAIL)
     except Exception:  # noqa: BLE001 - never hide the original error
         pass
@@ -212,6 +216,7 @@ class SweepConfig:
             raise UsageError("--study: must not be empty")
         if self.study is not None and not re.fullmatch(r"[\w.@+=-]+", self.study):
             raise UsageError(f"--study {self.study}: use letters, digits and . _ - + = @ only")
+        check_name("--study", self.study, limit=MAX_STUDY, optional=True)
 
     def _validate_command(self, measure: str) -> None:
         from tuner.trial.launcher import template_fields
@@ -221,6 +226,7 @@ class SweepConfig:
         if not self.name:
             raise UsageError("--name: a launched command needs a workload name (perftune sweep "
                              "--name my-job --target 0.9 -- python train.py ...)")  # fmt: skip
+        check_name("--name", self.name)
         if self.mode not in ("max", "min"):
             raise UsageError(f"--mode {self.mode}: choose max or min")
         if measure == "converge" and self.target is None:
@@ -379,7 +385,7 @@ def _storage(url: str, cfg: SweepConfig | None = None):
     file (parallel workers on one machine without a database server; no heartbeats)."""
     import optuna
 
-    from storage import redact_url
+    from storage import redact_text, redact_url
 
     _quiet_optuna()
     cfg = cfg or SweepConfig(workload="-")
@@ -397,7 +403,7 @@ def _storage(url: str, cfg: SweepConfig | None = None):
             grace_period=int(cfg.grace_s),
             heartbeat_stale_trial_callback=_recovery.retry_callback(cfg.max_retry))  # fmt: skip
     except Exception as exc:  # noqa: BLE001
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        reason = redact_text(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise UsageError(f"--storage {redact_url(url)}: cannot open the Optuna storage ({reason})") from None
     if url.startswith("sqlite"):
         _fast_sqlite(storage.engine)
@@ -474,6 +480,7 @@ class _Sweep:
         self.executor = self._executor or make_executor(cfg.framework, isolate=cfg.isolate,
                                                         log_dir=None)  # fmt: skip
         self.workload = cfg.describe_command() if cfg.command else self.executor.describe(self.spec)
+        check_name("--name" if cfg.command else f"--workload {cfg.workload}: name", self.workload.get("name"))
         devices = [Device.from_discovery(cfg.framework, d) for d in self.executor.devices()]
         self.device = select(devices, cfg.device)
         caps = get_backend(cfg.framework).capabilities(self.device.kind)
@@ -579,8 +586,8 @@ class _Sweep:
             return False
 
         config = {**self.baseline, "probe_max": high}
-        outcome = self.executor.run(self.request(config, seed=self.cfg.seed or 0, number=None,
-                                                 label="batch-probe", measure="probe"), on_report)  # fmt: skip
+        outcome = self.execute(self.request(config, seed=self.cfg.seed or 0, number=None,
+                                            label="batch-probe", measure="probe"), on_report)  # fmt: skip
         info = {"tried": sorted(seen.items())}
         if outcome.status == "ok":
             bound = int(outcome.metrics["max_batch_size"])
@@ -619,8 +626,8 @@ class _Sweep:
         if found is not None:
             self._peaks[precision] = (found[0], f"table:{found[1]}")
         elif "peak" in get_backend(self.cfg.framework).measures:
-            out = self.executor.run(self.request({"precision": precision}, seed=0, number=None,
-                                                 label=f"peak-{precision}", measure="peak"))  # fmt: skip
+            out = self.execute(self.request({"precision": precision}, seed=0, number=None,
+                                            label=f"peak-{precision}", measure="peak"))  # fmt: skip
             peak = out.metrics.get("peak_flops") if out.status == "ok" else None
             self._peaks[precision] = (peak, "measured matmul" if peak else None)
         else:
@@ -645,22 +652,24 @@ class _Sweep:
         study.set_user_attr("mlflow_run_id", run_id)
 
     def spawn_workers(self) -> list[subprocess.Popen]:
-        """``workers - 1`` ``perftune worker`` processes on this machine (this one is the first)."""
-        ws = self.ws
-        cmd = [sys.executable, "-m", "tuner.cli", "worker", "--study", self.study_name,
-               "--storage", ws.storage, "--tracking-uri", ws.tracking_uri, "--db", ws.db,
-               "--home", str(ws.home), "--quiet"]  # fmt: skip
-        env = {**os.environ, "PERFTUNE_NO_PROGRESS": "1"}
-        return [subprocess.Popen([*cmd, "--worker-index", str(i)], env=env, stdout=subprocess.DEVNULL,
-                                 stderr=open(ws.logs / f"{self.study_name}-worker-{i}.log", "ab"))
-                for i in range(1, self.cfg.workers)]  # fmt: skip
+        """``workers - 1`` ``perftune worker`` processes on this machine (this one is the first).
+        The database URLs reach them in their environment (:meth:`Workspace.environ`), readable
+        by this user only, never on their command lines, which any user sees (``ps``)."""
+        cmd = [sys.executable, "-m", "tuner.cli", "worker", "--study", self.study_name, "--quiet"]
+        env = {**os.environ, **self.ws.environ(), "PERFTUNE_NO_PROGRESS": "1"}
+        procs = []
+        for i in range(1, self.cfg.workers):
+            with open(self.log_file(f"worker-{i}"), "ab") as log:  # the worker keeps its own copy
+                procs.append(subprocess.Popen([*cmd, "--worker-index", str(i)], env=env,
+                                              stdout=subprocess.DEVNULL, stderr=log))  # fmt: skip
+        return procs
 
     def wait_workers(self, procs: list[subprocess.Popen]) -> None:
         for i, p in enumerate(procs, 1):
             if p.wait() != 0:
                 self.failures.append({"trial": None, "cause": "worker", "message":
                                       f"worker {i} exited with status {p.returncode} (see "
-                                      f"logs/{self.study_name}-worker-{i}.log)"})  # fmt: skip
+                                      f"{self.log_file(f'worker-{i}')})"})  # fmt: skip
 
     @staticmethod
     def stop_workers(procs: list[subprocess.Popen]) -> None:
@@ -697,9 +706,24 @@ class _Sweep:
             device_info=self.device.to_dict(),
             budget_s=self.cfg.budget_s, timeout_s=_trial_timeout(self.cfg, self.objective, self.budget),
             trial_number=number,
-            log_path=str(self.ws.logs / re.sub(r"[^\w.@+=-]+", "_", f"{self.study_name}-{label}.log")),
+            log_path=str(self.log_file(label)),
             command=self.cfg.command, description=self.workload if self.cfg.command else None,
         )  # fmt: skip
+
+    def execute(self, request: TrialRequest, on_report=None) -> TrialOutcome:
+        """Run ``request`` on the executor. The outcome's message (the trial's own words, which
+        may quote a URL with its password) is redacted before anything records it."""
+        from storage import redact_text
+
+        outcome = self.executor.run(request, on_report)
+        if outcome.message:
+            outcome.message = redact_text(outcome.message)
+        return outcome
+
+    def log_file(self, label: str) -> Path:
+        """The workspace's log file of this study's ``label`` (a trial, a worker): a file name
+        made safe and short enough whatever the study's name (:func:`safe_filename`)."""
+        return self.ws.logs / f"{safe_filename(f'{self.study_name}-{label}')}.log"
 
     def tags(self, **extra: Any) -> dict[str, str]:
         base = {"framework": self.cfg.framework, "device": self.device.kind,
@@ -818,7 +842,7 @@ class _Sweep:
                                label=f"trial-{trial.number}")  # fmt: skip
         request.budget_s = self.trial_budget(study)
         with _heartbeat(trial, self.storage):
-            outcome = self.executor.run(request, on_report)
+            outcome = self.execute(request, on_report)
         value = self.objective.value(outcome.metrics) if outcome.status == "ok" else None
         if outcome.status == "ok":
             self.add_mfu(config, outcome.metrics)
@@ -937,8 +961,8 @@ class _Sweep:
                 i += 1
                 self.progress("confirm", {"label": cand.label, "repeat": r + 1, "i": i, "total": total})
                 seed = (self.cfg.seed or 0) + 1000 + r
-                outcome = self.executor.run(self.request(cand.config, seed=seed, number=cand.trial_number,
-                                                         label=f"{cand.label}-r{r + 1}"))  # fmt: skip
+                outcome = self.execute(self.request(cand.config, seed=seed, number=cand.trial_number,
+                                                    label=f"{cand.label}-r{r + 1}"))  # fmt: skip
                 value = self.objective.value(outcome.metrics) if outcome.status == "ok" else None
                 if value is None:
                     cand.failures.append(outcome.cause or "not_reached")
@@ -1027,7 +1051,7 @@ def run_worker(study_name: str, ws: Workspace, progress: ProgressFn | None = Non
     with tempfile.TemporaryDirectory(prefix="perftune-worker-") as tmp:
         space = None
         if shared.get("space_yaml") is not None:
-            space = os.path.join(tmp, shared.get("space_name") or "space.yaml")
+            space = os.path.join(tmp, safe_filename(shared.get("space_name") or "space.yaml"))
             with open(space, "w") as f:
                 f.write(shared["space_yaml"])
         fields = {k: v for k, v in shared.items() if k in SweepConfig.__dataclass_fields__}

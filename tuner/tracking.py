@@ -139,9 +139,11 @@ class MlflowTracker(Tracker):
             if exp.lifecycle_stage == "deleted":
                 self.client.restore_experiment(exp.experiment_id)
             return exp.experiment_id
+        from tuner.names import safe_filename
+
         location = None
         if self.artifact_root:
-            location = os.path.join(self.artifact_root, name)
+            location = os.path.join(self.artifact_root, safe_filename(name))
             location = "file://" + os.path.abspath(location)
         from mlflow.exceptions import MlflowException
 
@@ -273,7 +275,9 @@ class SpooledTracker(Tracker):
                 self.down = str(exc)
                 backoff = min(max(2 * backoff, 0.25), _MAX_BACKOFF_S)
             except Exception as exc:  # noqa: BLE001 - a broken spool must not stop the sweep
-                self.down = f"{type(exc).__name__}: {exc}"
+                from storage import redact_text
+
+                self.down = redact_text(f"{type(exc).__name__}: {exc}")
                 backoff = _MAX_BACKOFF_S
             self._passes += 1
 
@@ -377,9 +381,11 @@ class SpooledTracker(Tracker):
                 apply_fixup(self.placeholder, real, self.storage, self._study, self.db)
                 self.parent_run_id, self.placeholder = real, None
             except Exception as exc:  # noqa: BLE001 - left for perftune sync
-                log.warning("perftune: could not record MLflow run %s: %s", real, exc)
+                from storage import redact_text
+
+                log.warning("perftune: could not record MLflow run %s: %s", real, redact_text(exc))
         with contextlib.suppress(Exception):
-            apply_fixups(self.spool, self.key)
+            apply_fixups(self.spool, self.key, self.storage, self.db)
         self.experiment_id = self.experiment_id or self._deliverer.experiment_ids.get(self.experiment or "")
         pending = self.spool.count(self.key)
         message = None
@@ -434,7 +440,7 @@ def sync_spool(ws, *, timeout: float = 30.0) -> dict[str, Any]:
                                     f"({exc}); {spool.count(key)} tracking events stay spooled in {path}") from None
             finally:
                 deliverer.close()
-        apply_fixups(spool, key)
+        apply_fixups(spool, key, ws.storage, ws.db)
         result.update(pending=spool.count(key), refused=spool.count(key, state="failed"),
                       other_uris=spool.count(key, other_uris=True))  # fmt: skip
         if result["refused"]:
@@ -470,7 +476,7 @@ def check_database(url: str, flag: str, timeout: float = 3.0) -> None:
     once to a database server; read the schema of an existing SQLite file (a corrupt file, or
     one that is not SQLite, fails here instead of half-way through the setup). Writes nothing
     and creates no file."""
-    from storage import redact_url
+    from storage import redact_text, redact_url
 
     if url.startswith("sqlite"):
         _check_sqlite_file(url, flag, timeout)
@@ -484,7 +490,7 @@ def check_database(url: str, flag: str, timeout: float = 3.0) -> None:
             pass
         engine.dispose()
     except Exception as exc:  # noqa: BLE001
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        reason = redact_text(getattr(exc, "orig", None) or exc).strip().splitlines()
         raise UsageError(
             f"{flag} {redact_url(url)}: cannot reach the database ({reason[0] if reason else exc})"
         ) from None

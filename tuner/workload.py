@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuner.errors import UsageError
+from tuner.names import check_name
 
 #: Built-in workloads: name -> "module:factory" (per framework).
 BUILTIN_WORKLOADS: dict[str, dict[str, str]] = {
@@ -52,7 +53,8 @@ class Workload:
     """What to train and when it is good enough.
 
     Args:
-        name: short identifier, used for the MLflow experiment and the config store.
+        name: short identifier, used for the MLflow experiment and the config store: at most
+            100 characters, without ``/``, ``\\`` or ``..`` (see :func:`tuner.names.check_name`).
         framework: ``"torch"`` (TensorFlow and MindSpore come with their backends).
         model: zero-argument factory returning a fresh, untrained model (a ``torch.nn.Module``).
             Called inside the trial process, after the device and threads are configured.
@@ -125,8 +127,7 @@ def check_description(desc: dict[str, Any]) -> None:
     """The checks every workload description passes (a :class:`Workload`'s, a
     :class:`~tuner.trial.Trainable`'s): one line naming the field, before anything runs."""
     name = desc.get("name")
-    if not name or not isinstance(name, str):
-        raise UsageError("workload: name must be a non-empty string")
+    check_name("workload name", name)
     if desc.get("framework") not in ("torch", "tensorflow", "mindspore"):
         raise UsageError(f"workload {name}: framework must be torch, tensorflow or mindspore, "
                          f"not {desc.get('framework')!r}")  # fmt: skip

@@ -131,7 +131,8 @@ def test_the_decorator_describes_the_workload():
     ({"target": 1e308, "budget_s": -1}, "budget_s must be > 0"),
     ({"mode": "maximum"}, "mode must be 'max' or 'min'"),
     ({"framework": "jax"}, "framework must be torch, tensorflow or mindspore"),
-    ({"name": ""}, "name must be a non-empty string"),
+    ({"name": ""}, "workload name: must be a non-empty name"),
+    ({"name": "../x"}, "workload name"),
 ])  # fmt: skip
 def test_the_decorator_refuses_bad_values(options, match):
     with pytest.raises(UsageError, match=match):

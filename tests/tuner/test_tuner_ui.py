@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tuner.errors import UsageError
-from tuner.service import UI_ENV, ui_command
+from tuner.service import UI_ENV, ui_command, ui_environ
 from tuner.settings import Workspace
 
 
@@ -21,11 +21,15 @@ def test_one_worker_no_job_runner_and_the_workspace_store(tmp_path):
     ws = _ws(tmp_path)
     cmd = ui_command(ws, port=5123)
     assert cmd[1:4] == ["-m", "mlflow", "server"]
-    assert _opt(cmd, "--backend-store-uri") == ws.tracking_uri
+    assert "--backend-store-uri" not in cmd  # in the environment: a command line is public
+    env = ui_environ(ws, {"MLFLOW_BACKEND_STORE_URI": "sqlite:///elsewhere.db", "PATH": "/bin"})
+    assert env["MLFLOW_BACKEND_STORE_URI"] == ws.tracking_uri and env["PATH"] == "/bin"
     assert _opt(cmd, "--default-artifact-root") == str(ws.artifacts)
     assert (_opt(cmd, "--host"), _opt(cmd, "--port"), _opt(cmd, "--workers")) == ("127.0.0.1", "5123", "1")
     assert "--allowed-hosts" not in cmd
     assert UI_ENV == {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    assert ui_environ(ws, {})["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    assert ui_environ(ws, {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true"})["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "true"
 
 
 def test_workers_and_allowed_hosts_pass_through(tmp_path):

@@ -105,7 +105,7 @@ def _wl(**kw) -> Workload:
 
 
 @pytest.mark.parametrize(("kw", "message"), [
-    ({"name": ""}, "name must be a non-empty string"),
+    ({"name": ""}, "^workload name: must be a non-empty name"),
     ({"mode": "up"}, "mode must be 'max' or 'min'"),
     ({"target": math.nan}, "target must be a finite number"),
     ({"target": math.inf}, "target must be a finite number"),
