@@ -40,6 +40,9 @@ BOUND_FACTOR = 1.5
 #: Trials that do not count towards ``--trials``: configs the constraints rejected, and trials
 #: cut short by Ctrl-C / SIGTERM (they are run again on resume).
 NOT_COUNTED = ("invalid", "interrupted", "surplus")
+#: Seconds a dropped connection may keep the Optuna storage from opening (a worker that joins
+#: while the server restarts) before it is reported.
+STORAGE_OPEN_RETRY_S = 10.0
 MAX_DEVICE_INDEX = 1023
 _DAY = 86_400
 #: The range of every number of a sweep request (one table, checked by ``SweepConfig.validate``):
@@ -398,10 +401,13 @@ def _storage(url: str, cfg: SweepConfig | None = None):
         except OSError as exc:
             raise UsageError(f"--storage {url}: cannot open the journal file ({exc.strerror})") from None
     try:
-        storage = _recovery.rdb_storage_class()(  # retries calls when the connection drops
+        # Opening it can meet a connection being dropped too (a server restarting): retried
+        # briefly; a server that stays unreachable is reported after that.
+        storage = _recovery.retry(
+            _recovery.rdb_storage_class(),  # whose calls are retried when the connection drops
             url, engine_kwargs=_recovery.engine_kwargs(url), heartbeat_interval=int(cfg.heartbeat_s),
-            grace_period=int(cfg.grace_s),
-            heartbeat_stale_trial_callback=_recovery.retry_callback(cfg.max_retry))  # fmt: skip
+            grace_period=int(cfg.grace_s), heartbeat_stale_trial_callback=_recovery.retry_callback(cfg.max_retry),
+            what="opening the Optuna storage", budget_s=STORAGE_OPEN_RETRY_S)  # fmt: skip
     except Exception as exc:  # noqa: BLE001
         reason = redact_text(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise UsageError(f"--storage {redact_url(url)}: cannot open the Optuna storage ({reason})") from None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from conftest import run_cli, run_json
+from conftest import ROOT, run_cli, run_json
 
 from tuner.executor import python_for
 
@@ -90,8 +90,6 @@ def test_a_keras_fit_script_is_tuned_and_run_with_its_best(tmp_path):
     stored config through ``Trial.from_best`` under the TensorFlow interpreter."""
     import json
     import os
-
-    from conftest import ROOT
 
     if not _has_tensorflow():
         pytest.skip("no interpreter with tensorflow")
