@@ -38,15 +38,26 @@ def data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
                  eval_interval_s=0.5)  # fmt: skip
 def train(trial: tuner.Trial) -> None:
     import keras
+    import tensorflow as tf
 
     x_tr, y_tr, x_va, y_va = data()
     with trial.scope():
         model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(128, activation="relu"),
                                   keras.layers.Dense(10)])  # fmt: skip
         model.compile(optimizer=trial.optimizer(), metrics=["accuracy"],
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
-    model.fit(x_tr, y_tr, batch_size=trial.global_batch_size, epochs=1000, verbose=0,
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      jit_compile=trial.config["jit_compile"])  # fmt: skip
+    train_set = tf.data.Dataset.from_tensor_slices((x_tr, y_tr)).shuffle(len(x_tr), seed=0)
+    train_set = prefetched(train_set.batch(trial.global_batch_size), trial.config["prefetch"])
+    model.fit(train_set, epochs=1000, verbose=0,
               callbacks=[trial.keras_callback(validation_data=(x_va, y_va))])  # fmt: skip
+
+
+def prefetched(ds, prefetch):
+    """The ``prefetch`` knob on a ``tf.data`` pipeline: ``none``, ``autotune`` or a count."""
+    import tensorflow as tf
+
+    return ds if prefetch == "none" else ds.prefetch(tf.data.AUTOTUNE if prefetch == "autotune" else prefetch)
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ def test_a_keras_fit_script_is_tuned_and_run_with_its_best(tmp_path):
     if not _has_tensorflow():
         pytest.skip("no interpreter with tensorflow")
     home = tmp_path / "ws"
-    report = run_json("sweep", "--workload", "examples/keras_fit.py:train", "--trials", "3",
+    report = run_json("sweep", "--workload", "examples/keras_fit.py:train", "--trials", "2",
                       "--seed", "0", "--budget", "30", "--confirm-top", "1", "--confirm-repeats", "1",
                       "--home", str(home))  # fmt: skip
     assert report["framework"] == "tensorflow" and report["workload"] == "keras-digits"

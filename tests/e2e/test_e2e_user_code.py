@@ -99,7 +99,7 @@ def test_the_tuned_function_runs_with_the_stored_config(hf):
 
 def test_a_launched_script_is_tuned_and_run_with_its_best(tmp_path):
     home = tmp_path / "ws"
-    report = launch_json("sweep", "--name", "script-digits", "--objective", "throughput", "--trials", "3",
+    report = launch_json("sweep", "--name", "script-digits", "--objective", "throughput", "--trials", "2",
                          "--space", "examples/script/space.yaml", "--seed", "0", "--confirm-top", "1",
                          "--confirm-repeats", "1", "--home", str(home), command=SCRIPT)  # fmt: skip
     assert report["workload"] == "script-digits" and report["best"] is not None
@@ -122,7 +122,7 @@ def test_a_torchrun_script_runs_its_ranks(tmp_path):
                      "  learning_rate: {type: float, low: 0.001, high: 0.003, default: 0.002}\n"
                      "  parallel_strategy: {type: categorical, choices: [ddp], default: ddp}\n"
                      "  world_size: {type: int, low: 2, high: 2, default: 2}\n")
-    report = launch_json("sweep", "--name", "script-ddp", "--objective", "throughput", "--trials", "2",
+    report = launch_json("sweep", "--name", "script-ddp", "--objective", "throughput", "--trials", "1",
                          "--space", str(space), "--seed", "0", "--confirm-top", "1",
                          "--confirm-repeats", "1", "--home", str(tmp_path / "ws"), command=TORCHRUN)  # fmt: skip
     best = report["best"]

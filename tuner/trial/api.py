@@ -56,6 +56,7 @@ _HELPER_KNOBS = {
     "optimizer": ("optimizer", "learning_rate", "momentum", "beta1", "beta2", "weight_decay"),
     "autocast": ("precision",),
     "dataloader": ("batch_size", "dataloader_workers", "pin_memory"),
+    "scope": ("parallel_strategy", "world_size"),
 }
 
 _CURRENT: list[Trial] = []
@@ -206,8 +207,9 @@ class Trial:
         return self._helper("autocast").grad_scaler()
 
     def scope(self) -> contextlib.AbstractContextManager:
-        """Where to build models and optimizers (TensorFlow: the strategy's scope)."""
-        return self.kit.scope()
+        """Where to build models and optimizers (TensorFlow: the scope of the strategy the
+        config's ``parallel_strategy`` and ``world_size`` name)."""
+        return self._helper("scope").scope()
 
     def sampler(self, dataset: Any, *, shuffle: bool = True) -> Any:
         """A sampler giving this rank its share of ``dataset``, reshuffled every epoch."""
