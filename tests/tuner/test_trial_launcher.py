@@ -162,3 +162,19 @@ def test_outside_perftune_the_script_runs_as_it_is(tmp_path):
     lines = proc.stdout.splitlines()
     assert lines[0] == "free defaults 32 adam"  # the framework's defaults, nothing stops it
     assert lines[1].startswith("evals ") and int(lines[1].split()[1]) >= 1
+
+
+def test_the_batch_size_probe_launches_the_script_per_size(launch):
+    """Each size a short launch (a few steps); out of memory (as the script's log says it)
+    means "does not fit": here batches over 48 do not."""
+    pruner = Pruner()
+    out = launch("""
+        trial = tuner.Trial.connect()
+        if trial.config["batch_size"] > 48:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        while True:
+            trial.step(samples=trial.config["batch_size"])
+    """, pruner=pruner, measure="probe", config={"batch_size": 16, "probe_max": 256, "probe_margin": 0.0})
+    m = out["metrics"]
+    assert m["largest_fit"] == 48 and m["limited_by"] == "memory" and 48 < m["first_oom"] <= 64
+    assert (32, 1.0) in pruner.reports and (64, 0.0) in pruner.reports

@@ -96,7 +96,44 @@ def command_space(space: Any, argv: list[str]) -> Any:
 def run_command(request: Any, channel: Any) -> dict[str, Any]:
     """Run ``request.command`` for one trial (in the trial process) and return its result, as a
     backend's ``run_trial`` does. Raises :class:`~tuner.errors.TrialError` (its cause set) or
-    :class:`~tuner.errors.NothingMeasured` when the command gives no measurement."""
+    :class:`~tuner.errors.NothingMeasured` when the command gives no measurement. The
+    batch-size probe (``measure="probe"``) launches the command once per batch size tried."""
+    if request.measure == "probe":
+        return _probe(request, channel)
+    return _launch(request, channel)
+
+
+def _probe(request: Any, channel: Any) -> dict[str, Any]:
+    """The largest ``batch_size`` the command trains with: a short launch per size (its
+    ``trial.step()`` stops it after a few steps), out of memory meaning "does not fit"
+    (doubling, then bisection, as for a training function)."""
+    from dataclasses import replace
+
+    from tuner.backends._probe import find_max_batch_size
+
+    cfg = dict(request.config)
+    high, margin = int(cfg.pop("probe_max", 4096)), float(cfg.pop("probe_margin", 0.1))
+
+    def fits(bs: int) -> bool:
+        try:
+            _launch(replace(request, config={**cfg, "batch_size": bs}), channel)
+            ok = True
+        except TrialError as exc:
+            if exc.cause != "oom":
+                raise
+            ok = False
+        channel.report(bs, 1.0 if ok else 0.0)
+        return ok
+
+    result = find_max_batch_size(fits, start=int(cfg.get("batch_size", 32)), max_val=high, margin=margin)
+    metrics = {"max_batch_size": result.max_batch_size, "largest_fit": result.largest_fit,
+               "first_oom": result.first_oom, "limited_by": result.limited_by,
+               "attempts": len(result.tried)}  # fmt: skip
+    return {"metrics": metrics, "curves": {"probe": [[b, int(ok)] for b, ok in result.tried]},
+            "pruned": False}  # fmt: skip
+
+
+def _launch(request: Any, channel: Any) -> dict[str, Any]:
     argv = fill(request.command, request.config)
     folder = tempfile.mkdtemp(prefix="perftune-cmd-")
     path = os.path.join(folder, "trial.sock")
