@@ -99,7 +99,7 @@ def test_the_tuned_function_runs_with_the_stored_config(hf):
 
 def test_a_launched_script_is_tuned_and_run_with_its_best(tmp_path):
     home = tmp_path / "ws"
-    report = launch_json("sweep", "--name", "script-digits", "--objective", "throughput", "--trials", "2",
+    report = launch_json("sweep", "--name", "script-digits", "--objective", "throughput", "--trials", "1",
                          "--space", "examples/script/space.yaml", "--seed", "0", "--confirm-top", "1",
                          "--confirm-repeats", "1", "--home", str(home), command=SCRIPT)  # fmt: skip
     assert report["workload"] == "script-digits" and report["best"] is not None

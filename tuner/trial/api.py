@@ -121,9 +121,8 @@ class Trial:
         self.config = _Config(config)
         self.plan, self.name, self.seed = plan, name, seed
         self.source, self.record = source, record
-        self._kit_or_factory, self._channel, self._runner = kit, channel, runner
-        if isinstance(kit, Kit):
-            self.config.read |= kit.applied & set(self.config)
+        self._kit_or_factory = (lambda: kit) if isinstance(kit, Kit) else kit
+        self._channel, self._runner = channel, runner
         self._meter: Meter | None = None
         self._logged: dict[str, Any] = {}
 
@@ -132,7 +131,7 @@ class Trial:
     def kit(self) -> Kit:
         if not isinstance(self._kit_or_factory, Kit):
             self._kit_or_factory = self._kit_or_factory()
-            self.config.read |= self._kit_or_factory.applied & set(self.config)
+            self.config.read |= self._kit_or_factory.applied & set(self.config)  # threads...
         return self._kit_or_factory
 
     @property

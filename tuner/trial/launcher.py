@@ -188,7 +188,7 @@ def _serve(server: socket.socket, proc: subprocess.Popen, channel: Any) -> dict[
                 if msg.get("type") == "report":
                     prune = bool(channel.report(int(msg["step"]), float(msg["value"])))
                     conn.sendall((json.dumps({"prune": prune}) + "\n").encode())
-                elif final.get("type") not in ("done", "error") or msg.get("type") != "hello":
+                else:  # "hello", then "done" or "error": the last word counts
                     final = msg
         if exited and not sel.select(timeout=0):
             break
