@@ -37,7 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
-SCRIPT = ["examples/script/train.py", "--batch-size", "{batch_size}", "--lr", "{learning_rate}"]
+SCRIPT = ["examples/script/train.py", "--batch-size", "{batch_size}", "--lr", "{learning_rate}", "--epochs", "500"]
 CASES = {
     "hf-style": {"sweep": ["--workload", "examples/hf_style.py:train"], "name": "hf-style",
                  "module": "examples/hf_style.py", "target": 0.95},

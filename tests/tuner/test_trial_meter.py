@@ -248,3 +248,15 @@ def test_rank_zero_broadcasts_its_decisions(clock):
     train(m, clock, [0.95])
     assert coll.broadcasts[-1] == 3  # "target reached", sent to the other ranks
     assert all(b in (0, 1) for b in coll.broadcasts[:-1])
+
+
+def test_a_loop_that_ends_before_its_first_evaluation_is_not_reached_not_an_error(clock):
+    """A script's own epochs can end before an evaluation came due (a big batch, few steps):
+    that trial did not reach the target; it is no fault of the training code."""
+    m = Meter(Plan(target=0.9, eval_interval_s=0.25), Coll())
+    m.should_stop()
+    for _ in range(2):
+        clock.tick(0.1)
+        m.step(1)
+    metrics = m.result()["metrics"]
+    assert metrics["evals"] == 0 and not metrics["reached_target"] and metrics["time_to_target_s"] is None

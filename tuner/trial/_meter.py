@@ -128,6 +128,7 @@ class Meter:
         self.seg = 0.0
         self.evals = 0
         self.due = self.due_taken = False
+        self.dues = 0  # evaluations that came due
         self.metric = math.nan
         self.reached = self.pruned = False
         self.curve: list[list[float]] = []
@@ -245,6 +246,7 @@ class Meter:
             self._stop("budget")
         elif code == _DUE and not self.due:
             self.due, self.due_taken = True, False
+            self.dues += 1
 
     def _pause(self) -> bool:
         """Stop the training clock at a synchronised point; check the loss there. Returns
@@ -333,9 +335,10 @@ class Meter:
         if self.plan.measure == "probe":
             return {"metrics": {"steps": self.steps}, "curves": {}, "pruned": False}
         self._stop(self.reason or "returned")
-        if not self.evals and self.plan.measure == "converge":
-            raise NothingMeasured("the training function never called trial.report(metric): "
-                                  "perftune cannot tell when it reached the target")
+        if not self.evals and self.dues and self.plan.measure == "converge":
+            raise NothingMeasured("the training code never called trial.report(metric) although "
+                                  f"{self.dues} evaluation(s) came due: perftune cannot tell when "
+                                  "it reached the target")  # fmt: skip
         train_s = self.train_s
         metrics = {
             "reached_target": self.reached or (self.evals > 0 and self.plan.reached(self.metric)),
