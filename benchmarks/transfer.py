@@ -40,11 +40,11 @@ PY = sys.executable
 SCRIPT = ["examples/script/train.py", "--batch-size", "{batch_size}", "--lr", "{learning_rate}", "--epochs", "500"]
 CASES = {
     "hf-style": {"sweep": ["--workload", "examples/hf_style.py:train"], "name": "hf-style",
-                 "module": "examples/hf_style.py", "target": 0.95},
-    "script": {"sweep": ["--name", "script-digits", "--target", "0.95", "--space",
+                 "module": "examples/hf_style.py", "target": 0.98},
+    "script": {"sweep": ["--name", "script-digits", "--target", "0.97", "--eval-interval", "0.1", "--space",
                          "examples/script/space.yaml"], "name": "script-digits",
                "command": [PY, *SCRIPT]},
-    "torchrun": {"sweep": ["--name", "script-ddp", "--target", "0.95", "--space",
+    "torchrun": {"sweep": ["--name", "script-ddp", "--target", "0.97", "--eval-interval", "0.1", "--space",
                            "examples/script/space-ddp.yaml"], "name": "script-ddp",
                  "command": [PY, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
                              "{world_size}", *SCRIPT]},
@@ -77,7 +77,7 @@ def run_once(case: dict, stored: bool, env: dict) -> float | None:
         args = ["run", "--name", case["name"], "--json"] + ([] if stored else ["--defaults"])
         space = case["sweep"][case["sweep"].index("--space") + 1]
         target = case["sweep"][case["sweep"].index("--target") + 1]
-        args += ["--space", space, "--target", target, "--", *case["command"]]
+        args += ["--space", space, "--target", target, "--eval-interval", "0.1", "--", *case["command"]]
         proc = subprocess.run([PY, "-m", "tuner.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True)
         if proc.returncode not in (0, 1):
             raise SystemExit(f"perftune run failed: {proc.stderr.strip()[-500:]}")

@@ -104,7 +104,7 @@ def evaluate(model: nn.Module) -> float:
     return correct / len(val_set)
 
 
-@tuner.trainable(name="hf-style", target=0.95, budget_s=60, eval_interval_s=0.5)
+@tuner.trainable(name="hf-style", target=0.98, budget_s=60, eval_interval_s=0.25)
 def train(trial: tuner.Trial) -> float:
     torch.manual_seed(0)
     model = trial.prepare(TinyClassifier())
@@ -129,4 +129,4 @@ def train(trial: tuner.Trial) -> float:
 
 
 if __name__ == "__main__":
-    print(f"validation accuracy {tuner.Trial.from_best('hf-style', target=0.95).run(train)['metrics']['final_metric']:.3f}")
+    print(f"validation accuracy {tuner.Trial.from_best('hf-style', target=0.98).run(train)['metrics']['final_metric']:.3f}")

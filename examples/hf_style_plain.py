@@ -102,7 +102,7 @@ def evaluate(model: nn.Module) -> float:
     return correct / len(val_set)
 
 
-def train(batch_size=32, lr=1e-3, epochs=10, target=0.95, device="cpu") -> float:
+def train(batch_size=32, lr=1e-3, epochs=10, target=0.98, device="cpu") -> float:
     torch.manual_seed(0)
     model = TinyClassifier().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)

@@ -140,6 +140,7 @@ def sweep(
     name: Annotated[str | None, typer.Option(help="Launcher mode: the workload's name (where results are stored).")] = None,
     target: Annotated[float | None, typer.Option(help="Launcher mode: the metric's target (what trial.report() reports).")] = None,
     mode: Annotated[str, typer.Option(help="Launcher mode: max if a higher metric is better, else min.")] = "max",
+    eval_interval: Annotated[float | None, typer.Option(help="Launcher mode: training seconds between due evaluations (trial.eval_due()) [default 0.25].")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, mps, xpu, npu (Ascend) or tpu; KIND:INDEX picks one; "
                                              "'all': one study per device found, then a cross-device table")] = "cpu",
     objective: Annotated[str, typer.Option(help="time-to-target or throughput")] = "time-to-target",
@@ -175,7 +176,7 @@ def sweep(
                       confirm_repeats=confirm_repeats, trial_timeout=trial_timeout, budget_s=budget,
                       batch_probe=batch_probe, workers=workers, max_retry=max_retry,
                       heartbeat_s=heartbeat, grace_s=grace_period, command=command or None,
-                      name=name, target=target, mode=mode)  # fmt: skip
+                      name=name, target=target, mode=mode, eval_interval_s=eval_interval)  # fmt: skip
     cfg.validate()
     ws = _ws(home, storage, tracking_uri, db)
     unit = get_objective(objective).unit
@@ -479,17 +480,20 @@ def run_command(
     target: Annotated[float | None, typer.Option(help="The metric's target [default: the stored one].")] = None,
     mode: Annotated[str, typer.Option(help="max if a higher metric is better, else min.")] = "max",
     defaults: Annotated[bool, typer.Option("--defaults", help="Run with the defaults, not the stored best.")] = False,
+    eval_interval: Annotated[float, typer.Option(help="Training seconds between due evaluations.")] = 0.25,
     space: Annotated[str | None, typer.Option(help="The sweep's --space file (its defaults, with --defaults or when nothing is stored).")] = None,
     home: Home = None, db: Db = None, json_out: Json = False,
 ) -> None:
     """Run a command with the stored best config filled in, measured as a sweep's trial."""
     from tuner.service import run_with_best
+    from tuner.sweep import check_number
 
     if mode not in ("max", "min"):
         raise UsageError(f"--mode {mode}: choose max or min")
+    check_number("--eval-interval", eval_interval, 0, 86_400, "positive seconds")
     result = run_with_best(_ws(home, db=db), name, command, framework=framework, device=device,
                            objective=objective, target=target, mode=mode, defaults=defaults,
-                           space=space)  # fmt: skip
+                           space=space, eval_interval_s=eval_interval)  # fmt: skip
     m = result["metrics"]
     if json_out:
         print(json.dumps(result, indent=2, default=str))

@@ -157,7 +157,8 @@ def best_configs(ws: Workspace, workload: str, *, framework: str | None = None,
 
 def run_with_best(ws: Workspace, name: str, command: list[str], *, framework: str = "torch",
                   device: str = "cpu", objective: str = "time-to-target", target: float | None = None,
-                  mode: str = "max", defaults: bool = False, space: str | None = None) -> dict[str, Any]:  # fmt: skip
+                  mode: str = "max", defaults: bool = False, space: str | None = None,
+                  eval_interval_s: float = 0.25) -> dict[str, Any]:  # fmt: skip
     """``perftune run``: a launched command outside a sweep, its ``{knob}`` template filled from
     the stored best config of workload ``name`` (or the defaults), run and measured as a
     sweep's trial runs it (the script's ``tuner.Trial.connect()`` measures time to ``target``,
@@ -183,7 +184,7 @@ def run_with_best(ws: Workspace, name: str, command: list[str], *, framework: st
         raise UsageError(f"command template: {{{missing[0]}}} is not in the config "
                          f"(knobs: {', '.join(sorted(config))})")  # fmt: skip
     description = {"name": name, "target": target, "mode": mode, "budget_s": math.inf,
-                   "eval_interval_s": 0.25}  # fmt: skip
+                   "eval_interval_s": eval_interval_s}  # fmt: skip
     request = TrialRequest(workload="-", framework=framework, device=device, config=config,
                            measure="free", command=command, description=description)  # fmt: skip
     from tuner.errors import TrialError

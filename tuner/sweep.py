@@ -59,11 +59,12 @@ LIMITS: dict[str, tuple[str, float, float, str]] = {
     "timeout": ("--timeout", 0, 30 * _DAY, "positive seconds"),
     "trial_timeout": ("--trial-timeout", 0, 7 * _DAY, "positive seconds"),
     "budget_s": ("--budget", 0, MAX_BUDGET_S, "positive seconds"),
+    "eval_interval_s": ("--eval-interval", 0, _DAY, "positive seconds"),
     "heartbeat_s": ("--heartbeat", 1, 3600, "whole seconds"),
     "grace_s": ("--grace-period", 1, 7 * _DAY, "whole seconds"),
 }
 #: The numbers of :data:`LIMITS` that may be None (not given).
-OPTIONAL = ("timeout", "trial_timeout", "budget_s", "seed")
+OPTIONAL = ("timeout", "trial_timeout", "budget_s", "seed", "eval_interval_s")
 _KINDS = {  # kind -> (what the value must be, whether ``low`` itself is allowed)
     "integer": ("an integer", True),
     "number": ("a number", True),
@@ -169,11 +170,13 @@ class SweepConfig:
     grace_s: float = 120.0
     #: Which of several workers this process is (offsets the sampler's seed).
     worker_index: int = 0
-    #: Launcher mode: the command template, the workload's name, its target and mode.
+    #: Launcher mode: the command template, the workload's name, its target and mode, and the
+    #: training seconds between due evaluations (a workload says its own).
     command: list[str] | None = None
     name: str | None = None
     target: float | None = None
     mode: str = "max"
+    eval_interval_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.framework is None:
@@ -188,9 +191,9 @@ class SweepConfig:
             raise UsageError("--workload: give a workload (a built-in name or FILE.py:FUNC), or a "
                              "command after -- (perftune sweep --name N --target T -- python train.py ...)")
         else:
-            if self.name is not None or self.target is not None:
-                raise UsageError("--name/--target: only with a command after -- (a workload says "
-                                 "its own name and target)")  # fmt: skip
+            if self.name is not None or self.target is not None or self.eval_interval_s is not None:
+                raise UsageError("--name/--target/--eval-interval: only with a command after -- (a "
+                                 "workload says its own name, target and evaluation interval)")  # fmt: skip
             check_spec(self.workload, self.framework)
         kind, colon, index = self.device.partition(":")
         classes = get_backend(self.framework).device_classes
@@ -243,7 +246,7 @@ class SweepConfig:
         """A launched command's workload description (what a Workload's ``describe`` says)."""
         return {"name": self.name, "framework": self.framework, "kind": "command",
                 "loss": "-", "metric": "-", "target": self.target, "mode": self.mode,
-                "budget_s": float(self.budget_s or 60.0), "eval_interval_s": 0.25,
+                "budget_s": float(self.budget_s or 60.0), "eval_interval_s": self.eval_interval_s or 0.25,
                 "flops_per_sample": None, "description": " ".join(self.command or [])}  # fmt: skip
 
 
@@ -649,7 +652,7 @@ class _Sweep:
         shared = {k: getattr(cfg, k) for k in ("workload", "framework", "device", "objective", "trials",
                                                 "sampler", "pruner", "seed", "trial_timeout", "budget_s",
                                                 "batch_probe", "max_retry", "heartbeat_s", "grace_s",
-                                                "command", "name", "target", "mode")}  # fmt: skip
+                                                "command", "name", "target", "mode", "eval_interval_s")}  # fmt: skip
         shared["workload"] = None if cfg.command else self.spec
         if cfg.space:
             with open(cfg.space) as f:

@@ -246,3 +246,22 @@ def test_best_config_formats(fmt, expected):
     from tuner.service import format_config
 
     assert format_config({"optimizer": "adam", "batch_size": 64, "learning_rate": 0.003}, fmt) == expected
+
+
+@pytest.mark.parametrize("fields, match", [
+    ({"workload": "mlp-digits", "eval_interval_s": 1.0}, "only with a command after --"),
+    ({"workload": "mlp-digits", "name": "x"}, "only with a command after --"),
+    ({"command": ["python", "t.py"], "target": 0.9}, "--name"),
+    ({"command": ["python", "t.py"], "name": "x"}, "--target"),
+    ({"command": ["python", "t.py"], "name": "x", "target": 0.9, "eval_interval_s": 0.0}, "--eval-interval 0.0"),
+    ({"command": ["python", "t.py"], "name": "x", "target": float("nan")}, "--target nan"),
+    ({"command": ["python", "t.py"], "name": "x", "target": 0.9, "mode": "up"}, "--mode up"),
+    ({"command": ["python", "t.py", "{a"], "name": "x", "target": 0.9}, "command template"),
+    ({"command": ["python", "t.py"], "workload": "mlp-digits", "name": "x", "target": 0.9}, "give one of them"),
+    ({}, "--workload: give a workload"),
+])  # fmt: skip
+def test_launcher_mode_flags_are_checked(fields, match):
+    from tuner.sweep import SweepConfig
+
+    with pytest.raises(UsageError, match=match):
+        SweepConfig(**fields).validate()
