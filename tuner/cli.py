@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
@@ -369,6 +370,13 @@ def _print_devices_table(result: dict[str, Any]) -> None:
         out.print(_styled("fastest here: ", (result["winner"], "bold")))
 
 
+def _speedup_text(gain: float | None, interval: Sequence[float] | None = None) -> str:
+    """``2.31x [2.05, 2.60]``: a speedup with its 95% confidence interval when it has one."""
+    if not gain:
+        return "-"
+    return f"{gain:.2f}x" + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
+
+
 def _print_report(r, ws) -> None:
     counts = ", ".join(f"{v} {k}" for k, v in sorted(r.trials.items()))
     out.print(_styled("\n", (r.study_name, "bold"), f": {counts}"))
@@ -458,7 +466,7 @@ def best(
                      for _, key in extra]  # fmt: skip
             table.add_row(str(r.id), r.framework, f"{r.device_kind} ({r.device_name})", r.objective,
                           _fmt(r.value, r.unit), f"±{r.spread * 100:.0f}%" if r.spread is not None else "-",
-                          f"{r.speedup:.2f}x" if r.speedup else "-", *cells)  # fmt: skip
+                          _speedup_text(r.speedup, r.speedup_interval), *cells)  # fmt: skip
         if found:
             out.print(table)
             for r in found:

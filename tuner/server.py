@@ -150,6 +150,9 @@ class BestConfigOut(BaseModel):
     baseline_config: dict[str, Any] | None = None
     baseline_value: float | None = None
     speedup: float | None = None
+    #: 95% confidence intervals [low, high] of value and speedup (None: not measured in rounds).
+    value_interval: tuple[float, float] | None = None
+    speedup_interval: tuple[float, float] | None = None
     mlflow_run_id: str | None = None
     sweep_id: int | None = None
     study_name: str | None = None
