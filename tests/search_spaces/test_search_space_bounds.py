@@ -272,7 +272,7 @@ def test_random_sampling_of_builtins_is_valid(framework, device, cores, device_c
 
 
 # TPE on the spaces that have dependent bounds or constraints, on one machine (the other
-# spaces' invalid rate is 0 by construction); every space and machine is the slow test below.
+# spaces' invalid rate is 0 by construction; every machine was measured once: 0%, issue 16's note).
 TPE_FAST = [
     ("torch", "cpu"),
     ("mindspore", "cpu"),
@@ -294,9 +294,3 @@ def _tpe(framework, device, cores, device_count):
 @pytest.mark.parametrize(("framework", "device"), TPE_FAST)
 def test_tpe_sampling_of_builtins_is_valid(framework, device):
     _tpe(framework, device, 16, 4)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(("framework", "device", "cores", "device_count"), _machines())
-def test_tpe_sampling_of_builtins_is_valid_everywhere(framework, device, cores, device_count):
-    _tpe(framework, device, cores, device_count)
