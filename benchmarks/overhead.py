@@ -197,11 +197,11 @@ def _profile_optuna(tmp: Path, n: int, storage_kind: str) -> dict[str, dict[str,
     import optuna
     from optuna.trial import TrialState
 
-    from tuner.sweep import _heartbeat, _storage
+    from tuner._optuna import heartbeat, open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if storage_kind == "sqlite":
-        storage = _storage(f"sqlite:///{tmp / 'optuna-profile.db'}")
+        storage = open_storage(f"sqlite:///{tmp / 'optuna-profile.db'}")
     else:
         storage = optuna.storages.InMemoryStorage()
     study = optuna.create_study(storage=storage, study_name="profile", direction="minimize",
@@ -221,7 +221,7 @@ def _profile_optuna(tmp: Path, n: int, storage_kind: str) -> dict[str, dict[str,
         trial.set_user_attr("config", config)
         space.violations(config)
         t2 = time.perf_counter()
-        with _heartbeat(trial, storage):
+        with heartbeat(trial, storage):
             pass
         t3 = time.perf_counter()
         trial.set_user_attr("metrics", metrics)

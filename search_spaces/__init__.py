@@ -21,11 +21,12 @@ File format
       parallel_strategy: {type: categorical, choices: [single, ddp], default: single}
       world_size:        {type: int, low: 2, high: cores, default: 2,
                           when: {parallel_strategy: [ddp]}, otherwise: 1}
-      num_threads:       {type: int, low: 1, high: cores, default: cores}
+      num_threads:       {type: int, low: 1, high: "cores // world_size",
+                          default: "cores // world_size"}
       precision:         {type: categorical, choices: [fp32, bf16], default: fp32}
     constraints:
-      - expr: "world_size * num_threads <= cores"
-        message: "ranks x threads must not oversubscribe the CPU cores"
+      - expr: "parallel_strategy == 'single' or batch_size >= 16"
+        message: "small batches are not worth a process group"
 
 Top-level keys: ``version`` (1), ``description``, ``params``, ``constraints``; override files
 may also use ``extends`` and ``replace_constraints`` (below). Unknown keys anywhere are errors.
@@ -44,6 +45,22 @@ Every parameter needs a ``default``: the defaults form the framework-default bas
 expression over the *resources* the caller passes, e.g. ``cores``, ``cores // 2``,
 ``device_count``, ``memory_gib``, ``min(cores, 8)``.
 (Beware: YAML reads ``1e-4`` without a dot as a string; that is then an expression and works.)
+
+Dependent bounds: ``low``, ``high`` and ``default`` of an ``int``/``float`` range (not
+``choices_pow2``) may also name *parameters*, e.g. ``high: "cores // world_size"``. A parameter
+may name only parameters declared before it in the same file (or defined in another file of the
+space: ``_common.yaml``, the built-in file, the override); parameters are suggested in an order
+that puts each after those its ``when`` and its bounds name, and a cycle is an error. A named
+parameter must have a value whenever this one is active (unconditional, with an ``otherwise``,
+or under the same ``when``). Sampling is define-by-run: the range is evaluated with the values
+already suggested, so the sampler cannot propose what the bound forbids. ``params`` then reports
+the *envelope* (the widest range over the named parameters' values: every choice and every value
+of an int range of at most 64 values, else its ends) as ``low``/``high``, which ``grid()``,
+``capped()`` and ``describe()`` use, and :meth:`SearchSpace.bounds` gives one config's range. A
+range that comes out empty for a config (``low > high``) is not suggested: the config is invalid
+and :meth:`SearchSpace.violations` says ``params.NAME: empty range: ...``; a value outside its
+range (a grid point, an enqueued config) is reported the same way. ``otherwise`` stays a
+resources-only expression, and a dependent ``low`` cannot have a ``step``.
 Every number, written or computed, must be finite and within ±1e15 (``MAX_MAGNITUDE``).
 
 ``when: {other: [values...]}`` makes a parameter conditional: it is active only if every named
@@ -56,7 +73,9 @@ that activate it are dropped from its parent categorical (``ddp``), which ``desc
 ``when`` naming a single categorical parameter. An unconditional empty domain is an error.
 
 ``constraints`` is a list of ``{expr, message}`` (or bare expression strings) over parameters and
-resources. A constraint naming an inactive parameter without ``otherwise`` is skipped.
+resources. A constraint naming an inactive parameter without ``otherwise`` is skipped. A
+constraint only rejects a config after it was sampled: write a limit that is a bound as a
+dependent bound instead (the built-in spaces keep no bound-like constraints).
 
 Expressions (``search_spaces._expr``) are a safe subset of Python: numbers, strings, ``True`` /
 ``False``, names, ``+ - * / // % **``, comparisons (chained too), ``and``/``or``/``not``,

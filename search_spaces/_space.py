@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -45,6 +46,8 @@ BUILTIN_DIR = Path(__file__).resolve().parent
 FRAMEWORK_ALIASES = {"pytorch": "torch"}
 GRID_MAX_FULL = 16  # int ranges with at most this many values are gridded fully
 GRID_POINTS = 5  # otherwise: this many points
+ENVELOPE_FULL = 64  # a dependent bound is evaluated at every value of int ranges this small
+ENVELOPE_COMBOS = 4096  # ... and at most this many combinations of the parameters it names
 MAX_FILE_BYTES = 2**20  # a search-space file is a few KiB; refuse to read more than 1 MiB
 MAX_MESSAGE = 2000  # characters of a SpaceError message, however large the input
 _NAME_RE = re.compile(r"^[a-z0-9_]+$")
@@ -132,6 +135,19 @@ class ParamSpec:
     dropped: tuple[tuple[Any, str], ...] = ()
     description: str = ""
     source: str = ""
+    # Dependent bounds: ``low``/``high``/``default`` given as expressions over earlier
+    # parameters. Then ``low``/``high`` above are the envelope (the widest range the expressions
+    # give for any values of those parameters) and ``default`` the baseline's value;
+    # :meth:`SearchSpace.bounds` evaluates the range for one config.
+    low_expr: Expr | None = field(default=None, compare=False)
+    high_expr: Expr | None = field(default=None, compare=False)
+    default_expr: Expr | None = field(default=None, compare=False)
+    depends: tuple[str, ...] = ()
+
+    @property
+    def dependent(self) -> bool:
+        """Whether the range depends on other parameters (``low``/``high`` name them)."""
+        return self.low_expr is not None or self.high_expr is not None
 
     @property
     def kind(self) -> str:
@@ -165,7 +181,11 @@ class ParamSpec:
             return "{" + ", ".join(_fmt(c) for c in self.choices or ()) + "} (powers of two)"
         if self.choices is not None:
             return "{" + ", ".join(_fmt(c) for c in self.choices) + "}"
-        text = f"{self.type} [{_fmt(self.low)}, {_fmt(self.high)}]"
+        low = self.low_expr.text if self.low_expr is not None else _fmt(self.low)
+        high = self.high_expr.text if self.high_expr is not None else _fmt(self.high)
+        text = f"{self.type} [{low}, {high}]"
+        if self.dependent:
+            text += f" (within [{_fmt(self.low)}, {_fmt(self.high)}])"
         if self.step is not None:
             text += f" step {_fmt(self.step)}"
         if self.log:
@@ -184,6 +204,10 @@ class ParamSpec:
             if self.step is not None:
                 out["step"] = self.step
             out["log"] = self.log
+        for key in ("low", "high", "default"):
+            expr = getattr(self, f"{key}_expr")
+            if expr is not None:
+                out[f"{key}_expr"] = expr.text
         out["default"] = self.default
         if self.when:
             out["when"] = {k: list(v) for k, v in self.when.items()}
@@ -374,6 +398,36 @@ class _RawParam:
     name: str
     model: IntParamModel | FloatParamModel | CategoricalParamModel
     label: str
+    pos: int = 0  # position in its own file, for "declared before" checks
+
+    def exprs(self) -> dict[str, Expr]:
+        """The expression-valued fields that may name parameters: ``low``, ``high``,
+        ``default`` of an int/float range (not ``choices_pow2``), and ``otherwise``."""
+        m = self.model
+        out: dict[str, Expr] = {}
+        if isinstance(m, CategoricalParamModel):
+            return out
+        fields = ("default", "otherwise")
+        if not (isinstance(m, IntParamModel) and m.choices_pow2 is not None):
+            fields = ("low", "high", "default", "otherwise")
+        for key in fields:
+            raw = getattr(m, key)
+            if isinstance(raw, str):
+                try:
+                    out[key] = compile_expr(raw)
+                except ExprError:  # pragma: no cover - validated by the schema
+                    continue
+        return out
+
+    def refs(self, params: Iterable[str]) -> dict[str, list[str]]:
+        """``{field: [parameter names it reads]}`` for the fields that name parameters."""
+        known = set(params)
+        out = {}
+        for key, expr in self.exprs().items():
+            names = sorted(n for n in expr.names if n in known)
+            if names:
+                out[key] = names
+        return out
 
 
 @dataclass
@@ -416,10 +470,10 @@ def load_space(
         name = Path(over.label).name
         whole = over.label
         params: dict[str, _RawParam] = {}
-        for pname, pmodel in over.model.params.items():
+        for pos, (pname, pmodel) in enumerate(over.model.params.items()):
             if pmodel is None:
                 raise _error(over.label, f"params.{pname}", "null (removal) needs extends: builtin")
-            params[pname] = _RawParam(pname, pmodel, over.label)
+            params[pname] = _RawParam(pname, pmodel, over.label, pos)
         if over.model.replace_constraints:
             raise _error(over.label, "replace_constraints", "needs extends: builtin")
         constraints = [
@@ -448,13 +502,15 @@ def _builtin_params(base: _File) -> tuple[dict[str, _RawParam], list[_RawConstra
     constraints: list[_RawConstraint] = []
     if base.model.include == "common":
         common = _read_file(BUILTIN_DIR / "_common.yaml", "_common.yaml", builtin=True)
-        params = {n: _RawParam(n, m, common.label) for n, m in common.model.params.items()
-                  if m is not None}  # fmt: skip
+        params = {n: _RawParam(n, m, common.label, i)
+                  for i, (n, m) in enumerate(common.model.params.items()) if m is not None}  # fmt: skip
         constraints = [_RawConstraint(c, common.label, i)
                        for i, c in enumerate(common.model.constraints)]  # fmt: skip
-    for pname, pmodel in base.model.params.items():
+    for pos, (pname, pmodel) in enumerate(base.model.params.items()):
         if pmodel is not None:
-            params[pname] = _RawParam(pname, pmodel, base.label)  # replaces in place, or appends
+            params[pname] = _RawParam(
+                pname, pmodel, base.label, pos
+            )  # replaces in place, or appends
         elif pname in params:
             del params[pname]
         else:
@@ -485,7 +541,7 @@ def _merge(
 ) -> tuple[dict[str, _RawParam], list[_RawConstraint]]:
     merged = dict(params)
     removed: list[str] = []
-    for pname, pmodel in over.model.params.items():
+    for pos, (pname, pmodel) in enumerate(over.model.params.items()):
         if pmodel is None:
             if pname not in merged:
                 raise _error(
@@ -497,7 +553,7 @@ def _merge(
             del merged[pname]
             removed.append(pname)
         else:
-            merged[pname] = _RawParam(pname, pmodel, over.label)  # replaces in place, or appends
+            merged[pname] = _RawParam(pname, pmodel, over.label, pos)  # in place, or appended
     new_constraints = [
         _RawConstraint(c, over.label, i) for i, c in enumerate(over.model.constraints)
     ]
@@ -510,6 +566,12 @@ def _merge(
             f"params.{p.name}.when ({p.label})"
             for p in merged.values()
             if p.model.when and gone in p.model.when
+        ]
+        users += [
+            f"params.{p.name}.{key} ({p.label})"
+            for p in merged.values()
+            for key, expr in p.exprs().items()
+            if gone in expr.names
         ]
         for c in merged_constraints:
             try:
@@ -531,7 +593,30 @@ def _merge(
 
 
 def _order(params: dict[str, _RawParam]) -> list[str]:
-    """File order, moved so that each param follows the params its ``when`` names."""
+    """File order, moved so that each param follows the params its ``when`` and its
+    expressions (``low``/``high``/``default``) name.
+
+    An expression may name only parameters declared before it in the same file (or defined in
+    another file of the space); ``otherwise`` and ``choices_pow2`` defaults only resources.
+    """
+    deps: dict[str, dict[str, str]] = {}  # name -> {parent: field that names it}
+    for p in params.values():
+        deps[p.name] = {parent: "when" for parent in p.model.when or {}}
+        for key, names in p.refs(params).items():
+            for ref in names:
+                where = f"params.{p.name}.{key}"
+                pow2 = isinstance(p.model, IntParamModel) and p.model.choices_pow2 is not None
+                if key == "otherwise" or pow2:
+                    raise _error(p.label, where, f"uses parameter {quote(ref)}; only resources "
+                                 f"are allowed in {key}")  # fmt: skip
+                if ref == p.name:
+                    raise _error(p.label, where, "a parameter cannot depend on itself")
+                other = params[ref]
+                if other.label == p.label and other.pos > p.pos:
+                    raise _error(p.label, where, f"uses parameter {quote(ref)}, which is "
+                                 f"declared after {p.name}; declare {ref} first (a bound may "
+                                 "only use parameters suggested before it)")  # fmt: skip
+                deps[p.name].setdefault(ref, key)
     for p in params.values():
         for parent in p.model.when or {}:
             if parent == p.name:
@@ -554,10 +639,12 @@ def _order(params: dict[str, _RawParam]) -> list[str]:
             cycle = stack[stack.index(name) :] + [name]
             p = params[stack[-1]]
             raise _error(
-                p.label, f"params.{p.name}.when", f"dependency cycle: {' -> '.join(cycle)}"
+                p.label,
+                f"params.{p.name}.{deps[p.name][name]}",
+                f"dependency cycle: {' -> '.join(cycle)}",
             )
         state[name] = 1
-        for parent in params[name].model.when or {}:
+        for parent in deps[name]:
             visit(parent, stack + [name])
         state[name] = 2
         done.append(name)
@@ -618,8 +705,199 @@ def _describe_source(raw: Any, value: Any) -> str:
     return f"{raw} = {_fmt(value)}" if isinstance(raw, str) else _fmt(value)
 
 
+def _bound_value(expr: Expr, env: Mapping[str, Any], want: str) -> int | float:
+    """``expr`` evaluated with ``env`` as a number of type ``want``; ValueError saying why not."""
+    try:
+        value = expr.evaluate(env)
+    except ExprError as exc:
+        raise ValueError(str(exc)) from None
+    if not is_number(value):
+        raise ValueError(f"expression {quote(expr.text)} must give a number (got {quote(value)})")
+    try:
+        check_magnitude(value)
+    except ValueError as exc:
+        raise ValueError(f"expression {quote(expr.text)}: {exc}") from None
+    if want == "int":
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError(
+                    f"must be an integer (expression {quote(expr.text)} gave {quote(value)})"
+                )
+            value = int(value)
+    elif isinstance(value, int):
+        value = float(value)
+    return value
+
+
+def _candidates(spec: ParamSpec, full: bool = True) -> list[Any]:
+    """The values of ``spec`` at which a dependent bound is evaluated to find its envelope:
+    every choice, every value of an int range of at most :data:`ENVELOPE_FULL` values, else
+    the ends of the range; plus ``otherwise``."""
+    values: list[Any] = []
+    if spec.disabled is None:
+        if spec.choices is not None:
+            values = list(spec.choices)
+        elif spec.type == "int":
+            step = spec.step or 1
+            if full and (spec.high - spec.low) // step + 1 <= ENVELOPE_FULL:  # type: ignore[operator]
+                values = list(range(spec.low, spec.high + 1, step))  # type: ignore[arg-type]
+            else:
+                values = [spec.low, spec.high]
+        else:
+            values = [spec.low, spec.high]
+    if spec.has_otherwise and (spec.when or spec.disabled is not None):
+        values.append(spec.otherwise)
+    out: list[Any] = []
+    for v in values:
+        if not any(same_value(v, o) for o in out):
+            out.append(v)
+    return out
+
+
+def _available(raw: _RawParam, ref: ParamSpec) -> bool:
+    """Whether ``ref`` has a value in every config where ``raw`` is active."""
+    when = raw.model.when or {}
+    if ref.has_otherwise or ref.name in when:
+        return True
+    if ref.disabled is not None:
+        return False
+    return all(
+        parent in when and all(any(same_value(v, a) for a in allowed) for v in when[parent])
+        for parent, allowed in ref.when.items()
+    )
+
+
+def _resolve_dependent(
+    raw: _RawParam,
+    want: str,
+    resources: Mapping[str, int | float],
+    specs: Mapping[str, ParamSpec],
+    dep: dict[str, Expr],
+    common: dict[str, Any],
+    otherwise: Any,
+) -> ParamSpec:
+    """An int/float range whose ``low``/``high``/``default`` name earlier parameters."""
+    m = raw.model
+    assert isinstance(m, (IntParamModel, FloatParamModel))
+    key = f"params.{raw.name}"
+    for field_name, expr in dep.items():
+        for ref in sorted(expr.names & set(specs)):
+            if not _available(raw, specs[ref]):
+                raise _KeyError(
+                    f"{key}.{field_name}",
+                    f"uses parameter {quote(ref)}, which may have no value when {raw.name} is "
+                    f"active (it is conditional without otherwise); give {ref} an otherwise or "
+                    f"make {raw.name} conditional on the same values",
+                )
+        unknown = sorted(n for n in expr.names if n not in specs and n not in resources)
+        if unknown:
+            raise _KeyError(
+                f"{key}.{field_name}",
+                f"expression {quote(expr.text)}: unknown name {quote(unknown[0])} (parameters "
+                f"before {raw.name}: {', '.join(specs) or 'none'}; resources: "
+                f"{', '.join(sorted(resources)) or 'none given'})",
+            )
+    if "low" in dep and m.step is not None:
+        raise _KeyError(f"{key}.step", "not allowed with a low that names other parameters")
+    ends: dict[str, Any] = {}
+    for end in ("low", "high"):
+        if end not in dep:
+            ends[end] = _eval_value(getattr(m, end), f"{key}.{end}", resources, (), want)
+    depends = tuple(sorted({n for e in ("low", "high") if e in dep for n in dep[e].names
+                            if n in specs}))  # fmt: skip
+    pools = [_candidates(specs[n]) for n in depends]
+    if math.prod(len(p) for p in pools) > ENVELOPE_COMBOS:
+        pools = [_candidates(specs[n], full=False) for n in depends]
+    if math.prod(len(p) for p in pools) > ENVELOPE_COMBOS:
+        raise _KeyError(
+            f"{key}.{'low' if 'low' in dep else 'high'}",
+            f"depends on too many combinations of {', '.join(depends)} "
+            f"(more than {ENVELOPE_COMBOS})",
+        )
+    lows: list[Any] = []
+    highs: list[Any] = []
+    empty = ""
+    for combo in itertools.product(*pools):
+        env = {**resources, **dict(zip(depends, combo, strict=True))}
+        got = {}
+        for end in ("low", "high"):
+            if end in ends:
+                got[end] = ends[end]
+                continue
+            try:
+                got[end] = _bound_value(dep[end], env, want)
+            except ValueError as exc:
+                shown = ", ".join(f"{n}={_fmt(v)}" for n, v in zip(depends, combo, strict=True))
+                raise _KeyError(f"{key}.{end}", f"{exc} (with {shown})") from None
+        if got["low"] > got["high"]:
+            empty = empty or (
+                f"low {_describe_source(m.low, got['low'])} > high "
+                f"{_describe_source(m.high, got['high'])}"
+            )
+            continue
+        if m.log and (got["low"] < 1 if want == "int" else got["low"] <= 0):
+            shown = ", ".join(f"{n}={_fmt(v)}" for n, v in zip(depends, combo, strict=True))
+            raise _KeyError(
+                f"{key}.low",
+                f"must be {'>= 1' if want == 'int' else '> 0'} with log: true "
+                f"(got {_describe_source(m.low, got['low'])} with {shown})",
+            )
+        lows.append(got["low"])
+        highs.append(got["high"])
+    disabled = None
+    low: Any
+    high: Any
+    if not lows:
+        detail = f"{empty} for every value of {', '.join(depends)}"
+        if not m.when:
+            raise _KeyError(f"{key}.low", f"must be <= high (got {detail})")
+        disabled = f"empty domain: {detail}"
+        low, high = ends.get("low", 0), ends.get("high", 0)
+        if want == "float":
+            low, high = float(low), float(high)
+    else:
+        low, high = min(lows), max(highs)
+    step = m.step
+    if step is not None and disabled is None:
+        n = math.floor((high - low) / step + 1e-9)
+        snapped = low + n * step
+        if want == "float":
+            snapped = float(f"{snapped:.12g}")
+            step = float(step)
+        high = min(high, snapped) if want == "float" else snapped
+    default_expr = dep.get("default")
+    if default_expr is not None:
+        default = low  # provisional: the baseline's value is set by SearchSpace
+    else:
+        default = _eval_value(m.default, f"{key}.default", resources, (), want)
+    spec = ParamSpec(
+        type=want,
+        default=default,
+        low=low,
+        high=high,
+        step=step,
+        log=m.log,
+        otherwise=otherwise,
+        disabled=disabled,
+        low_expr=dep.get("low"),
+        high_expr=dep.get("high"),
+        default_expr=default_expr,
+        depends=depends,
+        **common,
+    )
+    if disabled is None and default_expr is None and not spec.contains(default):
+        raise _KeyError(
+            f"{key}.default",
+            f"{_describe_source(m.default, default)} is outside the domain {spec.domain_text()}",
+        )
+    return spec
+
+
 def _resolve(
-    raw: _RawParam, resources: Mapping[str, int | float], names: Iterable[str]
+    raw: _RawParam,
+    resources: Mapping[str, int | float],
+    names: Iterable[str],
+    specs: Mapping[str, ParamSpec] | None = None,
 ) -> ParamSpec:
     m = raw.model
     key = f"params.{raw.name}"
@@ -641,6 +919,15 @@ def _resolve(
             **common,
         )
     want = "int" if isinstance(m, IntParamModel) else "float"
+    if specs is not None and not (isinstance(m, IntParamModel) and m.choices_pow2 is not None):
+        params = set(names)
+        dep = {k: e for k, e in raw.exprs().items()
+               if k in ("low", "high", "default") and e.names & params}  # fmt: skip
+        if dep:
+            otherwise = m.otherwise
+            if isinstance(otherwise, str):
+                otherwise = _eval_value(otherwise, f"{key}.otherwise", resources, names, want)
+            return _resolve_dependent(raw, want, resources, specs, dep, common, otherwise)
     otherwise = m.otherwise
     if isinstance(otherwise, str):
         otherwise = _eval_value(otherwise, f"{key}.otherwise", resources, names, want)
@@ -728,7 +1015,7 @@ def _build(
     for pname in order:
         raw = raw_params[pname]
         try:
-            specs[pname] = _resolve(raw, resources, raw_params)
+            specs[pname] = _resolve(raw, resources, raw_params, specs)
         except _KeyError as exc:
             raise _error(raw.label, exc.key, exc.problem) from None
 
@@ -749,8 +1036,19 @@ def _build(
             )
         constraints.append(Constraint(rc.model.expr, rc.model.message, expr.names, rc.label, expr))
 
+    try:
+        specs = _baseline(specs, resources)
+    except _KeyError as exc:
+        pname = exc.key.split(".")[1]
+        raise _error(raw_params[pname].label, exc.key, exc.problem) from None
     space = SearchSpace(name, description, specs, constraints, resources)
     defaults = space.defaults()
+    for pname in space.active_params(defaults):
+        spec = space.params[pname]
+        problem = space._bound_problem(spec, defaults) if spec.dependent else None
+        if problem:
+            raise _error(raw_params[pname].label, f"params.{pname}.default",
+                         f"with the baseline's values, {problem.split(': ', 1)[1]}")  # fmt: skip
     for rc, constraint in zip(raw_constraints, constraints, strict=True):
         try:
             ok = space._check_constraint(constraint, defaults)
@@ -882,6 +1180,50 @@ def _prune(
 # -- the space -------------------------------------------------------------------------------------
 
 
+def _is_active(spec: ParamSpec, values: Mapping[str, Any], active: set[str]) -> bool:
+    if spec.disabled is not None:
+        return False
+    for parent, allowed in spec.when.items():
+        if parent not in active or parent not in values:
+            return False
+        if not any(same_value(values[parent], v) for v in allowed):
+            return False
+    return True
+
+
+def _baseline(
+    params: Mapping[str, ParamSpec], resources: Mapping[str, int | float]
+) -> dict[str, ParamSpec]:
+    """``params`` with each default that names other parameters evaluated with the baseline's
+    values of those (clipped to the envelope); :class:`_KeyError` if one cannot be."""
+    out = dict(params)
+    if not any(spec.default_expr is not None for spec in params.values()):
+        return out
+    config: dict[str, Any] = {}
+    active: set[str] = set()
+    for name, spec in params.items():
+        if spec.default_expr is not None and spec.disabled is None:
+            key = f"params.{name}.default"
+            env: dict[str, Any] = dict(resources)
+            for n in sorted(spec.default_expr.names):
+                if n in params:
+                    if n not in config:
+                        raise _KeyError(key, f"uses {n}, which has no value in the baseline")
+                    env[n] = config[n]
+            try:
+                value = _bound_value(spec.default_expr, env, spec.type)
+            except ValueError as exc:
+                raise _KeyError(key, f"{exc} (with the baseline's values)") from None
+            value = min(max(value, spec.low), spec.high)  # type: ignore[type-var]
+            spec = out[name] = replace(spec, default=value)
+        if _is_active(spec, config, active):
+            config[name] = spec.default
+            active.add(name)
+        elif spec.has_otherwise:
+            config[name] = spec.otherwise
+    return out
+
+
 class SearchSpace:
     """A validated search space with resources applied.
 
@@ -898,12 +1240,73 @@ class SearchSpace:
     ) -> None:
         self.name = name
         self.description = description
+        self.resources: dict[str, int | float] = dict(resources)
+        try:
+            params = _baseline(params, self.resources)
+        except _KeyError as exc:
+            raise _error(name, exc.key, exc.problem) from None
         self.params: Mapping[str, ParamSpec] = MappingProxyType(dict(params))
         self.constraints: list[Constraint] = list(constraints)
-        self.resources: dict[str, int | float] = dict(resources)
 
     def __repr__(self) -> str:
         return f"SearchSpace({self.name!r}, params={list(self.params)})"
+
+    # -- dependent bounds --
+
+    def _range(self, spec: ParamSpec, values: Mapping[str, Any]) -> tuple[Any, Any]:
+        """``(low, high)`` of ``spec`` for the parameter values in ``values`` (its envelope
+        clips it); ValueError saying why there is none (an empty range, a bound that cannot be
+        evaluated)."""
+        if not spec.dependent:
+            return spec.low, spec.high
+        env: dict[str, Any] = dict(self.resources)
+        for n in spec.depends:
+            if n not in values:
+                raise ValueError(f"its range needs {n}, which has no value")
+            env[n] = values[n]
+        ends = []
+        for end, expr in (("low", spec.low_expr), ("high", spec.high_expr)):
+            if expr is None:
+                ends.append((getattr(spec, end), _fmt(getattr(spec, end))))
+            else:
+                value = _bound_value(expr, env, spec.type)
+                ends.append((value, f"{expr.text} = {_fmt(value)}"))
+        (low, low_text), (high, high_text) = ends
+        if low > high:
+            raise ValueError(f"empty range: low {low_text} > high {high_text}")
+        low, high = max(low, spec.low), min(high, spec.high)  # type: ignore[type-var]
+        if spec.step is not None and high >= low:
+            n = math.floor((high - low) / spec.step + 1e-9)
+            snapped = low + n * spec.step
+            high = min(high, float(f"{snapped:.12g}")) if spec.type == "float" else snapped
+        if low > high:
+            raise ValueError(f"empty range: [{_fmt(low)}, {_fmt(high)}] ({low_text}, "
+                             f"{high_text}) within [{_fmt(spec.low)}, {_fmt(spec.high)}]")  # fmt: skip
+        return low, high
+
+    def bounds(self, name: str, config: Mapping[str, Any]) -> tuple[Any, Any]:
+        """``(low, high)`` of numeric parameter ``name`` given the values in ``config`` (for a
+        dependent bound, those of the parameters it names); :class:`SpaceError` if the range
+        is empty or cannot be evaluated."""
+        spec = self.params[name]
+        try:
+            return self._range(spec, config)
+        except ValueError as exc:
+            raise _error(self.name, f"params.{name}", str(exc)) from None
+
+    def _bound_problem(self, spec: ParamSpec, config: Mapping[str, Any]) -> str | None:
+        """Why ``config[spec.name]`` breaks its dependent bound, or None if it does not."""
+        try:
+            low, high = self._range(spec, config)
+        except ValueError as exc:
+            return f"params.{spec.name}: {exc}"
+        value = config[spec.name]
+        if not is_number(value) or not low <= value <= high:
+            texts = [f"{e.text} = {_fmt(v)}" if e is not None else _fmt(v)
+                     for e, v in ((spec.low_expr, low), (spec.high_expr, high))]  # fmt: skip
+            return (f"params.{spec.name}: {quote(value)} is outside [{_fmt(low)}, {_fmt(high)}] "
+                    f"(low {texts[0]}, high {texts[1]})")  # fmt: skip
+        return None
 
     def capped(self, name: str, high: int | float) -> SearchSpace:
         """This space with numeric parameter ``name`` limited to values ``<= high`` (e.g. the
@@ -934,8 +1337,13 @@ class SearchSpace:
         for name in names:
             if name in params:
                 spec = params[name]
-                params[name] = replace(spec, choices=(spec.default,), low=None, high=None,
-                                       step=None, log=False, dropped=())  # fmt: skip
+                # A dependent range keeps its envelope and bounds, so that the held value is
+                # still checked against them (violations()).
+                keep = spec.dependent
+                params[name] = replace(spec, choices=(spec.default,),
+                                       low=spec.low if keep else None,
+                                       high=spec.high if keep else None,
+                                       step=None, log=False, dropped=(), default_expr=None)  # fmt: skip
         return SearchSpace(self.name, self.description, params, self.constraints, self.resources)
 
     def searched(self) -> list[str]:
@@ -954,14 +1362,7 @@ class SearchSpace:
     # -- activity --
 
     def _active(self, spec: ParamSpec, values: Mapping[str, Any], active: set[str]) -> bool:
-        if spec.disabled is not None:
-            return False
-        for parent, allowed in spec.when.items():
-            if parent not in active or parent not in values:
-                return False
-            if not any(same_value(values[parent], v) for v in allowed):
-                return False
-        return True
+        return _is_active(spec, values, active)
 
     def active_params(self, config: Mapping[str, Any]) -> list[str]:
         """Names of the parameters that are active for ``config`` (in space order)."""
@@ -976,7 +1377,9 @@ class SearchSpace:
     # -- configs --
 
     def defaults(self) -> dict[str, Any]:
-        """The baseline config: active params' defaults plus ``otherwise`` of inactive ones."""
+        """The baseline config: active params' defaults plus ``otherwise`` of inactive ones.
+
+        (A default that names other parameters was evaluated with the baseline's values.)"""
         config: dict[str, Any] = {}
         active: set[str] = set()
         for name, spec in self.params.items():
@@ -993,21 +1396,26 @@ class SearchSpace:
         active: set[str] = set()
         for name, spec in self.params.items():
             if self._active(spec, config, active):
-                config[name] = self._suggest(trial, spec)
+                config[name] = self._suggest(trial, spec, config)
                 active.add(name)
             elif spec.has_otherwise:
                 config[name] = spec.otherwise
         return config
 
-    @staticmethod
-    def _suggest(trial: Any, spec: ParamSpec) -> Any:
+    def _suggest(self, trial: Any, spec: ParamSpec, config: Mapping[str, Any]) -> Any:
         if spec.choices is not None:
             return trial.suggest_categorical(spec.name, list(spec.choices))
+        low, high = spec.low, spec.high
+        if spec.dependent:
+            # Define-by-run: the range for the values suggested so far. With none (an empty
+            # range), nothing is suggested; the default stands in and violations() says why.
+            try:
+                low, high = self._range(spec, config)
+            except ValueError:
+                return spec.default
         if spec.type == "int":
-            return trial.suggest_int(
-                spec.name, spec.low, spec.high, step=spec.step or 1, log=spec.log
-            )
-        return trial.suggest_float(spec.name, spec.low, spec.high, step=spec.step, log=spec.log)
+            return trial.suggest_int(spec.name, low, high, step=spec.step or 1, log=spec.log)
+        return trial.suggest_float(spec.name, low, high, step=spec.step, log=spec.log)
 
     def suggested_params(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """The part of ``config`` that :meth:`sample` would suggest (for ``enqueue_trial``)."""
@@ -1027,9 +1435,18 @@ class SearchSpace:
         """``expr: message`` of every violated constraint; ``[]`` if the config satisfies all.
 
         A constraint naming a parameter that ``config`` lacks (inactive, no ``otherwise``) is
-        skipped; one that cannot be evaluated counts as violated.
+        skipped; one that cannot be evaluated counts as violated. First come the dependent
+        bounds: ``params.NAME: ...`` for an active parameter outside the range its bound
+        expressions give for this config (or whose range is empty).
         """
         out = []
+        active = self.active_params(config)
+        for name in active:
+            spec = self.params[name]
+            if spec.dependent and name in config:
+                problem = self._bound_problem(spec, config)
+                if problem:
+                    out.append(problem)
         for constraint in self.constraints:
             try:
                 ok = self._check_constraint(constraint, config)
@@ -1059,6 +1476,10 @@ class SearchSpace:
                     raise _error(
                         self.name, key, f"{quote(config[name])} is outside {spec.domain_text()}"
                     )
+                if spec.dependent:
+                    problem = self._bound_problem(spec, config)
+                    if problem:
+                        raise _error(self.name, key, problem.split(": ", 1)[1])
             elif name in config:
                 if not spec.has_otherwise:
                     raise _error(self.name, key, "set, but the parameter is inactive")

@@ -400,11 +400,11 @@ class _RetryingMlflowClient(_Retrying):
                      run_name=run_name, what="mlflow create_run", check=created, **kw)  # fmt: skip
 
 
-def harden(sw) -> None:
-    """Retry the sweep's store writes and (an MLflow tracker's) client calls on connection
-    errors."""
-    if getattr(sw, "store", None) is not None and not isinstance(sw.store, _Retrying):
-        sw.store = _Retrying(sw.store, "store")
-    client = getattr(getattr(sw, "tracker", None), "client", None)
-    if client is not None and not isinstance(client, _Retrying) and sw._tracker is None:
-        sw.tracker.client = _RetryingMlflowClient(client, "mlflow")
+def harden(ctx) -> None:
+    """Retry the sweep's store writes and (an MLflow tracker's, unless the caller passed the
+    tracker in) client calls on connection errors. ``ctx``: a ``tuner.sweep.SweepContext``."""
+    if getattr(ctx, "store", None) is not None and not isinstance(ctx.store, _Retrying):
+        ctx.store = _Retrying(ctx.store, "store")
+    client = getattr(getattr(ctx, "tracker", None), "client", None)
+    if client is not None and not isinstance(client, _Retrying) and ctx.given_tracker is None:
+        ctx.tracker.client = _RetryingMlflowClient(client, "mlflow")

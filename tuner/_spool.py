@@ -292,9 +292,9 @@ def apply_fixup(ref: str, run_id: str, storage: str | None, study: str | None, d
     if storage and study:
         import optuna
 
-        from tuner.sweep import _storage
+        from tuner._optuna import open_storage
 
-        st = optuna.load_study(study_name=study, storage=_storage(storage))
+        st = optuna.load_study(study_name=study, storage=open_storage(storage))
         if st.user_attrs.get("mlflow_run_id") == ref:
             st.set_user_attr("mlflow_run_id", run_id)
     if db:

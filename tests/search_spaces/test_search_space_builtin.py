@@ -87,8 +87,11 @@ def test_cpu_defaults(cpu_space):
         "precision",
     ]
     assert cpu_space.params["batch_size"].choices == (8, 16, 32, 64, 128, 256, 512)
-    assert cpu_space.params["num_threads"].high == 2
-    assert [c.expr for c in cpu_space.constraints] == ["world_size * num_threads <= cores"]
+    threads = cpu_space.params["num_threads"]
+    assert (threads.low, threads.high) == (1, 2)  # the envelope of [1, cores // world_size]
+    assert threads.high_expr.text == "cores // world_size"
+    assert threads.depends == ("world_size",)
+    assert cpu_space.constraints == []  # ranks x threads is the dependent bound now
     assert "compile" not in cpu_space.params
 
 
@@ -147,6 +150,9 @@ def test_cuda_contents(resources):
     assert defaults["channels_last"] is False
     assert defaults["batch_size"] == 32
     assert space.constraints[0].expr == "parallel_strategy == 'single' or device_count >= 2"
+    # compile with fsdp is not proposed (a `when`), rather than refused by a constraint
+    assert p["compile"].when == {"parallel_strategy": ("single", "dp", "ddp")}
+    assert (p["compile"].has_otherwise, p["compile"].otherwise) == (True, "none")
 
 
 def test_describe_rows(cpu_space):
@@ -155,7 +161,7 @@ def test_describe_rows(cpu_space):
     assert rows["learning_rate"] == "float [0.0001, 0.03] log; default 0.001"
     assert "only if optimizer in {sgd, rmsprop}" in rows["momentum"]
     assert rows["world_size"].endswith("else 1")
-    assert rows["num_threads"] == "int [1, 2]; default 2"
+    assert rows["num_threads"] == "int [1, cores // world_size] (within [1, 2]); default 2"
 
 
 def test_to_dict(cpu_space):
@@ -172,25 +178,40 @@ def test_to_dict(cpu_space):
     }
     assert data["params"]["world_size"]["when"] == {"parallel_strategy": ["ddp", "fsdp"]}
     assert data["params"]["world_size"]["otherwise"] == 1
-    assert data["constraints"][0]["message"].startswith("ranks x threads")
+    threads = data["params"]["num_threads"]
+    assert (threads["low"], threads["high"], threads["default"]) == (1, 2, 2)
+    assert threads["high_expr"] == threads["default_expr"] == "cores // world_size"
+    assert data["constraints"] == []
 
 
 def test_violations_oversubscription(cpu_space):
     config = {**cpu_space.defaults(), "parallel_strategy": "ddp", "world_size": 2}
     assert config["num_threads"] == 2
     assert cpu_space.violations(config) == [
-        "world_size * num_threads <= cores: ranks x threads must not oversubscribe the CPU cores"
+        "params.num_threads: 2 is outside [1, 1] (low 1, high cores // world_size = 1)"
     ]
     with pytest.raises(SpaceError) as info:
         cpu_space.validate_config(config)
-    assert str(info.value).startswith("search space torch/cpu: config: violates constraint")
+    assert str(info.value) == (
+        "search space torch/cpu: config.num_threads: 2 is outside [1, 1] "
+        "(low 1, high cores // world_size = 1)"
+    )
     assert cpu_space.violations({**config, "num_threads": 1}) == []
 
 
-def test_constraint_skipped_when_a_name_is_absent(cpu_space):
-    config = dict(cpu_space.defaults())
-    del config["world_size"]  # as if inactive without `otherwise`
-    assert cpu_space.violations(config) == []
+def test_constraint_skipped_when_a_name_is_absent(load_file):
+    space = load_file('constraints: ["momentum <= 0.95"]\n')
+    config = dict(space.defaults())
+    assert "momentum" not in config  # adam: inactive, no `otherwise`
+    assert space.violations(config) == []
+    assert space.violations({**config, "optimizer": "sgd", "momentum": 0.99}) == [
+        "momentum <= 0.95"
+    ]
+    # a dependent bound whose parameter has no value cannot be evaluated: a violation
+    del config["world_size"]
+    assert space.violations(config) == [
+        "params.num_threads: its range needs world_size, which has no value"
+    ]
 
 
 def test_validate_config_domain_errors(cpu_space):
@@ -199,7 +220,7 @@ def test_validate_config_domain_errors(cpu_space):
         ({"batch_size": 33}, "config.batch_size: 33 is outside {8, 16"),
         ({"learning_rate": 0.5}, "config.learning_rate: 0.5 is outside float [0.0001, 0.03] log"),
         ({"optimizer": "lamb"}, "config.optimizer: 'lamb' is outside"),
-        ({"num_threads": 3}, "config.num_threads: 3 is outside int [1, 2]"),
+        ({"num_threads": 3}, "config.num_threads: 3 is outside int [1, cores // world_size]"),
         ({"momentum": 0.9}, "config.momentum: set, but the parameter is inactive"),
         ({"world_size": 2}, "config.world_size: 2 given, but the parameter is inactive"),
         ({"colour": 1}, "config.colour: unknown parameter"),

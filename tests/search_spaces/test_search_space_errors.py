@@ -161,10 +161,11 @@ CASES = [
         "(resources: cores, device_count, memory_gib)",
     ),
     (
-        "param in a domain expression",
-        "params:\n  num_threads: {type: int, low: 1, high: 'world_size', default: 1}\n",
-        "params.num_threads.high: expression 'world_size' uses parameter 'world_size'; only "
-        "resources are allowed here (cores, device_count, memory_gib)",
+        "param in otherwise",
+        "params:\n  num_threads: {type: int, low: 1, high: 2, default: 1, "
+        "when: {precision: bf16}, otherwise: 'world_size'}\n",
+        "params.num_threads.otherwise: uses parameter 'world_size'; only resources are allowed "
+        "in otherwise",
     ),
     (
         "default outside int range",

@@ -64,8 +64,9 @@ def test_random_sampling_respects_the_space(cpu_space):
 def test_violating_samples_are_detected(cpu_space):
     configs = _sample_many(cpu_space)
     for config in configs:
-        expected = config["world_size"] * config["num_threads"] > 2
-        assert bool(cpu_space.violations(config)) == expected
+        # ranks x threads is a dependent bound: nothing sampled oversubscribes the cores
+        assert config["world_size"] * config["num_threads"] <= 2
+        assert cpu_space.violations(config) == []
 
 
 def test_enqueued_defaults_are_sampled_exactly(cpu_space):

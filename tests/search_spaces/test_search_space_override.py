@@ -26,10 +26,7 @@ def test_merge_replaces_by_name_and_appends(load_file):
     assert space.params["batch_size"].choices == (16, 32, 64, 128)
     assert space.params["batch_size"].source == "my.yaml"
     assert space.params["optimizer"].source == "_common.yaml"
-    assert [c.expr for c in space.constraints] == [
-        "world_size * num_threads <= cores",
-        "batch_size * grad_accum <= 512",
-    ]
+    assert [c.expr for c in space.constraints] == ["batch_size * grad_accum <= 512"]
     assert space.defaults()["batch_size"] == 64
     assert space.violations({**space.defaults(), "batch_size": 128, "grad_accum": 8}) == [
         "batch_size * grad_accum <= 512"
@@ -70,10 +67,16 @@ def test_remove_param_still_referenced(load_file):
         "params.beta2.when (_common.yaml), params.weight_decay.when (_common.yaml)"
     )
     with pytest.raises(SpaceError) as info:
-        load_file("params:\n  num_threads: null\n")
+        load_file("params:\n  world_size: null\n")
+    assert str(info.value) == (
+        "search space my.yaml: params.world_size: cannot remove: still referenced by "
+        "params.num_threads.high (cpu.yaml), params.num_threads.default (cpu.yaml)"
+    )
+    with pytest.raises(SpaceError) as info:
+        load_file('params:\n  num_threads: null\nconstraints: ["num_threads <= 4"]\n')
     assert str(info.value) == (
         "search space my.yaml: params.num_threads: cannot remove: still referenced by "
-        "constraints[0] (cpu.yaml)"
+        "constraints[0] (my.yaml)"
     )
 
 

@@ -15,7 +15,7 @@ from test_tuner_sweep_fake import FakeExecutor
 from tuner.errors import UsageError
 from tuner.names import MAX_FILENAME, MAX_NAME, MAX_STUDY, check_name, safe_filename
 from tuner.settings import Workspace
-from tuner.sweep import SweepConfig, _Sweep, run_sweep
+from tuner.sweep import SweepConfig, SweepContext, run_sweep
 from tuner.workload import Workload
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,11 +115,11 @@ def test_log_files_fit_whatever_the_study_name(tmp_path):
     name): every trial, confirmation and worker log is one file in logs/ and can be created."""
     ws = Workspace.resolve(tmp_path / "ws")
     ws.prepare()
-    sw = _Sweep(SweepConfig(workload="mlp-digits"), ws, None)
+    ctx = SweepContext(SweepConfig(workload="mlp-digits"), ws, None)
     for study in ("s" * MAX_STUDY, "w" * MAX_NAME + "-tensorflow-cuda1-time-to-target", ESCAPE):
-        sw.study_name = study
+        ctx.study_name = study
         for label in ("trial-12345", "candidate-123-r10", "baseline-r3", "batch-probe", "worker-7"):
-            path = Path(sw.log_file(label))
+            path = Path(ctx.log_file(label))
             assert path.parent == ws.logs
             path.write_text("ok")
     assert all(len(p.name) <= MAX_FILENAME + 4 for p in ws.logs.iterdir())

@@ -65,9 +65,10 @@ def test_dead_local_trial_failed_and_retried_at_once(tmp_path):
     import optuna
     from optuna.trial import TrialState
 
-    from tuner.sweep import SweepConfig, _storage
+    from tuner._optuna import open_storage
+    from tuner.sweep import SweepConfig
 
-    storage = _storage(f"sqlite:///{tmp_path}/o.db", SweepConfig(workload="-"))
+    storage = open_storage(f"sqlite:///{tmp_path}/o.db", SweepConfig(workload="-"))
     study = optuna.create_study(storage=storage, study_name="s")
     trial = study.ask()
     trial.suggest_int("batch_size", 1, 64)

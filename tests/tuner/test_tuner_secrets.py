@@ -13,7 +13,8 @@ import pytest
 
 from tuner import _recovery, _spool
 from tuner.settings import Workspace
-from tuner.sweep import SweepConfig, _Sweep
+from tuner.sweep import SweepConfig, SweepContext
+from tuner.sweep.workers import spawn_workers
 
 PW = "Zq7Secr3t"
 
@@ -67,13 +68,13 @@ def test_workers_get_the_urls_in_their_environment(tmp_path, monkeypatch):
             started.append((args, env))
 
     monkeypatch.setattr(subprocess, "Popen", Popen)
-    sw = _Sweep(SweepConfig(workload="mlp-digits", workers=3), ws, None)
-    sw.study_name = "mlp-digits-torch-cpu-time-to-target"
-    sw.spawn_workers()
+    ctx = SweepContext(SweepConfig(workload="mlp-digits", workers=3), ws, None)
+    ctx.study_name = "mlp-digits-torch-cpu-time-to-target"
+    spawn_workers(ctx)
     assert [args[-1] for args, _ in started] == ["1", "2"]
     for args, env in started:
         _no_secret(" ".join(args))
-        assert args[3:6] == ["worker", "--study", sw.study_name]
+        assert args[3:6] == ["worker", "--study", ctx.study_name]
         with monkeypatch.context() as m:  # the worker, in that environment, works on this workspace
             for key, value in env.items():
                 m.setenv(key, value)

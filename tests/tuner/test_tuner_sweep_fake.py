@@ -129,7 +129,7 @@ def test_constraints_that_admit_only_the_defaults(tmp_path):
     from optuna.trial import TrialState
 
     from tuner.errors import UsageError
-    from tuner.sweep import MAX_CONSECUTIVE_INVALID
+    from tuner.sweep.search import MAX_CONSECUTIVE_INVALID
 
     only = tmp_path / "only.yaml"
     only.write_text(textwrap.dedent("""

@@ -1,0 +1,196 @@
+"""A sweep request (:class:`SweepConfig`) and the checks of its every input, made before
+anything is written; the ranges of its numbers are one table (:data:`LIMITS`)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tuner._optuna import GRACE_S, HEARTBEAT_S, MAX_RETRY, PRUNERS, SAMPLERS
+from tuner.backends import get_backend
+from tuner.errors import UsageError
+from tuner.names import MAX_STUDY, check_name
+from tuner.objectives import get_objective
+from tuner.workload import MAX_BUDGET_S, check_spec, declared_framework
+
+MAX_DEVICE_INDEX = 1023
+_DAY = 86_400
+#: The range of every number of a sweep request (one table, checked by ``SweepConfig.validate``):
+#: attribute -> (flag, low, high, kind), the kinds of :func:`check_number`. Optuna counts
+#: heartbeats and the grace period in whole seconds.
+LIMITS: dict[str, tuple[str, float, float, str]] = {
+    "trials": ("--trials", 1, 100_000, "integer"),
+    "confirm_top": ("--confirm-top", 1, 100, "integer"),
+    "confirm_repeats": ("--confirm-repeats", 1, 100, "integer"),
+    "workers": ("--workers", 1, 256, "integer"),
+    "worker_index": ("--worker-index", 0, 1000, "integer"),
+    "max_retry": ("--max-retry", 0, 100, "integer"),
+    "seed": ("--seed", 0, 2**32 - 10_001, "integer"),  # + offsets (< 10 000) stays below 2**32
+    "timeout": ("--timeout", 0, 30 * _DAY, "positive seconds"),
+    "trial_timeout": ("--trial-timeout", 0, 7 * _DAY, "positive seconds"),
+    "budget_s": ("--budget", 0, MAX_BUDGET_S, "positive seconds"),
+    "eval_interval_s": ("--eval-interval", 0, _DAY, "positive seconds"),
+    "heartbeat_s": ("--heartbeat", 1, 3600, "whole seconds"),
+    "grace_s": ("--grace-period", 1, 7 * _DAY, "whole seconds"),
+}
+#: The numbers of :data:`LIMITS` that may be None (not given).
+OPTIONAL = ("timeout", "trial_timeout", "budget_s", "seed", "eval_interval_s")
+_KINDS = {  # kind -> (what the value must be, whether ``low`` itself is allowed)
+    "integer": ("an integer", True),
+    "number": ("a number", True),
+    "seconds": ("a number of seconds", True),
+    "positive seconds": ("a number of seconds", False),
+    "whole seconds": ("a whole number of seconds", True),
+}
+
+
+def _num(value: float) -> str:
+    """A bound as a person writes it: ``604800``, not ``604800.0`` or ``6.048e+05``."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def check_number(flag: str, value: Any, low: float, high: float, kind: str = "integer") -> None:
+    """Raise a :class:`UsageError` naming ``flag`` unless ``value`` is a finite number in range.
+
+    ``kind``: ``integer`` (an int in [low, high]), ``number`` (any number in it), ``seconds`` (a number in [low, high]),
+    ``positive seconds`` (in (low, high]) or ``whole seconds`` (a whole number in [low, high]).
+    NaN and the infinities never pass."""
+    what, closed = _KINDS[kind]
+    real = isinstance(value, int | float) and not isinstance(value, bool)
+    fits = real and (low <= value if closed else low < value) and value <= high
+    if fits and kind == "integer":
+        fits = isinstance(value, int)
+    elif fits and kind == "whole seconds":
+        fits = float(value).is_integer()
+    if not fits:
+        raise UsageError(f"{flag} {value}: must be {what} {'>=' if closed else '>'} {_num(low)} "
+                         f"and <= {_num(high)}")  # fmt: skip
+
+
+#: ``progress(event, data)``: "start" {total, done}, "trial" {number, state, value, best, ...},
+#: "confirm" {label, repeat, total}, "done" {}.
+ProgressFn = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class SweepConfig:
+    """A sweep request. ``trials`` is the study's total: re-running resumes up to it.
+
+    What is tuned is ``workload`` (a built-in name, a ``Workload`` factory or a
+    ``@tuner.trainable`` function as ``FILE.py:NAME``), or ``command``: a script's command line
+    whose ``{knob}`` fields are filled per trial (launcher mode; then ``name`` and, for time to
+    target, ``target`` say what it is). ``framework`` None: the one the workload file declares,
+    else ``torch``."""
+
+    workload: str | None = None
+    framework: str | None = None
+    device: str = "cpu"
+    objective: str = "time-to-target"
+    trials: int = 20
+    timeout: float | None = None
+    space: str | None = None
+    study: str | None = None
+    seed: int | None = None
+    sampler: str = "tpe"
+    pruner: str = "median"
+    confirm_top: int = 2
+    confirm_repeats: int = 3
+    trial_timeout: float | None = None
+    budget_s: float | None = None
+    isolate: bool = True
+    track: bool = True
+    #: Bound the batch size by a probe of the largest that fits before the study: ``"auto"`` does
+    #: so on accelerators (on the CPU, host memory is rarely the limit and the kernel kills a
+    #: process rather than raising), ``"on"`` / ``"off"`` force it.
+    batch_probe: str = "auto"
+    #: Trial processes working on the study at once on this machine (``--workers``): this one
+    #: and ``workers - 1`` ``perftune worker`` processes. Needs a storage server (not SQLite).
+    workers: int = 1
+    #: A trial whose worker died (no heartbeat for ``grace_s``) is failed and retried, at most
+    #: ``max_retry`` times.
+    max_retry: int = MAX_RETRY
+    heartbeat_s: float = HEARTBEAT_S
+    grace_s: float = GRACE_S
+    #: Which of several workers this process is (offsets the sampler's seed).
+    worker_index: int = 0
+    #: Launcher mode: the command template, the workload's name, its target and mode, and the
+    #: training seconds between due evaluations (a workload says its own).
+    command: list[str] | None = None
+    name: str | None = None
+    target: float | None = None
+    mode: str = "max"
+    eval_interval_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.framework is None:
+            self.framework = (declared_framework(self.workload) if self.workload else None) or "torch"
+
+    def validate(self) -> None:
+        get_backend(self.framework)
+        objective = get_objective(self.objective)
+        if self.command:
+            self._validate_command(objective.measure)
+        elif self.workload is None:
+            raise UsageError("--workload: give a workload (a built-in name or FILE.py:FUNC), or a "
+                             "command after -- (perftune sweep --name N --target T -- python train.py ...)")
+        else:
+            if self.name is not None or self.target is not None or self.eval_interval_s is not None:
+                raise UsageError("--name/--target/--eval-interval: only with a command after -- (a "
+                                 "workload says its own name, target and evaluation interval)")  # fmt: skip
+            check_spec(self.workload, self.framework)
+        kind, colon, index = self.device.partition(":")
+        classes = get_backend(self.framework).device_classes
+        if kind not in classes and self.device != "all":
+            raise UsageError(f"--device {self.device}: the {self.framework} backend drives "
+                             f"{', '.join(classes)}")  # fmt: skip
+        if colon and not (re.fullmatch(r"[0-9]{1,4}", index) and int(index) <= MAX_DEVICE_INDEX):
+            raise UsageError(f"--device {self.device}: the index must be an integer from 0 to "
+                             f"{MAX_DEVICE_INDEX}")  # fmt: skip
+        if self.batch_probe not in ("auto", "on", "off"):
+            raise UsageError(f"--batch-probe {self.batch_probe}: choose auto, on or off")
+        if self.sampler not in SAMPLERS:
+            raise UsageError(f"--sampler {self.sampler}: unknown (choose from: {', '.join(SAMPLERS)})")
+        if self.pruner not in PRUNERS:
+            raise UsageError(f"--pruner {self.pruner}: unknown (choose from: {', '.join(PRUNERS)})")
+        for attr, (flag, low, high, unit) in LIMITS.items():
+            if getattr(self, attr) is not None or attr not in OPTIONAL:
+                check_number(flag, getattr(self, attr), low, high, unit)
+        if self.grace_s <= self.heartbeat_s:
+            raise UsageError(f"--grace-period {_num(self.grace_s)}: must be longer than "
+                             f"--heartbeat {_num(self.heartbeat_s)} (a running trial would count "
+                             "as dead)")  # fmt: skip
+        if self.space is not None and not os.path.isfile(self.space):
+            raise UsageError(f"--space {self.space}: file not found")
+        if self.study is not None and not self.study.strip():
+            raise UsageError("--study: must not be empty")
+        if self.study is not None and not re.fullmatch(r"[\w.@+=-]+", self.study):
+            raise UsageError(f"--study {self.study}: use letters, digits and . _ - + = @ only")
+        check_name("--study", self.study, limit=MAX_STUDY, optional=True)
+
+    def _validate_command(self, measure: str) -> None:
+        from tuner.trial.launcher import template_fields
+
+        if self.workload is not None:
+            raise UsageError("--workload and a command after --: give one of them")
+        if not self.name:
+            raise UsageError("--name: a launched command needs a workload name (perftune sweep "
+                             "--name my-job --target 0.9 -- python train.py ...)")  # fmt: skip
+        check_name("--name", self.name)
+        if self.mode not in ("max", "min"):
+            raise UsageError(f"--mode {self.mode}: choose max or min")
+        if measure == "converge" and self.target is None:
+            raise UsageError("--target: time to target needs the metric's target (or "
+                             "--objective throughput)")  # fmt: skip
+        if self.target is not None:
+            check_number("--target", self.target, -1e15, 1e15, "number")
+        template_fields(self.command)
+
+    def describe_command(self) -> dict[str, Any]:
+        """A launched command's workload description (what a Workload's ``describe`` says)."""
+        return {"name": self.name, "framework": self.framework, "kind": "command",
+                "loss": "-", "metric": "-", "target": self.target, "mode": self.mode,
+                "budget_s": float(self.budget_s or 60.0), "eval_interval_s": self.eval_interval_s or 0.25,
+                "flops_per_sample": None, "description": " ".join(self.command or [])}  # fmt: skip

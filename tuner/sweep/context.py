@@ -1,0 +1,188 @@
+"""The state a sweep's phases share (:class:`SweepContext`), and how a trial is asked for.
+
+The phases (:mod:`.study`, :mod:`.search`, :mod:`.confirm`, :mod:`.workers`, :mod:`.report`)
+are functions of a context, never of each other's objects: each reads the context and writes
+only what it owns.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tuner import _recovery
+from tuner._optuna import open_storage
+from tuner.backends import TrialOutcome, TrialRequest, get_backend
+from tuner.devices import Device, select
+from tuner.errors import UsageError
+from tuner.names import check_name, safe_filename
+from tuner.objectives import Objective, get_objective
+from tuner.settings import Workspace
+from tuner.sweep.config import ProgressFn, SweepConfig
+from tuner.workload import canonical_spec
+
+BOUND_FACTOR = 1.5
+
+
+def trial_timeout(cfg: SweepConfig, objective: Objective, budget: float) -> float:
+    if cfg.trial_timeout:
+        return cfg.trial_timeout
+    if objective.measure == "throughput":
+        return 120.0
+    return 2 * budget + 60
+
+
+class SweepContext:
+    """One sweep (or worker) process's request, what :meth:`prepare` resolved from it (workload,
+    device, search space, baseline, study name, budget) and opened for it (executor, Optuna
+    storage, store, tracker), and what the phases accumulate (failures, cancelled)."""
+
+    def __init__(self, cfg: SweepConfig, ws: Workspace, progress: ProgressFn | None = None,
+                 executor=None, tracker=None) -> None:  # fmt: skip
+        self.cfg, self.ws = cfg, ws
+        self.progress: ProgressFn = progress or (lambda event, data: None)
+        self.objective = get_objective(cfg.objective)
+        self.spec = " ".join(cfg.command) if cfg.command else canonical_spec(cfg.workload)
+        #: Knobs a launched command's template applies (read, as far as the report goes).
+        self.template_knobs: list[str] = []
+        #: An executor / tracker the caller passed in: used, never closed here.
+        self.given_executor, self.given_tracker = executor, tracker
+        self.failures: list[dict[str, Any]] = []
+        #: Peak FLOP/s per precision (and where it came from), found once (:mod:`.mfu`).
+        self.peaks: dict[str, tuple[float | None, str | None]] = {}
+        # Workers of one study must not sample the same configs: offset the sampler's seed.
+        self.seed = None if cfg.seed is None else cfg.seed + cfg.worker_index
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.probe_info: dict[str, Any] | None = None
+        #: Checked before each trial: True stops starting trials (a cancelled sweep).
+        self.should_stop: Callable[[], bool] = lambda: False
+        self.cancelled = False
+        # Set by prepare().
+        self.executor = self.storage = self.store = self.tracker = None
+        self.workload: dict[str, Any] = {}
+        self.device: Device | None = None
+        self.space = None
+        self.baseline: dict[str, Any] = {}
+        self.study_name = ""
+        self.budget = 0.0
+
+    # -- setup (nothing written until every check passed)
+    def prepare(self) -> None:
+        from search_spaces import Capabilities, SpaceError, load_space
+        from storage import StoreError, open_store
+        from tuner.executor import make_executor
+        from tuner.tracking import check_database, check_tracking, make_tracker
+
+        cfg, ws = self.cfg, self.ws
+        cfg.validate()
+        if cfg.workers > 1 and ws.storage.startswith("sqlite"):
+            raise UsageError(f"--workers {cfg.workers}: parallel workers need a database server for "
+                             "the Optuna storage (--storage postgresql://...), or Optuna's journal "
+                             "file on one machine (--storage journal:///path/optuna.journal); "
+                             "SQLite would fail with 'database is locked'")  # fmt: skip
+        if not ws.storage.startswith("journal:"):
+            check_database(ws.storage, "--storage")
+        check_database(ws.db, "--db")
+        if cfg.track:
+            check_tracking(ws.tracking_uri)
+        self.executor = self.given_executor or make_executor(cfg.framework, isolate=cfg.isolate,
+                                                             log_dir=None)  # fmt: skip
+        self.workload = cfg.describe_command() if cfg.command else self.executor.describe(self.spec)
+        check_name("--name" if cfg.command else f"--workload {cfg.workload}: name", self.workload.get("name"))
+        devices = [Device.from_discovery(cfg.framework, d) for d in self.executor.devices()]
+        self.device = select(devices, cfg.device)
+        caps = get_backend(cfg.framework).capabilities(self.device.kind)
+        capabilities = Capabilities(params=frozenset(caps["params"]),
+                                    choices={k: frozenset(v) for k, v in caps["choices"].items()},
+                                    framework=cfg.framework)  # fmt: skip
+        try:
+            self.space = load_space(cfg.framework, self.device.kind, resources=self.device.resources,
+                                    override=cfg.space, supported=capabilities)  # fmt: skip
+        except SpaceError as exc:
+            raise UsageError(str(exc)) from None
+        if cfg.command:
+            from tuner.trial.launcher import command_space, template_fields
+
+            self.space = command_space(self.space, cfg.command)
+            self.template_knobs = template_fields(cfg.command)
+        self.baseline = self.space.defaults()
+        self.study_name = cfg.study or (f"{self.workload['name']}-{cfg.framework}-"
+                                        f"{self.device.spec.replace(':', '')}-{cfg.objective}")  # fmt: skip
+        self.budget = float(cfg.budget_s or self.workload["budget_s"])
+        # Only now touch the databases and the workspace.
+        ws.prepare()
+        if getattr(self.executor, "log_dir", "") is None:
+            self.executor.log_dir = str(ws.logs)
+        with ws.setup_lock():  # another sweep starting now waits until the schemas are made
+            self.storage = open_storage(ws.storage, cfg)
+            try:
+                self.store = open_store(ws.db, create=True)
+            except StoreError as exc:
+                raise UsageError(f"--db: {exc}") from None
+            self.tracker = self.given_tracker or make_tracker(ws, track=cfg.track)
+        _recovery.harden(self)  # store writes, MLflow calls: retried when the connection drops
+
+    def close_tracker(self) -> dict[str, Any] | None:
+        """Close the tracker the sweep made (not one passed in): a bounded flush of what it
+        spooled. Idempotent."""
+        if self.tracker is not None and self.given_tracker is None:
+            return self.tracker.close()
+        return None
+
+    def close(self) -> None:
+        """Close what :meth:`prepare` opened (an executor or tracker passed in stays open)."""
+        if self.executor is not None and self.given_executor is None:
+            self.executor.close()
+        if self.store is not None:
+            self.store.close()
+        self.close_tracker()
+
+    # -- a trial
+    def trial_budget(self, study) -> float:
+        """Training-time cap of a time-to-target trial: the workload's budget, tightened to
+        ``BOUND_FACTOR`` x the best time so far (a trial still short of the target by then
+        cannot win; the slack leaves room for noise, which the confirmation round settles)."""
+        if self.objective.measure != "converge":
+            return self.budget
+        try:
+            best = float(study.best_value)
+        except ValueError:
+            return self.budget
+        return max(self.budget * 0.05, min(self.budget, BOUND_FACTOR * best))
+
+    def request(self, config: dict[str, Any], *, seed: int, number: int | None, label: str,
+                measure: str | None = None) -> TrialRequest:  # fmt: skip
+        return TrialRequest(
+            workload=self.spec, framework=self.cfg.framework, device=self.cfg.device,
+            config=config, measure=measure or self.objective.measure, seed=seed,
+            device_info=self.device.to_dict(),
+            budget_s=self.cfg.budget_s, timeout_s=trial_timeout(self.cfg, self.objective, self.budget),
+            trial_number=number,
+            log_path=str(self.log_file(label)),
+            command=self.cfg.command, description=self.workload if self.cfg.command else None,
+        )  # fmt: skip
+
+    def execute(self, request: TrialRequest, on_report=None) -> TrialOutcome:
+        """Run ``request`` on the executor. The outcome's message (the trial's own words, which
+        may quote a URL with its password) is redacted before anything records it."""
+        from storage import redact_text
+
+        outcome = self.executor.run(request, on_report)
+        if outcome.message:
+            outcome.message = redact_text(outcome.message)
+        return outcome
+
+    def log_file(self, label: str) -> Path:
+        """The workspace's log file of this study's ``label`` (a trial, a worker): a file name
+        made safe and short enough whatever the study's name (:func:`safe_filename`)."""
+        return self.ws.logs / f"{safe_filename(f'{self.study_name}-{label}')}.log"
+
+    def tags(self, **extra: Any) -> dict[str, str]:
+        base = {"framework": self.cfg.framework, "device": self.device.kind,
+                "device_name": self.device.name, "device_fingerprint": self.device.fingerprint,
+                "workload": self.workload["name"], "objective": self.cfg.objective,
+                "study": self.study_name}  # fmt: skip
+        return {**base, **{k: str(v) for k, v in extra.items() if v is not None}}

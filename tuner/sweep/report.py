@@ -1,0 +1,119 @@
+"""What a sweep hands back (:class:`SweepReport`) and leaves in MLflow (the best config, the
+search space, Optuna's plots)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tuner.sweep.confirm import Measured
+from tuner.sweep.context import SweepContext
+
+
+@dataclass
+class SweepReport:
+    study_name: str
+    workload: str
+    framework: str
+    device: dict[str, Any]
+    objective: str
+    direction: str
+    unit: str
+    trials: dict[str, int]
+    baseline: dict[str, Any] | None
+    best: dict[str, Any] | None
+    speedup: float | None
+    stored: bool
+    best_config_id: int | None
+    mlflow_run_id: str | None
+    mlflow_experiment_id: str | None
+    failures: list[dict[str, Any]]
+    duration_s: float
+    sweep_id: int | None = None
+    #: The batch-size probe's result (``max_batch_size`` bound, sizes tried), when it ran.
+    batch_probe: dict[str, Any] | None = None
+    #: A spooling tracker's account (``pending`` events left in ``spool``, ``max_call_s``...).
+    tracking: dict[str, Any] | None = None
+    #: Stopped by a cancel request: no confirmation round, nothing stored.
+    cancelled: bool = False
+    #: What the user should know about the result (e.g. searched knobs the code never read).
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def side(m: Measured | None) -> dict[str, Any] | None:
+    """A confirmed config (the baseline's, the best's) as the report shows it."""
+    if m is None:
+        return None
+    shown = ("throughput_sps", "mfu", "achieved_tflops", "mfu_peak_source", "joules_per_sample",
+             "avg_power_w", "energy_source", "peak_device_memory_mb", "peak_rss_mb")  # fmt: skip
+    return {"label": m.label, "config": m.config, "trial_number": m.trial_number,
+            "values": m.values, "failures": m.failures, "stats": m.stats,
+            "metrics": {k: m.metrics[k] for k in shown if k in m.metrics}}  # fmt: skip
+
+
+def unread_knobs_warning(study, space) -> list[str]:
+    """A warning naming the searched knobs that no trial's training code read (``trial.config``
+    and the helpers that apply knobs record what they use): the sweep varied them blindly."""
+    read: set[str] = set()
+    offered: set[str] = set()  # knobs some measured trial's config had (active ones)
+    for t in study.get_trials(deepcopy=False):
+        knobs = t.user_attrs.get("knobs_read")
+        if knobs is not None:
+            read.update(knobs)
+            offered.update(t.params)
+    unread = [name for name in space.searched() if name in offered and name not in read]
+    if not unread:
+        return []
+    return [f"searched knobs the training code never read: {', '.join(unread)}; they cannot "
+            "have changed anything (apply them, e.g. with trial.optimizer() / trial.prepare() / "
+            "trial.autocast(), or hold them with a --space file)"]
+
+
+def artifacts(ctx: SweepContext, study, winner: Measured | None, base: Measured | None,
+              report: dict) -> None:  # fmt: skip
+    """The sweep's MLflow artifacts: the best config (YAML), the search space, the plots."""
+    import yaml
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if winner is not None:
+            path = os.path.join(tmp, "best_config.yaml")
+            with open(path, "w") as f:
+                yaml.safe_dump({"workload": ctx.workload["name"], "framework": ctx.cfg.framework,
+                                "device": ctx.device.to_dict(), "objective": ctx.cfg.objective,
+                                "config": winner.config, "value": winner.stats,
+                                "baseline": base.stats if base else None,
+                                "speedup": report.get("speedup")}, f, sort_keys=False)  # fmt: skip
+            ctx.tracker.log_artifact(path)
+        path = os.path.join(tmp, "search_space.json")
+        with open(path, "w") as f:
+            json.dump(ctx.space.to_dict(), f, indent=2, default=str)
+        ctx.tracker.log_artifact(path)
+        plots(ctx, study, tmp)
+
+
+def plots(ctx: SweepContext, study, tmp: str) -> None:
+    """Optuna's plots of the study, as HTML artifacts; a plot that fails is a failure noted."""
+    import optuna.visualization as vis
+    from optuna.trial import TrialState
+
+    figures = {"optimization_history": vis.plot_optimization_history,
+               "intermediate_values": vis.plot_intermediate_values}  # fmt: skip
+    if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) >= 2:
+        figures["param_importances"] = vis.plot_param_importances
+    for name, fn in figures.items():
+        try:
+            with warnings.catch_warnings():  # importance warns on small studies; fine here
+                warnings.simplefilter("ignore")
+                fig = fn(study)
+            path = os.path.join(tmp, f"{name}.html")
+            fig.write_html(path, include_plotlyjs=True, full_html=True)
+            ctx.tracker.log_artifact(path, "plots")
+        except Exception as exc:  # noqa: BLE001 - a plot is not worth failing a sweep
+            ctx.failures.append({"trial": None, "cause": "plot", "message": f"{name}: {exc}"})

@@ -1,0 +1,239 @@
+"""The study loop: one Optuna study per (workload, framework, device, objective).
+
+``run_sweep`` checks every input before writing anything, then: enqueues the framework-default
+config as the baseline, asks the sampler for configs, runs each as an isolated trial, tells
+Optuna and logs MLflow, re-measures the top candidates and the baseline (the confirmation
+round), and stores the confirmed best in perftune's config store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from tuner import _recovery
+from tuner.objectives import speedup
+from tuner.settings import Workspace
+from tuner.sweep.config import ProgressFn, SweepConfig
+from tuner.sweep.confirm import Measured, confirm
+from tuner.sweep.context import SweepContext
+from tuner.sweep.report import SweepReport, artifacts, side, unread_knobs_warning
+from tuner.sweep.search import NOT_COUNTED, run_trials
+from tuner.sweep.study import open_study
+from tuner.sweep.workers import share, spawn_workers, stop_workers, wait_workers
+
+
+def run_sweep(cfg: SweepConfig, ws: Workspace, progress: ProgressFn | None = None, *,
+              executor=None, tracker=None, sweep_id: int | None = None,
+              should_stop: Callable[[], bool] | None = None) -> SweepReport:  # fmt: skip
+    """Run (or resume) a sweep and store its confirmed best. See the module docstring.
+
+    ``sweep_id``: the store's row of a queued sweep this process claimed (used instead of a new
+    row). The row gets live progress after each trial; when ``should_stop()`` or the row's
+    cancel flag (``perftune``'s API: ``POST /v1/sweeps/ID/cancel``) says so, no further trial
+    starts, the confirmation round is skipped, the row ends ``cancelled`` and the MLflow run
+    KILLED (``report.cancelled``)."""
+    t0 = time.monotonic()
+    ctx = SweepContext(cfg, ws, progress, executor, tracker)
+    try:
+        ctx.prepare()
+        report = _run(ctx, t0, sweep_id, should_stop)
+        report.tracking = ctx.close_tracker()
+        if report.tracking is not None:  # a placeholder run id may have its real id by now
+            report.mlflow_run_id = ctx.tracker.parent_run_id or report.mlflow_run_id
+            report.mlflow_experiment_id = ctx.tracker.experiment_id or report.mlflow_experiment_id
+        return report
+    finally:
+        ctx.close()
+
+
+def _run(ctx: SweepContext, t0: float, sweep_id: int | None = None,
+         should_stop: Callable[[], bool] | None = None) -> SweepReport:  # fmt: skip
+    study = open_study(ctx)
+    run_id, sweep_id = start(ctx, study, sweep_id)
+    state, summary = "failed", None
+    _track_progress(ctx, sweep_id, should_stop)
+    share(ctx, study, run_id)
+    helpers = spawn_workers(ctx)
+    try:
+        search(ctx, study, helpers)
+        counts = trial_counts(study)
+        base, winner = confirm(ctx, study) if confirmable(ctx, study) else (None, None)
+        gain = speedup(_median(base), _median(winner), ctx.objective.direction)
+        stored, best_id = store_best(ctx, base, winner, gain, run_id, sweep_id)
+        summary = {"baseline": side(base), "best": side(winner), "speedup": gain}
+        log_summary(ctx, base, winner, gain, counts)
+        if best_id is not None:
+            summary["best_config_id"] = best_id
+        artifacts(ctx, study, winner, base, summary)
+        state = "cancelled" if ctx.cancelled else "completed"
+        return make_report(ctx, study, t0, counts, base, winner, gain, stored, best_id, run_id, sweep_id)
+    except KeyboardInterrupt:
+        state = "interrupted"
+        raise
+    finally:
+        finish(ctx, study, helpers, sweep_id, state, summary)
+
+
+def start(ctx: SweepContext, study, sweep_id: int | None) -> tuple[str | None, int]:
+    """Before the first trial: recover a killed sweep of this study, record the device and the
+    workload, start the MLflow parent run and the store's sweep row. Returns their ids."""
+    cfg, device, workload = ctx.cfg, ctx.device, ctx.workload
+    # A sweep of this study killed on this machine: its store row interrupted, its MLflow run KILLED.
+    _recovery.recover_sweep(ctx.store, ctx.study_name, ctx.ws.tracking_uri if cfg.track and ctx.given_tracker is None
+                            else None, workload["name"])  # fmt: skip
+    ctx.store.upsert_device(device.fingerprint, framework=cfg.framework, kind=device.kind,
+                            name=device.name, count=device.count,
+                            memory_bytes=device.memory_bytes, info=device.to_dict())  # fmt: skip
+    ctx.store.upsert_workload(workload["name"], framework=cfg.framework,
+                              info={**workload, "spec": ctx.spec})  # fmt: skip
+    run_id = ctx.tracker.start_sweep(
+        workload["name"], f"{ctx.study_name}@{time.strftime('%Y%m%d-%H%M%S')}",
+        {"workload": workload["name"], "workload_spec": ctx.spec, "framework": cfg.framework,
+         "device": device.kind, "objective": cfg.objective, "direction": ctx.objective.direction,
+         "trials": cfg.trials, "sampler": cfg.sampler, "pruner": cfg.pruner, "seed": cfg.seed,
+         "search_space": ctx.space.name, "study": ctx.study_name, "target": workload["target"],
+         "confirm_top": cfg.confirm_top, "confirm_repeats": cfg.confirm_repeats,
+         "budget_s": ctx.budget, "max_batch_size": study.user_attrs.get("max_batch_size")},
+        ctx.tags(perftune_role="sweep", perftune_owner=_recovery.owner_tag()),
+    )  # fmt: skip
+    sweep_id = ctx.store.start_sweep(study_name=ctx.study_name, workload=workload["name"],
+                                     framework=cfg.framework, device_fingerprint=device.fingerprint,
+                                     objective=cfg.objective, settings={**asdict(cfg),
+                                     "mlflow_experiment_id": ctx.tracker.experiment_id,
+                                     "owner": _recovery.owner()},
+                                     mlflow_run_id=run_id, sweep_id=sweep_id)  # fmt: skip
+    return run_id, sweep_id
+
+
+def search(ctx: SweepContext, study, helpers: list) -> None:
+    """Run trials (with the helper workers) until the study has its total, the ``--timeout``
+    passed or the sweep was cancelled; then wait for the helpers."""
+    deadline = time.monotonic() + ctx.cfg.timeout if ctx.cfg.timeout else None
+    run_trials(ctx, study, deadline)
+    if ctx.cancelled:
+        stop_workers(helpers)
+    wait_workers(ctx, helpers)
+
+
+def trial_counts(study) -> dict[str, int]:
+    """The study's trials by outcome: Optuna's states, and the causes that are not plain
+    failures (the uncounted ones, ``oom``, ``lost``)."""
+    from optuna.trial import TrialState
+
+    counts: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        cause = t.user_attrs.get("cause")
+        if t.state == TrialState.FAIL and cause is None:
+            cause = "lost"  # its worker died; failed by the heartbeat check and retried
+        key = cause if cause in (*NOT_COUNTED, "oom", "lost") else t.state.name.lower()
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def confirmable(ctx: SweepContext, study) -> bool:
+    """A confirmation round is due: some trial completed and the sweep was not cancelled."""
+    from optuna.trial import TrialState
+
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) and not ctx.cancelled
+
+
+def _median(m: Measured | None) -> float | None:
+    stats = m.stats if m else None
+    return stats["median"] if stats else None
+
+
+def store_best(ctx: SweepContext, base: Measured | None, winner: Measured | None, gain: float | None,
+               run_id: str | None, sweep_id: int) -> tuple[bool, int | None]:  # fmt: skip
+    """Offer the winner to perftune's config store (it keeps the better of it and what it has).
+    Returns whether it was stored and its record's id."""
+    if winner is None:
+        return False, None
+    cfg, win_stats = ctx.cfg, winner.stats
+    rec, stored = ctx.store.save_best(
+        workload=ctx.workload["name"], framework=cfg.framework,
+        device_fingerprint=ctx.device.fingerprint, objective=cfg.objective,
+        direction=ctx.objective.direction, unit=ctx.objective.unit, config=winner.config,
+        value=win_stats["median"], spread=win_stats["spread"],
+        metrics={**{k: v for k, v in winner.metrics.items()
+                    if isinstance(v, int | float | bool)
+                    or k in ("mfu_peak_source", "energy_source")},
+                 "repeats": winner.values, "trial_number": winner.trial_number},
+        baseline_config=ctx.baseline,
+        baseline_value=_median(base),
+        speedup=gain, mlflow_run_id=run_id, sweep_id=sweep_id,
+    )  # fmt: skip
+    return stored, rec.id
+
+
+def log_summary(ctx: SweepContext, base: Measured | None, winner: Measured | None,
+                gain: float | None, counts: dict[str, int]) -> None:  # fmt: skip
+    """The MLflow parent run's summary metrics and the best config."""
+    base_stats = base.stats if base else None
+    win_stats = winner.stats if winner else None
+    ctx.tracker.log_summary(
+        {k: v for k, v in {
+            "baseline_median": base_stats and base_stats["median"],
+            "baseline_spread": base_stats and base_stats["spread"],
+            "best_median": win_stats and win_stats["median"],
+            "best_spread": win_stats and win_stats["spread"],
+            "speedup": gain, **{f"trials_{k}": v for k, v in counts.items()}}.items()
+         if v is not None},
+        {"best_config": json.dumps(winner.config) if winner else "none"},
+    )  # fmt: skip
+
+
+def make_report(ctx: SweepContext, study, t0: float, counts: dict[str, int], base: Measured | None,
+                winner: Measured | None, gain: float | None, stored: bool, best_id: int | None,
+                run_id: str | None, sweep_id: int) -> SweepReport:  # fmt: skip
+    """What :func:`run_sweep` returns."""
+    cfg, device = ctx.cfg, ctx.device
+    return SweepReport(
+        study_name=ctx.study_name, workload=ctx.workload["name"], framework=cfg.framework,
+        device=device.to_dict(), objective=cfg.objective, direction=ctx.objective.direction,
+        unit=ctx.objective.unit, trials=counts, baseline=side(base), best=side(winner),
+        speedup=gain, stored=stored, best_config_id=best_id, mlflow_run_id=run_id,
+        mlflow_experiment_id=ctx.tracker.experiment_id, failures=ctx.failures,
+        duration_s=time.monotonic() - t0, sweep_id=sweep_id,
+        batch_probe=ctx.probe_info or ({"max_batch_size": study.user_attrs["max_batch_size"]}
+                                       if "max_batch_size" in study.user_attrs else None),
+        cancelled=ctx.cancelled, warnings=unread_knobs_warning(study, ctx.space),
+    )  # fmt: skip
+
+
+def finish(ctx: SweepContext, study, helpers: list, sweep_id: int, state: str,
+           summary: dict[str, Any] | None) -> None:  # fmt: skip
+    """On the way out, however the sweep ended: stop the helpers, close the store's sweep row
+    (``completed``, ``cancelled``, ``interrupted`` or ``failed``) and end the MLflow run."""
+    from optuna.trial import TrialState
+
+    stop_workers(helpers)
+    try:
+        n = len(study.get_trials(deepcopy=False))
+        complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        ctx.store.finish_sweep(sweep_id, state=state, n_trials=n, n_complete=complete,
+                               summary=summary if state in ("completed", "cancelled") else None)  # fmt: skip
+    except Exception:  # noqa: BLE001 - never hide the original error
+        pass
+    ctx.tracker.end_sweep({"completed": "FINISHED", "interrupted": "KILLED",
+                           "cancelled": "KILLED"}.get(state, "FAILED"))  # fmt: skip
+
+
+def _track_progress(ctx: SweepContext, sweep_id: int, should_stop: Callable[[], bool] | None) -> None:
+    """After each counted trial, write the sweep's progress to its store row and read back its
+    cancel flag; stop starting trials once it (or ``should_stop()``) is set."""
+    progress, flag = ctx.progress, {"cancel": False}
+
+    def tracked(event: str, data: dict[str, Any]) -> None:
+        if event in ("start", "trial"):
+            with contextlib.suppress(Exception):  # progress is worth no failed sweep
+                flag["cancel"] = ctx.store.update_progress(sweep_id, trials_done=data.get("done"),
+                                                           best_value=data.get("best"))  # fmt: skip
+        progress(event, data)
+
+    ctx.progress = tracked
+    ctx.should_stop = lambda: flag["cancel"] or bool(should_stop and should_stop())

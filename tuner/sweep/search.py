@@ -1,0 +1,252 @@
+"""The search phase: ask the sampler for configs and run each as an isolated trial, telling
+Optuna and logging MLflow, until the study has ``--trials`` counted trials (in all workers)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import Counter
+from typing import Any
+
+from tuner import _recovery
+from tuner._optuna import heartbeat
+from tuner.backends import TrialOutcome, get_backend
+from tuner.errors import InvalidConfig, UsageError
+from tuner.sweep.context import SweepContext
+from tuner.sweep.mfu import add_mfu
+
+MAX_CONSECUTIVE_INVALID = 50
+#: Trials that do not count towards ``--trials``: configs the constraints rejected, and trials
+#: cut short by Ctrl-C / SIGTERM (they are run again on resume).
+NOT_COUNTED = ("invalid", "interrupted", "surplus")
+
+
+def run_trials(ctx: SweepContext, study, deadline: float | None) -> None:
+    cfg = ctx.cfg
+    done = len(finished(study))
+    ctx.progress("start", {"total": cfg.trials, "done": done})
+    #: Why each config rejected since the last trial that ran was rejected (a list each).
+    rejected: list[list[str]] = []
+    sampler = study.sampler
+    while _started(study) < cfg.trials or _wait_for_others(ctx, study):
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        if ctx.should_stop():
+            ctx.cancelled = True
+            break
+        if hasattr(sampler, "is_exhausted") and sampler.is_exhausted(study):
+            break
+        _recovery.fail_stale(study, cfg.grace_s, cfg.max_retry)  # dead workers' trials
+        trial = study.ask()
+        _recovery.claim(trial)  # user attrs worker (host:pid) and worker_process
+        if _surplus(ctx, study, trial):  # only when workers asked at the same moment
+            break
+        try:
+            last = one_trial(ctx, study, trial, rejected)
+        except BaseException as exc:
+            # Leave nothing RUNNING: whatever stopped us is recorded on the trial.
+            fail_if_running(study, trial, exc)
+            raise
+        if last is not None:
+            done = len(finished(study))
+            best = None
+            with contextlib.suppress(ValueError):
+                best = study.best_value
+            ctx.progress("trial", {"done": done, "best": best, **last})
+
+
+def one_trial(ctx: SweepContext, study, trial, rejected: list[list[str]]) -> dict[str, Any] | None:
+    """Sample, run, tell and log one trial. Returns what the progress shows of it (number,
+    state, value, cause, wall_s), or None if it does not count towards --trials."""
+    from optuna.trial import TrialState
+
+    cfg = ctx.cfg
+    config = ctx.space.sample(trial)
+    trial.set_user_attr("config", config)
+    violations = ctx.space.violations(config)
+    reasons = [f"constraint {v!r}" for v in violations]
+    if not violations:
+        try:
+            get_backend(cfg.framework).check_config(config, ctx.device.to_dict())
+        except InvalidConfig as exc:
+            violations, reasons = [str(exc)], [_backend_said(ctx, str(exc))]
+    if violations:
+        trial.set_user_attr("cause", "invalid")
+        trial.set_user_attr("message", "; ".join(violations))
+        study.tell(trial, state=TrialState.PRUNED)  # the sampler learns to avoid it
+        count_invalid(ctx, rejected, reasons)
+        return None
+
+    def on_report(step: int, value: float) -> bool:
+        trial.report(value, step)
+        return trial.should_prune()
+
+    request = ctx.request(config, seed=cfg.seed or 0, number=trial.number,
+                          label=f"trial-{trial.number}")  # fmt: skip
+    request.budget_s = ctx.trial_budget(study)
+    with heartbeat(trial, ctx.storage):
+        outcome = ctx.execute(request, on_report)
+    value = ctx.objective.value(outcome.metrics) if outcome.status == "ok" else None
+    if outcome.status == "ok":
+        add_mfu(ctx, config, outcome.metrics)
+    if outcome.status == "failed" and outcome.cause == "oom":
+        # An infeasible point, not a plain failure: PRUNED with a violated constraint, so
+        # the samplers (TPE, GP, NSGA) learn that this region does not fit in memory.
+        state, note = TrialState.PRUNED, "oom"
+        trial.set_constraint("fits_in_memory", 1.0)
+        trial.set_user_attr("cause", "oom")
+        trial.set_user_attr("infeasible", True)
+        trial.set_user_attr("message", outcome.message)
+        ctx.failures.append({"trial": trial.number, "cause": "oom",
+                             "message": outcome.message, "config": config})  # fmt: skip
+    elif outcome.status == "failed":
+        state, note = TrialState.FAIL, outcome.cause
+        trial.set_user_attr("cause", outcome.cause)
+        trial.set_user_attr("message", outcome.message)
+        ctx.failures.append({"trial": trial.number, "cause": outcome.cause,
+                             "message": outcome.message, "config": config})  # fmt: skip
+    elif value is None:
+        state = TrialState.PRUNED
+        note = "pruned" if outcome.status == "pruned" else "not_reached"
+        trial.set_user_attr("outcome", note)
+    else:
+        state, note = TrialState.COMPLETE, None
+    scalars = {k: v for k, v in outcome.metrics.items()
+               if isinstance(v, int | float | bool) or v is None}  # fmt: skip
+    trial.set_user_attr("metrics", scalars)
+    if outcome.knobs_read is not None:
+        trial.set_user_attr("knobs_read", sorted({*outcome.knobs_read, *ctx.template_knobs}))
+    trial.set_user_attr("wall_s", outcome.wall_s)
+    if state == TrialState.COMPLETE:
+        study.tell(trial, value)
+    else:
+        study.tell(trial, state=state)
+    log_trial(ctx, trial.number, config, outcome, value,
+              "FAIL" if note == "oom" else state.name, note)  # fmt: skip
+    if outcome.usage:  # the training code is unusable as it is (it measured nothing)
+        what = "the command" if cfg.command else f"--workload {ctx.spec}"
+        raise UsageError(f"{what}: {outcome.message}")
+    if note in NOT_COUNTED:  # the backend rejected the config
+        count_invalid(ctx, rejected, [_backend_said(ctx, outcome.message or note)])
+        return None
+    rejected.clear()
+    return {"number": trial.number, "state": state.name, "value": value, "cause": note,
+            "wall_s": outcome.wall_s}  # fmt: skip
+
+
+def _backend_said(ctx: SweepContext, message: str) -> str:
+    return f"the {ctx.cfg.framework} backend ({message})"
+
+
+def count_invalid(ctx: SweepContext, rejected: list[list[str]], reasons: list[str]) -> None:
+    """Count a config rejected before it could run (told to Optuna already, as ``invalid``:
+    it does not count towards ``--trials``). The ``MAX_CONSECUTIVE_INVALID``-th in a row
+    stops the sweep with a UsageError naming what rejected the most of them: a constraint
+    (the search space is at fault) or the backend (the workload is)."""
+    rejected.append(reasons)
+    if len(rejected) < MAX_CONSECUTIVE_INVALID:
+        return
+    counts = Counter(r for rs in rejected for r in rs)
+    reason, times = counts.most_common(1)[0]
+    subject = f"--workload {ctx.spec}"
+    if reason.startswith("constraint "):
+        subject = f"search space {ctx.space.name}"
+    raise UsageError(f"{subject}: {len(rejected)} configs in a row were rejected, "
+                     f"{times} of them by {reason}")  # fmt: skip
+
+
+def log_trial(ctx: SweepContext, number: int | None, config: dict[str, Any], outcome: TrialOutcome,
+              value: float | None, state: str, note: str | None, phase: str = "search") -> None:  # fmt: skip
+    metrics = dict(outcome.metrics)
+    if value is not None:
+        metrics["objective"] = value
+    if outcome.wall_s is not None:
+        metrics["trial_wall_s"] = outcome.wall_s
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for row in outcome.curves.get("val_metric", []):
+        curves.setdefault("val_metric", []).append((int(row[0]), row[2]))
+        curves.setdefault("train_loss", []).append((int(row[0]), row[3]))
+        curves.setdefault("train_time_s", []).append((int(row[0]), row[1]))
+    for row in outcome.curves.get("throughput_window", []):
+        curves.setdefault("window_throughput_sps", []).append((int(row[0]), row[1]))
+    name = f"trial-{number}" if phase == "search" else phase
+    status = "FAILED" if state == "FAIL" else "FINISHED"
+    ctx.tracker.log_trial(
+        name, config, metrics, curves,
+        ctx.tags(trial_state=state, failure_cause=note if state == "FAIL" else None,
+                 outcome=note, optuna_trial_number=number, phase=phase,
+                 energy_source=metrics.get("energy_source"),
+                 mfu_peak_source=metrics.get("mfu_peak_source"),
+                 failure_message=(outcome.message or "")[:500] if state == "FAIL" else None),
+        status=status,
+    )  # fmt: skip
+
+
+def finished(study) -> list:
+    """Trials that count towards ``--trials``. Not counted: configs rejected before running,
+    interrupted trials, and trials whose worker died (FAIL without a cause: failed by
+    ``fail_stale_trials`` and retried as a new trial)."""
+    from optuna.trial import TrialState
+
+    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    return [t for t in study.get_trials(deepcopy=False, states=done)
+            if t.user_attrs.get("cause") not in NOT_COUNTED
+            and not (t.state == TrialState.FAIL and "cause" not in t.user_attrs)]  # fmt: skip
+
+
+def _started(study) -> int:
+    """Trials that count towards ``--trials``, finished or running in any worker."""
+    from optuna.trial import TrialState
+
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return len(finished(study)) + len(running)
+
+
+def _wait_for_others(ctx: SweepContext, study) -> bool:
+    """All trials are handed out: wait while other workers' trials run (a dead worker's
+    trial is failed, after the grace period or at once on this machine, and retried here).
+    True if there is more to do."""
+    from optuna.trial import TrialState
+
+    storage = study._storage
+    if not (hasattr(storage, "is_heartbeat_enabled") and storage.is_heartbeat_enabled()):
+        return False  # without heartbeats a dead worker's trial cannot be told from a slow one
+    while study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        time.sleep(min(2.0, ctx.cfg.heartbeat_s))
+        _recovery.fail_stale(study, ctx.cfg.grace_s, ctx.cfg.max_retry)
+        if _started(study) < ctx.cfg.trials:
+            return True
+    return False
+
+
+def _surplus(ctx: SweepContext, study, trial) -> bool:
+    """Workers that asked at the same moment may overshoot ``--trials``: the trials numbered
+    first keep their place, a later one is given back (FAIL, cause ``surplus``, not counted;
+    it has no params yet, so the samplers see nothing)."""
+    from optuna.trial import TrialState
+
+    ahead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+             if t.number < trial.number] + [t for t in finished(study) if t.number < trial.number]  # fmt: skip
+    if len(ahead) < ctx.cfg.trials:
+        return False
+    trial.set_user_attr("cause", "surplus")
+    study.tell(trial, state=TrialState.FAIL)
+    return True
+
+
+def fail_if_running(study, trial, exc: BaseException) -> None:
+    """Tell a trial that an exception interrupted as FAIL, with its cause, if still running."""
+    from optuna.trial import TrialState
+
+    try:
+        if study._storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
+            return
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        trial.set_user_attr("cause", "interrupted" if interrupted else "crash")
+        if not interrupted:
+            from storage import redact_text
+
+            trial.set_user_attr("message", redact_text(f"{type(exc).__name__}: {exc}")[:500])
+        study.tell(trial, state=TrialState.FAIL)
+    except Exception:  # noqa: BLE001 - never hide the original error
+        pass
