@@ -387,13 +387,14 @@ def _print_report(r, ws) -> None:
         out.print("failed trials: " + ", ".join(f"{c} x{n}" for c, n in causes.items())
                   + f"  (logs in {ws.logs})")  # fmt: skip
     table = Table(title=f"{r.workload} / {r.framework} / {r.device['kind']} ({r.device['name']}) / {r.objective}")
-    for col in ("", "config (changes from the default)", f"median ({r.unit})", "spread", "runs"):
+    for col in ("", "config (changes from the default)", f"median ({r.unit})", "spread", "95% CI", "runs"):
         table.add_column(col)
     base_cfg = (r.baseline or {}).get("config") or {}
     for label, side in (("baseline", r.baseline), ("best", r.best)):
         if side is None:
-            table.add_row(label, "-", "-", "-", "-")
+            table.add_row(label, "-", "-", "-", "-", "-")
             continue
+        iv = side.get("interval")
         st = side["stats"] or {}
         runs = f"{len(side['values'])}" + (f" ({len(side['failures'])} failed)" if side["failures"] else "")
         if label == "baseline" or side["label"] == "baseline":
@@ -401,8 +402,8 @@ def _print_report(r, ws) -> None:
         else:
             name = f"best (trial {side['trial_number']})"
             cfg_text = _config_text({k: v for k, v in side["config"].items() if base_cfg.get(k) != v})
-        table.add_row(name, cfg_text, _fmt(st.get("median")),
-                      f"±{st['spread'] * 100:.0f}%" if st else "-", runs)  # fmt: skip
+        table.add_row(name, cfg_text, _fmt(st.get("median")), f"±{st['spread'] * 100:.0f}%" if st else "-",
+                      f"{_fmt(iv['low'])}-{_fmt(iv['high'])}" if iv else "-", runs)  # fmt: skip
     out.print(table)
     m = (r.best or {}).get("metrics") or {}
     facts = []
@@ -421,8 +422,10 @@ def _print_report(r, ws) -> None:
     for warning in r.warnings:
         out.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
     if r.speedup is not None:
+        iv = r.speedup_interval
         out.print(_styled("speedup over the default: ", (f"{r.speedup:.2f}x", "bold"),
-                          "" if r.stored else " (an earlier stored best is better; kept it)"))  # fmt: skip
+                          f" (95% CI {iv['low']:.2f}-{iv['high']:.2f}x, {r.confirm_rounds} paired rounds)"
+                          if iv else "", "" if r.stored else "; an earlier stored best is better: kept it"))  # fmt: skip
     out.print(f"stored: perftune best --workload {r.workload} --framework {r.framework} "
               f"--device {r.device['kind']} --objective {r.objective}"
               + (f" --home {ws.home}" if str(ws.home) != os.path.abspath(".perftune") else ""))  # fmt: skip
