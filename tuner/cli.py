@@ -153,7 +153,8 @@ def sweep(
     sampler: Annotated[str, typer.Option(help="tpe, random, grid, cmaes or gp")] = "tpe",
     pruner: Annotated[str, typer.Option(help="median or none")] = "median",
     confirm_top: Annotated[int, typer.Option(help="Candidates re-measured before storing.")] = 2,
-    confirm_repeats: Annotated[int, typer.Option(help="Repeats per confirmed candidate.")] = 3,
+    confirm_repeats: Annotated[int, typer.Option(help="Paired rounds (repeats) of the confirmation at least.")] = 3,
+    confirm_max_repeats: Annotated[int | None, typer.Option(help="Rounds at most: they go on until the best's speedup is known to ±10% (95% CI). Default 6 (from 3 repeats on).")] = None,
     trial_timeout: Annotated[float | None, typer.Option(help="Seconds before a trial is killed.")] = None,
     budget: Annotated[float | None, typer.Option(help="Training seconds cap per time-to-target trial.")] = None,
     batch_probe: Annotated[str, typer.Option(help="Bound batch_size by the largest that fits, probed first: "
@@ -174,7 +175,7 @@ def sweep(
     cfg = SweepConfig(workload=workload, framework=framework, device=device, objective=objective,
                       trials=trials, timeout=timeout, space=space, study=study, seed=seed,
                       sampler=sampler, pruner=pruner, confirm_top=confirm_top,
-                      confirm_repeats=confirm_repeats, trial_timeout=trial_timeout, budget_s=budget,
+                      confirm_repeats=confirm_repeats, confirm_max_repeats=confirm_max_repeats, trial_timeout=trial_timeout, budget_s=budget,
                       batch_probe=batch_probe, workers=workers, max_retry=max_retry,
                       heartbeat_s=heartbeat, grace_s=grace_period, command=command or None,
                       name=name, target=target, mode=mode, eval_interval_s=eval_interval)  # fmt: skip

@@ -91,6 +91,7 @@ class SweepIn(BaseModel):
     pruner: Literal[PRUNERS] = "median"  # type: ignore[valid-type]
     confirm_top: int = Field(2, ge=1, le=100)
     confirm_repeats: int = Field(3, ge=1, le=100)
+    confirm_max_repeats: int | None = Field(None, ge=1, le=100)
     trial_timeout: float | None = Field(None, gt=0)
     budget_s: float | None = Field(None, gt=0)
     batch_probe: Literal["auto", "on", "off"] = Field("auto", description="Probe the largest "

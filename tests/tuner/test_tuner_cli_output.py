@@ -92,13 +92,15 @@ def test_sweep_report_prints_the_study_name_as_is(tmp_path, capsys, monkeypatch)
         framework="torch", device={"kind": "cpu", "name": DEVICE_NAME}, objective="throughput",
         unit="s", baseline=_side("baseline", {"optimizer": "adam"}, [2.0]),
         best=_side("candidate", {"optimizer": CONFIG_VALUE}, [1.0], trial=1), batch_probe=None,
-        speedup=2.0, stored=True, mlflow_run_id="run:x:", warnings=[])  # fmt: skip
+        speedup=2.0, stored=True, mlflow_run_id="run:x:", warnings=[],
+        speedup_interval={"low": 1.8, "high": 2.2}, confirm_rounds=4)  # fmt: skip
     cli._print_report(report, Workspace.resolve(tmp_path / "ws"))
     out = capsys.readouterr().out
     assert "st[/x]:x:: 2 COMPLETE" in out
     assert f"{WORKLOAD} / torch / cpu ({DEVICE_NAME}) / throughput" in out
     assert f"optimizer={CONFIG_VALUE}" in out and "speedup over the default: 2.00x" in out
     assert "run:x:" in out and "❌" not in out
+    assert "speedup over the default: 2.00x (95% CI 1.80-2.20x, 4 paired rounds)" in out
 
 
 def test_devices_table_prints_names_as_is(capsys, monkeypatch):
