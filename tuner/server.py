@@ -152,8 +152,8 @@ class BestConfigOut(BaseModel):
     baseline_value: float | None = None
     speedup: float | None = None
     #: 95% confidence intervals [low, high] of value and speedup (None: not measured in rounds).
-    value_interval: tuple[float, float] | None = None
-    speedup_interval: tuple[float, float] | None = None
+    value_interval: list[float] | None = Field(None, min_length=2, max_length=2)
+    speedup_interval: list[float] | None = Field(None, min_length=2, max_length=2)
     mlflow_run_id: str | None = None
     sweep_id: int | None = None
     study_name: str | None = None
