@@ -88,6 +88,10 @@ class BestConfigRecord:
     created_at: datetime
     updated_at: datetime
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: 95% confidence intervals ``(low, high)`` of ``value`` and ``speedup``; None for results
+    #: not measured in paired rounds (stored before perftune measured them so).
+    value_interval: tuple[float, float] | None = None
+    speedup_interval: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (datetimes as ISO 8601 strings)."""
@@ -271,14 +275,18 @@ class BaseConfigStore(abc.ABC):
         speedup: float | None,
         mlflow_run_id: str | None,
         sweep_id: int | None,
+        value_interval: tuple[float, float] | None = None,
+        speedup_interval: tuple[float, float] | None = None,
     ) -> tuple[BestConfigRecord, bool]:
         """Offer a confirmed result for the key (workload, framework, device, objective).
 
         One transaction, safe under concurrent writers (also from other processes):
 
         * no best yet: insert it, return ``(record, True)``;
-        * the new value is better or equal per ``direction``: the previous best moves to
-          the history with reason ``"replaced"``, the new one is stored, ``(record, True)``;
+        * the new result is better per ``direction``: the previous best moves to the history
+          with reason ``"replaced"``, the new one is stored, ``(record, True)``. With a
+          ``value_interval`` (its 95% confidence interval), better means better beyond it:
+          the interval's worse end beats the stored value. Without one, better or equal;
         * otherwise the stored best is kept, the new result goes to the history with
           reason ``"not_better"``, and ``(stored record, False)`` is returned.
 

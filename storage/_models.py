@@ -198,6 +198,11 @@ class BestConfig(Base):
     )
     baseline_value: Mapped[float | None] = mapped_column(Float, nullable=True)
     speedup: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: 95% confidence intervals of ``value`` and ``speedup`` (0003; None: not measured so).
+    value_low: Mapped[float | None] = mapped_column(Float, nullable=True)
+    value_high: Mapped[float | None] = mapped_column(Float, nullable=True)
+    speedup_low: Mapped[float | None] = mapped_column(Float, nullable=True)
+    speedup_high: Mapped[float | None] = mapped_column(Float, nullable=True)
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     sweep_id: Mapped[int | None] = mapped_column(
         ForeignKey("perftune_sweeps.id", ondelete="SET NULL"), nullable=True
@@ -232,6 +237,11 @@ class BestConfigHistory(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
     baseline_value: Mapped[float | None] = mapped_column(Float, nullable=True)
     speedup: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: 95% confidence intervals of ``value`` and ``speedup`` (0003; None: not measured so).
+    value_low: Mapped[float | None] = mapped_column(Float, nullable=True)
+    value_high: Mapped[float | None] = mapped_column(Float, nullable=True)
+    speedup_low: Mapped[float | None] = mapped_column(Float, nullable=True)
+    speedup_high: Mapped[float | None] = mapped_column(Float, nullable=True)
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     sweep_id: Mapped[int | None] = mapped_column(
         ForeignKey("perftune_sweeps.id", ondelete="SET NULL"), nullable=True

@@ -116,6 +116,31 @@ def _is_better_or_equal(new: float, old: float, direction: str) -> bool:
     return new <= old if direction == "minimize" else new >= old
 
 
+def _improves(payload: dict[str, Any], old: float, direction: str) -> bool:
+    """Whether a new result replaces a stored value: better beyond its interval when it has
+    one (the interval's worse end beats ``old``), else better or equal."""
+    low, high = payload["value_low"], payload["value_high"]
+    if low is None or high is None:
+        return _is_better_or_equal(payload["value"], old, direction)
+    return high < old if direction == "minimize" else low > old
+
+
+_INTERVAL_COLUMNS = ("value_low", "value_high", "speedup_low", "speedup_high")
+
+
+def _pair(low: float | None, high: float | None) -> tuple[float, float] | None:
+    return None if low is None or high is None else (low, high)
+
+
+def _interval(bounds: tuple[float, float] | None, what: str) -> tuple[float | None, float | None]:
+    if bounds is None:
+        return None, None
+    low, high = (_finite(b, what) for b in bounds)
+    if low > high:
+        raise ValueError(f"{what} must be (low, high) with low <= high, got {bounds!r}")
+    return low, high
+
+
 def _iso(dt: datetime | None) -> str | None:
     return dt.isoformat() if dt is not None else None
 
@@ -126,6 +151,8 @@ def _history_dict(h: BestConfigHistory) -> dict[str, Any]:
         "value": h.value,
         "spread": h.spread,
         "speedup": h.speedup,
+        "value_interval": _pair(h.value_low, h.value_high),
+        "speedup_interval": _pair(h.speedup_low, h.speedup_high),
         "metrics": h.metrics,
         "baseline_value": h.baseline_value,
         "mlflow_run_id": h.mlflow_run_id,
@@ -160,6 +187,8 @@ def _record(row: BestConfig) -> BestConfigRecord:
         created_at=row.created_at,
         updated_at=row.updated_at,
         history=[_history_dict(h) for h in history],
+        value_interval=_pair(row.value_low, row.value_high),
+        speedup_interval=_pair(row.speedup_low, row.speedup_high),
     )
 
 
@@ -590,6 +619,8 @@ class SQLConfigStore(BaseConfigStore):
         speedup: float | None,
         mlflow_run_id: str | None,
         sweep_id: int | None,
+        value_interval: tuple[float, float] | None = None,
+        speedup_interval: tuple[float, float] | None = None,
     ) -> tuple[BestConfigRecord, bool]:
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
@@ -604,6 +635,10 @@ class SQLConfigStore(BaseConfigStore):
             "mlflow_run_id": mlflow_run_id,
             "sweep_id": sweep_id,
         }
+        payload["value_low"], payload["value_high"] = _interval(value_interval, "value_interval")
+        payload["speedup_low"], payload["speedup_high"] = _interval(
+            speedup_interval, "speedup_interval"
+        )
         base_cfg = (
             _json_dict(baseline_config, "baseline_config") if baseline_config is not None else None
         )
@@ -646,7 +681,7 @@ class SQLConfigStore(BaseConfigStore):
                             f"objective {objective!r} is stored with direction "
                             f"{row.direction!r}, got {direction!r}"
                         )
-                    improved = _is_better_or_equal(payload["value"], row.value, direction)
+                    improved = _improves(payload, row.value, direction)
                     if improved:
                         s.add(
                             BestConfigHistory(
@@ -657,6 +692,7 @@ class SQLConfigStore(BaseConfigStore):
                                 metrics=row.metrics,
                                 baseline_value=row.baseline_value,
                                 speedup=row.speedup,
+                                **{k: getattr(row, k) for k in _INTERVAL_COLUMNS},
                                 mlflow_run_id=row.mlflow_run_id,
                                 sweep_id=row.sweep_id,
                                 recorded_at=now,

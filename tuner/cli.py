@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
@@ -154,7 +155,8 @@ def sweep(
     sampler: Annotated[str, typer.Option(help="tpe, random, grid, cmaes or gp")] = "tpe",
     pruner: Annotated[str, typer.Option(help="median or none")] = "median",
     confirm_top: Annotated[int, typer.Option(help="Candidates re-measured before storing.")] = 2,
-    confirm_repeats: Annotated[int, typer.Option(help="Repeats per confirmed candidate.")] = 3,
+    confirm_repeats: Annotated[int, typer.Option(help="Paired rounds (repeats) of the confirmation at least.")] = 3,
+    confirm_max_repeats: Annotated[int | None, typer.Option(help="Rounds at most: they go on until the best's speedup is known to ±10% (95% CI). Default 6 (from 3 repeats on).")] = None,
     trial_timeout: Annotated[float | None, typer.Option(help="Seconds before a trial is killed.")] = None,
     budget: Annotated[float | None, typer.Option(help="Training seconds cap per time-to-target trial.")] = None,
     batch_probe: Annotated[str, typer.Option(help="Bound batch_size by the largest that fits, probed first: "
@@ -179,7 +181,7 @@ def sweep(
     cfg = SweepConfig(workload=workload, framework=framework, device=device, objective=objective,
                       trials=trials, timeout=timeout, space=space, study=study, seed=seed,
                       sampler=sampler, pruner=pruner, confirm_top=confirm_top,
-                      confirm_repeats=confirm_repeats, trial_timeout=trial_timeout, budget_s=budget,
+                      confirm_repeats=confirm_repeats, confirm_max_repeats=confirm_max_repeats, trial_timeout=trial_timeout, budget_s=budget,
                       batch_probe=batch_probe, workers=workers, max_retry=max_retry,
                       heartbeat_s=heartbeat, grace_s=grace_period, command=command or None,
                       name=name, target=target, mode=mode, eval_interval_s=eval_interval,
@@ -376,6 +378,13 @@ def _print_devices_table(result: dict[str, Any]) -> None:
         out.print(_styled("fastest here: ", (result["winner"], "bold")))
 
 
+def _speedup_text(gain: float | None, interval: Sequence[float] | None = None) -> str:
+    """``2.31x [2.05, 2.60]``: a speedup with its 95% confidence interval when it has one."""
+    if not gain:
+        return "-"
+    return f"{gain:.2f}x" + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
+
+
 def _print_report(r, ws) -> None:
     counts = ", ".join(f"{v} {k}" for k, v in sorted(r.trials.items()))
     out.print(_styled("\n", (r.study_name, "bold"), f": {counts}"))
@@ -386,13 +395,14 @@ def _print_report(r, ws) -> None:
         out.print("failed trials: " + ", ".join(f"{c} x{n}" for c, n in causes.items())
                   + f"  (logs in {ws.logs})")  # fmt: skip
     table = Table(title=f"{r.workload} / {r.framework} / {r.device['kind']} ({r.device['name']}) / {r.objective}")
-    for col in ("", "config (changes from the default)", f"median ({r.unit})", "spread", "runs"):
+    for col in ("", "config (changes from the default)", f"median ({r.unit})", "spread", "95% CI", "runs"):
         table.add_column(col)
     base_cfg = (r.baseline or {}).get("config") or {}
     for label, side in (("baseline", r.baseline), ("best", r.best)):
         if side is None:
-            table.add_row(label, "-", "-", "-", "-")
+            table.add_row(label, "-", "-", "-", "-", "-")
             continue
+        iv = side.get("interval")
         st = side["stats"] or {}
         runs = f"{len(side['values'])}" + (f" ({len(side['failures'])} failed)" if side["failures"] else "")
         if label == "baseline" or side["label"] == "baseline":
@@ -400,8 +410,8 @@ def _print_report(r, ws) -> None:
         else:
             name = f"best (trial {side['trial_number']})"
             cfg_text = _config_text({k: v for k, v in side["config"].items() if base_cfg.get(k) != v})
-        table.add_row(name, cfg_text, _fmt(st.get("median")),
-                      f"±{st['spread'] * 100:.0f}%" if st else "-", runs)  # fmt: skip
+        table.add_row(name, cfg_text, _fmt(st.get("median")), f"±{st['spread'] * 100:.0f}%" if st else "-",
+                      f"{_fmt(iv['low'])}-{_fmt(iv['high'])}" if iv else "-", runs)  # fmt: skip
     out.print(table)
     m = (r.best or {}).get("metrics") or {}
     facts = []
@@ -426,8 +436,10 @@ def _print_report(r, ws) -> None:
         out.print(f"search stopped early after {stopped['after_trials']} trials: the last "
                   "--patience completed trials improved the best by less than 1%")  # fmt: skip
     if r.speedup is not None:
+        iv = r.speedup_interval
         out.print(_styled("speedup over the default: ", (f"{r.speedup:.2f}x", "bold"),
-                          "" if r.stored else " (an earlier stored best is better; kept it)"))  # fmt: skip
+                          f" (95% CI {iv['low']:.2f}-{iv['high']:.2f}x, {r.confirm_rounds} paired rounds)"
+                          if iv else "", "" if r.stored else "; an earlier stored best is better: kept it"))  # fmt: skip
     if cost:
         out.print(_payback_line(cost, r.speedup))
     out.print(f"stored: perftune best --workload {r.workload} --framework {r.framework} "
@@ -499,7 +511,7 @@ def best(
                      for _, key in extra]  # fmt: skip
             table.add_row(str(r.id), r.framework, f"{r.device_kind} ({r.device_name})", r.objective,
                           _fmt(r.value, r.unit), f"±{r.spread * 100:.0f}%" if r.spread is not None else "-",
-                          f"{r.speedup:.2f}x" if r.speedup else "-", *cells)  # fmt: skip
+                          _speedup_text(r.speedup, r.speedup_interval), *cells)  # fmt: skip
         if found:
             out.print(table)
             for r in found:

@@ -91,6 +91,7 @@ class SweepIn(BaseModel):
     pruner: Literal[PRUNERS] = "median"  # type: ignore[valid-type]
     confirm_top: int = Field(2, ge=1, le=100)
     confirm_repeats: int = Field(3, ge=1, le=100)
+    confirm_max_repeats: int | None = Field(None, ge=1, le=100)
     trial_timeout: float | None = Field(None, gt=0)
     budget_s: float | None = Field(None, gt=0)
     batch_probe: Literal["auto", "on", "off"] = Field("auto", description="Probe the largest "
@@ -154,6 +155,9 @@ class BestConfigOut(BaseModel):
     baseline_config: dict[str, Any] | None = None
     baseline_value: float | None = None
     speedup: float | None = None
+    #: 95% confidence intervals [low, high] of value and speedup (None: not measured in rounds).
+    value_interval: tuple[float, float] | None = None
+    speedup_interval: tuple[float, float] | None = None
     mlflow_run_id: str | None = None
     sweep_id: int | None = None
     study_name: str | None = None

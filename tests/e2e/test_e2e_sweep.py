@@ -4,6 +4,7 @@ Optuna study, the MLflow runs and the config store are checked with their own AP
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -35,7 +36,15 @@ def test_report_has_baseline_best_and_speedup(swept):
     assert base["config"]["learning_rate"] == pytest.approx(1e-3)
     assert len(base["values"]) == 2 and base["stats"]["median"] > 0
     assert best["stats"]["median"] <= base["stats"]["median"]
-    assert report["speedup"] == pytest.approx(base["stats"]["median"] / best["stats"]["median"])
+    # Two paired rounds: the speedup is the geometric mean of the rounds' ratios, with its
+    # 95% interval (Student's t on the log ratios; with two rounds a wide one, and it says so).
+    ratios = [b / w for b, w in zip(base["values"], best["values"], strict=True)]
+    assert report["speedup"] == pytest.approx(math.sqrt(ratios[0] * ratios[1]))
+    iv = report["speedup_interval"]
+    assert report["confirm_rounds"] == 2 and iv["n"] == 2 and iv["level"] == 0.95
+    assert report["speedup"] == pytest.approx(iv["estimate"])
+    assert iv["low"] <= report["speedup"] <= iv["high"]
+    assert best["interval"]["low"] <= best["stats"]["median"] <= best["interval"]["high"]
     assert report["stored"] is True and report["best_config_id"] is not None
 
 
@@ -108,6 +117,8 @@ def test_best_from_cli_and_python(swept):
     assert rec["value"] == pytest.approx(report["best"]["stats"]["median"])
     assert rec["baseline_value"] == pytest.approx(report["baseline"]["stats"]["median"])
     assert rec["speedup"] == pytest.approx(report["speedup"])
+    iv = report["speedup_interval"]
+    assert rec["speedup_interval"] == pytest.approx([iv["low"], iv["high"]])
     assert rec["mlflow_run_id"] == report["mlflow_run_id"]
     assert rec["device_fingerprint"] == report["device"]["fingerprint"]
     code = (f"import json, tuner; r = tuner.best_config('mlp-digits', home={str(home)!r}); "

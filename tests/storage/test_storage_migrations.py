@@ -68,7 +68,7 @@ def test_upgrade_creates_tables_and_own_version_table(db_path: Path, sqlite_url:
         rows = conn.execute("SELECT version_num FROM perftune_alembic_version").fetchall()
         assert rows == [(head_revision(),)]
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert current_revision(sqlite_url) == head_revision() == "0002"
+    assert current_revision(sqlite_url) == head_revision() == "0003"
 
 
 def test_upgrade_is_idempotent_and_keeps_data(db_path: Path, sqlite_url: str) -> None:

@@ -363,3 +363,48 @@ def test_timestamps_are_utc(store: SQLConfigStore, seeded, best_kwargs) -> None:
     rec, _ = store.save_best(**best_kwargs())
     assert rec.created_at.tzinfo == timezone.utc
     assert before <= rec.created_at <= datetime.now(timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("direction", "offers", "replaced"),
+    [
+        # stored 10 s: a 9 s median whose interval reaches 10.5 s is not better beyond doubt
+        ("minimize", [(9.0, (8.0, 10.5)), (9.0, (8.5, 9.8))], [False, True]),
+        ("maximize", [(110.0, (95.0, 120.0)), (110.0, (101.0, 118.0))], [False, True]),
+    ],
+)
+def test_save_best_replaces_only_when_better_beyond_its_interval(
+    store, seeded, best_kwargs, direction, offers, replaced
+) -> None:
+    first = 10.0 if direction == "minimize" else 100.0
+    store.save_best(**best_kwargs(direction=direction, value=first, value_interval=(first, first)))
+    got = []
+    for i, (value, interval) in enumerate(offers):
+        rec, improved = store.save_best(
+            **best_kwargs(direction=direction, value=value, value_interval=interval,
+                          speedup_interval=(1.5, 2.5), config={"offer": i})  # fmt: skip
+        )
+        got.append(improved)
+    assert got == replaced
+    assert rec.config == {"offer": 1} and rec.value_interval == offers[1][1]
+    assert rec.speedup_interval == (1.5, 2.5)
+    kept = rec.history[1]  # the first offer, not better beyond its interval
+    assert kept["reason"] == "not_better" and kept["value_interval"] == offers[0][1]
+    assert rec.history[0]["reason"] == "replaced" and rec.history[0]["value_interval"] == (
+        first,
+        first,
+    )
+    assert json.loads(json.dumps(rec.to_dict()))["value_interval"] == list(offers[1][1])
+
+
+@pytest.mark.parametrize("interval", [(2.0, 1.0), (float("nan"), 1.0), (0.0, float("inf"))])
+def test_save_best_refuses_a_malformed_interval(store, seeded, best_kwargs, interval) -> None:
+    with pytest.raises(ValueError, match="value_interval"):
+        store.save_best(**best_kwargs(value_interval=interval))
+    assert store.get_best(workload="mlp-digits") == []
+
+
+def test_results_stored_without_an_interval_keep_the_old_rule(store, seeded, best_kwargs) -> None:
+    store.save_best(**best_kwargs(value=2.0))
+    rec, improved = store.save_best(**best_kwargs(value=2.0, config={"tie": 1}))
+    assert improved and rec.value_interval is None and rec.speedup_interval is None

@@ -47,7 +47,8 @@ def seed(db: str) -> dict[str, int]:
                              objective="time-to-target", direction="minimize", unit="s",
                              config={"batch_size": 64}, value=0.5, spread=0.1, metrics={},
                              baseline_config={"batch_size": 32}, baseline_value=1.0, speedup=2.0,
-                             mlflow_run_id="abc123", sweep_id=sid)  # fmt: skip
+                             mlflow_run_id="abc123", sweep_id=sid, value_interval=(0.45, 0.55),
+                             speedup_interval=(1.8, 2.2))  # fmt: skip
         s.finish_sweep(sid, state="completed", n_trials=4, n_complete=4,
                        summary={"best_config_id": rec.id})  # fmt: skip
     return {"sweep": sid, "best": rec.id}
@@ -94,7 +95,7 @@ def test_healthz_and_openapi(client, ws):
     h = client.get("/healthz")
     assert h.status_code == 200, h.text
     body = h.json()
-    assert body["status"] == "ok" and body["schema"] == body["schema_head"] == "0002"
+    assert body["status"] == "ok" and body["schema"] == body["schema_head"] == "0003"
     assert body["read_only"] is False and body["db"] == ws.db
     schema = client.get("/openapi.json").json()
     assert {"/v1/best-configs", "/v1/best-configs/{best_id}", "/v1/devices", "/v1/sweeps",
@@ -107,6 +108,7 @@ def test_best_configs_devices_and_finished_sweep(client, ids):
     assert client.get("/v1/best-configs", params={"workload": "nothing"}).json() == []
     one = client.get(f"/v1/best-configs/{ids['best']}")
     assert one.status_code == 200 and one.json()["speedup"] == 2.0
+    assert one.json()["speedup_interval"] == [1.8, 2.2] and one.json()["value_interval"] == [0.45, 0.55]
     assert client.get("/v1/best-configs/999").status_code == 404
     assert field_errors(client.get("/v1/best-configs", params={"workload": "noop", "framework": "jax"})) == [("query", "framework")]
     assert field_errors(client.get("/v1/best-configs", params={"workload": "noop", "objective": "x"})) == [("query", "objective")]

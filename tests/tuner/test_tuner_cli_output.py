@@ -5,6 +5,7 @@ the whole sweep had run) and ``cuda:x:`` came out as ``cuda❌``. The intended s
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -38,8 +39,8 @@ def home(tmp_path, monkeypatch):
         s.save_best(workload=WORKLOAD, framework="torch", device_fingerprint=FP,
                     objective="time-to-target", direction="minimize", unit="s",
                     config={"optimizer": CONFIG_VALUE}, value=0.5, spread=None, metrics={},
-                    baseline_config=None, baseline_value=None, speedup=None,
-                    mlflow_run_id=None, sweep_id=sid)  # fmt: skip
+                    baseline_config=None, baseline_value=1.0, speedup=2.0,
+                    speedup_interval=(1.8, 2.2), mlflow_run_id=None, sweep_id=sid)  # fmt: skip
         s.finish_sweep(sid, state="failed", n_trials=1, n_complete=0, error=ERROR)
     return str(home)
 
@@ -63,6 +64,9 @@ def test_best_prints_stored_text_as_is(home, capsys):
     assert f"Best configs for {WORKLOAD}" in out
     assert f"cpu ({DEVICE_NAME})" in out
     assert f"config: optimizer={CONFIG_VALUE}" in out
+    assert "2.00x [1.80, 2.20]" in out  # the speedup with its 95% confidence interval
+    stored = json.loads(run(capsys, "best", "--workload", WORKLOAD, "--home", home, "--json"))
+    assert stored[0]["speedup_interval"] == [1.8, 2.2]
 
 
 def test_intended_styles_survive():
@@ -88,13 +92,15 @@ def test_sweep_report_prints_the_study_name_as_is(tmp_path, capsys, monkeypatch)
         framework="torch", device={"kind": "cpu", "name": DEVICE_NAME}, objective="throughput",
         unit="s", baseline=_side("baseline", {"optimizer": "adam"}, [2.0]),
         best=_side("candidate", {"optimizer": CONFIG_VALUE}, [1.0], trial=1), batch_probe=None,
-        speedup=2.0, stored=True, mlflow_run_id="run:x:", warnings=[])  # fmt: skip
+        speedup=2.0, stored=True, mlflow_run_id="run:x:", warnings=[],
+        speedup_interval={"low": 1.8, "high": 2.2}, confirm_rounds=4)  # fmt: skip
     cli._print_report(report, Workspace.resolve(tmp_path / "ws"))
     out = capsys.readouterr().out
     assert "st[/x]:x:: 2 COMPLETE" in out
     assert f"{WORKLOAD} / torch / cpu ({DEVICE_NAME}) / throughput" in out
     assert f"optimizer={CONFIG_VALUE}" in out and "speedup over the default: 2.00x" in out
     assert "run:x:" in out and "❌" not in out
+    assert "speedup over the default: 2.00x (95% CI 1.80-2.20x, 4 paired rounds)" in out
 
 
 def test_devices_table_prints_names_as_is(capsys, monkeypatch):

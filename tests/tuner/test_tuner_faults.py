@@ -22,6 +22,7 @@ import pytest
 
 from tuner.backends import TrialRequest
 from tuner.executor import ProcessExecutor
+from tuner.sweep.search import INFEASIBLE
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.slow
@@ -169,7 +170,7 @@ def swept(tmp_path_factory):
 def test_sweep_report(swept):
     home, report = swept
     assert report["study_name"] == STUDY
-    assert report["trials"] == {"complete": 1, "fail": 3, "oom": 1}
+    assert report["trials"] == {"complete": 1, "crash": 1, "diverged": 1, "oom": 1, "timeout": 1}
     assert sorted(f["cause"] for f in report["failures"]) == sorted(BAD.values())
     assert {f["config"]["batch_size"]: f["cause"] for f in report["failures"]} == BAD
     assert report["best"]["config"] == {"batch_size": GOOD}
@@ -192,13 +193,10 @@ def test_sweep_optuna_trials(swept):
     assert "cause" not in good.user_attrs
     for bs, cause in BAD.items():
         t = by_bs[bs]
-        # Out of memory is an infeasible point for the sampler: PRUNED with a violated
-        # constraint. The other causes are plain failures.
-        if cause == "oom":
-            assert t.state == TrialState.PRUNED and t.constraints == {"fits_in_memory": 1.0}
-            assert t.user_attrs["infeasible"] is True
-        else:
-            assert t.state == TrialState.FAIL and t.constraints == {}, bs
+        # Out of memory, a crash, a timeout, a divergence: an infeasible point for the
+        # sampler, PRUNED with the constraint it violates (a FAIL the samplers ignore).
+        assert t.state == TrialState.PRUNED and t.constraints == {INFEASIBLE[cause]: 1.0}, bs
+        assert t.user_attrs["infeasible"] is True
         assert t.user_attrs["cause"] == cause, bs
         assert t.user_attrs["message"], bs
         assert t.user_attrs["config"] == {"batch_size": bs}

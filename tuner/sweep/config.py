@@ -25,6 +25,7 @@ LIMITS: dict[str, tuple[str, float, float, str]] = {
     "trials": ("--trials", 1, 100_000, "integer"),
     "confirm_top": ("--confirm-top", 1, 100, "integer"),
     "confirm_repeats": ("--confirm-repeats", 1, 100, "integer"),
+    "confirm_max_repeats": ("--confirm-max-repeats", 1, 100, "integer"),
     "workers": ("--workers", 1, 256, "integer"),
     "worker_index": ("--worker-index", 0, 1000, "integer"),
     "max_retry": ("--max-retry", 0, 100, "integer"),
@@ -38,7 +39,8 @@ LIMITS: dict[str, tuple[str, float, float, str]] = {
     "patience": ("--patience", 1, 10_000, "integer"),
 }
 #: The numbers of :data:`LIMITS` that may be None (not given).
-OPTIONAL = ("timeout", "trial_timeout", "budget_s", "seed", "eval_interval_s", "patience")
+OPTIONAL = ("timeout", "trial_timeout", "budget_s", "seed", "eval_interval_s", "patience",
+            "confirm_max_repeats")
 _KINDS = {  # kind -> (what the value must be, whether ``low`` itself is allowed)
     "integer": ("an integer", True),
     "number": ("a number", True),
@@ -98,7 +100,10 @@ class SweepConfig:
     sampler: str = "tpe"
     pruner: str = "median"
     confirm_top: int = 2
+    #: Confirmation rounds at least, and at most (None: 6 from 3 rounds on; see ``confirm.py``):
+    #: the rounds go on until the best's speedup is known to ±10% (95% confidence).
     confirm_repeats: int = 3
+    confirm_max_repeats: int | None = None
     trial_timeout: float | None = None
     budget_s: float | None = None
     isolate: bool = True

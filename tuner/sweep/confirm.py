@@ -1,54 +1,178 @@
-"""The confirmation round: re-measure the baseline and the top candidates of the search
-``--confirm-repeats`` times each, and pick the winner by its median.
+"""The confirmation round: re-measure the baseline and the top candidates of the search in
+interleaved rounds, and pick the winner with a confidence interval on its speedup.
 
-Its steps, each a function: :func:`candidates` (which configs), :func:`remeasure` (one repeat
-of one candidate), :func:`log_candidate` (its MLflow run) and :func:`pick_winner`.
+Round ``r`` runs every candidate once with the seed ``base + r`` (baseline, A, B, baseline, A,
+B, ...), so that a seed's luck and the machine's drift hit all candidates alike and each round
+gives *paired* measurements (:mod:`tuner.stats`). After ``--confirm-repeats`` rounds, a
+candidate slower than the leader beyond doubt is dropped, and the rounds go on until the
+leader's speedup over the baseline is known to ±10% or ``--confirm-max-repeats`` rounds ran.
+
+Steps, each a function: :func:`candidates` (which configs), :func:`race` (the rounds, on any
+``measure`` function: testable without training), :func:`remeasure` (one repeat of one
+candidate) and :func:`log_candidate` (its MLflow run).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tuner.objectives import summarize
+from tuner.objectives import speedup, summarize
+from tuner.stats import (
+    MIN_REPEATS,
+    TARGET_HALF_WIDTH,
+    Interval,
+    clearly_better,
+    precise_enough,
+    speedup_interval,
+    value_interval,
+)
 from tuner.sweep.context import SweepContext
 from tuner.sweep.mfu import add_mfu
+
+#: Rounds at most when ``--confirm-max-repeats`` is not given (and ``--confirm-repeats`` >= 3).
+DEFAULT_MAX_ROUNDS = 6
 
 
 @dataclass
 class Measured:
-    """A config re-measured in the confirmation round."""
+    """A config re-measured in the confirmation round: its value in each round it ran."""
 
     label: str
     config: dict[str, Any]
-    values: list[float]
     trial_number: int | None = None
+    by_round: dict[int, float] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
+    #: Why it stopped being measured before the last round (slower than the leader beyond doubt).
+    dropped: str | None = None
+
+    @property
+    def values(self) -> list[float]:
+        return [self.by_round[r] for r in sorted(self.by_round)]
 
     @property
     def ok(self) -> bool:
-        return bool(self.values) and not self.failures
+        return bool(self.by_round) and not self.failures
 
     @property
     def stats(self) -> dict[str, float] | None:
-        return summarize(self.values) if self.values else None
+        return summarize(self.values) if self.by_round else None
 
 
-def confirm(ctx: SweepContext, study) -> tuple[Measured | None, Measured | None]:
-    """Re-measure the baseline and the top ``--confirm-top`` distinct configs; return the
-    baseline and the winner (None if no candidate measured cleanly)."""
+@dataclass
+class Verdict:
+    """What the confirmation round found: the ``winner`` (None: no candidate qualified), how many
+    times better than ``base`` it is with its interval, and whether that is ``resolved``."""
+
+    base: Measured
+    winner: Measured | None
+    candidates: list[Measured]
+    rounds: int
+    speedup: Interval | None
+    value: Interval | None
+    direction: str
+
+    @property
+    def resolved(self) -> bool:
+        return precise_enough(self.speedup)
+
+    @property
+    def gain(self) -> float | None:
+        """The speedup: the interval's estimate, or the ratio of medians after one round."""
+        if self.speedup is not None:
+            return self.speedup.estimate
+        if self.winner is None or not self.base.ok:
+            return None
+        return speedup(self.base.stats["median"], self.winner.stats["median"], self.direction)
+
+
+def paired(a: Measured, b: Measured) -> tuple[list[float], list[float]]:
+    """``a``'s and ``b``'s values in the rounds both completed (same seed, same round)."""
+    rounds = sorted(a.by_round.keys() & b.by_round.keys())
+    return [a.by_round[r] for r in rounds], [b.by_round[r] for r in rounds]
+
+
+def versus(base: Measured, other: Measured, direction: str) -> Interval | None:
+    """How many times better ``other`` is than ``base``, from their paired rounds."""
+    if other is base:
+        n = len(base.by_round)
+        return Interval(1.0, 1.0, 1.0, n) if n >= 2 else None
+    return speedup_interval(*paired(base, other), direction)
+
+
+def race(
+    candidates: list[Measured],
+    measure: Callable[[Measured, int], None],
+    direction: str,
+    *,
+    min_rounds: int,
+    max_rounds: int,
+    target: float = TARGET_HALF_WIDTH,
+) -> Verdict:
+    """Measure ``candidates`` (the baseline first) in interleaved rounds until the leader's
+    speedup over the baseline is known to ±``target`` or ``max_rounds`` ran.
+
+    ``measure(candidate, round)`` runs one repeat with the round's seed and records its value in
+    ``candidate.by_round`` or a cause in ``candidate.failures``. A candidate that failed is not
+    run again; from ``min_rounds`` on, one slower than the leader beyond doubt is dropped."""
+    base, active = candidates[0], list(candidates)
+    rounds = 0
+    for r in range(max_rounds):
+        for cand in active:
+            measure(cand, r)
+        rounds = r + 1
+        active = [c for c in active if c.ok]
+        if rounds < min_rounds or not active:
+            continue
+        leader = _leader(active, direction)
+        for cand in active:
+            if cand is not base and cand is not leader and clearly_better(versus(cand, leader, direction)):
+                cand.dropped = f"slower than {leader.label} beyond doubt after {rounds} rounds"
+        active = [c for c in active if c.dropped is None]
+        challengers = [c for c in active if c is not base]
+        if not challengers or not base.ok or precise_enough(
+            versus(base, _leader(challengers, direction), direction), target
+        ):
+            break
+    qualified = [c for c in candidates if c.ok and c.dropped is None]
+    winner = _leader(qualified, direction) if qualified else None
+    gain = versus(base, winner, direction) if winner is not None and base.ok else None
+    return Verdict(base, winner, candidates, rounds, gain,
+                   value_interval(winner.values) if winner is not None else None, direction)  # fmt: skip
+
+
+def _leader(cands: list[Measured], direction: str) -> Measured:
+    pick = min if direction == "minimize" else max
+    return pick(cands, key=lambda c: c.stats["median"])
+
+
+def max_rounds(cfg) -> int:
+    """``--confirm-max-repeats``, else: no extra rounds below :data:`MIN_REPEATS` (too few for an
+    interval to steer by), up to :data:`DEFAULT_MAX_ROUNDS` from there."""
+    if cfg.confirm_max_repeats is not None:
+        return max(cfg.confirm_max_repeats, cfg.confirm_repeats)
+    return cfg.confirm_repeats if cfg.confirm_repeats < MIN_REPEATS else max(cfg.confirm_repeats, DEFAULT_MAX_ROUNDS)
+
+
+def confirm(ctx: SweepContext, study) -> Verdict:
+    """Race the baseline and the top ``--confirm-top`` distinct configs (see the module
+    docstring) and log each candidate's MLflow run."""
     measured = candidates(ctx, study)
-    repeats = ctx.cfg.confirm_repeats
-    total = len(measured) * repeats
-    i = 0
+    cap = max_rounds(ctx.cfg)
+    runs = {"i": 0}
+
+    def measure(cand: Measured, r: int) -> None:
+        runs["i"] += 1
+        remeasure(ctx, cand, r, runs["i"], len(measured) * cap)
+
+    verdict = race(measured, measure, ctx.objective.direction,
+                   min_rounds=ctx.cfg.confirm_repeats, max_rounds=cap)  # fmt: skip
     for cand in measured:
-        for r in range(repeats):
-            i += 1
-            remeasure(ctx, cand, r, i, total)
-        log_candidate(ctx, cand)
-    return measured[0], pick_winner(ctx, measured)
+        log_candidate(ctx, cand, verdict)
+    return verdict
 
 
 def candidates(ctx: SweepContext, study) -> list[Measured]:
@@ -57,7 +181,7 @@ def candidates(ctx: SweepContext, study) -> list[Measured]:
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     complete.sort(key=lambda t: t.value, reverse=ctx.objective.direction == "maximize")
-    out: list[Measured] = [Measured("baseline", ctx.baseline, [])]
+    out: list[Measured] = [Measured("baseline", ctx.baseline)]
     seen = {json.dumps(ctx.baseline, sort_keys=True)}
     for t in complete:
         cfg = t.user_attrs.get("config") or t.params
@@ -65,7 +189,7 @@ def candidates(ctx: SweepContext, study) -> list[Measured]:
         if key in seen:
             continue
         seen.add(key)
-        out.append(Measured(f"candidate-{t.number}", cfg, [], trial_number=t.number))
+        out.append(Measured(f"candidate-{t.number}", cfg, trial_number=t.number))
         if len(out) > ctx.cfg.confirm_top:
             break
     return out
@@ -83,28 +207,23 @@ def remeasure(ctx: SweepContext, cand: Measured, r: int, i: int, total: int) -> 
         cand.failures.append(outcome.cause or "not_reached")
     else:
         add_mfu(ctx, cand.config, outcome.metrics)
-        cand.values.append(value)
+        cand.by_round[r] = value
         cand.metrics = outcome.metrics
 
 
-def log_candidate(ctx: SweepContext, cand: Measured) -> None:
-    """A candidate's MLflow run: its repeats, their median, spread and range."""
+def log_candidate(ctx: SweepContext, cand: Measured, verdict: Verdict) -> None:
+    """A candidate's MLflow run: its repeats, their median, spread and range, and its speedup
+    over the baseline with the interval (paired rounds)."""
     stats = cand.stats
+    metrics = {"objective_median": stats["median"], "objective_spread": stats["spread"],
+               "objective_min": stats["min"], "objective_max": stats["max"]} if stats else {}  # fmt: skip
+    gain = versus(verdict.base, cand, ctx.objective.direction) if verdict.base.ok and cand.ok else None
+    if gain is not None:
+        metrics |= {"speedup": gain.estimate, "speedup_low": gain.low, "speedup_high": gain.high}
     ctx.tracker.log_trial(
-        f"confirm-{cand.label}", cand.config,
-        {"objective_median": stats["median"], "objective_spread": stats["spread"],
-         "objective_min": stats["min"], "objective_max": stats["max"]} if stats else {},
+        f"confirm-{cand.label}", cand.config, metrics,
         {"objective_repeat": list(enumerate(cand.values))},
         ctx.tags(phase="confirmation", candidate=cand.label,
-                 optuna_trial_number=cand.trial_number,
+                 optuna_trial_number=cand.trial_number, dropped=cand.dropped,
                  failures=",".join(cand.failures) or None),
     )  # fmt: skip
-
-
-def pick_winner(ctx: SweepContext, measured: list[Measured]) -> Measured | None:
-    """The best median among the candidates (the baseline included) that never failed."""
-    qualified = [c for c in measured if c.ok]
-    if not qualified:
-        return None
-    pick = min if ctx.objective.direction == "minimize" else max
-    return pick(qualified, key=lambda c: c.stats["median"])

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner import _recovery
+from tuner._load import measure_load, start_load
 from tuner._optuna import open_storage
 from tuner.backends import TrialOutcome, TrialRequest, get_backend
 from tuner.devices import Device, select
@@ -166,11 +167,14 @@ class SweepContext:
         )  # fmt: skip
 
     def execute(self, request: TrialRequest, on_report=None) -> TrialOutcome:
-        """Run ``request`` on the executor. The outcome's message (the trial's own words, which
+        """Run ``request`` on the executor and add the machine's load over it to the outcome's
+        metrics (:mod:`tuner._load`). The outcome's message (the trial's own words, which
         may quote a URL with its password) is redacted before anything records it."""
         from storage import redact_text
 
+        started = start_load()
         outcome = self.executor.run(request, on_report)
+        outcome.metrics.update(measure_load(started))  # how busy the machine was meanwhile
         if outcome.message:
             outcome.message = redact_text(outcome.message)
         return outcome

@@ -10,7 +10,9 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tuner.sweep.confirm import Measured
+from tuner._load import busy_warning
+from tuner.stats import value_interval
+from tuner.sweep.confirm import Measured, Verdict
 from tuner.sweep.context import SweepContext
 
 
@@ -49,6 +51,11 @@ class SweepReport:
     stopped_early: dict[str, Any] | None = None
     #: What the sweep cost and when it pays back (:func:`payback`).
     cost: dict[str, Any] | None = None
+    #: The speedup's 95% confidence interval (``estimate``, ``low``, ``high``, ``n``, ``level``,
+    #: ``half_width``) from the confirmation's paired rounds; None with fewer than two.
+    speedup_interval: dict[str, float] | None = None
+    #: Paired rounds the confirmation ran (adaptive: until the speedup is known to ±10%).
+    confirm_rounds: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,9 +79,29 @@ def side(m: Measured | None) -> dict[str, Any] | None:
         return None
     shown = ("throughput_sps", "mfu", "achieved_tflops", "mfu_peak_source", "joules_per_sample",
              "avg_power_w", "energy_source", "peak_device_memory_mb", "peak_rss_mb")  # fmt: skip
+    iv = value_interval(m.values)
     return {"label": m.label, "config": m.config, "trial_number": m.trial_number,
             "values": m.values, "failures": m.failures, "stats": m.stats,
+            "interval": iv.to_dict() if iv else None, "dropped": m.dropped,
             "metrics": {k: m.metrics[k] for k in shown if k in m.metrics}}  # fmt: skip
+
+
+def report_warnings(ctx: SweepContext, study, verdict: Verdict | None) -> list[str]:
+    """What the user should know before trusting the result: knobs never read, a speedup not
+    resolved by the confirmation, trials measured on a busy machine."""
+    out = unread_knobs_warning(study, ctx.space)
+    if verdict is not None and verdict.winner is not None and verdict.winner is not verdict.base:
+        iv = verdict.speedup
+        if iv is not None and not verdict.resolved:
+            out.append(f"the speedup is not resolved: its 95% interval {iv.low:.2f}-{iv.high:.2f}x "
+                       f"after {verdict.rounds} paired rounds is wider than ±10%; rerun with more "
+                       "--confirm-max-repeats or on a quieter machine before relying on it")  # fmt: skip
+        if iv is not None and iv.low <= 1.0:
+            out.append("the best config is not faster than the default beyond doubt (its "
+                       "speedup's 95% interval reaches 1x)")  # fmt: skip
+    measured = [t.user_attrs.get("metrics") or {} for t in study.get_trials(deepcopy=False)]
+    busy = busy_warning(measured, ctx.device.cores)
+    return out + ([busy] if busy else [])
 
 
 def unread_knobs_warning(study, space) -> list[str]:
@@ -95,11 +122,11 @@ def unread_knobs_warning(study, space) -> list[str]:
             "trial.autocast(), or hold them with a --space file)"]
 
 
-def artifacts(ctx: SweepContext, study, winner: Measured | None, base: Measured | None,
-              report: dict) -> None:  # fmt: skip
+def artifacts(ctx: SweepContext, study, verdict: Verdict | None, report: dict) -> None:
     """The sweep's MLflow artifacts: the best config (YAML), the search space, the plots."""
     import yaml
 
+    base, winner = (verdict.base, verdict.winner) if verdict else (None, None)
     with tempfile.TemporaryDirectory() as tmp:
         if winner is not None:
             path = os.path.join(tmp, "best_config.yaml")
@@ -108,7 +135,8 @@ def artifacts(ctx: SweepContext, study, winner: Measured | None, base: Measured 
                                 "device": ctx.device.to_dict(), "objective": ctx.cfg.objective,
                                 "config": winner.config, "value": winner.stats,
                                 "baseline": base.stats if base else None,
-                                "speedup": report.get("speedup")}, f, sort_keys=False)  # fmt: skip
+                                "speedup": report.get("speedup"),
+                                "speedup_interval": report.get("speedup_interval")}, f, sort_keys=False)  # fmt: skip
             ctx.tracker.log_artifact(path)
         path = os.path.join(tmp, "search_space.json")
         with open(path, "w") as f:

@@ -16,13 +16,13 @@ from dataclasses import asdict
 from typing import Any
 
 from tuner import _recovery
-from tuner.objectives import speedup
 from tuner.settings import Workspace
+from tuner.stats import Interval
 from tuner.sweep.config import ProgressFn, SweepConfig
-from tuner.sweep.confirm import Measured, confirm
+from tuner.sweep.confirm import Verdict, confirm
 from tuner.sweep.context import SweepContext
-from tuner.sweep.report import SweepReport, artifacts, payback, side, unread_knobs_warning
-from tuner.sweep.search import NOT_COUNTED, run_trials
+from tuner.sweep.report import SweepReport, artifacts, payback, report_warnings, side
+from tuner.sweep.search import INFEASIBLE, NOT_COUNTED, run_trials
 from tuner.sweep.study import open_study
 from tuner.sweep.warm import warm_start, warm_summary
 from tuner.sweep.workers import share, spawn_workers, stop_workers, wait_workers
@@ -64,16 +64,15 @@ def _run(ctx: SweepContext, t0: float, sweep_id: int | None = None,
     try:
         stopped = search(ctx, study, helpers)
         counts = trial_counts(study)
-        base, winner = confirm(ctx, study) if confirmable(ctx, study) else (None, None)
-        gain = speedup(_median(base), _median(winner), ctx.objective.direction)
-        stored, best_id = store_best(ctx, base, winner, gain, run_id, sweep_id)
-        summary = {"baseline": side(base), "best": side(winner), "speedup": gain}
-        log_summary(ctx, base, winner, gain, counts)
+        verdict = confirm(ctx, study) if confirmable(ctx, study) else None
+        stored, best_id = store_best(ctx, verdict, run_id, sweep_id)
+        summary = summarize_verdict(verdict)
+        log_summary(ctx, verdict, counts)
         if best_id is not None:
             summary["best_config_id"] = best_id
-        artifacts(ctx, study, winner, base, summary)
+        artifacts(ctx, study, verdict, summary)
         state = "cancelled" if ctx.cancelled else "completed"
-        report = make_report(ctx, study, t0, counts, base, winner, gain, stored, best_id, run_id, sweep_id)
+        report = make_report(ctx, study, t0, counts, verdict, stored, best_id, run_id, sweep_id)
         report.warm_start, report.stopped_early = warm_summary(study), stopped
         report.cost = payback(report.duration_s, report.speedup)
         return report
@@ -138,7 +137,7 @@ def trial_counts(study) -> dict[str, int]:
         cause = t.user_attrs.get("cause")
         if t.state == TrialState.FAIL and cause is None:
             cause = "lost"  # its worker died; failed by the heartbeat check and retried
-        key = cause if cause in (*NOT_COUNTED, "oom", "lost") else t.state.name.lower()
+        key = cause if cause in (*NOT_COUNTED, *INFEASIBLE, "lost") else t.state.name.lower()
         counts[key] = counts.get(key, 0) + 1
     return counts
 
@@ -150,18 +149,19 @@ def confirmable(ctx: SweepContext, study) -> bool:
     return bool(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) and not ctx.cancelled
 
 
-def _median(m: Measured | None) -> float | None:
-    stats = m.stats if m else None
-    return stats["median"] if stats else None
+def _interval(iv: Interval | None) -> tuple[float, float] | None:
+    return (iv.low, iv.high) if iv is not None else None
 
 
-def store_best(ctx: SweepContext, base: Measured | None, winner: Measured | None, gain: float | None,
-               run_id: str | None, sweep_id: int) -> tuple[bool, int | None]:  # fmt: skip
-    """Offer the winner to perftune's config store (it keeps the better of it and what it has).
-    Returns whether it was stored and its record's id."""
+def store_best(ctx: SweepContext, verdict: Verdict | None, run_id: str | None,
+               sweep_id: int) -> tuple[bool, int | None]:  # fmt: skip
+    """Offer the winner to perftune's config store, with its intervals (the store replaces its
+    best only with a result better beyond its interval). Returns whether it was stored and its
+    record's id."""
+    winner = verdict.winner if verdict is not None else None
     if winner is None:
         return False, None
-    cfg, win_stats = ctx.cfg, winner.stats
+    cfg, win_stats, base = ctx.cfg, winner.stats, verdict.base
     rec, stored = ctx.store.save_best(
         workload=ctx.workload["name"], framework=cfg.framework,
         device_fingerprint=ctx.device.fingerprint, objective=cfg.objective,
@@ -170,46 +170,62 @@ def store_best(ctx: SweepContext, base: Measured | None, winner: Measured | None
         metrics={**{k: v for k, v in winner.metrics.items()
                     if isinstance(v, int | float | bool)
                     or k in ("mfu_peak_source", "energy_source")},
-                 "repeats": winner.values, "trial_number": winner.trial_number},
+                 "repeats": winner.values, "trial_number": winner.trial_number,
+                 "confirm_rounds": verdict.rounds},
         baseline_config=ctx.baseline,
-        baseline_value=_median(base),
-        speedup=gain, mlflow_run_id=run_id, sweep_id=sweep_id,
+        baseline_value=base.stats["median"] if base.ok else None,
+        speedup=verdict.gain, mlflow_run_id=run_id, sweep_id=sweep_id,
+        value_interval=_interval(verdict.value), speedup_interval=_interval(verdict.speedup),
     )  # fmt: skip
     return stored, rec.id
 
 
-def log_summary(ctx: SweepContext, base: Measured | None, winner: Measured | None,
-                gain: float | None, counts: dict[str, int]) -> None:  # fmt: skip
+def summarize_verdict(verdict: Verdict | None) -> dict[str, Any]:
+    """The confirmation's result as the store's sweep row and the artifacts keep it."""
+    if verdict is None:
+        return {"baseline": None, "best": None, "speedup": None, "speedup_interval": None}
+    return {"baseline": side(verdict.base), "best": side(verdict.winner), "speedup": verdict.gain,
+            "speedup_interval": verdict.speedup.to_dict() if verdict.speedup else None,
+            "confirm_rounds": verdict.rounds}  # fmt: skip
+
+
+def log_summary(ctx: SweepContext, verdict: Verdict | None, counts: dict[str, int]) -> None:
     """The MLflow parent run's summary metrics and the best config."""
-    base_stats = base.stats if base else None
+    base_stats = verdict.base.stats if verdict else None
+    winner = verdict.winner if verdict else None
     win_stats = winner.stats if winner else None
+    iv = verdict.speedup if verdict else None
     ctx.tracker.log_summary(
         {k: v for k, v in {
             "baseline_median": base_stats and base_stats["median"],
             "baseline_spread": base_stats and base_stats["spread"],
             "best_median": win_stats and win_stats["median"],
             "best_spread": win_stats and win_stats["spread"],
-            "speedup": gain, **{f"trials_{k}": v for k, v in counts.items()}}.items()
+            "speedup": verdict and verdict.gain, "speedup_low": iv and iv.low,
+            "speedup_high": iv and iv.high, "confirm_rounds": verdict and verdict.rounds,
+            **{f"trials_{k}": v for k, v in counts.items()}}.items()
          if v is not None},
         {"best_config": json.dumps(winner.config) if winner else "none"},
     )  # fmt: skip
 
 
-def make_report(ctx: SweepContext, study, t0: float, counts: dict[str, int], base: Measured | None,
-                winner: Measured | None, gain: float | None, stored: bool, best_id: int | None,
-                run_id: str | None, sweep_id: int) -> SweepReport:  # fmt: skip
+def make_report(ctx: SweepContext, study, t0: float, counts: dict[str, int], verdict: Verdict | None,
+                stored: bool, best_id: int | None, run_id: str | None, sweep_id: int) -> SweepReport:  # fmt: skip
     """What :func:`run_sweep` returns."""
     cfg, device = ctx.cfg, ctx.device
+    base, winner = (verdict.base, verdict.winner) if verdict else (None, None)
     return SweepReport(
         study_name=ctx.study_name, workload=ctx.workload["name"], framework=cfg.framework,
         device=device.to_dict(), objective=cfg.objective, direction=ctx.objective.direction,
         unit=ctx.objective.unit, trials=counts, baseline=side(base), best=side(winner),
-        speedup=gain, stored=stored, best_config_id=best_id, mlflow_run_id=run_id,
-        mlflow_experiment_id=ctx.tracker.experiment_id, failures=ctx.failures,
+        speedup=verdict.gain if verdict else None, stored=stored, best_config_id=best_id,
+        mlflow_run_id=run_id, mlflow_experiment_id=ctx.tracker.experiment_id, failures=ctx.failures,
         duration_s=time.monotonic() - t0, sweep_id=sweep_id,
         batch_probe=ctx.probe_info or ({"max_batch_size": study.user_attrs["max_batch_size"]}
                                        if "max_batch_size" in study.user_attrs else None),
-        cancelled=ctx.cancelled, warnings=unread_knobs_warning(study, ctx.space),
+        cancelled=ctx.cancelled, warnings=report_warnings(ctx, study, verdict),
+        speedup_interval=verdict.speedup.to_dict() if verdict and verdict.speedup else None,
+        confirm_rounds=verdict.rounds if verdict else 0,
     )  # fmt: skip
 
 

@@ -19,6 +19,11 @@ MAX_CONSECUTIVE_INVALID = 50
 #: Trials that do not count towards ``--trials``: configs the constraints rejected, and trials
 #: cut short by Ctrl-C / SIGTERM (they are run again on resume).
 NOT_COUNTED = ("invalid", "interrupted", "surplus")
+#: Failure causes that make a config infeasible, with the constraint it violates: such a trial is
+#: PRUNED with that constraint set, so the samplers (TPE, GP, NSGA) learn to avoid the region. A
+#: FAIL they ignore: the same failing region would be proposed again and again.
+INFEASIBLE = {"oom": "fits_in_memory", "crash": "runs_cleanly", "timeout": "ends_in_time",
+              "diverged": "stays_finite"}  # fmt: skip
 
 
 def run_trials(ctx: SweepContext, study, deadline: float | None) -> dict[str, Any] | None:
@@ -117,15 +122,13 @@ def one_trial(ctx: SweepContext, study, trial, rejected: list[list[str]]) -> dic
     value = ctx.objective.value(outcome.metrics) if outcome.status == "ok" else None
     if outcome.status == "ok":
         add_mfu(ctx, config, outcome.metrics)
-    if outcome.status == "failed" and outcome.cause == "oom":
-        # An infeasible point, not a plain failure: PRUNED with a violated constraint, so
-        # the samplers (TPE, GP, NSGA) learn that this region does not fit in memory.
-        state, note = TrialState.PRUNED, "oom"
-        trial.set_constraint("fits_in_memory", 1.0)
-        trial.set_user_attr("cause", "oom")
+    if outcome.status == "failed" and outcome.cause in INFEASIBLE:
+        state, note = TrialState.PRUNED, outcome.cause
+        trial.set_constraint(INFEASIBLE[note], 1.0)
+        trial.set_user_attr("cause", note)
         trial.set_user_attr("infeasible", True)
         trial.set_user_attr("message", outcome.message)
-        ctx.failures.append({"trial": trial.number, "cause": "oom",
+        ctx.failures.append({"trial": trial.number, "cause": note,
                              "message": outcome.message, "config": config})  # fmt: skip
     elif outcome.status == "failed":
         state, note = TrialState.FAIL, outcome.cause
@@ -150,7 +153,7 @@ def one_trial(ctx: SweepContext, study, trial, rejected: list[list[str]]) -> dic
     else:
         study.tell(trial, state=state)
     log_trial(ctx, trial.number, config, outcome, value,
-              "FAIL" if note == "oom" else state.name, note)  # fmt: skip
+              "FAIL" if note in INFEASIBLE else state.name, note)  # fmt: skip
     if outcome.usage:  # the training code is unusable as it is (it measured nothing)
         what = "the command" if cfg.command else f"--workload {ctx.spec}"
         raise UsageError(f"{what}: {outcome.message}")
