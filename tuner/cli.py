@@ -121,6 +121,8 @@ class _Progress:
             state = data["state"].lower() if not data.get("cause") else data["cause"]
             info = f"#{data['number']} {state} {_fmt(data['value'], self.unit)} | best {_fmt(data['best'], self.unit)}"
             self.bar.update(self.task, completed=data["done"], info=info)
+        elif event == "warm_start":
+            err.print(_warm_line(data), markup=False, highlight=False, soft_wrap=True)
         elif event == "confirm":
             if self.confirm_task is None:
                 self.confirm_task = self.bar.add_task("confirm", total=data["total"], info="")
@@ -164,6 +166,10 @@ def sweep(
     max_retry: Annotated[int, typer.Option(help="Retries of a trial whose worker died mid-trial.")] = 2,
     heartbeat: Annotated[float, typer.Option(help="Seconds between a running trial's heartbeats.")] = 30.0,
     grace_period: Annotated[float, typer.Option(help="Seconds without a heartbeat before a trial counts as dead.")] = 120.0,
+    warm_start: Annotated[str, typer.Option(help="auto: a new study first tries the stored bests of this workload "
+                                                 "from other devices and objectives (up to 5); off: not.")] = "auto",
+    patience: Annotated[int | None, typer.Option(help="End the search once this many completed trials in a row "
+                                                      "improved the best by less than 1%.")] = None,
     home: Home = None, storage: Storage = None, tracking_uri: Tracking = None, db: Db = None,
     json_out: Json = False,
 ) -> None:
@@ -178,7 +184,8 @@ def sweep(
                       confirm_repeats=confirm_repeats, confirm_max_repeats=confirm_max_repeats, trial_timeout=trial_timeout, budget_s=budget,
                       batch_probe=batch_probe, workers=workers, max_retry=max_retry,
                       heartbeat_s=heartbeat, grace_s=grace_period, command=command or None,
-                      name=name, target=target, mode=mode, eval_interval_s=eval_interval)  # fmt: skip
+                      name=name, target=target, mode=mode, eval_interval_s=eval_interval,
+                      warm_start=warm_start, patience=patience)  # fmt: skip
     cfg.validate()
     ws = _ws(home, storage, tracking_uri, db)
     unit = get_objective(objective).unit
@@ -422,16 +429,50 @@ def _print_report(r, ws) -> None:
         out.print(f"batch size bounded at {r.batch_probe['max_batch_size']} by the memory probe")
     for warning in r.warnings:
         out.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
+    warm, stopped, cost = (getattr(r, k, None) for k in ("warm_start", "stopped_early", "cost"))
+    if warm:
+        out.print(_warm_line(warm), markup=False, highlight=False, soft_wrap=True)
+    if stopped:
+        out.print(f"search stopped early after {stopped['after_trials']} trials: the last "
+                  "--patience completed trials improved the best by less than 1%")  # fmt: skip
     if r.speedup is not None:
         iv = r.speedup_interval
         out.print(_styled("speedup over the default: ", (f"{r.speedup:.2f}x", "bold"),
                           f" (95% CI {iv['low']:.2f}-{iv['high']:.2f}x, {r.confirm_rounds} paired rounds)"
                           if iv else "", "" if r.stored else "; an earlier stored best is better: kept it"))  # fmt: skip
+    if cost:
+        out.print(_payback_line(cost, r.speedup))
     out.print(f"stored: perftune best --workload {r.workload} --framework {r.framework} "
               f"--device {r.device['kind']} --objective {r.objective}"
               + (f" --home {ws.home}" if str(ws.home) != os.path.abspath(".perftune") else ""))  # fmt: skip
     spooled = " (spooled: not on the tracking server yet)" if str(r.mlflow_run_id).startswith("local-") else ""
     out.print("MLflow: perftune ui   (run " + str(r.mlflow_run_id) + ")" + spooled)
+
+
+def _warm_line(w: dict[str, Any]) -> str:
+    """The warm start in one line (the progress event's data or the report's account)."""
+    n, sources = w["enqueued"], ", ".join(w.get("sources") or [])
+    if not n:
+        return f"warm start: none of the {w.get('skipped', 0)} stored configs fits this search space"
+    text = f"warm start: {n} stored config{'s' if n > 1 else ''} tried first (from {sources})"
+    if "best_trial_warm" in w:
+        text += ("; the search's best came from one of them" if w["best_trial_warm"] else
+                 f"; trial {w['first_better_trial']} was the first to beat them"
+                 if w.get("first_better_trial") is not None else "; none of them was the search's best")  # fmt: skip
+    return text
+
+
+def _payback_line(cost: dict[str, Any], speedup: float | None) -> str:
+    """"the sweep took 3.2 min; at 1.8x it saves 26.7 min per hour of training and pays for
+    itself after 0.12 h of training" (or "no speedup: nothing to pay back")."""
+    s = cost["sweep_s"]
+    took = f"the sweep took {s / 60:.1f} min" if s >= 60 else f"the sweep took {s:.0f} s"
+    if cost.get("saved_per_training_hour_s") is None:
+        return f"{took}; no speedup: nothing to pay back"
+    hours = cost["payback_training_hours"]
+    after = f"{hours:.2f}" if hours >= 0.1 else f"{hours:.2g}"
+    return (f"{took}; at {speedup:.2f}x it saves {cost['saved_per_training_hour_s'] / 60:.1f} min per "
+            f"hour of training and pays for itself after {after} h of training")
 
 
 @app.command()

@@ -96,6 +96,10 @@ class SweepIn(BaseModel):
     budget_s: float | None = Field(None, gt=0)
     batch_probe: Literal["auto", "on", "off"] = Field("auto", description="Probe the largest "
                                                       "batch size that fits first (auto: on accelerators)")
+    warm_start: Literal["auto", "off"] = Field("auto", description="A new study first tries the "
+                                               "stored bests of this workload from other devices and objectives")
+    patience: int | None = Field(None, ge=1, le=10_000, description="End the search once this many "
+                                 "completed trials in a row improved the best by less than 1%")
 
 
 class MlflowLink(BaseModel):

@@ -288,8 +288,9 @@ def ui_environ(ws: Workspace, environ: dict[str, str] | None = None) -> dict[str
 #: What a submitted sweep (``POST /v1/sweeps``, :func:`submit_sweep`) may set: the
 #: :class:`~tuner.sweep.SweepConfig` fields that are safe from a remote caller.
 REQUEST_FIELDS = ("workload", "framework", "device", "objective", "trials", "timeout", "space",
-                  "study", "seed", "sampler", "pruner", "confirm_top", "confirm_repeats", "confirm_max_repeats",
-                  "trial_timeout", "budget_s", "batch_probe")  # fmt: skip
+                  "study", "seed", "sampler", "pruner", "confirm_top", "confirm_repeats",
+                  "confirm_max_repeats", "trial_timeout", "budget_s", "batch_probe", "warm_start",
+                  "patience")  # fmt: skip
 
 
 def allowed_dirs(extra: list[str] | tuple[str, ...] = ()) -> list[str]:

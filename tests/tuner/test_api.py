@@ -192,6 +192,7 @@ INVALID = [
     ({"sampler": "magic"}, "sampler"), ({"pruner": "x"}, "pruner"), ({"confirm_top": 0}, "confirm_top"),
     ({"seed": -1}, "seed"), ({"study": "a b"}, "study"), ({"batch_probe": "x"}, "batch_probe"),
     ({"device": "all"}, "device"), ({"workers": 4}, "workers"), ({"trials": "many"}, "trials"),
+    ({"patience": 0}, "patience"), ({"warm_start": "maybe"}, "warm_start"),
     ({"workload": "cnn-digits", "framework": "mindspore", "device": "tpu"}, "device"),
     ({"workload": "gpt-tiny", "framework": "tensorflow"}, "workload"),
 ]  # fmt: skip

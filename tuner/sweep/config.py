@@ -36,9 +36,11 @@ LIMITS: dict[str, tuple[str, float, float, str]] = {
     "eval_interval_s": ("--eval-interval", 0, _DAY, "positive seconds"),
     "heartbeat_s": ("--heartbeat", 1, 3600, "whole seconds"),
     "grace_s": ("--grace-period", 1, 7 * _DAY, "whole seconds"),
+    "patience": ("--patience", 1, 10_000, "integer"),
 }
 #: The numbers of :data:`LIMITS` that may be None (not given).
-OPTIONAL = ("timeout", "trial_timeout", "budget_s", "seed", "eval_interval_s", "confirm_max_repeats")
+OPTIONAL = ("timeout", "trial_timeout", "budget_s", "seed", "eval_interval_s", "patience",
+            "confirm_max_repeats")
 _KINDS = {  # kind -> (what the value must be, whether ``low`` itself is allowed)
     "integer": ("an integer", True),
     "number": ("a number", True),
@@ -127,6 +129,11 @@ class SweepConfig:
     target: float | None = None
     mode: str = "max"
     eval_interval_s: float | None = None
+    #: A new study first tries the stored bests of this workload on other devices or under
+    #: other objectives (``"auto"``, :mod:`.warm`), or not (``"off"``).
+    warm_start: str = "auto"
+    #: End the search once this many completed trials in a row improved the best by < 1%.
+    patience: int | None = None
 
     def __post_init__(self) -> None:
         if self.framework is None:
@@ -155,6 +162,8 @@ class SweepConfig:
                              f"{MAX_DEVICE_INDEX}")  # fmt: skip
         if self.batch_probe not in ("auto", "on", "off"):
             raise UsageError(f"--batch-probe {self.batch_probe}: choose auto, on or off")
+        if self.warm_start not in ("auto", "off"):
+            raise UsageError(f"--warm-start {self.warm_start}: choose auto or off")
         if self.sampler not in SAMPLERS:
             raise UsageError(f"--sampler {self.sampler}: unknown (choose from: {', '.join(SAMPLERS)})")
         if self.pruner not in PRUNERS:

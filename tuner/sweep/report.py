@@ -44,6 +44,13 @@ class SweepReport:
     cancelled: bool = False
     #: What the user should know about the result (e.g. searched knobs the code never read).
     warnings: list[str] = field(default_factory=list)
+    #: Stored configs a new study tried first (:func:`tuner.sweep.warm.warm_summary`): enqueued,
+    #: sources, best_trial_warm, first_better_trial; None when none was.
+    warm_start: dict[str, Any] | None = None
+    #: Why the search ended before ``--trials`` (``{"reason": "patience", "after_trials": n}``).
+    stopped_early: dict[str, Any] | None = None
+    #: What the sweep cost and when it pays back (:func:`payback`).
+    cost: dict[str, Any] | None = None
     #: The speedup's 95% confidence interval (``estimate``, ``low``, ``high``, ``n``, ``level``,
     #: ``half_width``) from the confirmation's paired rounds; None with fewer than two.
     speedup_interval: dict[str, float] | None = None
@@ -52,6 +59,18 @@ class SweepReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def payback(duration_s: float, speedup: float | None) -> dict[str, float | None]:
+    """What the sweep cost and when it pays for itself: ``sweep_s`` (its wall seconds),
+    ``saved_per_training_hour_s`` (training seconds an hour of training at the old speed saves
+    at ``speedup``: ``3600 * (1 - 1/speedup)``) and ``payback_training_hours`` (hours of training
+    until the savings equal the sweep's time). None for both without a speedup above 1."""
+    if speedup is None or not speedup > 1:
+        return {"sweep_s": duration_s, "saved_per_training_hour_s": None, "payback_training_hours": None}
+    saved = 3600.0 * (1.0 - 1.0 / speedup)
+    return {"sweep_s": duration_s, "saved_per_training_hour_s": saved,
+            "payback_training_hours": duration_s / saved}  # fmt: skip
 
 
 def side(m: Measured | None) -> dict[str, Any] | None:

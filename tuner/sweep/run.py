@@ -21,9 +21,10 @@ from tuner.stats import Interval
 from tuner.sweep.config import ProgressFn, SweepConfig
 from tuner.sweep.confirm import Verdict, confirm
 from tuner.sweep.context import SweepContext
-from tuner.sweep.report import SweepReport, artifacts, report_warnings, side
+from tuner.sweep.report import SweepReport, artifacts, payback, report_warnings, side
 from tuner.sweep.search import INFEASIBLE, NOT_COUNTED, run_trials
 from tuner.sweep.study import open_study
+from tuner.sweep.warm import warm_start, warm_summary
 from tuner.sweep.workers import share, spawn_workers, stop_workers, wait_workers
 
 
@@ -54,13 +55,14 @@ def run_sweep(cfg: SweepConfig, ws: Workspace, progress: ProgressFn | None = Non
 def _run(ctx: SweepContext, t0: float, sweep_id: int | None = None,
          should_stop: Callable[[], bool] | None = None) -> SweepReport:  # fmt: skip
     study = open_study(ctx)
+    warm_start(ctx, study)  # a new study: the stored bests of other devices / objectives first
     run_id, sweep_id = start(ctx, study, sweep_id)
     state, summary = "failed", None
     _track_progress(ctx, sweep_id, should_stop)
     share(ctx, study, run_id)
     helpers = spawn_workers(ctx)
     try:
-        search(ctx, study, helpers)
+        stopped = search(ctx, study, helpers)
         counts = trial_counts(study)
         verdict = confirm(ctx, study) if confirmable(ctx, study) else None
         stored, best_id = store_best(ctx, verdict, run_id, sweep_id)
@@ -70,7 +72,10 @@ def _run(ctx: SweepContext, t0: float, sweep_id: int | None = None,
             summary["best_config_id"] = best_id
         artifacts(ctx, study, verdict, summary)
         state = "cancelled" if ctx.cancelled else "completed"
-        return make_report(ctx, study, t0, counts, verdict, stored, best_id, run_id, sweep_id)
+        report = make_report(ctx, study, t0, counts, verdict, stored, best_id, run_id, sweep_id)
+        report.warm_start, report.stopped_early = warm_summary(study), stopped
+        report.cost = payback(report.duration_s, report.speedup)
+        return report
     except KeyboardInterrupt:
         state = "interrupted"
         raise
@@ -97,6 +102,7 @@ def start(ctx: SweepContext, study, sweep_id: int | None) -> tuple[str | None, i
          "trials": cfg.trials, "sampler": cfg.sampler, "pruner": cfg.pruner, "seed": cfg.seed,
          "search_space": ctx.space.name, "study": ctx.study_name, "target": workload["target"],
          "confirm_top": cfg.confirm_top, "confirm_repeats": cfg.confirm_repeats,
+         "warm_start": cfg.warm_start, "patience": cfg.patience,
          "budget_s": ctx.budget, "max_batch_size": study.user_attrs.get("max_batch_size")},
         ctx.tags(perftune_role="sweep", perftune_owner=_recovery.owner_tag()),
     )  # fmt: skip
@@ -109,14 +115,16 @@ def start(ctx: SweepContext, study, sweep_id: int | None) -> tuple[str | None, i
     return run_id, sweep_id
 
 
-def search(ctx: SweepContext, study, helpers: list) -> None:
+def search(ctx: SweepContext, study, helpers: list) -> dict[str, Any] | None:
     """Run trials (with the helper workers) until the study has its total, the ``--timeout``
-    passed or the sweep was cancelled; then wait for the helpers."""
+    passed, the sweep was cancelled or ``--patience`` ran out; then wait for the helpers.
+    Returns why the search stopped early (``--patience``), or None."""
     deadline = time.monotonic() + ctx.cfg.timeout if ctx.cfg.timeout else None
-    run_trials(ctx, study, deadline)
+    stopped = run_trials(ctx, study, deadline)
     if ctx.cancelled:
         stop_workers(helpers)
     wait_workers(ctx, helpers)
+    return stopped
 
 
 def trial_counts(study) -> dict[str, int]:

@@ -26,7 +26,10 @@ INFEASIBLE = {"oom": "fits_in_memory", "crash": "runs_cleanly", "timeout": "ends
               "diverged": "stays_finite"}  # fmt: skip
 
 
-def run_trials(ctx: SweepContext, study, deadline: float | None) -> None:
+def run_trials(ctx: SweepContext, study, deadline: float | None) -> dict[str, Any] | None:
+    """Run trials until the study has its total (or the deadline, a cancel, an exhausted grid,
+    or ``--patience``). Returns why it stopped early (``{"reason": "patience", "after_trials":
+    n}``) or None."""
     cfg = ctx.cfg
     done = len(finished(study))
     ctx.progress("start", {"total": cfg.trials, "done": done})
@@ -58,6 +61,31 @@ def run_trials(ctx: SweepContext, study, deadline: float | None) -> None:
             with contextlib.suppress(ValueError):
                 best = study.best_value
             ctx.progress("trial", {"done": done, "best": best, **last})
+            if cfg.patience and stalled(study, cfg.patience, ctx.objective.direction):
+                return {"reason": "patience", "after_trials": done}
+    return None
+
+
+def stalled(study, patience: int, direction: str, min_gain: float = 0.01) -> bool:
+    """The last ``patience`` COMPLETE trials (in trial-number order) each improved the best
+    value before them by less than ``min_gain`` (relative; worse ones count too). The first
+    complete trial sets the best, so it takes ``patience + 1`` of them."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    sign = 1 if direction == "minimize" else -1
+    best, streak = None, 0
+    for t in sorted(trials, key=lambda t: t.number):
+        value = sign * t.value
+        if best is None:
+            best = value
+            continue
+        if best - value >= min_gain * abs(best) and value < best:
+            streak = 0
+        else:
+            streak += 1
+        best = min(best, value)
+    return streak >= patience
 
 
 def one_trial(ctx: SweepContext, study, trial, rejected: list[list[str]]) -> dict[str, Any] | None:

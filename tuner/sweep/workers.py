@@ -28,7 +28,8 @@ def share(ctx: SweepContext, study, run_id: str | None) -> None:
     shared = {k: getattr(cfg, k) for k in ("workload", "framework", "device", "objective", "trials",
                                             "sampler", "pruner", "seed", "trial_timeout", "budget_s",
                                             "batch_probe", "max_retry", "heartbeat_s", "grace_s",
-                                            "command", "name", "target", "mode", "eval_interval_s")}  # fmt: skip
+                                            "command", "name", "target", "mode", "eval_interval_s",
+                                            "patience")}  # fmt: skip
     shared["workload"] = None if cfg.command else ctx.spec
     if cfg.space:
         with open(cfg.space) as f:
