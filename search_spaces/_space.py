@@ -1390,17 +1390,25 @@ class SearchSpace:
                 config[name] = spec.otherwise
         return config
 
-    def sample(self, trial: optuna.trial.BaseTrial) -> dict[str, Any]:
-        """Suggest every active parameter on ``trial`` (in order); return the resolved config."""
+    def sample(self, trial: optuna.trial.BaseTrial, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Suggest every active parameter on ``trial`` (in order); return the resolved config.
+        ``given``: values to take as they are instead of suggesting them (knobs another stage
+        of the search chose; they are not trial params)."""
         config: dict[str, Any] = {}
         active: set[str] = set()
+        given = given or {}
         for name, spec in self.params.items():
             if self._active(spec, config, active):
-                config[name] = self._suggest(trial, spec, config)
+                config[name] = given[name] if name in given else self._suggest(trial, spec, config)
                 active.add(name)
             elif spec.has_otherwise:
                 config[name] = spec.otherwise
         return config
+
+    def suggest(self, trial: Any, name: str) -> Any:
+        """Suggest the parameter ``name`` alone on ``trial``, with its own distribution (one
+        whose range depends on no other parameter)."""
+        return self._suggest(trial, self.params[name], {})
 
     def _suggest(self, trial: Any, spec: ParamSpec, config: Mapping[str, Any]) -> Any:
         if spec.choices is not None:

@@ -170,6 +170,8 @@ def sweep(
                                                  "from other devices and objectives (up to 5); off: not.")] = "auto",
     patience: Annotated[int | None, typer.Option(help="End the search once this many completed trials in a row "
                                                       "improved the best by less than 1%.")] = None,
+    search: Annotated[str, typer.Option(help="factored: throughput first, then samples to target (time to target only); "
+                                             "joint: every knob at once; auto: factored where it applies.")] = "auto",
     home: Home = None, storage: Storage = None, tracking_uri: Tracking = None, db: Db = None,
     json_out: Json = False,
 ) -> None:
@@ -185,7 +187,7 @@ def sweep(
                       batch_probe=batch_probe, workers=workers, max_retry=max_retry,
                       heartbeat_s=heartbeat, grace_s=grace_period, command=command or None,
                       name=name, target=target, mode=mode, eval_interval_s=eval_interval,
-                      warm_start=warm_start, patience=patience)  # fmt: skip
+                      warm_start=warm_start, patience=patience, search=search)  # fmt: skip
     cfg.validate()
     ws = _ws(home, storage, tracking_uri, db)
     unit = get_objective(objective).unit

@@ -100,6 +100,8 @@ class SweepIn(BaseModel):
                                                "stored bests of this workload from other devices and objectives")
     patience: int | None = Field(None, ge=1, le=10_000, description="End the search once this many "
                                  "completed trials in a row improved the best by less than 1%")
+    search: Literal["auto", "joint", "factored"] = Field("auto", description="factored: throughput, then "
+                                                         "samples to target; joint: every knob at once")
 
 
 class MlflowLink(BaseModel):

@@ -290,7 +290,7 @@ def ui_environ(ws: Workspace, environ: dict[str, str] | None = None) -> dict[str
 REQUEST_FIELDS = ("workload", "framework", "device", "objective", "trials", "timeout", "space",
                   "study", "seed", "sampler", "pruner", "confirm_top", "confirm_repeats",
                   "confirm_max_repeats", "trial_timeout", "budget_s", "batch_probe", "warm_start",
-                  "patience")  # fmt: skip
+                  "patience", "search")  # fmt: skip
 
 
 def allowed_dirs(extra: list[str] | tuple[str, ...] = ()) -> list[str]:

@@ -134,6 +134,9 @@ class SweepConfig:
     warm_start: str = "auto"
     #: End the search once this many completed trials in a row improved the best by < 1%.
     patience: int | None = None
+    #: How the search spends its trials (:mod:`.policy`): ``factored`` (throughput, then samples
+    #: to target), ``joint`` (every knob at once), ``auto`` (factored where it applies).
+    search: str = "auto"
 
     def __post_init__(self) -> None:
         if self.framework is None:
@@ -162,6 +165,8 @@ class SweepConfig:
                              f"{MAX_DEVICE_INDEX}")  # fmt: skip
         if self.batch_probe not in ("auto", "on", "off"):
             raise UsageError(f"--batch-probe {self.batch_probe}: choose auto, on or off")
+        if self.search not in ("auto", "joint", "factored"):
+            raise UsageError(f"--search {self.search}: choose auto, joint or factored")
         if self.warm_start not in ("auto", "off"):
             raise UsageError(f"--warm-start {self.warm_start}: choose auto or off")
         if self.sampler not in SAMPLERS:

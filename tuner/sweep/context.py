@@ -61,6 +61,9 @@ class SweepContext:
         #: Checked before each trial: True stops starting trials (a cancelled sweep).
         self.should_stop: Callable[[], bool] = lambda: False
         self.cancelled = False
+        #: The search stage this context runs (the factored search's ``throughput`` or
+        #: ``convergence``; None for the joint search): a tag on every MLflow run.
+        self.stage: str | None = None
         # Set by prepare().
         self.executor = self.storage = self.store = self.tracker = None
         self.workload: dict[str, Any] = {}
@@ -142,6 +145,11 @@ class SweepContext:
         self.close_tracker()
 
     # -- a trial
+    def value(self, config: dict[str, Any], metrics: dict[str, Any]) -> float | None:
+        """A search trial's objective value (a search stage may value trials otherwise, e.g.
+        by a prediction: :mod:`.factored`)."""
+        return self.objective.value(metrics)
+
     def trial_budget(self, study) -> float:
         """Training-time cap of a time-to-target trial: the workload's budget, tightened to
         ``BOUND_FACTOR`` x the best time so far (a trial still short of the target by then
@@ -188,5 +196,5 @@ class SweepContext:
         base = {"framework": self.cfg.framework, "device": self.device.kind,
                 "device_name": self.device.name, "device_fingerprint": self.device.fingerprint,
                 "workload": self.workload["name"], "objective": self.cfg.objective,
-                "study": self.study_name}  # fmt: skip
-        return {**base, **{k: str(v) for k, v in extra.items() if v is not None}}
+                "study": self.study_name, "stage": self.stage}  # fmt: skip
+        return {k: str(v) for k, v in {**base, **extra}.items() if v is not None}

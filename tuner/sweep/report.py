@@ -51,6 +51,9 @@ class SweepReport:
     stopped_early: dict[str, Any] | None = None
     #: What the sweep cost and when it pays back (:func:`payback`).
     cost: dict[str, Any] | None = None
+    #: How the search went (:meth:`~tuner.sweep.policy.SearchPolicy.describe`): the policy and,
+    #: for the factored search, its stages.
+    search: dict[str, Any] | None = None
     #: The speedup's 95% confidence interval (``estimate``, ``low``, ``high``, ``n``, ``level``,
     #: ``half_width``) from the confirmation's paired rounds; None with fewer than two.
     speedup_interval: dict[str, float] | None = None

@@ -21,8 +21,9 @@ from tuner.stats import Interval
 from tuner.sweep.config import ProgressFn, SweepConfig
 from tuner.sweep.confirm import Verdict, confirm
 from tuner.sweep.context import SweepContext
+from tuner.sweep.policy import SearchPolicy, get_policy
 from tuner.sweep.report import SweepReport, artifacts, payback, report_warnings, side
-from tuner.sweep.search import INFEASIBLE, NOT_COUNTED, run_trials
+from tuner.sweep.search import INFEASIBLE, NOT_COUNTED
 from tuner.sweep.study import open_study
 from tuner.sweep.warm import warm_start, warm_summary
 from tuner.sweep.workers import share, spawn_workers, stop_workers, wait_workers
@@ -54,6 +55,7 @@ def run_sweep(cfg: SweepConfig, ws: Workspace, progress: ProgressFn | None = Non
 
 def _run(ctx: SweepContext, t0: float, sweep_id: int | None = None,
          should_stop: Callable[[], bool] | None = None) -> SweepReport:  # fmt: skip
+    policy = get_policy(ctx)  # before anything is written: --search factored may not apply
     study = open_study(ctx)
     warm_start(ctx, study)  # a new study: the stored bests of other devices / objectives first
     run_id, sweep_id = start(ctx, study, sweep_id)
@@ -62,7 +64,7 @@ def _run(ctx: SweepContext, t0: float, sweep_id: int | None = None,
     share(ctx, study, run_id)
     helpers = spawn_workers(ctx)
     try:
-        stopped = search(ctx, study, helpers)
+        stopped = search(ctx, policy, study, helpers)
         counts = trial_counts(study)
         verdict = confirm(ctx, study) if confirmable(ctx, study) else None
         stored, best_id = store_best(ctx, verdict, run_id, sweep_id)
@@ -75,6 +77,7 @@ def _run(ctx: SweepContext, t0: float, sweep_id: int | None = None,
         report = make_report(ctx, study, t0, counts, verdict, stored, best_id, run_id, sweep_id)
         report.warm_start, report.stopped_early = warm_summary(study), stopped
         report.cost = payback(report.duration_s, report.speedup)
+        report.search = policy.describe()
         return report
     except KeyboardInterrupt:
         state = "interrupted"
@@ -100,7 +103,7 @@ def start(ctx: SweepContext, study, sweep_id: int | None) -> tuple[str | None, i
         {"workload": workload["name"], "workload_spec": ctx.spec, "framework": cfg.framework,
          "device": device.kind, "objective": cfg.objective, "direction": ctx.objective.direction,
          "trials": cfg.trials, "sampler": cfg.sampler, "pruner": cfg.pruner, "seed": cfg.seed,
-         "search_space": ctx.space.name, "study": ctx.study_name, "target": workload["target"],
+         "search_space": ctx.space.name, "search": cfg.search, "study": ctx.study_name, "target": workload["target"],
          "confirm_top": cfg.confirm_top, "confirm_repeats": cfg.confirm_repeats,
          "warm_start": cfg.warm_start, "patience": cfg.patience,
          "budget_s": ctx.budget, "max_batch_size": study.user_attrs.get("max_batch_size")},
@@ -115,12 +118,12 @@ def start(ctx: SweepContext, study, sweep_id: int | None) -> tuple[str | None, i
     return run_id, sweep_id
 
 
-def search(ctx: SweepContext, study, helpers: list) -> dict[str, Any] | None:
-    """Run trials (with the helper workers) until the study has its total, the ``--timeout``
-    passed, the sweep was cancelled or ``--patience`` ran out; then wait for the helpers.
-    Returns why the search stopped early (``--patience``), or None."""
+def search(ctx: SweepContext, policy: SearchPolicy, study, helpers: list) -> dict[str, Any] | None:
+    """Run the ``policy``'s search (with the helper workers) until its stages are done, the
+    ``--timeout`` passed, the sweep was cancelled or ``--patience`` ran out; then wait for the
+    helpers. Returns why the search stopped early (``--patience``), or None."""
     deadline = time.monotonic() + ctx.cfg.timeout if ctx.cfg.timeout else None
-    stopped = run_trials(ctx, study, deadline)
+    stopped = policy.search(ctx, study, deadline)
     if ctx.cancelled:
         stop_workers(helpers)
     wait_workers(ctx, helpers)

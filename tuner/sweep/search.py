@@ -32,7 +32,8 @@ def run_trials(ctx: SweepContext, study, deadline: float | None) -> dict[str, An
     n}``) or None."""
     cfg = ctx.cfg
     done = len(finished(study))
-    ctx.progress("start", {"total": cfg.trials, "done": done})
+    ctx.progress("start", {"total": cfg.trials, "done": done, "stage": ctx.stage,
+                           "unit": ctx.objective.unit})  # fmt: skip
     #: Why each config rejected since the last trial that ran was rejected (a list each).
     rejected: list[list[str]] = []
     sampler = study.sampler
@@ -119,7 +120,7 @@ def one_trial(ctx: SweepContext, study, trial, rejected: list[list[str]]) -> dic
     request.budget_s = ctx.trial_budget(study)
     with heartbeat(trial, ctx.storage):
         outcome = ctx.execute(request, on_report)
-    value = ctx.objective.value(outcome.metrics) if outcome.status == "ok" else None
+    value = ctx.value(config, outcome.metrics) if outcome.status == "ok" else None
     if outcome.status == "ok":
         add_mfu(ctx, config, outcome.metrics)
     if outcome.status == "failed" and outcome.cause in INFEASIBLE:
@@ -201,6 +202,8 @@ def log_trial(ctx: SweepContext, number: int | None, config: dict[str, Any], out
     for row in outcome.curves.get("throughput_window", []):
         curves.setdefault("window_throughput_sps", []).append((int(row[0]), row[1]))
     name = f"trial-{number}" if phase == "search" else phase
+    if ctx.stage == "throughput":  # stage 1 of the factored search: a study of its own
+        name = f"throughput-{name}"
     status = "FAILED" if state == "FAIL" else "FINISHED"
     ctx.tracker.log_trial(
         name, config, metrics, curves,

@@ -1,0 +1,192 @@
+"""The factored search (throughput, then samples to target) through real Optuna and SQLite,
+against a fake executor whose two factors are known: the fastest systems config and the
+learning-rate optimum are planted, and the search must find them."""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from tuner import cli
+from tuner.backends import TrialOutcome, TrialRequest
+from tuner.executor import Executor
+from tuner.settings import Workspace
+from tuner.sweep import SweepConfig, run_sweep
+from tuner.sweep.factored import (
+    Throughputs,
+    applies,
+    lr_rule,
+    predicted,
+    scaled_lr,
+    split,
+)
+
+BEST_LR = {"sgd": 0.02, "adam": 0.004}  # at batch size 32; moves with the batch size's rule
+
+
+class TwoFactors(Executor):
+    """Throughput: 4 threads beat 1, bigger batches run faster (saturating). Samples to target:
+    least at each optimizer's best (scaled) learning rate, more with the batch size."""
+
+    framework = "torch"
+
+    def __init__(self) -> None:
+        self.requests: list[TrialRequest] = []
+
+    def describe(self, workload: str) -> dict[str, Any]:
+        return {"name": "two-factors", "framework": "torch", "target": 0.5, "mode": "max",
+                "budget_s": 60.0, "eval_interval_s": 0.1}  # fmt: skip
+
+    def devices(self) -> list[dict[str, Any]]:
+        return [{"kind": "cpu", "name": "Fake CPU", "count": 1, "memory_bytes": 2**33, "cores": 4}]
+
+    @staticmethod
+    def throughput(c: dict[str, Any]) -> float:
+        return 1000.0 * c["num_threads"] * c["batch_size"] / (c["batch_size"] + 32)
+
+    @staticmethod
+    def samples(c: dict[str, Any]) -> float:
+        best = scaled_lr(BEST_LR[c["optimizer"]], 32, c["batch_size"], c["optimizer"])
+        return 2000.0 * (1 + math.log(c["learning_rate"] / best) ** 2) * (1 + c["batch_size"] / 64)
+
+    def run(self, request: TrialRequest, on_report=None) -> TrialOutcome:
+        self.requests.append(request)
+        c = request.config
+        rate = self.throughput(c)
+        if request.measure == "throughput":
+            return TrialOutcome("ok", metrics={"throughput_sps": rate}, wall_s=0.01)
+        n = self.samples(c)
+        return TrialOutcome("ok", metrics={"reached_target": True, "samples": n, "throughput_sps": rate,
+                                           "time_to_target_s": n / rate}, wall_s=0.01)  # fmt: skip
+
+
+@pytest.fixture
+def space(tmp_path) -> str:
+    path = tmp_path / "space.yaml"
+    path.write_text(textwrap.dedent("""
+        extends: none
+        version: 1
+        params:
+          batch_size: {type: categorical, choices: [16, 32, 64, 128], default: 32}
+          learning_rate: {type: float, low: 1.0e-4, high: 0.1, log: true, default: 1.0e-3}
+          optimizer: {type: categorical, choices: [sgd, adam], default: adam}
+          num_threads: {type: int, low: 1, high: 4, default: 1}
+    """).lstrip())  # fmt: skip
+    return str(path)
+
+
+def sweep(tmp_path, space: str, **kw):
+    ex = TwoFactors()
+    cfg = SweepConfig(**{"workload": "mlp-digits", "space": space, "trials": 24, "seed": 1,
+                         "confirm_top": 2, "confirm_repeats": 1, "track": False, **kw})  # fmt: skip
+    ws = Workspace.resolve(tmp_path / "ws")
+    return ex, ws, run_sweep(cfg, ws, executor=ex)
+
+
+def test_factored_search_finds_the_planted_optimum_in_two_stages(tmp_path, space):
+    import optuna
+
+    ex, ws, report = sweep(tmp_path, space)
+    stages = report.search["stages"]
+    assert report.search["search"] == "factored"
+    assert stages["throughput"]["trials"] + stages["convergence"]["trials"] == 24
+    fast = optuna.load_study(study_name=stages["throughput"]["study"], storage=ws.storage)
+    assert fast.direction.name == "MAXIMIZE" and len(fast.trials) == stages["throughput"]["trials"]
+    search = [r for r in ex.requests if "-trial-" in r.log_path]
+    first = stages["throughput"]["trials"]
+    assert {r.measure for r in search[:first]} == {"throughput"}
+    assert {r.measure for r in search[first:]} == {"converge"}
+    # stage 1 held the training knobs at their defaults
+    assert {(r.config["optimizer"], r.config["learning_rate"]) for r in search[:first]} == {("adam", 1e-3)}
+    # stage 2 runs on stage 1's fastest systems config for its batch size (4 threads here)
+    sampled = [r for r in search[first:] if r.config != search[0].config]
+    assert sampled and all(r.config["num_threads"] == 4 for r in sampled)
+    study = optuna.load_study(study_name=report.study_name, storage=ws.storage)
+    tried = [t for t in study.trials if "lr_multiplier" in t.params]
+    assert tried and {t.user_attrs["lr_rule"] for t in tried} <= {"linear", "sqrt"}
+    for t in tried:  # the learning rate is the multiplier on the batch-size-scaled base rate
+        c = t.user_attrs["config"]
+        base = scaled_lr(1e-3, 32, c["batch_size"], c["optimizer"])
+        assert c["learning_rate"] == pytest.approx(min(max(base * t.params["lr_multiplier"], 1e-4), 0.1))
+        assert t.value == pytest.approx(TwoFactors.samples(c) / TwoFactors.throughput(c))
+    # the confirmed best is near the planted optimum: 4 threads, its optimizer's best rate
+    best = report.best["config"]
+    optimum = min(TwoFactors.samples({**best, "learning_rate": lr, "optimizer": opt}) /
+                  TwoFactors.throughput({**best, "num_threads": 4, "batch_size": bs})
+                  for opt in BEST_LR for bs in (16, 32, 64, 128)
+                  for lr in [scaled_lr(BEST_LR[opt], 32, bs, opt)])  # fmt: skip
+    assert best["num_threads"] == 4
+    assert report.best["stats"]["median"] <= 1.5 * optimum
+    assert report.speedup > 4
+
+
+def test_resuming_a_factored_sweep_runs_no_stage_again(tmp_path, space):
+    ex, ws, report = sweep(tmp_path, space, trials=8)
+    ex2 = TwoFactors()
+    cfg = SweepConfig(workload="mlp-digits", space=space, trials=8, seed=1, confirm_top=1,
+                      confirm_repeats=1, track=False)  # fmt: skip
+    run_sweep(cfg, ws, executor=ex2)
+    assert not [r for r in ex2.requests if "-trial-" in r.log_path]  # both stages were complete
+
+
+def test_joint_is_chosen_where_factoring_does_not_apply(tmp_path, space):
+    _, _, report = sweep(tmp_path, space, trials=5)
+    assert report.search == {"search": "joint"}
+    _, _, report = sweep(tmp_path / "2", space, trials=6, search="joint")
+    assert report.search == {"search": "joint"}
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"objective": SimpleNamespace(name="throughput")}, "time to target"),
+        ({"cfg": SimpleNamespace(workers=2, sampler="tpe", trials=20)}, "--workers"),
+        ({"cfg": SimpleNamespace(workers=1, sampler="grid", trials=20)}, "grid"),
+        ({"cfg": SimpleNamespace(workers=1, sampler="tpe", trials=5)}, "--trials 6"),
+        ({"space": SimpleNamespace(searched=lambda: ["batch_size"])}, "learning_rate"),
+    ],
+)
+def test_applies_says_why_not(change, reason):
+    ctx = SimpleNamespace(objective=SimpleNamespace(name="time-to-target"),
+                          cfg=SimpleNamespace(workers=1, sampler="tpe", trials=20),
+                          space=SimpleNamespace(searched=lambda: ["batch_size", "learning_rate"]))  # fmt: skip
+    assert applies(ctx) is None
+    for key, value in change.items():
+        setattr(ctx, key, value)
+    assert reason in applies(ctx)
+
+
+def test_search_factored_where_it_does_not_apply_is_one_line_exit_2(tmp_path, space, capsys):
+    code = cli.main(["sweep", "--workload", "mlp-digits", "--objective", "throughput", "--search",
+                     "factored", "--space", space, "--home", str(tmp_path / "ws")])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "--search factored" in err
+    assert cli.main(["sweep", "--workload", "mlp-digits", "--search", "both"]) == 2
+    assert "--search both: choose auto, joint or factored" in capsys.readouterr().err
+
+
+def test_split_rules_and_table():
+    assert split(6) == (3, 3) and split(20) == (8, 12) and split(50) == (20, 30)
+    assert (lr_rule("sgd"), lr_rule("adam"), lr_rule("adamw")) == ("linear", "sqrt", "sqrt")
+    assert scaled_lr(0.1, 32, 128, "sgd") == pytest.approx(0.4)
+    assert scaled_lr(0.001, 32, 128, "adam") == pytest.approx(0.002)
+    table = Throughputs(["num_threads"], [({"batch_size": 32, "num_threads": 1}, 100.0),
+                                          ({"batch_size": 32, "num_threads": 2}, 180.0),
+                                          ({"batch_size": 16, "num_threads": 1}, 60.0),
+                                          ({"batch_size": 128, "num_threads": 2}, 300.0)])  # fmt: skip
+    assert table.systems_for(32) == {"num_threads": 2}
+    # batch size 16 ran with 1 thread only: 2 threads, 1.8x faster at 32, is taken as faster there
+    assert table.systems_for(16) == {"num_threads": 2}
+    assert table.of({"batch_size": 16, "num_threads": 2}) == pytest.approx(60.0 * 1.8, rel=0.05)
+    assert table.systems_for(64) == {"num_threads": 2}  # never measured: the best a(s)
+    assert table.of({"batch_size": 32, "num_threads": 1, "optimizer": "sgd"}) == pytest.approx(100.0)
+    assert table.of({"batch_size": 64, "num_threads": 1}) is None
+    assert Throughputs(["num_threads"], []).systems_for(32) is None
+    done = {"reached_target": True, "samples": 1000, "throughput_sps": 50.0}
+    assert predicted(table, {"batch_size": 32, "num_threads": 1}, done) == pytest.approx(10.0)
+    assert predicted(table, {"batch_size": 64, "num_threads": 1}, done) == 20.0  # own rate
+    assert predicted(table, {"batch_size": 32, "num_threads": 1}, {**done, "reached_target": False}) is None

@@ -1,0 +1,226 @@
+"""The factored search: time to target = samples to target / throughput.
+
+Every knob acts on time to target through two factors that can be measured apart, each far
+more cheaply and precisely than their product:
+
+* **Systems knobs** (threads, precision, parallel strategy, compile, ...) and the batch size
+  set the *throughput*: a steady-state rate that a short trial measures to a few percent and
+  that does not depend on the seed. Stage 1 searches them in a study of its own
+  (``<study>.throughput``), the training knobs held at their defaults.
+* **Training knobs** (optimizer, its hyper-parameters, the learning rate) and the batch size set
+  the *samples to target*: a count that does not depend on the machine's load. Stage 2 searches
+  them in the sweep's study, each trial run on stage 1's fastest systems config for its batch
+  size, and values it as samples to target / stage 1's throughput of that config: a predicted
+  time to target in seconds, comparable to the baseline's.
+* The learning rate moves with the batch size: stage 2 searches a multiplier on a base rate
+  scaled from the default's, linearly for SGD (Goyal et al. 2017), with the square root for
+  the adaptive optimizers (Malladi et al. 2022); the rule is recorded on each trial.
+
+Precision and the other systems knobs may change the math; the confirmation round measures
+the top predicted configs end to end (real time to target, paired with the default), so
+nothing is assumed neutral.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import replace
+from typing import Any
+
+from tuner.objectives import get_objective
+from tuner.sweep.policy import SearchPolicy
+from tuner.sweep.search import run_trials
+
+__all__ = ["TRAINING", "FactoredPolicy", "Throughputs", "applies", "lr_rule", "scaled_lr", "split"]
+
+#: The knobs that act on samples to target (and not on throughput); every other knob of a
+#: space but the batch size is a systems knob.
+TRAINING = ("learning_rate", "optimizer", "momentum", "beta1", "beta2", "weight_decay")
+#: Optimizers whose learning rate scales with the square root of the batch size.
+SQRT_RULE = ("adam", "adamw", "rmsprop", "adagrad")
+#: The range of stage 2's learning-rate multiplier.
+MULTIPLIER = (1 / 8, 8.0)
+
+
+def applies(ctx) -> str | None:
+    """Why the factored search cannot run this sweep, or None when it can."""
+    searched = set(ctx.space.searched())
+    if ctx.objective.name != "time-to-target":
+        return "it factors time to target (use it with --objective time-to-target)"
+    if ctx.cfg.workers > 1:
+        return "helper workers (--workers) run the joint search only"
+    if ctx.cfg.sampler == "grid":
+        return "a grid covers its points jointly"
+    if not {"batch_size", "learning_rate"} <= searched:
+        return "the space must search batch_size and learning_rate"
+    if ctx.cfg.trials < 6:
+        return "it needs --trials 6 or more (two stages)"
+    return None
+
+
+def split(trials: int) -> tuple[int, int]:
+    """Trials of stage 1 (throughput: short) and stage 2 (convergence) out of ``trials``."""
+    first = max(3, round(0.4 * trials))
+    return first, trials - first
+
+
+def lr_rule(optimizer: str) -> str:
+    return "sqrt" if optimizer in SQRT_RULE else "linear"
+
+
+def scaled_lr(base_lr: float, base_bs: int, bs: int, optimizer: str) -> float:
+    """The base learning rate moved to batch size ``bs`` by ``optimizer``'s rule."""
+    ratio = bs / base_bs
+    return base_lr * (math.sqrt(ratio) if lr_rule(optimizer) == "sqrt" else ratio)
+
+
+class Throughputs:
+    """Stage 1's measurements, throughput per (systems config, batch size), and a model for the
+    pairs it did not measure: log throughput = a(systems config) + b(batch size), fitted to the
+    measured pairs (two-way additive in logs: a config twice as fast at one batch size is
+    taken as twice as fast at another). A measured pair always speaks for itself."""
+
+    def __init__(self, systems: list[str], rows: list[tuple[dict[str, Any], float]]) -> None:
+        self.systems = systems
+        self.configs: dict[str, dict[str, Any]] = {}  # systems key -> the systems config
+        cells: dict[tuple[str, int], list[float]] = {}
+        for config, value in rows:
+            if value and value > 0:
+                sk = self._systems_key(config)
+                self.configs[sk] = {k: config[k] for k in systems if k in config}
+                cells.setdefault((sk, int(config["batch_size"])), []).append(math.log(value))
+        self.cells = {k: sum(v) / len(v) for k, v in cells.items()}
+        self.a, self.b = _additive_fit(self.cells)
+
+    @classmethod
+    def from_study(cls, study, systems: list[str]) -> Throughputs:
+        from optuna.trial import TrialState
+
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return cls(systems, [(t.user_attrs.get("config") or t.params, t.value) for t in done])
+
+    def _systems_key(self, config: dict[str, Any]) -> str:
+        return json.dumps({k: config.get(k) for k in self.systems}, sort_keys=True)
+
+    def _log_rate(self, sk: str, bs: int) -> float | None:
+        if (sk, bs) in self.cells:
+            return self.cells[(sk, bs)]
+        if sk in self.a and bs in self.b:
+            return self.a[sk] + self.b[bs]
+        return None
+
+    def of(self, config: dict[str, Any]) -> float | None:
+        """Stage 1's throughput of this systems config at this batch size: measured, else the
+        model's (both seen in stage 1); None when stage 1 saw neither."""
+        log_rate = self._log_rate(self._systems_key(config), int(config["batch_size"]))
+        return math.exp(log_rate) if log_rate is not None else None
+
+    def systems_for(self, bs: int) -> dict[str, Any] | None:
+        """The systems config fastest at ``bs`` (measured or by the model; at a batch size stage
+        1 never ran, the one with the best ``a``); None before anything was measured."""
+        if not self.configs:
+            return None
+        score = {sk: self._log_rate(sk, bs) if bs in self.b else self.a[sk] for sk in self.configs}
+        return self.configs[max(score, key=lambda sk: score[sk])]
+
+
+def _additive_fit(cells: dict[tuple[str, int], float], rounds: int = 50):
+    """Least squares of ``cells[(s, b)] ~ a[s] + b[b]`` by alternating means."""
+    a = {s: 0.0 for s, _ in cells}
+    b = {bs: 0.0 for _, bs in cells}
+    for _ in range(rounds):
+        for key in b:
+            vals = [v - a[s] for (s, bs), v in cells.items() if bs == key]
+            b[key] = sum(vals) / len(vals)
+        for key in a:
+            vals = [v - b[bs] for (s, bs), v in cells.items() if s == key]
+            a[key] = sum(vals) / len(vals)
+    return a, b
+
+
+class ConvergenceSpace:
+    """Stage 2's view of the space: the batch size and the training knobs suggested with their
+    own distributions, the learning rate as a multiplier on the batch-size-scaled default, the
+    systems knobs taken from stage 1. An enqueued trial (the baseline, a warm start) keeps its
+    own params. Everything else is the space's."""
+
+    def __init__(self, space, table: Throughputs, baseline: dict[str, Any]) -> None:
+        self.space, self.table, self.baseline = space, table, baseline
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.space, name)
+
+    def sample(self, trial) -> dict[str, Any]:
+        attrs = trial.user_attrs
+        if attrs.get("baseline") or "warm_start" in attrs:  # enqueued with its own params
+            return self.space.sample(trial)
+        bs = int(self.space.suggest(trial, "batch_size"))
+        systems = self.table.systems_for(bs) or {}
+        config = self.space.sample(trial, given={**systems, "batch_size": bs,
+                                                 "learning_rate": self.baseline["learning_rate"]})  # fmt: skip
+        multiplier = trial.suggest_float("lr_multiplier", *MULTIPLIER, log=True)
+        spec = self.space.params["learning_rate"]
+        lr = scaled_lr(self.baseline["learning_rate"], self.baseline["batch_size"], bs,
+                       str(config.get("optimizer", "")))  # fmt: skip
+        config["learning_rate"] = min(max(lr * multiplier, spec.low), spec.high)
+        trial.set_user_attr("lr_rule", lr_rule(str(config.get("optimizer", ""))))
+        return config
+
+
+class FactoredPolicy(SearchPolicy):
+    """Stage 1 (throughput) in ``<study>.throughput``, stage 2 (samples to target over stage 1's
+    throughput) in the sweep's study. See the module docstring."""
+
+    name = "factored"
+
+    def __init__(self) -> None:
+        self.stages: dict[str, dict[str, Any]] = {}
+
+    def search(self, ctx, study, deadline: float | None) -> dict[str, Any] | None:
+        from tuner.sweep.study import open_study
+
+        first, second = split(ctx.cfg.trials)
+        systems = [n for n in ctx.space.params if n not in TRAINING and n != "batch_size"]
+        fast = stage(ctx, "throughput", first, objective="throughput", space=ctx.space.fixed(TRAINING),
+                     study_name=f"{ctx.study_name}.throughput")  # fmt: skip
+        fast_study = open_study(fast)
+        stopped = run_trials(fast, fast_study, deadline)
+        ctx.cancelled = fast.cancelled
+        table = Throughputs.from_study(fast_study, systems)
+        self.stages["throughput"] = {"study": fast.study_name, "trials": first,
+                                     "measured": len(table.cells)}  # fmt: skip
+        if ctx.cancelled or not table.cells:
+            return stopped
+        slow = stage(ctx, "convergence", second, space=ConvergenceSpace(ctx.space, table, ctx.baseline))
+        slow.value = lambda config, metrics: predicted(table, config, metrics)
+        stopped = run_trials(slow, study, deadline) or stopped
+        ctx.cancelled = slow.cancelled
+        self.stages["convergence"] = {"study": ctx.study_name, "trials": second}
+        return stopped
+
+    def describe(self) -> dict[str, Any]:
+        return {"search": self.name, "stages": self.stages}
+
+
+def stage(ctx, name: str, trials: int, objective: str | None = None, **changes: Any):
+    """A copy of ``ctx`` for one stage: its trial count, objective, space, study (the failures,
+    progress and cancel check stay shared)."""
+    out = copy.copy(ctx)
+    out.cfg = replace(ctx.cfg, trials=trials, batch_probe="off", objective=objective or ctx.cfg.objective)
+    out.objective = get_objective(out.cfg.objective)
+    out.stage = name
+    for key, value in changes.items():
+        setattr(out, key, value)
+    return out
+
+
+def predicted(table: Throughputs, config: dict[str, Any], metrics: dict[str, Any]) -> float | None:
+    """A convergence trial's value: its samples to target over stage 1's throughput of its
+    config (its own measured throughput where stage 1 did not measure that config)."""
+    samples = metrics.get("samples")
+    if not metrics.get("reached_target") or not samples:
+        return None
+    rate = table.of(config) or metrics.get("throughput_sps")
+    return float(samples) / rate if rate else None

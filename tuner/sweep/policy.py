@@ -1,0 +1,74 @@
+"""How the search stage spends its trials: one small interface, two policies.
+
+A :class:`SearchPolicy` runs the search stage of a sweep (which configs to try, in which
+stages, when a stage is done) on the sweep's Optuna study; the confirmation round then
+re-measures the study's best configs end to end, whatever the policy.
+
+* ``joint`` (:mod:`.joint`): one study over every knob, each trial measured by the objective
+  itself (for time to target: a full run to the target). Works for every objective.
+* ``factored`` (:mod:`.factored`): time to target = samples to target / throughput. Stage 1
+  measures throughput (short, precise, seed-free trials) over the systems knobs and the batch
+  size; stage 2 searches the training knobs on the fastest systems config of each batch size,
+  with the learning rate scaled with the batch size, and ranks configs by samples to target
+  over stage 1's throughput.
+
+``--search auto`` (the default) picks ``factored`` for time to target where it applies
+(:func:`choose`), else ``joint``.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+from tuner.errors import UsageError
+
+__all__ = ["POLICIES", "SearchPolicy", "choose", "get_policy"]
+
+POLICIES = ("auto", "joint", "factored")
+
+
+class SearchPolicy(abc.ABC):
+    """The search stage of a sweep.
+
+    Contract: :meth:`search` runs trials on ``study`` (and any stage studies it owns, named
+    after it in the same storage) until its stages are done, ``deadline`` (a
+    ``time.monotonic()`` value) passes or the sweep is cancelled (``ctx.cancelled``); it returns
+    why it stopped early (``{"reason": ..., "after_trials": n}``) or None. Every trial it runs is
+    an ordinary Optuna trial logged to MLflow with its ``stage`` tag. When it returns, the
+    study's COMPLETE trials, ranked by value, are the candidates of the confirmation round:
+    their ``config`` user attribute is what the training code receives.
+    """
+
+    #: The name ``--search`` gives it.
+    name: str = ""
+
+    @abc.abstractmethod
+    def search(self, ctx, study, deadline: float | None) -> dict[str, Any] | None:
+        """Run the search stage(s). See the class docstring."""
+
+    def describe(self) -> dict[str, Any]:
+        """What the report and MLflow say about how the search went (stages, trials each)."""
+        return {"search": self.name}
+
+
+def choose(ctx) -> str:
+    """``--search auto``: ``factored`` for a time-to-target sweep of one process whose space has
+    a batch size and training knobs to search, else ``joint``. An explicit choice is checked."""
+    from tuner.sweep.factored import applies
+
+    wanted = ctx.cfg.search
+    why_not = applies(ctx)
+    if wanted == "factored" and why_not:
+        raise UsageError(f"--search factored: {why_not} (use --search joint)")
+    if wanted == "auto":
+        return "joint" if why_not else "factored"
+    return wanted
+
+
+def get_policy(ctx) -> SearchPolicy:
+    """The policy ``--search`` names for this sweep (``auto`` resolved by :func:`choose`)."""
+    from tuner.sweep.factored import FactoredPolicy
+    from tuner.sweep.joint import JointPolicy
+
+    return FactoredPolicy() if choose(ctx) == "factored" else JointPolicy()
