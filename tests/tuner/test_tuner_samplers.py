@@ -43,7 +43,7 @@ def test_every_sampler_runs_the_cpu_space(tmp_path, sampler):
     if sampler == "gp":
         pytest.importorskip("torch")  # Optuna's GPSampler needs torch in the sweep process
     ex = LrExecutor()
-    cfg = SweepConfig(workload="mlp-digits", trials=8, seed=0, sampler=sampler,
+    cfg = SweepConfig(workload="mlp-digits", trials=8, seed=0, sampler=sampler, search="joint",
                       confirm_top=1, confirm_repeats=1, track=False)  # fmt: skip
     report = run_sweep(cfg, Workspace.resolve(tmp_path / "ws"), executor=ex)
     searched = ex.configs[: report.trials.get("complete", 0)]

@@ -253,7 +253,7 @@ def test_a_new_study_tries_the_stored_bests_first(tmp_path, space_file):
 
 def test_patience_ends_the_search_early(tmp_path, space_file):
     ws = Workspace.resolve(tmp_path / "ws")
-    ex, report = sweep(ws, space_file, FakeExecutor(flat=True), trials=30, patience=2)
+    ex, report = sweep(ws, space_file, FakeExecutor(flat=True), trials=30, patience=2, search="joint")
     assert report.stopped_early == {"reason": "patience", "after_trials": 3}
     assert len(_study(ws, report.study_name).get_trials(deepcopy=False)) == 3
     assert report.cost["sweep_s"] == report.duration_s
