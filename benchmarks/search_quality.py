@@ -41,6 +41,7 @@ import json
 import math
 import os
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -56,6 +57,8 @@ from tuner.backends import TrialOutcome, TrialRequest  # noqa: E402
 from tuner.executor import Executor  # noqa: E402
 
 TABLES = ROOT / "benchmarks" / "search_quality"
+#: The log file of a confirmation run (``confirm.py``'s labels): not a search evaluation.
+CONFIRMATION = re.compile(r"-(baseline|candidate-\d+)-r\d+\.log$")
 SYSTEMS = ("parallel_strategy", "world_size", "num_threads", "precision")
 BATCH_SIZES = (8, 16, 32, 64, 128, 256, 512)
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -64,17 +67,8 @@ LR_POINTS = 6
 #: An optimizer the table lacks, answered with the nearest one it has (replay only).
 NEAREST_OPTIMIZER = {"rmsprop": "sgd", "adagrad": "sgd"}
 #: Held at their defaults in the replay's space, so only the grid's knobs vary.
-FIXED_SPACE = """\
-# search_quality.py replay: the built-in CPU space with only the grid's knobs free.
-version: 1
-params:
-  batch_size:   {{type: categorical, choices: {batch_sizes}, default: 32}}
-  optimizer:    {{type: categorical, choices: {optimizers}, default: adam}}
-  momentum:     {{type: categorical, choices: [0.9], default: 0.9, when: {{optimizer: [sgd, rmsprop]}}}}
-  beta1:        {{type: categorical, choices: [0.9], default: 0.9, when: {{optimizer: [adam, adamw]}}}}
-  beta2:        {{type: categorical, choices: [0.999], default: 0.999, when: {{optimizer: [adam, adamw]}}}}
-  weight_decay: {{type: categorical, choices: [0.01], default: 0.01, when: {{optimizer: [adamw]}}}}
-"""
+FIXED = {"momentum": (0.9, ("sgd", "rmsprop")), "beta1": (0.9, ("adam", "adamw")),
+         "beta2": (0.999, ("adam", "adamw")), "weight_decay": (0.01, ("adamw",))}
 
 
 def lr_grid(n: int = LR_POINTS, lo: float = LR_RANGE[0], hi: float = LR_RANGE[1]) -> list[float]:
@@ -205,6 +199,12 @@ def build(args: argparse.Namespace) -> int:
         if note not in t["notes"]:
             t["notes"].append(note)
     tp, sm = t.setdefault("throughput", {}), t.setdefault("samples", {})
+    # The systems config of the samples table: the default unless --samples-threads says (samples
+    # to the target do not depend on it; only whether the budget suffices does).
+    samples_sys = {k: b.defaults[k] for k in SYSTEMS}
+    if args.samples_threads:
+        samples_sys["num_threads"] = args.samples_threads
+    t["grid"]["samples_systems"] = samples_sys
     jobs: list[tuple[str, Any]] = []
     if "throughput" in args.parts:
         for s, bs in itertools.product(systems, batch_sizes):
@@ -216,7 +216,8 @@ def build(args: argparse.Namespace) -> int:
         # seed reached the target (a cell with a seed short of it is predicted infeasible anyway).
         for seed in range(args.sm_seeds):
             for bs, opt, lr in itertools.product(batch_sizes, OPTIMIZERS, lrs):
-                cfg = full_config(b.space, b.defaults, {"batch_size": bs, "optimizer": opt, "learning_rate": lr})
+                cfg = full_config(b.space, b.defaults, {**samples_sys, "batch_size": bs, "optimizer": opt,
+                                                        "learning_rate": lr})  # fmt: skip
                 runs = sm.get(sm_key(bs, opt, lr), {}).get("runs", [])
                 if seed in {r["seed"] for r in runs}:
                     continue
@@ -435,8 +436,17 @@ class TableExecutor(Executor):
 
 
 def _fixed_space(grid: Grid, folder: Path) -> Path:
+    """The built-in CPU space with only the grid's knobs free: batch size and optimizer among the
+    grid's, momentum/beta1/beta2/weight_decay held at their defaults (:data:`FIXED`)."""
+    lines = ["# search_quality.py replay: the built-in CPU space, only the grid's knobs free.", "version: 1",
+             "params:", f"  batch_size: {{type: categorical, choices: {list(grid.batch_sizes)}, default: 32}}",
+             f"  optimizer: {{type: categorical, choices: {list(grid.optimizers)}, default: adam}}"]  # fmt: skip
+    for name, (value, users) in FIXED.items():
+        users = [o for o in users if o in grid.optimizers]
+        lines.append(f"  {name}: {{type: categorical, choices: [{value}], default: {value}, when: {{optimizer: {users}}}}}"
+                     if users else f"  {name}: null")  # fmt: skip
     path = folder / "replay-space.yaml"
-    path.write_text(FIXED_SPACE.format(batch_sizes=list(grid.batch_sizes), optimizers=list(grid.optimizers)))
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 
@@ -483,7 +493,8 @@ def score(grid: Grid, ex: TableExecutor, report, trials: int, within: float = 0.
     speedup: (default / best) / (default / grid best) = grid best / best (1.0: the grid best)."""
     _, best_pred = grid.best()
     default_pred = grid.predict(grid.default_cell())
-    search = [(r, c) for r, c in ex.requests if r.log_path is None or "-trial-" in r.log_path]
+    search = [(r, c) for r, c in ex.requests if r.measure in ("converge", "throughput")
+              and not CONFIRMATION.search(r.log_path or "")]  # fmt: skip
     first = None
     for i, (r, c) in enumerate(search, 1):
         if r.measure != "converge":
@@ -578,7 +589,7 @@ def print_replay(out: dict[str, Any]) -> None:
     t = out["trials"]
     print(f"\n{out['workload']}: {out['grid_cells']} grid cells, {t} trials per sweep (15%); grid best "
           f"{out['grid_best']['predicted_s']:.2f} s ({Grid.key(out['grid_best']['config'])}), default "
-          f"{out['default']['predicted_s']:.2f} s: grid-best speedup {out['grid_best_speedup']:.2f}x")  # fmt: skip
+          f"{out['default']['predicted_s']} s: grid-best speedup {out['grid_best_speedup']}")  # fmt: skip
     print("| policy | runs | evals to within 5% of grid best (p10-p90) | found | share of grid-best speedup "
           "(p10-p90) | >= 95% | best / grid best (p10-p90) | <= 1.25x |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
@@ -647,6 +658,8 @@ def main(argv: list[str] | None = None) -> int:
     bp.add_argument("--tp-repeats", type=int, default=3)
     bp.add_argument("--sm-seeds", type=int, default=2)
     bp.add_argument("--budget", type=float, default=8.0, help="training seconds of a converge cell")
+    bp.add_argument("--samples-threads", type=int, default=0,
+                    help="num_threads of the samples table's runs (default: the default's)")
     bp.add_argument("--validation-configs", type=int, default=8)
     bp.add_argument("--validation-seed", type=int, default=0)
     bp.add_argument("--limit", type=int, default=0, help="measure at most N cells (timing)")
