@@ -585,11 +585,15 @@ def run_replay(table: dict[str, Any], *, policies: list[str], seeds: int, trials
     return out
 
 
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
 def print_replay(out: dict[str, Any]) -> None:
     t = out["trials"]
     print(f"\n{out['workload']}: {out['grid_cells']} grid cells, {t} trials per sweep (15%); grid best "
           f"{out['grid_best']['predicted_s']:.2f} s ({Grid.key(out['grid_best']['config'])}), default "
-          f"{out['default']['predicted_s']} s: grid-best speedup {out['grid_best_speedup']}")  # fmt: skip
+          f"{_fmt(out['default']['predicted_s'])} s: grid-best speedup {_fmt(out['grid_best_speedup'])}x")  # fmt: skip
     print("| policy | runs | evals to within 5% of grid best (p10-p90) | found | share of grid-best speedup "
           "(p10-p90) | >= 95% | best / grid best (p10-p90) | <= 1.25x |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
