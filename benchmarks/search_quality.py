@@ -406,7 +406,7 @@ class TableExecutor(Executor):
 
     @staticmethod
     def _pick(values: list, request: TrialRequest, salt: str) -> Any:
-        h = hashlib.sha256(f"{request.seed}|{request.trial_number}|{request.log_path}|{salt}".encode())
+        h = hashlib.sha256(f"{request.seed}|{request.trial_number}|{os.path.basename(request.log_path or '')}|{salt}".encode())
         return values[int.from_bytes(h.digest()[:4], "big") % len(values)]
 
     def run(self, request: TrialRequest, on_report=None) -> TrialOutcome:
