@@ -171,7 +171,7 @@ def sweep(
     patience: Annotated[int | None, typer.Option(help="End the search once this many completed trials in a row "
                                                       "improved the best by less than 1%.")] = None,
     search: Annotated[str, typer.Option(help="factored: throughput first, then samples to target (time to target only); "
-                                             "joint: every knob at once; auto: factored where it applies.")] = "auto",
+                                             "joint: every knob at once; auto: joint (measured better so far, see README).")] = "auto",
     home: Home = None, storage: Storage = None, tracking_uri: Tracking = None, db: Db = None,
     json_out: Json = False,
 ) -> None:

@@ -165,3 +165,35 @@ def test_devices_json():
     again = run_json("devices", "--framework", "torch")
     assert again[0]["fingerprint"] == cpus["torch"]["fingerprint"]  # stable across runs
 
+
+
+def test_factored_search_for_real(tmp_path):
+    """The factored search on real PyTorch training: stage 1's throughput trials in a study of
+    their own, stage 2's convergence trials on stage 1's systems config for their batch size,
+    each stage's MLflow runs tagged, and the confirmation's verdict with its interval."""
+    import optuna
+    from mlflow import MlflowClient
+
+    report = run_json(*SWEEP, "--search", "factored", "--confirm-repeats", "1", "--trials", "6",
+                      "--home", str(tmp_path))  # fmt: skip
+    stages = report["search"]["stages"]
+    assert report["search"]["search"] == "factored"
+    assert stages["throughput"]["trials"] == 3 and stages["convergence"]["trials"] == 3
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    fast = optuna.load_study(study_name=f"{STUDY}.throughput", storage=storage)
+    assert fast.direction == optuna.study.StudyDirection.MAXIMIZE and len(fast.trials) == 3
+    measured = [t for t in fast.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert measured and all(t.value > 0 for t in measured)
+    assert {t.user_attrs["config"]["learning_rate"] for t in fast.trials} == {1e-3}  # held at default
+    study = optuna.load_study(study_name=STUDY, storage=storage)
+    assert len(study.trials) == 3 and study.trials[0].user_attrs["baseline"] is True
+    for t in study.trials[1:]:
+        assert "lr_multiplier" in t.params and t.user_attrs["lr_rule"] in ("linear", "sqrt")
+        assert "num_threads" not in t.params  # the systems knobs came from stage 1
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([report["mlflow_experiment_id"]], max_results=100)
+    tags = {r.info.run_name: r.data.tags.get("stage") for r in runs
+            if r.data.tags.get("phase") == "search"}  # fmt: skip
+    assert sorted(n for n, s in tags.items() if s == "throughput") == [f"throughput-trial-{i}" for i in range(3)]
+    assert sorted(n for n, s in tags.items() if s == "convergence") == [f"trial-{i}" for i in range(3)]
+    assert report["confirm_rounds"] == 1 and report["best"] is not None

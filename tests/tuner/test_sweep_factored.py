@@ -82,7 +82,8 @@ def space(tmp_path) -> str:
 def sweep(tmp_path, space: str, **kw):
     ex = TwoFactors()
     cfg = SweepConfig(**{"workload": "mlp-digits", "space": space, "trials": 24, "seed": 1,
-                         "confirm_top": 2, "confirm_repeats": 1, "track": False, **kw})  # fmt: skip
+                         "confirm_top": 2, "confirm_repeats": 1, "track": False, "search": "factored",
+                         **kw})  # fmt: skip
     ws = Workspace.resolve(tmp_path / "ws")
     return ex, ws, run_sweep(cfg, ws, executor=ex)
 
@@ -128,13 +129,13 @@ def test_resuming_a_factored_sweep_runs_no_stage_again(tmp_path, space):
     ex, ws, report = sweep(tmp_path, space, trials=8)
     ex2 = TwoFactors()
     cfg = SweepConfig(workload="mlp-digits", space=space, trials=8, seed=1, confirm_top=1,
-                      confirm_repeats=1, track=False)  # fmt: skip
+                      confirm_repeats=1, track=False, search="factored")  # fmt: skip
     run_sweep(cfg, ws, executor=ex2)
     assert not [r for r in ex2.requests if "-trial-" in r.log_path]  # both stages were complete
 
 
-def test_joint_is_chosen_where_factoring_does_not_apply(tmp_path, space):
-    _, _, report = sweep(tmp_path, space, trials=5)
+def test_auto_is_the_joint_search(tmp_path, space):
+    _, _, report = sweep(tmp_path, space, trials=6, search="auto")
     assert report.search == {"search": "joint"}
     _, _, report = sweep(tmp_path / "2", space, trials=6, search="joint")
     assert report.search == {"search": "joint"}

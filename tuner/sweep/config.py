@@ -135,7 +135,7 @@ class SweepConfig:
     #: End the search once this many completed trials in a row improved the best by < 1%.
     patience: int | None = None
     #: How the search spends its trials (:mod:`.policy`): ``factored`` (throughput, then samples
-    #: to target), ``joint`` (every knob at once), ``auto`` (factored where it applies).
+    #: to target), ``joint`` (every knob at once), ``auto`` (joint for now: :mod:`.policy`).
     search: str = "auto"
 
     def __post_init__(self) -> None:
