@@ -96,10 +96,10 @@ def paired(a: Measured, b: Measured) -> tuple[list[float], list[float]]:
 
 
 def versus(base: Measured, other: Measured, direction: str) -> Interval | None:
-    """How many times better ``other`` is than ``base``, from their paired rounds."""
+    """How many times better ``other`` is than ``base``, from their paired rounds (None for the
+    baseline itself: a [1, 1] interval would claim a certainty nothing measured)."""
     if other is base:
-        n = len(base.by_round)
-        return Interval(1.0, 1.0, 1.0, n) if n >= 2 else None
+        return None
     return speedup_interval(*paired(base, other), direction)
 
 
