@@ -38,12 +38,17 @@ def test_report_has_baseline_best_and_speedup(swept):
     assert best["stats"]["median"] <= base["stats"]["median"]
     # Two paired rounds: the speedup is the geometric mean of the rounds' ratios, with its
     # 95% interval (Student's t on the log ratios; with two rounds a wide one, and it says so).
+    # The default kept (no candidate beat it): 1x, and no interval of the default against itself.
     ratios = [b / w for b, w in zip(base["values"], best["values"], strict=True)]
     assert report["speedup"] == pytest.approx(math.sqrt(ratios[0] * ratios[1]))
     iv = report["speedup_interval"]
-    assert report["confirm_rounds"] == 2 and iv["n"] == 2 and iv["level"] == 0.95
-    assert report["speedup"] == pytest.approx(iv["estimate"])
-    assert iv["low"] <= report["speedup"] <= iv["high"]
+    assert report["confirm_rounds"] == 2
+    if best["label"] == "baseline":
+        assert report["speedup"] == 1.0 and iv is None
+    else:
+        assert iv["n"] == 2 and iv["level"] == 0.95
+        assert report["speedup"] == pytest.approx(iv["estimate"])
+        assert iv["low"] <= report["speedup"] <= iv["high"]
     assert best["interval"]["low"] <= best["stats"]["median"] <= best["interval"]["high"]
     assert report["stored"] is True and report["best_config_id"] is not None
 
@@ -118,7 +123,7 @@ def test_best_from_cli_and_python(swept):
     assert rec["baseline_value"] == pytest.approx(report["baseline"]["stats"]["median"])
     assert rec["speedup"] == pytest.approx(report["speedup"])
     iv = report["speedup_interval"]
-    assert rec["speedup_interval"] == pytest.approx([iv["low"], iv["high"]])
+    assert rec["speedup_interval"] == (pytest.approx([iv["low"], iv["high"]]) if iv else None)
     assert rec["mlflow_run_id"] == report["mlflow_run_id"]
     assert rec["device_fingerprint"] == report["device"]["fingerprint"]
     code = (f"import json, tuner; r = tuner.best_config('mlp-digits', home={str(home)!r}); "
