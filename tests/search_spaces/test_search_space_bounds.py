@@ -284,15 +284,10 @@ TPE_FAST = [
 ]
 
 
-def _tpe(framework, device, cores, device_count):
-    resources = {"cores": cores, "device_count": device_count, "memory_gib": 23}
-    space = load_space(framework, device, resources=resources)
-    configs, rate = _sampled(space, TPESampler(seed=0), n=TPE_N)
-    print(f"{framework}/{device} cores={cores} device_count={device_count}: tpe {rate:.1%}")
-    assert rate <= MAX_INVALID
-    _check_inside(space, configs)
-
-
 @pytest.mark.parametrize(("framework", "device"), TPE_FAST)
 def test_tpe_sampling_of_builtins_is_valid(framework, device):
-    _tpe(framework, device, 16, 4)
+    space = load_space(framework, device, resources={"cores": 16, "device_count": 4, "memory_gib": 23})
+    configs, rate = _sampled(space, TPESampler(seed=0), n=TPE_N)
+    print(f"{framework}/{device} cores=16 device_count=4: tpe {rate:.1%}")
+    assert rate <= MAX_INVALID
+    _check_inside(space, configs)
