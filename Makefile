@@ -21,7 +21,7 @@ TF_PKGS ?= "tensorflow-cpu==2.21.*"
 MS_PKGS ?= "mindspore==2.10.*" "numpy<2"
 DEMO_TRIALS ?= 16
 
-.PHONY: demo test install frameworks browser lint bench bench-frameworks clean
+.PHONY: demo test install frameworks browser lint docs bench bench-frameworks clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -71,6 +71,10 @@ test: $(STAMP) frameworks browser
 
 lint: $(STAMP)
 	$(BIN)/ruff check tuner search_spaces storage tests benchmarks examples
+
+# docs/cli.md's option lists, pasted from the CLI's --help (tests/docs/test_docs_cli.py checks them).
+docs: $(STAMP)
+	$(BIN)/python tests/docs/cli_reference.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py

@@ -7,7 +7,7 @@ where bf16, ``torch.compile`` and the batch size decide most of the speed::
     perftune sweep --workload examples/gpt_gpu.py:gpt_gpu --device cuda --objective throughput
     python benchmarks/accelerators.py --device cuda --workloads examples/gpt_gpu.py:gpt_gpu
 
-Not run on a GPU yet: no GPU was available to this project (see the README).
+Not run on a GPU yet: no GPU has run this code (see docs/limits.md).
 """
 
 from __future__ import annotations

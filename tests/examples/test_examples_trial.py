@@ -1,5 +1,5 @@
-"""The examples that tune the user's own code stay what the README says: the HF-style script is
-made tunable with a dozen changed lines, and the README's diff is the real one."""
+"""The examples that tune the user's own code stay what docs/your-code.md says: the HF-style
+script is made tunable with a dozen changed lines, and the page's diff is the real one."""
 
 from __future__ import annotations
 
@@ -28,11 +28,11 @@ def test_the_hf_style_script_is_tuned_with_at_most_twelve_changed_lines():
     assert len(added) <= 12, added
 
 
-def test_the_readme_shows_the_real_diff():
-    readme = (ROOT / "README.md").read_text()
-    block = re.search(r"```diff\n(.*?)```", readme, re.S).group(1).splitlines()
+def test_the_docs_show_the_real_diff():
+    page = (ROOT / "docs" / "your-code.md").read_text()
+    block = re.search(r"```diff\n(.*?)```", page, re.S).group(1).splitlines()
     added, removed = changes()
     shown_added = [ln[1:] for ln in block if ln.startswith("+")]
     shown_removed = [ln[1:] for ln in block if ln.startswith("-")]
     assert shown_added == added and shown_removed == removed
-    assert f"with {len(added)} lines added or" in readme and f"and {len(removed)} removed" in readme
+    assert f"with {len(added)} lines added or" in page and f"and {len(removed)} removed" in page

@@ -14,7 +14,7 @@ re-measures the study's best configs end to end, whatever the policy.
 
 ``--search auto`` (the default) is ``joint`` for now: on the one workload measured so far
 (``benchmarks/search_quality.py``, mlp-digits, 648-cell grid) the factored search did not beat
-the joint TPE search (README, *Search policies*), so it is not the default until it does.
+the joint TPE search (docs/how-a-sweep-works.md, *Search policies*), so it is not the default until it does.
 """
 
 from __future__ import annotations
