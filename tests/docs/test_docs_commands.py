@@ -9,8 +9,9 @@ Commands go in ```sh fences. The line just before each fence says what the test 
 An sh block with neither marker fails the test, as does a command in a ```bash, ```shell,
 ```console or ```zsh fence, so new docs cannot add an untested command silently. A ```text
 fence right after a tested block (blank lines between at most) is its output: every line of it
-with no digit, no table border and no "..." (numbers, table layout and elisions change from run
-to run) must appear in what the block printed (stdout and stderr, runs of spaces collapsed).
+without a table border or "..." must appear in what the block printed (stdout and stderr, runs
+of spaces collapsed), any number in it matching any number (timings and values change from run
+to run; table layout and elisions too).
 
 The tested blocks run in order, README.md first, then docs/*.md by name, all in one temporary
 workspace (PERFTUNE_HOME), from the repository root, with .venv/bin first on PATH: a block may
@@ -36,7 +37,8 @@ TESTED = "<!-- test -->"
 NOT_TESTED = re.compile(r"<!-- not tested: (\S.*?) -->")
 FENCE = re.compile(r"^(\s*)```(\S*)\s*$")
 UNMARKABLE = {"bash", "shell", "console", "zsh"}  # commands belong in ```sh, where markers count
-UNSTABLE = re.compile(r"[0-9\u2500-\u257f]|\.\.\.|…")  # digits, box drawing, elisions
+UNSTABLE = re.compile(r"[\u2500-\u257f]|\.\.\.|…")  # box drawing (tables), elisions
+NUMBER = r"\d+(?:[.,]\d+)*"
 BLOCK_TIMEOUT_S = 180
 
 
@@ -101,8 +103,10 @@ def unmarked(blocks: list[Block]) -> list[str]:
 
 
 def stable_lines(output: str) -> list[str]:
-    """The lines of an output block a run must print: no digit, no table border, no elision."""
-    return [" ".join(ln.split()) for ln in output.splitlines() if ln.strip() and not UNSTABLE.search(ln)]
+    """The lines of an output block a run must print (no table border, no elision), as regular
+    expressions: spaces collapsed, every number standing for any number."""
+    lines = [" ".join(ln.split()) for ln in output.splitlines() if ln.strip() and not UNSTABLE.search(ln)]
+    return [NUMBER.join(map(re.escape, re.split(NUMBER, ln))) for ln in lines]
 
 
 def test_every_sh_block_is_marked_tested_or_says_why_not():
@@ -120,9 +124,12 @@ def test_an_unmarked_block_and_a_bash_fence_are_refused(tmp_path):
 
 def test_an_output_block_is_attached_and_only_its_stable_lines_are_checked(tmp_path):
     page = tmp_path / "page.md"
-    page.write_text("<!-- test -->\n```sh\necho hi\n```\n\n```text\nhi   there\n3 trials\n┃ a ┃\n...\n```\n")
+    page.write_text("<!-- test -->\n```sh\necho hi\n```\n\n```text\nhi   there\n3.5 s\n┃ a ┃\n...\n```\n")
     (block,) = parse(page)
-    assert block.output is not None and stable_lines(block.output) == ["hi there"]
+    assert block.output is not None
+    patterns = stable_lines(block.output)
+    assert len(patterns) == 2 and re.fullmatch(patterns[0], "hi there")
+    assert re.fullmatch(patterns[1], "12,041.25 s") and not re.fullmatch(patterns[1], "a s")
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -171,7 +178,7 @@ def test_every_tested_command_runs(tmp_path):
             timings.append(f"{time.monotonic() - start:6.1f} s ({_children_cpu_s() - cpu:5.1f} s CPU)  {b.where}")
             assert status == 0, f"{b.where} exited {status}:\n{b.code}\n{printed[-3000:]}"
             flat = " ".join(printed.split())
-            missing = [ln for ln in stable_lines(b.output or "") if ln not in flat]
+            missing = [ln for ln in stable_lines(b.output or "") if not re.search(ln, flat)]
             assert not missing, f"{b.where}: the output shown is not printed: {missing}\n{printed[-3000:]}"
     print("\n".join(timings))
 
