@@ -39,7 +39,7 @@ FENCE = re.compile(r"^(\s*)```(\S*)\s*$")
 UNMARKABLE = {"bash", "shell", "console", "zsh"}  # commands belong in ```sh, where markers count
 UNSTABLE = re.compile(r"[\u2500-\u257f]|\.\.\.|…")  # box drawing (tables), elisions
 NUMBER = r"\d+(?:[.,]\d+)*"
-BLOCK_TIMEOUT_S = 180
+BLOCK_TIMEOUT_S = 600  # a guard against a hang, not a budget: a loaded machine is slow
 
 
 def doc_files(root: Path = ROOT) -> list[Path]:
