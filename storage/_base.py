@@ -298,17 +298,17 @@ class BaseConfigStore(abc.ABC):
     def get_best(
         self,
         *,
-        workload: str,
+        workload: str | None,
         framework: str | None = None,
         device: str | None = None,
         objective: str | None = None,
     ) -> list[BestConfigRecord]:
-        """Best configs of a workload, optionally filtered.
+        """Best configs of a workload (``None``: of every workload), optionally filtered.
 
         ``device`` matches the device kind (``"cpu"``, ``"cuda"``), the device model name
         (both case-insensitive) or a fingerprint prefix of at least 6 hex characters.
-        Ordered by objective, then best first within an objective (lowest value first for
-        ``minimize``, highest first for ``maximize``). Records include their history.
+        Ordered by workload, then objective, then best first within an objective (lowest value
+        first for ``minimize``, highest first for ``maximize``). Records include their history.
         """
 
     @abc.abstractmethod

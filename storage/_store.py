@@ -224,8 +224,8 @@ def _sweep_dict(sw: Sweep) -> dict[str, Any]:
     }
 
 
-def _sort_key(rec: BestConfigRecord) -> tuple[str, float, int]:
-    return (rec.objective, rec.value if rec.direction == "minimize" else -rec.value, rec.id)
+def _sort_key(rec: BestConfigRecord) -> tuple[str, str, float, int]:
+    return (rec.workload, rec.objective, rec.value if rec.direction == "minimize" else -rec.value, rec.id)
 
 
 # --------------------------------------------------------------------------- the store
@@ -722,7 +722,7 @@ class SQLConfigStore(BaseConfigStore):
     def get_best(
         self,
         *,
-        workload: str,
+        workload: str | None,
         framework: str | None = None,
         device: str | None = None,
         objective: str | None = None,
@@ -731,7 +731,6 @@ class SQLConfigStore(BaseConfigStore):
             select(BestConfig)
             .join(BestConfig.workload)
             .join(BestConfig.device)
-            .where(Workload.name == workload)
             .options(
                 contains_eager(BestConfig.workload),
                 contains_eager(BestConfig.device),
@@ -739,6 +738,8 @@ class SQLConfigStore(BaseConfigStore):
                 selectinload(BestConfig.history),
             )
         )
+        if workload is not None:
+            stmt = stmt.where(Workload.name == workload)
         if framework is not None:
             stmt = stmt.where(BestConfig.framework == framework)
         if objective is not None:
