@@ -12,6 +12,21 @@ from typing import Any
 from tuner.errors import PerftuneError, UsageError
 from tuner.settings import Workspace
 from tuner.sweep import ProgressFn, SweepConfig, SweepReport, run_sweep
+from tuner.sweep.config import check_choice
+
+
+def version() -> str:
+    """perftune's version: the installed distribution's, else (run from a checkout that is not
+    installed) the one :mod:`tuner` declares."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("perftune")
+    except PackageNotFoundError:
+        from tuner import __version__
+
+        return __version__
 
 
 def list_devices(frameworks: list[str] | None = None) -> list[dict[str, Any]]:
@@ -139,10 +154,11 @@ def _open_read_only(ws: Workspace):
         raise PerftuneError(str(exc)) from None
 
 
-def best_configs(ws: Workspace, workload: str, *, framework: str | None = None,
+def best_configs(ws: Workspace, workload: str | None, *, framework: str | None = None,
                  device: str | None = None, objective: str | None = None, store=None) -> list:  # fmt: skip
-    """Stored best configs matching the filters, best first (``BestConfigRecord`` objects).
-    ``store``: an open store to use (the API keeps one), else one is opened for the call."""
+    """Stored best configs matching the filters (``workload`` None: every workload's), by
+    workload, then objective, best first (``BestConfigRecord`` objects). ``store``: an open
+    store to use (the API keeps one), else one is opened for the call."""
     if objective is not None:
         from tuner.objectives import get_objective
 
@@ -212,6 +228,10 @@ def _default_config(framework: str, device: str, space: str | None) -> dict[str,
         raise UsageError(str(exc)) from None
 
 
+#: What ``perftune best --format`` prints a config as (:func:`format_config`).
+FORMATS = ("json", "yaml", "args", "env")
+
+
 def format_config(config: dict[str, Any], fmt: str) -> str:
     """A config as a script or launcher takes it: ``json``, ``yaml``, ``args`` (``--knob
     value`` pairs, values as a launched command's template renders them) or ``env``
@@ -220,6 +240,7 @@ def format_config(config: dict[str, Any], fmt: str) -> str:
 
     from tuner.trial.launcher import render
 
+    check_choice("--format", fmt, FORMATS)
     if fmt == "json":
         return json.dumps(config, sort_keys=True)
     if fmt == "yaml":
@@ -228,9 +249,7 @@ def format_config(config: dict[str, Any], fmt: str) -> str:
         return yaml.safe_dump(config, sort_keys=True).rstrip()
     if fmt == "args":
         return " ".join(f"--{k} {shlex.quote(render(v))}" for k, v in sorted(config.items()))
-    if fmt == "env":
-        return "\n".join(f"PERFTUNE_{k.upper()}={shlex.quote(render(v))}" for k, v in sorted(config.items()))
-    raise UsageError(f"--format {fmt}: choose json, yaml, args or env")
+    return "\n".join(f"PERFTUNE_{k.upper()}={shlex.quote(render(v))}" for k, v in sorted(config.items()))
 
 
 def db_upgrade(ws: Workspace) -> str | None:
@@ -402,10 +421,16 @@ def mlflow_link(ws: Workspace, run_id: str | None, experiment_id: str | None) ->
 
 
 def sweep_view(ws: Workspace, row: dict[str, Any]) -> dict[str, Any]:
-    """A store sweep row as the CLI and the API show it: plus ``best_config_id`` and the
-    MLflow ``link``."""
+    """A store sweep row as the CLI and the API show it: plus ``best_config_id``, the
+    ``confirmed_value`` (the confirmation's median of the winner, once confirmed; ``best_value``
+    is the search's best so far), its objective's ``unit`` and the MLflow ``link``."""
+    from tuner.objectives import OBJECTIVES
+
     summary, settings = row.get("summary") or {}, row.get("settings") or {}
+    objective = OBJECTIVES.get(row.get("objective"))
     return {**row, "best_config_id": summary.get("best_config_id"),
+            "confirmed_value": ((summary.get("best") or {}).get("stats") or {}).get("median"),
+            "unit": objective.unit if objective else None,
             "mlflow": mlflow_link(ws, row.get("mlflow_run_id"), settings.get("mlflow_experiment_id"))}  # fmt: skip
 
 
@@ -431,8 +456,8 @@ def list_sweeps(ws: Workspace, *, state: str | None = None, limit: int = 100,
     naming ``--limit``)."""
     from storage import SWEEP_STATES as states
 
-    if state is not None and state not in states:
-        raise UsageError(f"--state {state}: unknown (choose from: {', '.join(states)})")
+    if state is not None:
+        check_choice("--state", state, states)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
         raise UsageError(f"--limit {limit}: must be an integer from 1 to {MAX_LIST_LIMIT}")
     if store is None and not has_database(ws):
