@@ -33,8 +33,8 @@ from tuner.service import FORMATS
 from tuner.sweep.config import BATCH_PROBES, MODES, WARM_STARTS, check_choice
 from tuner.sweep.policy import POLICIES
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
-                  help="Automated performance tuning for deep-learning workloads.")  # fmt: skip
+#: Its help is the docstring of :func:`_root`, the callback that takes ``--version``.
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None)
 db_app = typer.Typer(no_args_is_help=True, help="perftune's config database.")
 app.add_typer(db_app, name="db")
 
@@ -49,7 +49,7 @@ Db = Annotated[str | None, typer.Option("--db", help="perftune database URL [env
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 
 
-def _choice(flag: str, choices: Sequence[str], help: str) -> Any:  # noqa: A002 - typer's name
+def _choice(flag: str, choices: Sequence[str], text: str) -> Any:
     """An option taking one of ``choices`` (from the registry that defines them): shown as
     ``<a|b|c>`` in ``--help``, offered by shell completion, and any other value a one-line
     :class:`UsageError` naming ``flag`` (exit 2)."""
@@ -59,7 +59,7 @@ def _choice(flag: str, choices: Sequence[str], help: str) -> Any:  # noqa: A002 
         check_choice(flag, value, choices)
         return value
 
-    return typer.Option(flag, help=help, parser=parse, metavar=f"<{'|'.join(choices)}>",
+    return typer.Option(flag, help=text, parser=parse, metavar=f"<{'|'.join(choices)}>",
                         autocompletion=lambda incomplete: [c for c in choices if c.startswith(incomplete)])  # fmt: skip
 
 

@@ -41,12 +41,17 @@ def clean_env(monkeypatch):
 
 
 @pytest.fixture
-def home(tmp_path, clean_env) -> str:
-    """Two workloads (one with a 30-character name), each with a confirmed best on a CPU (time
-    to target, with an interval, MFU and energy) and a GPU (throughput, no interval); a completed
-    sweep per CPU best, a failed one per GPU best that got 57 trials in."""
-    home = tmp_path / "ws"
-    home.mkdir()
+def home(stored, clean_env) -> str:
+    return stored
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory) -> str:
+    """A workspace (read, never written, by the tests): two workloads (one with a 30-character
+    name), each with a confirmed best on a CPU (time to target, with an interval, MFU and energy)
+    and a GPU (throughput, no interval); a completed sweep per CPU best, a failed one per GPU
+    best that got 57 trials in."""
+    home = tmp_path_factory.mktemp("ws")
     with open_store(f"sqlite:///{home / 'perftune.db'}", create=True) as s:
         s.upsert_device(CPU, framework="torch", kind="cpu", name=CPU_NAME, count=1, memory_bytes=None, info={})
         s.upsert_device(GPU, framework="tensorflow", kind="cuda", name=GPU_NAME, count=8, memory_bytes=None, info={})
@@ -123,12 +128,22 @@ def test_version_from_a_checkout_that_is_not_installed(monkeypatch):
     assert version() == tuner.__version__
 
 
-def test_completion_script_and_choices(capsys, monkeypatch, clean_env):
-    with pytest.raises(SystemExit) as exit_:
-        cli.main(["--show-completion", "bash"])
-    assert exit_.value.code == 0
-    script = capsys.readouterr().out
-    assert "_PERFTUNE_COMPLETE" in script and "complete " in script and "perftune" in script
+def test_completion_script_install_and_choices(capsys, monkeypatch, tmp_path, clean_env):
+    # The shell named on the command line (by default it is detected from the parent process).
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
+    for shell, marker in (("bash", "complete -o default -F _perftune_completion perftune"),
+                          ("zsh", "#compdef perftune")):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["--show-completion", shell])
+        assert exit_.value.code == 0
+        script = capsys.readouterr().out
+        assert marker in script and "_PERFTUNE_COMPLETE" in script
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(SystemExit):
+        cli.main(["--install-completion", "bash"])
+    assert "_PERFTUNE_COMPLETE=complete_bash" in (tmp_path / ".bash_completions" / "perftune.sh").read_text()
+    assert "perftune.sh" in (tmp_path / ".bashrc").read_text()
+    capsys.readouterr()
     # What the shell asks for on TAB: the choices of --sampler, from the sampler registry.
     monkeypatch.setenv("_PERFTUNE_COMPLETE", "complete_bash")
     monkeypatch.setenv("COMP_WORDS", "perftune sweep --sampler ")
@@ -244,7 +259,7 @@ def test_devices_table_fits_80_columns(capsys, monkeypatch, clean_env):
               "cores": None, "fingerprint": GPU},
              {"framework": "mindspore", "kind": None,
               "error": "mindspore is not installed in this interpreter: pip install 'perftune[mindspore]'"}]  # fmt: skip
-    monkeypatch.setattr(tuner.service, "list_devices", lambda frameworks: found)
+    monkeypatch.setattr(tuner.service, "list_devices", lambda *args, **kwargs: found)
     out = run(capsys, "devices")
     assert_fits(out)
     assert GPU[:12] in out and "141.0 GiB" in out
