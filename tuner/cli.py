@@ -116,7 +116,8 @@ def _config_text(cfg: dict[str, Any] | None) -> str:
 def devices(
     framework: Annotated[str, typer.Option(help="A framework, or 'all'.")] = "all",
     refresh: Annotated[bool, typer.Option("--refresh", help="Discover again (the devices are cached in the workspace per interpreter and framework version).")] = False,
-    home: Home = None, json_out: Json = False, verbose: Verbose = False,
+    home: Home = None, json_out: Json = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="perftune's debug log on stderr (each framework's devices: cached or discovered) [env PERFTUNE_LOG_LEVEL].")] = False,
 ) -> None:
     """List the devices each framework finds on this machine."""
     from tuner.service import list_devices

@@ -238,3 +238,38 @@ def test_log_level_from_the_environment(env, monkeypatch, capsys):
     assert logging.getLogger("perftune.tracking").getEffectiveLevel() == logging.INFO
     cli._logging(verbose=True)
     assert logging.getLogger("perftune.tracking").getEffectiveLevel() == logging.DEBUG
+    for value, off in (("1", False), ("yes", False), ("0", True), ("", True), ("false", True)):
+        monkeypatch.setenv("PERFTUNE_NO_PROGRESS", value)
+        assert cli._no_progress(False) is not off and cli._no_progress(True)
+
+
+SCRIPT = """
+import time, tuner
+trial = tuner.Trial.connect()
+print("script says hello")
+acc = 0.0
+while not trial.should_stop():
+    time.sleep(0.002)
+    trial.step(samples=8, loss=1.0)
+    if trial.eval_due():
+        acc += 0.5
+        trial.evaluate(lambda: acc)
+"""
+
+
+def test_run_keeps_stdout_pure_json_and_quiet_logs_the_command(tmp_path, env, monkeypatch, capfd):
+    """``perftune run --json``: the command's own output goes to stderr; ``-q``: to the
+    workspace's log (``logs/run-NAME.log``), not the terminal."""
+    monkeypatch.setenv("PYTHONPATH", "")  # run_with_best sets it for the command: restored after
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    args = ["run", "--name", "hello", "--defaults", "--target", "0.9", "--eval-interval", "0.02",
+            "--home", str(tmp_path / "ws"), "--json", "--", sys.executable, str(script)]  # fmt: skip
+    assert cli.main(args) == 0
+    out, err = capfd.readouterr()
+    assert json.loads(out)["metrics"]["reached_target"] and "script says hello" in err
+    logs = []
+    monkeypatch.setattr(service, "run_with_best", lambda *a, log_path, **k: logs.append(log_path) or
+                        {"source": "defaults", "config": {}, "target": None, "metrics": {}})  # fmt: skip
+    assert cli.main([*args[:-3], "-q", *args[-3:]]) == 0
+    assert logs == [str(tmp_path / "ws" / "logs" / "run-hello.log")] and (tmp_path / "ws" / "logs").is_dir()
