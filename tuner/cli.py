@@ -123,7 +123,6 @@ def devices(
     from tuner.service import list_devices
 
     _logging(verbose)
-
     found = list_devices(None if framework == "all" else [framework], cache_dir=_ws(home).home, refresh=refresh)
     if json_out:
         print(json.dumps(found, indent=2, default=str))
@@ -478,6 +477,7 @@ def _speedup_text(gain: float | None, interval: Sequence[float] | None = None) -
 
 
 def _complete_line(r) -> str:
+    """A finished sweep's rerun: which sweep finished it, and how to confirm again."""
     done = r.already_complete
     return (f"{r.study_name} is complete: sweep #{done['sweep_id']} finished it at {done['finished_at']}; "
             "its stored result (perftune sweep ... --confirm-again confirms again)")
