@@ -202,6 +202,11 @@ class BaseConfigStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    def last_sweep(self, study_name: str) -> dict[str, Any] | None:
+        """The newest sweep of Optuna study ``study_name`` that ran (as :meth:`get_sweep`;
+        queued ones not counted), or ``None``."""
+
+    @abc.abstractmethod
     def queue_sweep(self, request: dict[str, Any], *, objective: str) -> int:
         """Record a submitted sweep in state ``"queued"`` (``request`` is what a worker will
         run: plain JSON values); returns its id. Nothing is validated here."""

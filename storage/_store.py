@@ -482,6 +482,14 @@ class SQLConfigStore(BaseConfigStore):
             sweep = s.get(Sweep, sweep_id, options=list(_SWEEP_OPTIONS))
             return _sweep_dict(sweep) if sweep is not None else None
 
+    def last_sweep(self, study_name: str) -> dict[str, Any] | None:
+        stmt = (select(Sweep).options(*_SWEEP_OPTIONS)
+                .where(Sweep.study_name == study_name, Sweep.state != "queued")
+                .order_by(Sweep.id.desc()).limit(1))  # fmt: skip
+        with self._tx() as s:
+            sweep = s.scalars(stmt).first()
+            return _sweep_dict(sweep) if sweep is not None else None
+
     def interrupt_sweeps(self, study_name: str, is_dead: Callable[[dict[str, Any]], bool]) -> list[int]:
         """Mark the ``running`` sweeps of ``study_name`` whose owner is dead (``is_dead`` of
         their settings) ``interrupted``; returns their ids."""

@@ -11,8 +11,10 @@ styled on purpose is a :class:`rich.text.Text` with a style (see :func:`_styled`
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -47,6 +49,10 @@ Storage = Annotated[str | None, typer.Option("--storage", help="Optuna storage U
 Tracking = Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI [env PERFTUNE_TRACKING_URI]")]
 Db = Annotated[str | None, typer.Option("--db", help="perftune database URL [env PERFTUNE_DB]")]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr: only the result and errors [env PERFTUNE_NO_PROGRESS=1].")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="A line per finished trial, and perftune's debug log, on stderr [env PERFTUNE_LOG_LEVEL].")]
+#: The levels ``PERFTUNE_LOG_LEVEL`` takes (perftune's loggers, ``perftune.*``; default warning).
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def _choice(flag: str, choices: Sequence[str], text: str) -> Any:
@@ -125,6 +131,43 @@ def _print_table(table: Table) -> None:
     out.print(table)
 
 
+def _env_flag(name: str) -> bool:
+    """An on/off environment variable: unset, empty, ``0``, ``false``, ``no`` and ``off`` are off."""
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _no_progress(quiet: bool) -> bool:
+    """No progress on stderr: ``-q`` or ``PERFTUNE_NO_PROGRESS`` (``--json`` keeps it: stdout
+    carries the JSON, stderr the progress)."""
+    return quiet or _env_flag("PERFTUNE_NO_PROGRESS")
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A log handler on whatever ``sys.stderr`` is when a record is written."""
+
+    @property
+    def stream(self):  # noqa: D102
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _logging(verbose: bool = False) -> None:
+    """Set perftune's loggers (``perftune.*``) to ``PERFTUNE_LOG_LEVEL`` (default warning), or to
+    debug with ``-v``, written on stderr. An unknown level is a usage error naming the variable."""
+    level = os.environ.get("PERFTUNE_LOG_LEVEL", "").strip().lower() or "warning"
+    if level not in LOG_LEVELS:
+        raise UsageError(f"PERFTUNE_LOG_LEVEL {level}: choose {', '.join(LOG_LEVELS)}")
+    logger = logging.getLogger("perftune")
+    logger.setLevel(logging.DEBUG if verbose else level.upper())
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(name)s %(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+
+
 def _fmt(v: Any, unit: str = "") -> str:
     if v is None:
         return "-"
@@ -148,12 +191,15 @@ def _config_text(cfg: dict[str, Any] | None) -> str:
 @app.command()
 def devices(
     framework: Annotated[str, _choice("--framework", (*BACKENDS, "all"), "A framework, or all of them.")] = "all",
-    json_out: Json = False,
+    refresh: Annotated[bool, typer.Option("--refresh", help="Discover again (the devices are cached in the workspace per interpreter and framework version).")] = False,
+    home: Home = None, json_out: Json = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="perftune's debug log on stderr (each framework's devices: cached or discovered) [env PERFTUNE_LOG_LEVEL].")] = False,
 ) -> None:
     """List the devices each framework finds on this machine."""
     from tuner.service import list_devices
 
-    found = list_devices(None if framework == "all" else [framework])
+    _logging(verbose)
+    found = list_devices(None if framework == "all" else [framework], cache_dir=_ws(home).home, refresh=refresh)
     if json_out:
         print(json.dumps(found, indent=2, default=str))
         return
@@ -170,9 +216,13 @@ def devices(
 
 
 class _Progress:
-    """Rich progress for a sweep: a bar over trials, then one over confirmation runs."""
+    """A sweep's progress on stderr. On a terminal: a live bar over trials (then one over the
+    confirmation runs) whose last column says what runs now ("baseline running", "trial 5/16
+    running", "probing batch size", "confirming candidate 2/3 (candidate-4), round 1"), and with
+    ``verbose`` a line per finished trial above it. Elsewhere (a file, a pipe, where a live bar
+    would show only once it ended): one line per event, as it happens."""
 
-    def __init__(self, unit: str) -> None:
+    def __init__(self, unit: str, verbose: bool = False) -> None:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -181,28 +231,61 @@ class _Progress:
             TimeElapsedColumn,
         )
 
-        self.unit = unit
+        self.unit, self.verbose, self.live = unit, verbose, err.is_terminal
         self.bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
                             MofNCompleteColumn(), TimeElapsedColumn(),
                             TextColumn("{task.fields[info]}", markup=False),
                             console=err, transient=False)  # fmt: skip
-        self.task = self.confirm_task = None
+        self.task = self.confirm_task = self.probe_task = None
+        self.total = 0
+
+    def text(self, event: str, data: dict[str, Any]) -> str | None:
+        """What an event says, in a few words (None: nothing to say)."""
+        if event == "start":
+            self.total = data["total"]
+            stage = f"{data['stage']} stage: " if data.get("stage") else ""
+            return f"{stage}{data['done']}/{data['total']} trials done"
+        if event == "probe":
+            return f"probing batch size (up to {data['max']})"
+        if event == "probed":
+            bound = data.get("max_batch_size")
+            return f"batch size bounded at {bound}" if bound else "batch probe: no bound found"
+        if event == "running":
+            return "baseline running" if data.get("baseline") else f"trial {data['i']}/{data['total']} running"
+        if event == "trial":
+            state = data["state"].lower() if not data.get("cause") else data["cause"]
+            return (f"trial {data['done']}/{self.total}: #{data['number']} {state} "
+                    f"{_fmt(data['value'], self.unit)} | best {_fmt(data['best'], self.unit)}")  # fmt: skip
+        if event == "confirm":
+            return (f"confirming candidate {data['candidate']}/{data['candidates']} ({data['label']}), "
+                    f"round {data['repeat']}")  # fmt: skip
+        if event == "warm_start":
+            return _warm_line(data)
+        return None
 
     def __call__(self, event: str, data: dict[str, Any]) -> None:
+        text = self.text(event, data)
+        if not self.live or event == "warm_start":
+            if text:
+                err.print(text, markup=False, highlight=False, soft_wrap=True)
+            return
+        self.bar.start()  # (again: a no-op)
         if event == "start":
-            self.bar.start()
             self.task = self.bar.add_task("trials", total=data["total"], completed=data["done"], info="")
-        elif event == "trial":
-            state = data["state"].lower() if not data.get("cause") else data["cause"]
-            info = f"#{data['number']} {state} {_fmt(data['value'], self.unit)} | best {_fmt(data['best'], self.unit)}"
-            self.bar.update(self.task, completed=data["done"], info=info)
-        elif event == "warm_start":
-            err.print(_warm_line(data), markup=False, highlight=False, soft_wrap=True)
+        elif event == "probe":
+            self.probe_task = self.bar.add_task("batch probe", total=None, info=text)
+        elif event == "probed" and self.probe_task is not None:
+            self.bar.update(self.probe_task, total=1, completed=1, info=text)
+        elif event == "running" and self.task is not None:
+            self.bar.update(self.task, info=text)
+        elif event == "trial" and self.task is not None:
+            self.bar.update(self.task, completed=data["done"], info=text)
+            if self.verbose:
+                self.bar.console.print(text, markup=False, highlight=False, soft_wrap=True)
         elif event == "confirm":
             if self.confirm_task is None:
                 self.confirm_task = self.bar.add_task("confirm", total=data["total"], info="")
-            self.bar.update(self.confirm_task, completed=data["i"] - 1,
-                            info=f"{data['label']} repeat {data['repeat']}")  # fmt: skip
+            self.bar.update(self.confirm_task, completed=data["i"] - 1, info=text)
 
     def stop(self) -> None:
         if self.confirm_task is not None:
@@ -247,8 +330,9 @@ def sweep(
                                                       "improved the best by less than 1%.")] = None,
     search: Annotated[str, _choice("--search", POLICIES, "factored: throughput first, then samples to target (time to target only); "
                                                          "joint: every knob at once; auto: joint (measured better so far, see README).")] = "auto",
+    confirm_again: Annotated[bool, typer.Option("--confirm-again", help="A finished sweep's rerun shows its stored result; this runs its confirmation round again.")] = False,
     home: Home = None, storage: Storage = None, tracking_uri: Tracking = None, db: Db = None,
-    json_out: Json = False,
+    json_out: Json = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Run (or resume) a tuning sweep and store the confirmed best config."""
     from tuner.objectives import get_objective
@@ -262,26 +346,30 @@ def sweep(
                       batch_probe=batch_probe, workers=workers, max_retry=max_retry,
                       heartbeat_s=heartbeat, grace_s=grace_period, command=command or None,
                       name=name, target=target, mode=mode, eval_interval_s=eval_interval,
-                      warm_start=warm_start, patience=patience, search=search)  # fmt: skip
+                      warm_start=warm_start, patience=patience, search=search,
+                      confirm_again=confirm_again)  # fmt: skip
     cfg.validate()
     ws = _ws(home, storage, tracking_uri, db)
     unit = get_objective(objective).unit
-    quiet = json_out or bool(os.environ.get("PERFTUNE_NO_PROGRESS"))
+    _logging(verbose)
+    quiet = _no_progress(quiet)
 
     def _terminate(signum, frame):  # `kill PID` stops a sweep as cleanly as Ctrl-C
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
     if device == "all":
-        _sweep_all(cfg, ws, unit, quiet, json_out)
+        _sweep_all(cfg, ws, unit, quiet, json_out, verbose)
         return
-    progress = None if quiet else _Progress(unit)
+    progress = None if quiet else _Progress(unit, verbose)
     try:
         report = run(cfg, ws, progress)
     finally:
         if progress is not None:
             progress.stop()
     if json_out:
+        if report.already_complete and not quiet:
+            err.print(_complete_line(report), markup=False, highlight=False, soft_wrap=True)
         print(json.dumps(report.to_dict(), indent=2, default=str))
     else:
         _print_report(report, ws)
@@ -298,9 +386,8 @@ def worker(
     max_sweeps: Annotated[int | None, typer.Option(help="--queue: exit after this many sweeps.")] = None,
     idle_exit: Annotated[float | None, typer.Option(help="--queue: exit once the queue has been empty this many seconds.")] = None,
     worker_index: Annotated[int, typer.Option(help="This worker's number (offsets the sampler's seed).")] = 1,
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
     home: Home = None, storage: Storage = None, tracking_uri: Tracking = None, db: Db = None,
-    json_out: Json = False,
+    json_out: Json = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Join an existing sweep's study (--study), or run queued sweeps (--queue)."""
     from tuner.service import join_sweep
@@ -314,6 +401,8 @@ def worker(
     if max_sweeps is not None:
         check_number("--max-sweeps", max_sweeps, 1, 1_000_000)
     ws = _ws(home, storage, tracking_uri, db)
+    _logging(verbose)
+    quiet = _no_progress(quiet)
 
     def _terminate(signum, frame):
         raise KeyboardInterrupt
@@ -324,12 +413,12 @@ def worker(
 
         result = run_queue(ws, poll=poll, max_sweeps=1 if once else max_sweeps,
                            idle_exit=(0.0 if once and idle_exit is None else idle_exit),
-                           log=None if quiet or json_out else
+                           log=None if quiet else
                            (lambda msg: err.print(f"perftune worker: {msg}", highlight=False)))  # fmt: skip
         if json_out:
             print(json.dumps(result, indent=2, default=str))
         return
-    progress = None if quiet or json_out or os.environ.get("PERFTUNE_NO_PROGRESS") else _Progress("")
+    progress = None if quiet else _Progress("", verbose)
     try:
         result = join_sweep(study, ws, progress, worker_index=worker_index)
     finally:
@@ -337,7 +426,7 @@ def worker(
             progress.stop()
     if json_out:
         print(json.dumps(result, indent=2))
-    elif not quiet:
+    else:
         out.print(f"{result['worker']} ran {result['trials_run']} trial(s); the study has "
                   f"{result['trials_done']} of {result['trials']}")  # fmt: skip
 
@@ -413,7 +502,7 @@ def serve(
                 log_level=os.environ.get("PERFTUNE_LOG_LEVEL", "info"))  # fmt: skip
 
 
-def _sweep_all(cfg, ws, unit: str, quiet: bool, json_out: bool) -> None:
+def _sweep_all(cfg, ws, unit: str, quiet: bool, json_out: bool, verbose: bool = False) -> None:
     from tuner.service import sweep_all_devices
 
     bars: list[_Progress] = []
@@ -422,7 +511,7 @@ def _sweep_all(cfg, ws, unit: str, quiet: bool, json_out: bool) -> None:
         if quiet:
             return None
         err.print(_styled((dev.spec, "bold"), f": {dev.name}"))
-        bars.append(_Progress(unit))
+        bars.append(_Progress(unit, verbose))
         return bars[-1]
 
     def finish_bar() -> None:
@@ -479,8 +568,17 @@ def _speedup_text(gain: float | None, interval: Sequence[float] | None = None) -
     return f"{gain:.2f}x" + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
 
 
+def _complete_line(r) -> str:
+    """A finished sweep's rerun: which sweep finished it, and how to confirm again."""
+    done = r.already_complete
+    return (f"{r.study_name} is complete: sweep #{done['sweep_id']} finished it at {done['finished_at']}; "
+            "its stored result (perftune sweep ... --confirm-again confirms again)")
+
+
 def _print_report(r, ws) -> None:
     counts = ", ".join(f"{v} {k}" for k, v in sorted(r.trials.items()))
+    if getattr(r, "already_complete", None):
+        out.print(_complete_line(r), markup=False, highlight=False, soft_wrap=True)
     out.print(_styled("\n", (r.study_name, "bold"), f": {counts}"))
     if r.failures:
         causes: dict[str, int] = {}
@@ -662,15 +760,25 @@ def run_command(
     eval_interval: Annotated[float, typer.Option(help="Training seconds between due evaluations.")] = 0.25,
     space: Annotated[str | None, typer.Option(help="The sweep's --space file (its defaults, with --defaults or when nothing is stored).")] = None,
     home: Home = None, db: Db = None, json_out: Json = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="The command's own output into the workspace's logs/run-NAME.log, not on the terminal: only the result and errors.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Run a command with the stored best config filled in, measured as a sweep's trial."""
+    from tuner.names import safe_filename
     from tuner.service import run_with_best
     from tuner.sweep import check_number
 
     check_number("--eval-interval", eval_interval, 0, 86_400, "positive seconds")
-    result = run_with_best(_ws(home, db=db), name, command, framework=framework, device=device,
-                           objective=objective, target=target, mode=mode, defaults=defaults,
-                           space=space, eval_interval_s=eval_interval)  # fmt: skip
+    ws = _ws(home, db=db)
+    _logging(verbose)
+    log = None
+    if quiet:
+        ws.prepare()
+        log = str(ws.logs / f"run-{safe_filename(name)}.log")
+    with _stdout_to_stderr() if json_out and not quiet else contextlib.nullcontext():
+        result = run_with_best(ws, name, command, framework=framework, device=device,
+                               objective=objective, target=target, mode=mode, defaults=defaults,
+                               space=space, eval_interval_s=eval_interval, log_path=log)  # fmt: skip
     m = result["metrics"]
     if json_out:
         print(json.dumps(result, indent=2, default=str))
@@ -681,6 +789,21 @@ def run_command(
                   f"after {_fmt(m.get('train_time_s'))} s of training, {m.get('steps')} steps", soft_wrap=True)  # fmt: skip
     if result["target"] is not None and not m.get("reached_target"):
         raise PerftuneError(f"the command did not reach the target {result['target']}")
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """While in it, what child processes write on stdout (file descriptor 1) goes to stderr:
+    with ``--json`` stdout carries the JSON only."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 @app.command()
@@ -756,6 +879,7 @@ def main(argv: list[str] | None = None) -> int:
     usage_errors, exits, aborts = _click_errors()
     cmd = typer.main.get_command(app)
     try:
+        _logging()  # PERFTUNE_LOG_LEVEL (a command's -v lowers it to debug)
         rv = cmd.main(args=argv, prog_name="perftune", standalone_mode=False)
         code = int(rv or 0) if isinstance(rv, int) else 0
         if code == 130:  # typer turns KeyboardInterrupt into Exit(130), returned here

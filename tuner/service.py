@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -28,9 +29,23 @@ def version() -> str:
 
         return __version__
 
+log = logging.getLogger("perftune.service")
 
-def list_devices(frameworks: list[str] | None = None) -> list[dict[str, Any]]:
-    """Devices each framework finds here (one worker per framework; nothing imported here)."""
+
+#: The workspace's cache of device discovery (``perftune devices``), one entry per framework.
+DEVICE_CACHE = "devices.json"
+
+
+def list_devices(frameworks: list[str] | None = None, *, cache_dir: str | os.PathLike | None = None,
+                 refresh: bool = False) -> list[dict[str, Any]]:  # fmt: skip
+    """Devices each framework finds here (one worker per framework; nothing imported here).
+
+    ``cache_dir`` (a workspace): a framework's devices are read from its :data:`DEVICE_CACHE` (an
+    entry per framework and interpreter) while their key (:func:`discovery_key`: interpreter, its mtime, the framework's installed versions)
+    is unchanged, else discovered and cached; ``refresh`` discovers them all again. Failed
+    discoveries are not cached."""
+    from pathlib import Path
+
     from tuner.backends import BACKENDS, get_backend
     from tuner.devices import Device
     from tuner.executor import ProcessExecutor
@@ -38,19 +53,85 @@ def list_devices(frameworks: list[str] | None = None) -> list[dict[str, Any]]:
     names = frameworks or list(BACKENDS)
     for name in names:
         get_backend(name)
+    path = Path(cache_dir) / DEVICE_CACHE if cache_dir is not None else None
+    cache = _read_json(path) if path is not None and not refresh else {}
+    fresh: dict[str, Any] = {}
 
     def discover(name: str) -> list[dict[str, Any]]:
+        key = discovery_key(name) if path is not None else None
+        entry = f"{name} {key['python']}" if key is not None else name  # one per interpreter
+        hit = cache.get(entry)
+        if key is not None and isinstance(hit, dict) and hit.get("key") == key:
+            log.debug("%s devices: from %s", name, path)
+            return hit["devices"]
+        log.debug("%s devices: discovering (%s)", name, "no cache" if key is None else
+                  "--refresh" if refresh else "not cached" if not hit else "its key changed")  # fmt: skip
         try:
             with ProcessExecutor(name) as ex:
-                return [Device.from_discovery(name, d).to_dict() for d in ex.devices()]
+                found = [Device.from_discovery(name, d).to_dict() for d in ex.devices()]
         except PerftuneError as exc:
             return [{"framework": name, "kind": None, "error": str(exc)}]
+        if key is not None:
+            fresh[entry] = {"key": key, "devices": found}
+        return found
 
     # Each framework's worker starts (imports its framework) at the same time.
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=len(names)) as pool:
-        return [d for found in pool.map(discover, names) for d in found]
+        result = [d for found in pool.map(discover, names) for d in found]
+    if fresh and path is not None:
+        with contextlib.suppress(OSError):  # a cache that cannot be written is no failure
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({**_read_json(path), **fresh}, indent=1, default=str))
+            os.replace(tmp, path)
+    return result
+
+
+def _read_json(path) -> dict[str, Any]:
+    """A JSON object from ``path``; {} if it is missing or unreadable."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _distribution_of(dist_info: str, module: str) -> bool:
+    """``torch-2.5.1.dist-info`` and ``tensorflow_cpu-2.18.0.dist-info`` are distributions of
+    ``torch`` and ``tensorflow``; ``torchvision-...`` is not one of ``torch``."""
+    dist = dist_info.split("-")[0]
+    return dist == module or dist.startswith(f"{module}_")
+
+
+def discovery_key(framework: str) -> dict[str, Any]:
+    """What a framework's device discovery depends on, found without running or importing
+    anything: the interpreter that runs it (path and mtime), the framework's installed
+    distributions (``torch-2.5.1``..., from the names of their ``.dist-info`` folders), the
+    ``*_VISIBLE_DEVICES`` variables and perftune's version."""
+    import glob
+
+    import tuner
+    from tuner.backends import get_backend
+    from tuner.executor import python_for
+
+    python = python_for(framework)
+    module = get_backend(framework).module
+    if python == sys.executable:
+        dirs = [p for p in sys.path if p and os.path.isdir(p)]
+    else:  # a virtualenv's interpreter: its own site-packages
+        root = os.path.dirname(os.path.dirname(python))
+        dirs = glob.glob(os.path.join(root, "lib*", "python*", "site-packages"))
+    dists = sorted({name.removesuffix(".dist-info") for d in dirs for name in os.listdir(d)
+                    if name.endswith(".dist-info") and _distribution_of(name, module)})  # fmt: skip
+    try:
+        mtime = os.stat(python).st_mtime
+    except OSError:
+        mtime = None
+    visible = {k: v for k, v in sorted(os.environ.items()) if k.endswith("_VISIBLE_DEVICES")}
+    return {"python": python, "python_mtime": mtime, "dists": dists, "visible": visible,
+            "perftune": tuner.__version__}
 
 
 def sweep(cfg: SweepConfig, ws: Workspace, progress: ProgressFn | None = None) -> SweepReport:
@@ -174,11 +255,12 @@ def best_configs(ws: Workspace, workload: str | None, *, framework: str | None =
 def run_with_best(ws: Workspace, name: str, command: list[str], *, framework: str = "torch",
                   device: str = "cpu", objective: str = "time-to-target", target: float | None = None,
                   mode: str = "max", defaults: bool = False, space: str | None = None,
-                  eval_interval_s: float = 0.25) -> dict[str, Any]:  # fmt: skip
+                  eval_interval_s: float = 0.25, log_path: str | None = None) -> dict[str, Any]:  # fmt: skip
     """``perftune run``: a launched command outside a sweep, its ``{knob}`` template filled from
     the stored best config of workload ``name`` (or the defaults), run and measured as a
     sweep's trial runs it (the script's ``tuner.Trial.connect()`` measures time to ``target``,
-    default the stored one, and stops there). Returns the source, config, command and metrics."""
+    default the stored one, and stops there). Returns the source, config, command and metrics.
+    ``log_path``: a file for the command's output (None: this process's stdout and stderr)."""
     import math
 
     from tuner.backends import NullChannel, TrialRequest, get_backend
@@ -202,7 +284,8 @@ def run_with_best(ws: Workspace, name: str, command: list[str], *, framework: st
     description = {"name": name, "target": target, "mode": mode, "budget_s": math.inf,
                    "eval_interval_s": eval_interval_s}  # fmt: skip
     request = TrialRequest(workload="-", framework=framework, device=device, config=config,
-                           measure="free", command=command, description=description)  # fmt: skip
+                           measure="free", command=command, description=description,
+                           log_path=log_path)  # fmt: skip
     from tuner.errors import TrialError
     from tuner.executor import _tuner_path
 

@@ -87,8 +87,12 @@ def check_choice(flag: str, value: Any, choices: tuple[str, ...] | list[str]) ->
         raise UsageError(f"{flag} {value}: choose {listed}")
 
 
-#: ``progress(event, data)``: "start" {total, done}, "trial" {number, state, value, best, ...},
-#: "confirm" {label, repeat, total}, "done" {}.
+#: ``progress(event, data)``, the sweep's phases as they happen: "warm_start" {enqueued, sources,
+#: ...}, "probe" {max} (the batch-size probe starts), "probed" {max_batch_size, ...}, "start" {total,
+#: done, stage, unit} (a search stage starts), "running" {number, baseline, i, total} (a trial
+#: starts: the ``i``-th of ``total``), "trial" {number, state, value, best, done, cause, wall_s} (it
+#: ended), "confirm" {label, repeat, i, total, candidate, candidates} (a confirmation run starts:
+#: candidate ``candidate`` of ``candidates``, the baseline first, in round ``repeat``).
 ProgressFn = Callable[[str, dict[str, Any]], None]
 
 
@@ -151,6 +155,9 @@ class SweepConfig:
     #: How the search spends its trials (:mod:`.policy`): ``factored`` (throughput, then samples
     #: to target), ``joint`` (every knob at once), ``auto`` (joint for now: :mod:`.policy`).
     search: str = "auto"
+    #: Rerunning a finished sweep (nothing left to search) shows its stored result; True runs its
+    #: confirmation round again (``--confirm-again``).
+    confirm_again: bool = False
 
     def __post_init__(self) -> None:
         if self.framework is None:
@@ -169,6 +176,10 @@ class SweepConfig:
                 raise UsageError("--name/--target/--eval-interval: only with a command after -- (a "
                                  "workload says its own name, target and evaluation interval)")  # fmt: skip
             check_spec(self.workload, self.framework)
+            declared = declared_framework(self.workload)
+            if declared is not None and declared != self.framework:
+                raise UsageError(f"--framework {self.framework}: --workload {self.workload} declares "
+                                 f"framework={declared!r} (drop --framework, or pass --framework {declared})")  # fmt: skip
         kind, colon, index = self.device.partition(":")
         classes = get_backend(self.framework).device_classes
         if kind not in classes and self.device != "all":
