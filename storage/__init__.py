@@ -30,9 +30,20 @@ from ._base import (
     StoreUnavailableError,
     SweepStateError,
 )
-from ._migrate import current_revision, head_revision, upgrade
-from ._store import SQLConfigStore, open_store
 from ._urls import normalize_url, redact_text, redact_url
+
+#: What needs SQLAlchemy or Alembic loads on first use (PEP 562), so ``import storage`` stays
+#: light: the CLI imports it to build every ``--help`` and each shell completion.
+_LAZY = {"SQLConfigStore": "._store", "open_store": "._store", "upgrade": "._migrate",
+         "current_revision": "._migrate", "head_revision": "._migrate"}  # fmt: skip
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_LAZY[name], __name__), name)
 
 __all__ = [
     "BaseConfigStore",

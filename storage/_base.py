@@ -202,6 +202,11 @@ class BaseConfigStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    def last_sweep(self, study_name: str) -> dict[str, Any] | None:
+        """The newest sweep of Optuna study ``study_name`` that ran (as :meth:`get_sweep`;
+        queued ones not counted), or ``None``."""
+
+    @abc.abstractmethod
     def queue_sweep(self, request: dict[str, Any], *, objective: str) -> int:
         """Record a submitted sweep in state ``"queued"`` (``request`` is what a worker will
         run: plain JSON values); returns its id. Nothing is validated here."""
@@ -298,17 +303,17 @@ class BaseConfigStore(abc.ABC):
     def get_best(
         self,
         *,
-        workload: str,
+        workload: str | None,
         framework: str | None = None,
         device: str | None = None,
         objective: str | None = None,
     ) -> list[BestConfigRecord]:
-        """Best configs of a workload, optionally filtered.
+        """Best configs of a workload (``None``: of every workload), optionally filtered.
 
         ``device`` matches the device kind (``"cpu"``, ``"cuda"``), the device model name
         (both case-insensitive) or a fingerprint prefix of at least 6 hex characters.
-        Ordered by objective, then best first within an objective (lowest value first for
-        ``minimize``, highest first for ``maximize``). Records include their history.
+        Ordered by workload, then objective, then best first within an objective (lowest value
+        first for ``minimize``, highest first for ``maximize``). Records include their history.
         """
 
     @abc.abstractmethod

@@ -224,8 +224,8 @@ def _sweep_dict(sw: Sweep) -> dict[str, Any]:
     }
 
 
-def _sort_key(rec: BestConfigRecord) -> tuple[str, float, int]:
-    return (rec.objective, rec.value if rec.direction == "minimize" else -rec.value, rec.id)
+def _sort_key(rec: BestConfigRecord) -> tuple[str, str, float, int]:
+    return (rec.workload, rec.objective, rec.value if rec.direction == "minimize" else -rec.value, rec.id)
 
 
 # --------------------------------------------------------------------------- the store
@@ -482,6 +482,14 @@ class SQLConfigStore(BaseConfigStore):
             sweep = s.get(Sweep, sweep_id, options=list(_SWEEP_OPTIONS))
             return _sweep_dict(sweep) if sweep is not None else None
 
+    def last_sweep(self, study_name: str) -> dict[str, Any] | None:
+        stmt = (select(Sweep).options(*_SWEEP_OPTIONS)
+                .where(Sweep.study_name == study_name, Sweep.state != "queued")
+                .order_by(Sweep.id.desc()).limit(1))  # fmt: skip
+        with self._tx() as s:
+            sweep = s.scalars(stmt).first()
+            return _sweep_dict(sweep) if sweep is not None else None
+
     def interrupt_sweeps(self, study_name: str, is_dead: Callable[[dict[str, Any]], bool]) -> list[int]:
         """Mark the ``running`` sweeps of ``study_name`` whose owner is dead (``is_dead`` of
         their settings) ``interrupted``; returns their ids."""
@@ -722,7 +730,7 @@ class SQLConfigStore(BaseConfigStore):
     def get_best(
         self,
         *,
-        workload: str,
+        workload: str | None,
         framework: str | None = None,
         device: str | None = None,
         objective: str | None = None,
@@ -731,7 +739,6 @@ class SQLConfigStore(BaseConfigStore):
             select(BestConfig)
             .join(BestConfig.workload)
             .join(BestConfig.device)
-            .where(Workload.name == workload)
             .options(
                 contains_eager(BestConfig.workload),
                 contains_eager(BestConfig.device),
@@ -739,6 +746,8 @@ class SQLConfigStore(BaseConfigStore):
                 selectinload(BestConfig.history),
             )
         )
+        if workload is not None:
+            stmt = stmt.where(Workload.name == workload)
         if framework is not None:
             stmt = stmt.where(BestConfig.framework == framework)
         if objective is not None:

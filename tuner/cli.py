@@ -11,8 +11,10 @@ styled on purpose is a :class:`rich.text.Text` with a style (see :func:`_styled`
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -24,11 +26,17 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from storage import SWEEP_STATES
+from tuner._optuna import PRUNERS, SAMPLERS
+from tuner.backends import BACKENDS
 from tuner.errors import PerftuneError, UsageError
+from tuner.objectives import OBJECTIVES
+from tuner.service import FORMATS
+from tuner.sweep.config import BATCH_PROBES, MODES, WARM_STARTS, check_choice
+from tuner.sweep.policy import POLICIES
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  rich_markup_mode=None,
-                  help="Automated performance tuning for deep-learning workloads.")  # fmt: skip
+#: Its help is the docstring of :func:`_root`, the callback that takes ``--version``.
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None)
 db_app = typer.Typer(no_args_is_help=True, help="perftune's config database.")
 app.add_typer(db_app, name="db")
 
@@ -41,12 +49,123 @@ Storage = Annotated[str | None, typer.Option("--storage", help="Optuna storage U
 Tracking = Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI [env PERFTUNE_TRACKING_URI]")]
 Db = Annotated[str | None, typer.Option("--db", help="perftune database URL [env PERFTUNE_DB]")]
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr: only the result and errors [env PERFTUNE_NO_PROGRESS=1].")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="A line per finished trial, and perftune's debug log, on stderr [env PERFTUNE_LOG_LEVEL].")]
+#: The levels ``PERFTUNE_LOG_LEVEL`` takes (perftune's loggers, ``perftune.*``; default warning).
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _choice(flag: str, choices: Sequence[str], text: str) -> Any:
+    """An option taking one of ``choices`` (from the registry that defines them): shown as
+    ``<a|b|c>`` in ``--help``, offered by shell completion, and any other value a one-line
+    :class:`UsageError` naming ``flag`` (exit 2)."""
+    choices = tuple(choices)
+
+    def parse(value: str) -> str:
+        check_choice(flag, value, choices)
+        return value
+
+    return typer.Option(flag, help=text, parser=parse, metavar=f"<{'|'.join(choices)}>",
+                        autocompletion=lambda incomplete: [c for c in choices if c.startswith(incomplete)])  # fmt: skip
+
+
+def _version(value: bool) -> None:
+    if value:
+        from tuner.service import version
+
+        out.print(f"perftune {version()}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print perftune's version and exit.")] = False) -> None:  # fmt: skip
+    """Automated performance tuning for deep-learning workloads."""
 
 
 def _ws(home=None, storage=None, tracking_uri=None, db=None):
     from tuner.settings import Workspace
 
     return Workspace.resolve(home, storage=storage, tracking_uri=tracking_uri, db=db)
+
+
+#: Terminals at least this wide get the tables' optional columns (MFU, energy, a sweep's stored
+#: best config); narrower ones get those values on the lines under the table (and in --json).
+WIDE = 100
+
+
+def _table(title: str, *columns: str, whole: Sequence[str] = ()) -> Table:
+    """A table for :func:`_print_table`; the ``whole`` columns hold short names (a state, an
+    objective such as ``time-to-target``) best not broken inside a word."""
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, no_wrap=col in whole)
+    return table
+
+
+def _print_table(table: Table) -> None:
+    """Print ``table`` fitted to the terminal without cutting a value (no ellipsis, no cropping):
+    every cell wraps at spaces and folds a word longer than its column. When the table is wider
+    than the terminal, the columns made ``no_wrap`` keep their widest line if that leaves the
+    others 12 characters each, else narrow to their longest word if that leaves the others 4;
+    the others share the rest (else, or when every column is ``no_wrap``, Rich narrows the
+    widest)."""
+    def lines(cell: Any) -> list[str]:
+        return (cell.plain if isinstance(cell, Text) else str(cell)).splitlines() or [""]
+
+    def widest(column, split) -> int:
+        return max(len(part) for cell in (column.header, *column.cells) for line in lines(cell)
+                   for part in split(line))  # fmt: skip
+
+    whole = [i for i, c in enumerate(table.columns) if c.no_wrap]
+    others, border = len(table.columns) - len(whole), 3 * len(table.columns) + 1
+    widths = {}
+    if others and sum(widest(c, lambda line: [line]) for c in table.columns) + border > out.width:
+        for split, least in ((lambda line: [line], 12), (str.split, 4)):
+            widths = {i: widest(table.columns[i], split) for i in whole}
+            if sum(widths.values()) + least * others + border <= out.width:
+                break
+        else:
+            widths = {}
+    for i, column in enumerate(table.columns):
+        column.overflow, column.no_wrap, column.width = "fold", False, widths.get(i)
+    out.print(table)
+
+
+def _env_flag(name: str) -> bool:
+    """An on/off environment variable: unset, empty, ``0``, ``false``, ``no`` and ``off`` are off."""
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _no_progress(quiet: bool) -> bool:
+    """No progress on stderr: ``-q`` or ``PERFTUNE_NO_PROGRESS`` (``--json`` keeps it: stdout
+    carries the JSON, stderr the progress)."""
+    return quiet or _env_flag("PERFTUNE_NO_PROGRESS")
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A log handler on whatever ``sys.stderr`` is when a record is written."""
+
+    @property
+    def stream(self):  # noqa: D102
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _logging(verbose: bool = False) -> None:
+    """Set perftune's loggers (``perftune.*``) to ``PERFTUNE_LOG_LEVEL`` (default warning), or to
+    debug with ``-v``, written on stderr. An unknown level is a usage error naming the variable."""
+    level = os.environ.get("PERFTUNE_LOG_LEVEL", "").strip().lower() or "warning"
+    if level not in LOG_LEVELS:
+        raise UsageError(f"PERFTUNE_LOG_LEVEL {level}: choose {', '.join(LOG_LEVELS)}")
+    logger = logging.getLogger("perftune")
+    logger.setLevel(logging.DEBUG if verbose else level.upper())
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(name)s %(levelname)s: %(message)s"))
+        logger.addHandler(handler)
 
 
 def _fmt(v: Any, unit: str = "") -> str:
@@ -71,19 +190,21 @@ def _config_text(cfg: dict[str, Any] | None) -> str:
 
 @app.command()
 def devices(
-    framework: Annotated[str, typer.Option(help="A framework, or 'all'.")] = "all",
-    json_out: Json = False,
+    framework: Annotated[str, _choice("--framework", (*BACKENDS, "all"), "A framework, or all of them.")] = "all",
+    refresh: Annotated[bool, typer.Option("--refresh", help="Discover again (the devices are cached in the workspace per interpreter and framework version).")] = False,
+    home: Home = None, json_out: Json = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="perftune's debug log on stderr (each framework's devices: cached or discovered) [env PERFTUNE_LOG_LEVEL].")] = False,
 ) -> None:
     """List the devices each framework finds on this machine."""
     from tuner.service import list_devices
 
-    found = list_devices(None if framework == "all" else [framework])
+    _logging(verbose)
+    found = list_devices(None if framework == "all" else [framework], cache_dir=_ws(home).home, refresh=refresh)
     if json_out:
         print(json.dumps(found, indent=2, default=str))
         return
-    table = Table(title="Devices")
-    for col in ("framework", "kind", "name", "count", "memory", "cores", "fingerprint"):
-        table.add_column(col)
+    table = _table("Devices", "framework", "kind", "name", "count", "memory", "cores", "fingerprint",
+                   whole=("framework", "kind", "fingerprint"))  # fmt: skip
     for d in found:
         if d.get("error"):
             table.add_row(d["framework"], "-", _styled((d["error"], "red")), "", "", "", "")
@@ -91,13 +212,17 @@ def devices(
         mem = f"{d['memory_bytes'] / 2**30:.1f} GiB" if d.get("memory_bytes") else "-"
         table.add_row(d["framework"], d["kind"], d["name"], str(d["count"]), mem,
                       str(d.get("cores", "-")), d["fingerprint"][:12])  # fmt: skip
-    out.print(table)
+    _print_table(table)
 
 
 class _Progress:
-    """Rich progress for a sweep: a bar over trials, then one over confirmation runs."""
+    """A sweep's progress on stderr. On a terminal: a live bar over trials (then one over the
+    confirmation runs) whose last column says what runs now ("baseline running", "trial 5/16
+    running", "probing batch size", "confirming candidate 2/3 (candidate-4), round 1"), and with
+    ``verbose`` a line per finished trial above it. Elsewhere (a file, a pipe, where a live bar
+    would show only once it ended): one line per event, as it happens."""
 
-    def __init__(self, unit: str) -> None:
+    def __init__(self, unit: str, verbose: bool = False) -> None:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -106,28 +231,61 @@ class _Progress:
             TimeElapsedColumn,
         )
 
-        self.unit = unit
+        self.unit, self.verbose, self.live = unit, verbose, err.is_terminal
         self.bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(),
                             MofNCompleteColumn(), TimeElapsedColumn(),
                             TextColumn("{task.fields[info]}", markup=False),
                             console=err, transient=False)  # fmt: skip
-        self.task = self.confirm_task = None
+        self.task = self.confirm_task = self.probe_task = None
+        self.total = 0
+
+    def text(self, event: str, data: dict[str, Any]) -> str | None:
+        """What an event says, in a few words (None: nothing to say)."""
+        if event == "start":
+            self.total = data["total"]
+            stage = f"{data['stage']} stage: " if data.get("stage") else ""
+            return f"{stage}{data['done']}/{data['total']} trials done"
+        if event == "probe":
+            return f"probing batch size (up to {data['max']})"
+        if event == "probed":
+            bound = data.get("max_batch_size")
+            return f"batch size bounded at {bound}" if bound else "batch probe: no bound found"
+        if event == "running":
+            return "baseline running" if data.get("baseline") else f"trial {data['i']}/{data['total']} running"
+        if event == "trial":
+            state = data["state"].lower() if not data.get("cause") else data["cause"]
+            return (f"trial {data['done']}/{self.total}: #{data['number']} {state} "
+                    f"{_fmt(data['value'], self.unit)} | best {_fmt(data['best'], self.unit)}")  # fmt: skip
+        if event == "confirm":
+            return (f"confirming candidate {data['candidate']}/{data['candidates']} ({data['label']}), "
+                    f"round {data['repeat']}")  # fmt: skip
+        if event == "warm_start":
+            return _warm_line(data)
+        return None
 
     def __call__(self, event: str, data: dict[str, Any]) -> None:
+        text = self.text(event, data)
+        if not self.live or event == "warm_start":
+            if text:
+                err.print(text, markup=False, highlight=False, soft_wrap=True)
+            return
+        self.bar.start()  # (again: a no-op)
         if event == "start":
-            self.bar.start()
             self.task = self.bar.add_task("trials", total=data["total"], completed=data["done"], info="")
-        elif event == "trial":
-            state = data["state"].lower() if not data.get("cause") else data["cause"]
-            info = f"#{data['number']} {state} {_fmt(data['value'], self.unit)} | best {_fmt(data['best'], self.unit)}"
-            self.bar.update(self.task, completed=data["done"], info=info)
-        elif event == "warm_start":
-            err.print(_warm_line(data), markup=False, highlight=False, soft_wrap=True)
+        elif event == "probe":
+            self.probe_task = self.bar.add_task("batch probe", total=None, info=text)
+        elif event == "probed" and self.probe_task is not None:
+            self.bar.update(self.probe_task, total=1, completed=1, info=text)
+        elif event == "running" and self.task is not None:
+            self.bar.update(self.task, info=text)
+        elif event == "trial" and self.task is not None:
+            self.bar.update(self.task, completed=data["done"], info=text)
+            if self.verbose:
+                self.bar.console.print(text, markup=False, highlight=False, soft_wrap=True)
         elif event == "confirm":
             if self.confirm_task is None:
                 self.confirm_task = self.bar.add_task("confirm", total=data["total"], info="")
-            self.bar.update(self.confirm_task, completed=data["i"] - 1,
-                            info=f"{data['label']} repeat {data['repeat']}")  # fmt: skip
+            self.bar.update(self.confirm_task, completed=data["i"] - 1, info=text)
 
     def stop(self) -> None:
         if self.confirm_task is not None:
@@ -139,41 +297,42 @@ class _Progress:
 def sweep(
     command: Annotated[list[str] | None, typer.Argument(help="After --: a training command to run per trial, its {knob} fields filled from the config (launcher mode), e.g. -- python train.py --bs {batch_size}.", show_default=False)] = None,
     workload: Annotated[str | None, typer.Option(help="Built-in name (mlp-digits, cnn-digits, gpt-tiny), or FILE.py:FUNC / module:FUNC: a @tuner.trainable training function or a Workload factory.")] = None,
-    framework: Annotated[str | None, typer.Option(help="torch, tensorflow or mindspore [default: what the workload file declares, else torch]")] = None,
+    framework: Annotated[str | None, _choice("--framework", BACKENDS, "[default: what the workload file declares, else torch]")] = None,
     name: Annotated[str | None, typer.Option(help="Launcher mode: the workload's name (where results are stored).")] = None,
     target: Annotated[float | None, typer.Option(help="Launcher mode: the metric's target (what trial.report() reports).")] = None,
-    mode: Annotated[str, typer.Option(help="Launcher mode: max if a higher metric is better, else min.")] = "max",
+    mode: Annotated[str, _choice("--mode", MODES, "Launcher mode: max if a higher metric is better, else min.")] = "max",
     eval_interval: Annotated[float | None, typer.Option(help="Launcher mode: training seconds between due evaluations (trial.eval_due()) [default 0.25].")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, mps, xpu, npu (Ascend) or tpu; KIND:INDEX picks one; "
                                              "'all': one study per device found, then a cross-device table")] = "cpu",
-    objective: Annotated[str, typer.Option(help="time-to-target or throughput")] = "time-to-target",
+    objective: Annotated[str, _choice("--objective", OBJECTIVES, "What to optimise.")] = "time-to-target",
     trials: Annotated[int, typer.Option(help="Total trials in the study (re-running resumes up to it).")] = 20,
     timeout: Annotated[float | None, typer.Option(help="Stop starting trials after this many seconds.")] = None,
     space: Annotated[str | None, typer.Option(help="YAML file overriding or extending the built-in search space.")] = None,
     study: Annotated[str | None, typer.Option(help="Study name [default WORKLOAD-FRAMEWORK-DEVICE-OBJECTIVE].")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for the sampler and training.")] = None,
-    sampler: Annotated[str, typer.Option(help="tpe, random, grid, cmaes or gp")] = "tpe",
-    pruner: Annotated[str, typer.Option(help="median or none")] = "median",
+    sampler: Annotated[str, _choice("--sampler", SAMPLERS, "Optuna's sampler.")] = "tpe",
+    pruner: Annotated[str, _choice("--pruner", PRUNERS, "Optuna's pruner (none: no pruning).")] = "median",
     confirm_top: Annotated[int, typer.Option(help="Candidates re-measured before storing.")] = 2,
     confirm_repeats: Annotated[int, typer.Option(help="Paired rounds (repeats) of the confirmation at least.")] = 3,
     confirm_max_repeats: Annotated[int | None, typer.Option(help="Rounds at most: they go on until the best's speedup is known to ±10% (95% CI). Default 6 (from 3 repeats on).")] = None,
     trial_timeout: Annotated[float | None, typer.Option(help="Seconds before a trial is killed.")] = None,
     budget: Annotated[float | None, typer.Option(help="Training seconds cap per time-to-target trial.")] = None,
-    batch_probe: Annotated[str, typer.Option(help="Bound batch_size by the largest that fits, probed first: "
-                                                  "auto (on accelerators), on or off.")] = "auto",
+    batch_probe: Annotated[str, _choice("--batch-probe", BATCH_PROBES, "Bound batch_size by the largest that fits, probed first: "
+                                                                       "auto (on accelerators), on or off.")] = "auto",
     workers: Annotated[int, typer.Option(help="Trial processes on this machine working on the study at once "
                                               "(needs --storage postgresql://... or journal:///FILE).")] = 1,
     max_retry: Annotated[int, typer.Option(help="Retries of a trial whose worker died mid-trial.")] = 2,
     heartbeat: Annotated[float, typer.Option(help="Seconds between a running trial's heartbeats.")] = 30.0,
     grace_period: Annotated[float, typer.Option(help="Seconds without a heartbeat before a trial counts as dead.")] = 120.0,
-    warm_start: Annotated[str, typer.Option(help="auto: a new study first tries the stored bests of this workload "
-                                                 "from other devices and objectives (up to 5); off: not.")] = "auto",
+    warm_start: Annotated[str, _choice("--warm-start", WARM_STARTS, "auto: a new study first tries the stored bests of this workload "
+                                                                   "from other devices and objectives (up to 5); off: not.")] = "auto",
     patience: Annotated[int | None, typer.Option(help="End the search once this many completed trials in a row "
                                                       "improved the best by less than 1%.")] = None,
-    search: Annotated[str, typer.Option(help="factored: throughput first, then samples to target (time to target only); "
-                                             "joint: every knob at once; auto: joint (measured better so far, see README).")] = "auto",
+    search: Annotated[str, _choice("--search", POLICIES, "factored: throughput first, then samples to target (time to target only); "
+                                                         "joint: every knob at once; auto: joint (measured better so far, see README).")] = "auto",
+    confirm_again: Annotated[bool, typer.Option("--confirm-again", help="A finished sweep's rerun shows its stored result; this runs its confirmation round again.")] = False,
     home: Home = None, storage: Storage = None, tracking_uri: Tracking = None, db: Db = None,
-    json_out: Json = False,
+    json_out: Json = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Run (or resume) a tuning sweep and store the confirmed best config."""
     from tuner.objectives import get_objective
@@ -187,26 +346,30 @@ def sweep(
                       batch_probe=batch_probe, workers=workers, max_retry=max_retry,
                       heartbeat_s=heartbeat, grace_s=grace_period, command=command or None,
                       name=name, target=target, mode=mode, eval_interval_s=eval_interval,
-                      warm_start=warm_start, patience=patience, search=search)  # fmt: skip
+                      warm_start=warm_start, patience=patience, search=search,
+                      confirm_again=confirm_again)  # fmt: skip
     cfg.validate()
     ws = _ws(home, storage, tracking_uri, db)
     unit = get_objective(objective).unit
-    quiet = json_out or bool(os.environ.get("PERFTUNE_NO_PROGRESS"))
+    _logging(verbose)
+    quiet = _no_progress(quiet)
 
     def _terminate(signum, frame):  # `kill PID` stops a sweep as cleanly as Ctrl-C
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
     if device == "all":
-        _sweep_all(cfg, ws, unit, quiet, json_out)
+        _sweep_all(cfg, ws, unit, quiet, json_out, verbose)
         return
-    progress = None if quiet else _Progress(unit)
+    progress = None if quiet else _Progress(unit, verbose)
     try:
         report = run(cfg, ws, progress)
     finally:
         if progress is not None:
             progress.stop()
     if json_out:
+        if report.already_complete and not quiet:
+            err.print(_complete_line(report), markup=False, highlight=False, soft_wrap=True)
         print(json.dumps(report.to_dict(), indent=2, default=str))
     else:
         _print_report(report, ws)
@@ -223,9 +386,8 @@ def worker(
     max_sweeps: Annotated[int | None, typer.Option(help="--queue: exit after this many sweeps.")] = None,
     idle_exit: Annotated[float | None, typer.Option(help="--queue: exit once the queue has been empty this many seconds.")] = None,
     worker_index: Annotated[int, typer.Option(help="This worker's number (offsets the sampler's seed).")] = 1,
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
     home: Home = None, storage: Storage = None, tracking_uri: Tracking = None, db: Db = None,
-    json_out: Json = False,
+    json_out: Json = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Join an existing sweep's study (--study), or run queued sweeps (--queue)."""
     from tuner.service import join_sweep
@@ -239,6 +401,8 @@ def worker(
     if max_sweeps is not None:
         check_number("--max-sweeps", max_sweeps, 1, 1_000_000)
     ws = _ws(home, storage, tracking_uri, db)
+    _logging(verbose)
+    quiet = _no_progress(quiet)
 
     def _terminate(signum, frame):
         raise KeyboardInterrupt
@@ -249,12 +413,12 @@ def worker(
 
         result = run_queue(ws, poll=poll, max_sweeps=1 if once else max_sweeps,
                            idle_exit=(0.0 if once and idle_exit is None else idle_exit),
-                           log=None if quiet or json_out else
+                           log=None if quiet else
                            (lambda msg: err.print(f"perftune worker: {msg}", highlight=False)))  # fmt: skip
         if json_out:
             print(json.dumps(result, indent=2, default=str))
         return
-    progress = None if quiet or json_out or os.environ.get("PERFTUNE_NO_PROGRESS") else _Progress("")
+    progress = None if quiet else _Progress("", verbose)
     try:
         result = join_sweep(study, ws, progress, worker_index=worker_index)
     finally:
@@ -262,14 +426,14 @@ def worker(
             progress.stop()
     if json_out:
         print(json.dumps(result, indent=2))
-    elif not quiet:
+    else:
         out.print(f"{result['worker']} ran {result['trials_run']} trial(s); the study has "
                   f"{result['trials_done']} of {result['trials']}")  # fmt: skip
 
 
 @app.command()
 def sweeps(
-    state: Annotated[str | None, typer.Option(help="Only sweeps in this state (queued, running, completed, failed, interrupted, cancelled).")] = None,
+    state: Annotated[str | None, _choice("--state", SWEEP_STATES, "Only sweeps in this state.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many (1 to 10000), newest first.")] = 50,
     home: Home = None, db: Db = None, tracking_uri: Tracking = None, json_out: Json = False,
 ) -> None:
@@ -280,25 +444,35 @@ def sweeps(
     if json_out:
         print(json.dumps(found, indent=2, default=str))
         return
-    table = Table(title="Sweeps")
-    for col in ("id", "state", "workload", "device", "objective", "trials", "best", "best config"):
-        table.add_column(col, no_wrap=col in ("id", "state", "trials"))
+    wide = out.width >= WIDE
+    table = _table("Sweeps", "id", "state", "workload", "device", "objective", "trials", "best",
+                   *(["best config"] if wide else []), whole=("id", "state", "objective", "trials", "best"))  # fmt: skip
     for r in found:
         state = r["state"] + (" (cancelling)" if r["cancel_requested"] and r["state"] == "running" else "")
         table.add_row(str(r["id"]), state, f"{_fmt(r['workload'])} ({_fmt(r['framework'])})",
                       _fmt(r["device_kind"]), r["objective"], f"{r['trials_done']}/{_fmt(r.get('trials_total'))}",
-                      _fmt(r["best_value"]), _fmt(r["best_config_id"]))  # fmt: skip
-    out.print(table)
+                      _sweep_value(r), *([_fmt(r["best_config_id"])] if wide else []))  # fmt: skip
+    _print_table(table)
     for r in found:
         if r.get("error"):
             out.print(f"#{r['id']} error: {r['error']}", soft_wrap=True, highlight=False)
+
+
+def _sweep_value(r: dict[str, Any]) -> str:
+    """A sweep's result as ``perftune best`` shows a value: the confirmed one with its unit, else
+    the search's best so far marked ``(search)``."""
+    if r.get("confirmed_value") is not None:
+        return _fmt(r["confirmed_value"], r.get("unit") or "")
+    if r.get("best_value") is not None:
+        return f"{_fmt(r['best_value'], r.get('unit') or '')} (search)"
+    return "-"
 
 
 @app.command()
 def serve(
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 8000,
     host: Annotated[str, typer.Option(help="Address to bind (127.0.0.1: this machine only).")] = "127.0.0.1",
-    allow_dir: Annotated[list[str] | None, typer.Option("--allow-dir", help="A directory submitted FILE.py workloads and space YAMLs may live under (repeatable; also PERFTUNE_WORKLOAD_DIRS).")] = None,
+    allow_dir: Annotated[list[str] | None, typer.Option("--allow-dir", metavar="<dir>", help="A directory submitted FILE.py workloads and space YAMLs may live under; repeatable: --allow-dir A --allow-dir B (also PERFTUNE_WORKLOAD_DIRS).")] = None,
     home: Home = None, storage: Storage = None, tracking_uri: Tracking = None, db: Db = None,
 ) -> None:
     """Serve the HTTP API: best configs, devices, the sweep queue (writes need PERFTUNE_API_TOKEN)."""
@@ -328,7 +502,7 @@ def serve(
                 log_level=os.environ.get("PERFTUNE_LOG_LEVEL", "info"))  # fmt: skip
 
 
-def _sweep_all(cfg, ws, unit: str, quiet: bool, json_out: bool) -> None:
+def _sweep_all(cfg, ws, unit: str, quiet: bool, json_out: bool, verbose: bool = False) -> None:
     from tuner.service import sweep_all_devices
 
     bars: list[_Progress] = []
@@ -337,7 +511,7 @@ def _sweep_all(cfg, ws, unit: str, quiet: bool, json_out: bool) -> None:
         if quiet:
             return None
         err.print(_styled((dev.spec, "bold"), f": {dev.name}"))
-        bars.append(_Progress(unit))
+        bars.append(_Progress(unit, verbose))
         return bars[-1]
 
     def finish_bar() -> None:
@@ -358,26 +532,33 @@ def _sweep_all(cfg, ws, unit: str, quiet: bool, json_out: bool) -> None:
 
 def _print_devices_table(result: dict[str, Any]) -> None:
     unit = result["unit"] or ""
-    table = Table(title="Best config per device" + (f" (objective in {unit}, "
-                  f"{'lower' if result['direction'] == 'minimize' else 'higher'} is better)" if unit else ""))  # fmt: skip
-    for col in ("device", "name", "best", "spread", "speedup", "MFU", "J/sample", "max batch"):
-        table.add_column(col, no_wrap=col in ("device", "best"))
+    # MFU and energy columns only when some device has them (keeps the table narrow).
+    extra = [(col, key) for col, key in (("MFU", "mfu"), ("J/sample", "joules_per_sample"))
+             if any(r.get(key) is not None for r in result["devices"])]  # fmt: skip
+    table = _table("Best config per device" + (f" (objective in {unit}, "
+                   f"{'lower' if result['direction'] == 'minimize' else 'higher'} is better)" if unit else ""),
+                   "device", "name", "best", "spread", "speedup", *(c for c, _ in extra), "max batch",
+                   whole=("device", "best", "spread", "speedup", "MFU", "J/sample", "max batch"))  # fmt: skip
     for r in result["devices"]:
         if "error" in r:
-            table.add_row(r["device"], r.get("name") or "-", _styled(("failed", "red")), "", "", "", "", "")
+            table.add_row(r["device"], r.get("name") or "-", _styled(("failed", "red")), *[""] * (3 + len(extra)))
             continue
         mark = (" wins", "bold green") if r["winner"] else ""
         table.add_row(r["device"], r["name"], _styled(_fmt(r["value"]), mark),
                       f"±{r['spread'] * 100:.0f}%" if r["spread"] is not None else "-",
                       f"{r['speedup']:.2f}x" if r["speedup"] else "-",
-                      f"{r['mfu'] * 100:.1f}%" if r.get("mfu") is not None else "-",
-                      _fmt(r.get("joules_per_sample")), _fmt(r.get("max_batch_size")))  # fmt: skip
-    out.print(table)
+                      *(_metric_text(r, key) for _, key in extra), _fmt(r.get("max_batch_size")))  # fmt: skip
+    _print_table(table)
     for r in result["devices"]:
         text = f"error: {r['error']}" if "error" in r else f"config: {_config_text(r['config'])}"
         out.print(f"{r['device']} {text}", soft_wrap=True, highlight=False)
     if result["winner"]:
         out.print(_styled("fastest here: ", (result["winner"], "bold")))
+
+
+def _metric_text(m: dict[str, Any], key: str) -> str:
+    """``41.2%`` for ``mfu``, else the number (``-`` when not measured)."""
+    return f"{m['mfu'] * 100:.1f}%" if key == "mfu" and m.get("mfu") is not None else _fmt(m.get(key))
 
 
 def _speedup_text(gain: float | None, interval: Sequence[float] | None = None) -> str:
@@ -387,8 +568,17 @@ def _speedup_text(gain: float | None, interval: Sequence[float] | None = None) -
     return f"{gain:.2f}x" + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
 
 
+def _complete_line(r) -> str:
+    """A finished sweep's rerun: which sweep finished it, and how to confirm again."""
+    done = r.already_complete
+    return (f"{r.study_name} is complete: sweep #{done['sweep_id']} finished it at {done['finished_at']}; "
+            "its stored result (perftune sweep ... --confirm-again confirms again)")
+
+
 def _print_report(r, ws) -> None:
     counts = ", ".join(f"{v} {k}" for k, v in sorted(r.trials.items()))
+    if getattr(r, "already_complete", None):
+        out.print(_complete_line(r), markup=False, highlight=False, soft_wrap=True)
     out.print(_styled("\n", (r.study_name, "bold"), f": {counts}"))
     if r.failures:
         causes: dict[str, int] = {}
@@ -396,13 +586,14 @@ def _print_report(r, ws) -> None:
             causes[f["cause"]] = causes.get(f["cause"], 0) + 1
         out.print("failed trials: " + ", ".join(f"{c} x{n}" for c, n in causes.items())
                   + f"  (logs in {ws.logs})")  # fmt: skip
-    table = Table(title=f"{r.workload} / {r.framework} / {r.device['kind']} ({r.device['name']}) / {r.objective}")
-    for col in ("", "config (changes from the default)", f"median ({r.unit})", "spread", "95% CI", "runs"):
-        table.add_column(col)
-    base_cfg = (r.baseline or {}).get("config") or {}
+    # The changed knobs: a column when the terminal is wide, else a line under the table.
+    median, config = f"median ({r.unit})", ["config (changes from the default)"] if out.width >= WIDE else []
+    table = _table(f"{r.workload} / {r.framework} / {r.device['kind']} ({r.device['name']}) / {r.objective}",
+                   "", *config, median, "spread", "95% CI", "runs", whole=("", median, "spread", "95% CI", "runs"))  # fmt: skip
+    base_cfg, under = (r.baseline or {}).get("config") or {}, None
     for label, side in (("baseline", r.baseline), ("best", r.best)):
         if side is None:
-            table.add_row(label, "-", "-", "-", "-", "-")
+            table.add_row(label, *["-"] * (4 + len(config)))
             continue
         iv = side.get("interval")
         st = side["stats"] or {}
@@ -412,9 +603,13 @@ def _print_report(r, ws) -> None:
         else:
             name = f"best (trial {side['trial_number']})"
             cfg_text = _config_text({k: v for k, v in side["config"].items() if base_cfg.get(k) != v})
-        table.add_row(name, cfg_text, _fmt(st.get("median")), f"±{st['spread'] * 100:.0f}%" if st else "-",
-                      f"{_fmt(iv['low'])}-{_fmt(iv['high'])}" if iv else "-", runs)  # fmt: skip
-    out.print(table)
+            under = f"{name} config (changes from the default): {cfg_text}"
+        table.add_row(name, *([cfg_text] if config else []), _fmt(st.get("median")),
+                      f"±{st['spread'] * 100:.0f}%" if st else "-",
+                      f"[{_fmt(iv['low'])}, {_fmt(iv['high'])}]" if iv else "-", runs)  # fmt: skip
+    _print_table(table)
+    if under and not config:
+        out.print(under, soft_wrap=True, highlight=False)
     m = (r.best or {}).get("metrics") or {}
     facts = []
     if m.get("throughput_sps"):
@@ -479,18 +674,18 @@ def _payback_line(cost: dict[str, Any], speedup: float | None) -> str:
 
 @app.command()
 def best(
-    workload: Annotated[str, typer.Option(help="Workload name.")],
-    framework: Annotated[str | None, typer.Option(help="Filter by framework.")] = None,
+    workload: Annotated[str | None, typer.Option(help="Workload name [default: list every workload's stored bests].")] = None,
+    framework: Annotated[str | None, _choice("--framework", BACKENDS, "Filter by framework.")] = None,
     device: Annotated[str | None, typer.Option(help="Device kind, name or fingerprint prefix.")] = None,
-    objective: Annotated[str | None, typer.Option(help="time-to-target or throughput")] = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="Print only the best config, for a script or launcher: json, yaml, args (--knob value ...) or env (PERFTUNE_KNOB=value lines).")] = None,
+    objective: Annotated[str | None, _choice("--objective", OBJECTIVES, "Filter by objective.")] = None,
+    fmt: Annotated[str | None, _choice("--format", FORMATS, "Print only the best config, for a script or launcher (with --workload): json, yaml, args (--knob value ...) or env (PERFTUNE_KNOB=value lines).")] = None,
     home: Home = None, db: Db = None, json_out: Json = False,
 ) -> None:
-    """Show the stored best configs, best first."""
+    """Show a workload's stored best configs, best first; without --workload, every stored best."""
     from tuner.service import best_configs, format_config
 
-    if fmt is not None and fmt not in ("json", "yaml", "args", "env"):
-        raise UsageError(f"--format {fmt}: choose json, yaml, args or env")
+    if fmt is not None and workload is None:
+        raise UsageError(f"--format {fmt}: give --workload too (whose best config to print)")
     ws = _ws(home, db=db)
     found = best_configs(ws, workload, framework=framework, device=device, objective=objective)
     if fmt is not None and found:
@@ -500,55 +695,90 @@ def best(
                       "(narrow with --framework/--device/--objective)", markup=False, highlight=False)  # fmt: skip
     elif json_out:
         print(json.dumps([r.to_dict() for r in found], indent=2, default=str))
-    else:
-        table = Table(title=f"Best configs for {workload}")
-        # MFU and energy columns only when some row has them (keeps the table narrow).
-        extra = [(col, key) for col, key in (("MFU", "mfu"), ("J/sample", "joules_per_sample"))
-                 if any(isinstance((r.metrics or {}).get(key), float) for r in found)]  # fmt: skip
-        for col in ("id", "framework", "device", "objective", "value", "spread", "speedup", *(c for c, _ in extra)):
-            table.add_column(col, no_wrap=col in ("objective", "value"))
+    elif found and workload is None:
+        _print_table(_every_best_table(found))
+        out.print("their configs: perftune best --workload NAME", highlight=False)
+    elif found:
+        wide = out.width >= WIDE
+        _print_table(_best_table(found, workload, wide))
         for r in found:
-            m = r.metrics or {}
-            cells = [f"{m['mfu'] * 100:.1f}%" if key == "mfu" and m.get("mfu") is not None else _fmt(m.get(key))
-                     for _, key in extra]  # fmt: skip
-            table.add_row(str(r.id), r.framework, f"{r.device_kind} ({r.device_name})", r.objective,
-                          _fmt(r.value, r.unit), f"±{r.spread * 100:.0f}%" if r.spread is not None else "-",
-                          _speedup_text(r.speedup, r.speedup_interval), *cells)  # fmt: skip
-        if found:
-            out.print(table)
-            for r in found:
-                out.print(f"#{r.id} config: {_config_text(r.config)}", soft_wrap=True,
-                          highlight=False)  # fmt: skip
+            out.print(f"#{r.id} config: {_config_text(r.config)}", soft_wrap=True, highlight=False)
+            if not wide and _efficiency(r):
+                out.print(f"#{r.id} {', '.join(f'{col} {text}' for col, text in _efficiency(r))}", highlight=False)
     if not found:
-        raise PerftuneError(f"no best config stored for workload {workload}"
+        raise PerftuneError("no best config stored" + (f" for workload {workload}" if workload else "")
                             + "".join(f", {k} {v}" for k, v in (("framework", framework),
                                       ("device", device), ("objective", objective)) if v))  # fmt: skip
+
+
+def _efficiency(r) -> list[tuple[str, str]]:
+    """A stored best's MFU and energy per sample, those measured: ``[("MFU", "41.2%")]``."""
+    m = r.metrics or {}
+    return [(col, _metric_text(m, key)) for col, key in (("MFU", "mfu"), ("J/sample", "joules_per_sample"))
+            if isinstance(m.get(key), float)]  # fmt: skip
+
+
+def _value_text(r) -> str:
+    """A stored best's value with its unit and spread: ``12.35 s ±3%``."""
+    return _fmt(r.value, r.unit) + (f" ±{r.spread * 100:.0f}%" if r.spread is not None else "")
+
+
+def _best_table(found: list, workload: str, wide: bool) -> Table:
+    """One workload's stored bests, best first; ``wide``: with MFU and energy columns where
+    some row has them."""
+    measured = [dict(_efficiency(r)) for r in found]
+    extra = [col for col in ("MFU", "J/sample") if wide and any(col in m for m in measured)]
+    table = _table(f"Best configs for {workload}", "id", "framework", "device", "objective", "value",
+                   "speedup", *extra, whole=("id", "framework", "objective"))  # fmt: skip
+    for r, m in zip(found, measured, strict=True):
+        table.add_row(str(r.id), r.framework, f"{r.device_kind} ({r.device_name})", r.objective, _value_text(r),
+                      _speedup_text(r.speedup, r.speedup_interval), *(m.get(c, "-") for c in extra))  # fmt: skip
+    return table
+
+
+def _every_best_table(found: list) -> Table:
+    """Every stored best: workload (framework), device, objective, value, speedup, when stored."""
+    table = _table("Stored best configs", "workload / framework", "device", "objective", "value", "speedup",
+                   "stored (UTC)", whole=("objective", "value", "speedup", "stored (UTC)"))  # fmt: skip
+    for r in found:
+        table.add_row(f"{r.workload}\n{r.framework}", f"{r.device_kind} ({r.device_name})", r.objective,
+                      _value_text(r), _speedup_text(r.speedup, r.speedup_interval),
+                      r.updated_at.strftime("%Y-%m-%d %H:%M"))  # fmt: skip
+    return table
 
 
 @app.command("run")
 def run_command(
     command: Annotated[list[str], typer.Argument(help="After --: the command, its {knob} fields filled from the config (as in perftune sweep -- CMD).", show_default=False)],
     name: Annotated[str, typer.Option(help="The workload's name (as given to perftune sweep --name).")],
-    framework: Annotated[str, typer.Option(help="torch, tensorflow or mindspore")] = "torch",
+    framework: Annotated[str, _choice("--framework", BACKENDS, "The stored best's framework.")] = "torch",
     device: Annotated[str, typer.Option(help="Device kind of the stored best.")] = "cpu",
-    objective: Annotated[str, typer.Option(help="time-to-target or throughput")] = "time-to-target",
+    objective: Annotated[str, _choice("--objective", OBJECTIVES, "The stored best's objective.")] = "time-to-target",
     target: Annotated[float | None, typer.Option(help="The metric's target [default: the stored one].")] = None,
-    mode: Annotated[str, typer.Option(help="max if a higher metric is better, else min.")] = "max",
+    mode: Annotated[str, _choice("--mode", MODES, "max if a higher metric is better, else min.")] = "max",
     defaults: Annotated[bool, typer.Option("--defaults", help="Run with the defaults, not the stored best.")] = False,
     eval_interval: Annotated[float, typer.Option(help="Training seconds between due evaluations.")] = 0.25,
     space: Annotated[str | None, typer.Option(help="The sweep's --space file (its defaults, with --defaults or when nothing is stored).")] = None,
     home: Home = None, db: Db = None, json_out: Json = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="The command's own output into the workspace's logs/run-NAME.log, not on the terminal: only the result and errors.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Run a command with the stored best config filled in, measured as a sweep's trial."""
+    from tuner.names import safe_filename
     from tuner.service import run_with_best
     from tuner.sweep import check_number
 
-    if mode not in ("max", "min"):
-        raise UsageError(f"--mode {mode}: choose max or min")
     check_number("--eval-interval", eval_interval, 0, 86_400, "positive seconds")
-    result = run_with_best(_ws(home, db=db), name, command, framework=framework, device=device,
-                           objective=objective, target=target, mode=mode, defaults=defaults,
-                           space=space, eval_interval_s=eval_interval)  # fmt: skip
+    ws = _ws(home, db=db)
+    _logging(verbose)
+    log = None
+    if quiet:
+        ws.prepare()
+        log = str(ws.logs / f"run-{safe_filename(name)}.log")
+    with _stdout_to_stderr() if json_out and not quiet else contextlib.nullcontext():
+        result = run_with_best(ws, name, command, framework=framework, device=device,
+                               objective=objective, target=target, mode=mode, defaults=defaults,
+                               space=space, eval_interval_s=eval_interval, log_path=log)  # fmt: skip
     m = result["metrics"]
     if json_out:
         print(json.dumps(result, indent=2, default=str))
@@ -559,6 +789,21 @@ def run_command(
                   f"after {_fmt(m.get('train_time_s'))} s of training, {m.get('steps')} steps", soft_wrap=True)  # fmt: skip
     if result["target"] is not None and not m.get("reached_target"):
         raise PerftuneError(f"the command did not reach the target {result['target']}")
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """While in it, what child processes write on stdout (file descriptor 1) goes to stderr:
+    with ``--json`` stdout carries the JSON only."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 @app.command()
@@ -634,6 +879,7 @@ def main(argv: list[str] | None = None) -> int:
     usage_errors, exits, aborts = _click_errors()
     cmd = typer.main.get_command(app)
     try:
+        _logging()  # PERFTUNE_LOG_LEVEL (a command's -v lowers it to debug)
         rv = cmd.main(args=argv, prog_name="perftune", standalone_mode=False)
         code = int(rv or 0) if isinstance(rv, int) else 0
         if code == 130:  # typer turns KeyboardInterrupt into Exit(130), returned here

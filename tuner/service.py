@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -12,10 +13,39 @@ from typing import Any
 from tuner.errors import PerftuneError, UsageError
 from tuner.settings import Workspace
 from tuner.sweep import ProgressFn, SweepConfig, SweepReport, run_sweep
+from tuner.sweep.config import check_choice
 
 
-def list_devices(frameworks: list[str] | None = None) -> list[dict[str, Any]]:
-    """Devices each framework finds here (one worker per framework; nothing imported here)."""
+def version() -> str:
+    """perftune's version: the installed distribution's, else (run from a checkout that is not
+    installed) the one :mod:`tuner` declares."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("perftune")
+    except PackageNotFoundError:
+        from tuner import __version__
+
+        return __version__
+
+log = logging.getLogger("perftune.service")
+
+
+#: The workspace's cache of device discovery (``perftune devices``), one entry per framework.
+DEVICE_CACHE = "devices.json"
+
+
+def list_devices(frameworks: list[str] | None = None, *, cache_dir: str | os.PathLike | None = None,
+                 refresh: bool = False) -> list[dict[str, Any]]:  # fmt: skip
+    """Devices each framework finds here (one worker per framework; nothing imported here).
+
+    ``cache_dir`` (a workspace): a framework's devices are read from its :data:`DEVICE_CACHE` (an
+    entry per framework and interpreter) while their key (:func:`discovery_key`: interpreter, its mtime, the framework's installed versions)
+    is unchanged, else discovered and cached; ``refresh`` discovers them all again. Failed
+    discoveries are not cached."""
+    from pathlib import Path
+
     from tuner.backends import BACKENDS, get_backend
     from tuner.devices import Device
     from tuner.executor import ProcessExecutor
@@ -23,19 +53,85 @@ def list_devices(frameworks: list[str] | None = None) -> list[dict[str, Any]]:
     names = frameworks or list(BACKENDS)
     for name in names:
         get_backend(name)
+    path = Path(cache_dir) / DEVICE_CACHE if cache_dir is not None else None
+    cache = _read_json(path) if path is not None and not refresh else {}
+    fresh: dict[str, Any] = {}
 
     def discover(name: str) -> list[dict[str, Any]]:
+        key = discovery_key(name) if path is not None else None
+        entry = f"{name} {key['python']}" if key is not None else name  # one per interpreter
+        hit = cache.get(entry)
+        if key is not None and isinstance(hit, dict) and hit.get("key") == key:
+            log.debug("%s devices: from %s", name, path)
+            return hit["devices"]
+        log.debug("%s devices: discovering (%s)", name, "no cache" if key is None else
+                  "--refresh" if refresh else "not cached" if not hit else "its key changed")  # fmt: skip
         try:
             with ProcessExecutor(name) as ex:
-                return [Device.from_discovery(name, d).to_dict() for d in ex.devices()]
+                found = [Device.from_discovery(name, d).to_dict() for d in ex.devices()]
         except PerftuneError as exc:
             return [{"framework": name, "kind": None, "error": str(exc)}]
+        if key is not None:
+            fresh[entry] = {"key": key, "devices": found}
+        return found
 
     # Each framework's worker starts (imports its framework) at the same time.
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=len(names)) as pool:
-        return [d for found in pool.map(discover, names) for d in found]
+        result = [d for found in pool.map(discover, names) for d in found]
+    if fresh and path is not None:
+        with contextlib.suppress(OSError):  # a cache that cannot be written is no failure
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({**_read_json(path), **fresh}, indent=1, default=str))
+            os.replace(tmp, path)
+    return result
+
+
+def _read_json(path) -> dict[str, Any]:
+    """A JSON object from ``path``; {} if it is missing or unreadable."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _distribution_of(dist_info: str, module: str) -> bool:
+    """``torch-2.5.1.dist-info`` and ``tensorflow_cpu-2.18.0.dist-info`` are distributions of
+    ``torch`` and ``tensorflow``; ``torchvision-...`` is not one of ``torch``."""
+    dist = dist_info.split("-")[0]
+    return dist == module or dist.startswith(f"{module}_")
+
+
+def discovery_key(framework: str) -> dict[str, Any]:
+    """What a framework's device discovery depends on, found without running or importing
+    anything: the interpreter that runs it (path and mtime), the framework's installed
+    distributions (``torch-2.5.1``..., from the names of their ``.dist-info`` folders), the
+    ``*_VISIBLE_DEVICES`` variables and perftune's version."""
+    import glob
+
+    import tuner
+    from tuner.backends import get_backend
+    from tuner.executor import python_for
+
+    python = python_for(framework)
+    module = get_backend(framework).module
+    if python == sys.executable:
+        dirs = [p for p in sys.path if p and os.path.isdir(p)]
+    else:  # a virtualenv's interpreter: its own site-packages
+        root = os.path.dirname(os.path.dirname(python))
+        dirs = glob.glob(os.path.join(root, "lib*", "python*", "site-packages"))
+    dists = sorted({name.removesuffix(".dist-info") for d in dirs for name in os.listdir(d)
+                    if name.endswith(".dist-info") and _distribution_of(name, module)})  # fmt: skip
+    try:
+        mtime = os.stat(python).st_mtime
+    except OSError:
+        mtime = None
+    visible = {k: v for k, v in sorted(os.environ.items()) if k.endswith("_VISIBLE_DEVICES")}
+    return {"python": python, "python_mtime": mtime, "dists": dists, "visible": visible,
+            "perftune": tuner.__version__}
 
 
 def sweep(cfg: SweepConfig, ws: Workspace, progress: ProgressFn | None = None) -> SweepReport:
@@ -139,10 +235,11 @@ def _open_read_only(ws: Workspace):
         raise PerftuneError(str(exc)) from None
 
 
-def best_configs(ws: Workspace, workload: str, *, framework: str | None = None,
+def best_configs(ws: Workspace, workload: str | None, *, framework: str | None = None,
                  device: str | None = None, objective: str | None = None, store=None) -> list:  # fmt: skip
-    """Stored best configs matching the filters, best first (``BestConfigRecord`` objects).
-    ``store``: an open store to use (the API keeps one), else one is opened for the call."""
+    """Stored best configs matching the filters (``workload`` None: every workload's), by
+    workload, then objective, best first (``BestConfigRecord`` objects). ``store``: an open
+    store to use (the API keeps one), else one is opened for the call."""
     if objective is not None:
         from tuner.objectives import get_objective
 
@@ -158,11 +255,12 @@ def best_configs(ws: Workspace, workload: str, *, framework: str | None = None,
 def run_with_best(ws: Workspace, name: str, command: list[str], *, framework: str = "torch",
                   device: str = "cpu", objective: str = "time-to-target", target: float | None = None,
                   mode: str = "max", defaults: bool = False, space: str | None = None,
-                  eval_interval_s: float = 0.25) -> dict[str, Any]:  # fmt: skip
+                  eval_interval_s: float = 0.25, log_path: str | None = None) -> dict[str, Any]:  # fmt: skip
     """``perftune run``: a launched command outside a sweep, its ``{knob}`` template filled from
     the stored best config of workload ``name`` (or the defaults), run and measured as a
     sweep's trial runs it (the script's ``tuner.Trial.connect()`` measures time to ``target``,
-    default the stored one, and stops there). Returns the source, config, command and metrics."""
+    default the stored one, and stops there). Returns the source, config, command and metrics.
+    ``log_path``: a file for the command's output (None: this process's stdout and stderr)."""
     import math
 
     from tuner.backends import NullChannel, TrialRequest, get_backend
@@ -186,7 +284,8 @@ def run_with_best(ws: Workspace, name: str, command: list[str], *, framework: st
     description = {"name": name, "target": target, "mode": mode, "budget_s": math.inf,
                    "eval_interval_s": eval_interval_s}  # fmt: skip
     request = TrialRequest(workload="-", framework=framework, device=device, config=config,
-                           measure="free", command=command, description=description)  # fmt: skip
+                           measure="free", command=command, description=description,
+                           log_path=log_path)  # fmt: skip
     from tuner.errors import TrialError
     from tuner.executor import _tuner_path
 
@@ -212,6 +311,10 @@ def _default_config(framework: str, device: str, space: str | None) -> dict[str,
         raise UsageError(str(exc)) from None
 
 
+#: What ``perftune best --format`` prints a config as (:func:`format_config`).
+FORMATS = ("json", "yaml", "args", "env")
+
+
 def format_config(config: dict[str, Any], fmt: str) -> str:
     """A config as a script or launcher takes it: ``json``, ``yaml``, ``args`` (``--knob
     value`` pairs, values as a launched command's template renders them) or ``env``
@@ -220,6 +323,7 @@ def format_config(config: dict[str, Any], fmt: str) -> str:
 
     from tuner.trial.launcher import render
 
+    check_choice("--format", fmt, FORMATS)
     if fmt == "json":
         return json.dumps(config, sort_keys=True)
     if fmt == "yaml":
@@ -228,9 +332,7 @@ def format_config(config: dict[str, Any], fmt: str) -> str:
         return yaml.safe_dump(config, sort_keys=True).rstrip()
     if fmt == "args":
         return " ".join(f"--{k} {shlex.quote(render(v))}" for k, v in sorted(config.items()))
-    if fmt == "env":
-        return "\n".join(f"PERFTUNE_{k.upper()}={shlex.quote(render(v))}" for k, v in sorted(config.items()))
-    raise UsageError(f"--format {fmt}: choose json, yaml, args or env")
+    return "\n".join(f"PERFTUNE_{k.upper()}={shlex.quote(render(v))}" for k, v in sorted(config.items()))
 
 
 def db_upgrade(ws: Workspace) -> str | None:
@@ -402,10 +504,16 @@ def mlflow_link(ws: Workspace, run_id: str | None, experiment_id: str | None) ->
 
 
 def sweep_view(ws: Workspace, row: dict[str, Any]) -> dict[str, Any]:
-    """A store sweep row as the CLI and the API show it: plus ``best_config_id`` and the
-    MLflow ``link``."""
+    """A store sweep row as the CLI and the API show it: plus ``best_config_id``, the
+    ``confirmed_value`` (the confirmation's median of the winner, once confirmed; ``best_value``
+    is the search's best so far), its objective's ``unit`` and the MLflow ``link``."""
+    from tuner.objectives import OBJECTIVES
+
     summary, settings = row.get("summary") or {}, row.get("settings") or {}
+    objective = OBJECTIVES.get(row.get("objective"))
     return {**row, "best_config_id": summary.get("best_config_id"),
+            "confirmed_value": ((summary.get("best") or {}).get("stats") or {}).get("median"),
+            "unit": objective.unit if objective else None,
             "mlflow": mlflow_link(ws, row.get("mlflow_run_id"), settings.get("mlflow_experiment_id"))}  # fmt: skip
 
 
@@ -431,8 +539,8 @@ def list_sweeps(ws: Workspace, *, state: str | None = None, limit: int = 100,
     naming ``--limit``)."""
     from storage import SWEEP_STATES as states
 
-    if state is not None and state not in states:
-        raise UsageError(f"--state {state}: unknown (choose from: {', '.join(states)})")
+    if state is not None:
+        check_choice("--state", state, states)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
         raise UsageError(f"--limit {limit}: must be an integer from 1 to {MAX_LIST_LIMIT}")
     if store is None and not has_database(ws):

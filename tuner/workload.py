@@ -280,13 +280,17 @@ def _check_factory(spec: str, obj: Any) -> None:
 
 
 def declared_framework(spec: str) -> str | None:
-    """The framework a workload file declares, read from its source without running it: the
-    ``framework=`` of the ``@tuner.trainable`` decorating the named function, or of a
-    ``Workload(...)`` call in the named factory (or in a function of the same file it calls).
-    None if not declared as a literal (or not a file)."""
+    """The framework a workload declares, read without running (or importing) anything: a
+    built-in's only framework (None if it has several); for a file, the ``framework=`` of the
+    ``@tuner.trainable`` decorating the named function, or of a ``Workload(...)`` call in the
+    named factory (or in a function of the same file it calls). None if not declared as a
+    literal (or not a file)."""
     import ast
 
-    if spec in BUILTIN_WORKLOADS or ":" not in spec:
+    if spec in BUILTIN_WORKLOADS:
+        only = list(BUILTIN_WORKLOADS[spec])
+        return only[0] if len(only) == 1 else None
+    if ":" not in spec:
         return None
     target, _, attr = spec.rpartition(":")
     if not target.endswith(".py"):

@@ -272,6 +272,9 @@ def test_get_best_filters_and_ordering(store, seeded, fp, best_kwargs) -> None:
     assert len(store.get_best(workload="mlp-digits", framework="torch")) == 4
     assert [r.value for r in store.get_best(workload="other")] == [0.1]
     assert store.get_best(workload="unknown") == []
+    every = store.get_best(workload=None)  # every workload's, by workload
+    assert [(r.workload, r.value) for r in every] == [*((r.workload, r.value) for r in allrecs), ("other", 0.1)]
+    assert [r.workload for r in store.get_best(workload=None, device="cuda")] == ["mlp-digits"] * 2
 
 
 def test_get_best_includes_history_and_to_dict_is_json(store, seeded, best_kwargs) -> None:

@@ -326,7 +326,7 @@ def test_cli_sweeps_and_worker_flags(client, ws, ids, capsys, monkeypatch):
     listed = __import__("json").loads(capsys.readouterr().out)
     assert [(s["id"], s["state"]) for s in listed] == [(sid, "queued"), (ids["sweep"], "completed")]
     assert main(["sweeps", "--home", str(ws.home), "--state", "done"]) == 2
-    assert "--state done: unknown" in capsys.readouterr().err
+    assert "--state done: choose queued, running" in capsys.readouterr().err
     assert main(["sweeps", "--home", str(ws.home)]) == 0
     assert "queued" in capsys.readouterr().out
     for argv, msg in ((["worker"], "give exactly one"), (["worker", "--study", "s", "--queue"], "give exactly one"),

@@ -145,6 +145,15 @@ FAST_CASES = [
     Case("zero-patience", SWEEP("--patience", "0"), ["--patience 0", "integer >= 1"]),
     Case("negative-patience", SWEEP("--patience", "-1"), ["--patience -1", "integer >= 1"]),
     Case("unknown-warm-start", SWEEP("--warm-start", "maybe"), ["--warm-start maybe", "auto or off"]),
+    # Closed sets are choices in --help (tests/tuner/test_tuner_cli_conventions.py); a value outside
+    # one is still one line naming the flag and the choices, from the registry that defines them.
+    Case("unknown-batch-probe", SWEEP("--batch-probe", "yes"), ["--batch-probe yes: choose auto, on or off"]),
+    Case("unknown-search", SWEEP("--search", "both"), ["--search both: choose auto, joint or factored"]),
+    Case("unknown-mode", SWEEP("--mode", "up"), ["--mode up: choose max or min"]),
+    Case("best-unknown-format", ["--workload", "x", "--format", "toml"],
+         ["--format toml: choose json, yaml, args or env"], command="best"),
+    Case("best-format-without-workload", ["--format", "json"], ["--format json", "--workload"], command="best"),
+    Case("sweeps-unknown-state", ["--state", "done"], ["--state done: choose queued, running"], command="sweeps"),
     Case("zero-trial-timeout", SWEEP("--trial-timeout", "0"), ["--trial-timeout"]),
     Case("empty-study", SWEEP("--study", " "), ["--study"]),
     Case("space-missing", SWEEP("--space", "nope.yaml"), ["--space nope.yaml", "not found"]),

@@ -14,9 +14,15 @@ from tuner.backends import get_backend
 from tuner.errors import UsageError
 from tuner.names import MAX_STUDY, check_name
 from tuner.objectives import get_objective
+from tuner.sweep.policy import POLICIES
 from tuner.workload import MAX_BUDGET_S, check_spec, declared_framework
 
 MAX_DEVICE_INDEX = 1023
+#: The values of the closed-set flags that have no registry of their own (``--batch-probe``,
+#: ``--warm-start``, ``--mode``); the CLI offers them as choices.
+BATCH_PROBES = ("auto", "on", "off")
+WARM_STARTS = ("auto", "off")
+MODES = ("max", "min")
 _DAY = 86_400
 #: The range of every number of a sweep request (one table, checked by ``SweepConfig.validate``):
 #: attribute -> (flag, low, high, kind), the kinds of :func:`check_number`. Optuna counts
@@ -73,8 +79,20 @@ def check_number(flag: str, value: Any, low: float, high: float, kind: str = "in
                          f"and <= {_num(high)}")  # fmt: skip
 
 
-#: ``progress(event, data)``: "start" {total, done}, "trial" {number, state, value, best, ...},
-#: "confirm" {label, repeat, total}, "done" {}.
+def check_choice(flag: str, value: Any, choices: tuple[str, ...] | list[str]) -> None:
+    """Raise a :class:`UsageError` naming ``flag`` unless ``value`` is one of ``choices``:
+    ``--search both: choose auto, joint or factored``."""
+    if value not in choices:
+        listed = (", ".join(choices[:-1]) + f" or {choices[-1]}") if len(choices) > 1 else choices[0]
+        raise UsageError(f"{flag} {value}: choose {listed}")
+
+
+#: ``progress(event, data)``, the sweep's phases as they happen: "warm_start" {enqueued, sources,
+#: ...}, "probe" {max} (the batch-size probe starts), "probed" {max_batch_size, ...}, "start" {total,
+#: done, stage, unit} (a search stage starts), "running" {number, baseline, i, total} (a trial
+#: starts: the ``i``-th of ``total``), "trial" {number, state, value, best, done, cause, wall_s} (it
+#: ended), "confirm" {label, repeat, i, total, candidate, candidates} (a confirmation run starts:
+#: candidate ``candidate`` of ``candidates``, the baseline first, in round ``repeat``).
 ProgressFn = Callable[[str, dict[str, Any]], None]
 
 
@@ -137,6 +155,9 @@ class SweepConfig:
     #: How the search spends its trials (:mod:`.policy`): ``factored`` (throughput, then samples
     #: to target), ``joint`` (every knob at once), ``auto`` (joint for now: :mod:`.policy`).
     search: str = "auto"
+    #: Rerunning a finished sweep (nothing left to search) shows its stored result; True runs its
+    #: confirmation round again (``--confirm-again``).
+    confirm_again: bool = False
 
     def __post_init__(self) -> None:
         if self.framework is None:
@@ -155,6 +176,10 @@ class SweepConfig:
                 raise UsageError("--name/--target/--eval-interval: only with a command after -- (a "
                                  "workload says its own name, target and evaluation interval)")  # fmt: skip
             check_spec(self.workload, self.framework)
+            declared = declared_framework(self.workload)
+            if declared is not None and declared != self.framework:
+                raise UsageError(f"--framework {self.framework}: --workload {self.workload} declares "
+                                 f"framework={declared!r} (drop --framework, or pass --framework {declared})")  # fmt: skip
         kind, colon, index = self.device.partition(":")
         classes = get_backend(self.framework).device_classes
         if kind not in classes and self.device != "all":
@@ -163,16 +188,12 @@ class SweepConfig:
         if colon and not (re.fullmatch(r"[0-9]{1,4}", index) and int(index) <= MAX_DEVICE_INDEX):
             raise UsageError(f"--device {self.device}: the index must be an integer from 0 to "
                              f"{MAX_DEVICE_INDEX}")  # fmt: skip
-        if self.batch_probe not in ("auto", "on", "off"):
-            raise UsageError(f"--batch-probe {self.batch_probe}: choose auto, on or off")
-        if self.search not in ("auto", "joint", "factored"):
-            raise UsageError(f"--search {self.search}: choose auto, joint or factored")
-        if self.warm_start not in ("auto", "off"):
-            raise UsageError(f"--warm-start {self.warm_start}: choose auto or off")
-        if self.sampler not in SAMPLERS:
-            raise UsageError(f"--sampler {self.sampler}: unknown (choose from: {', '.join(SAMPLERS)})")
-        if self.pruner not in PRUNERS:
-            raise UsageError(f"--pruner {self.pruner}: unknown (choose from: {', '.join(PRUNERS)})")
+        for flag, value, choices in (("--batch-probe", self.batch_probe, BATCH_PROBES),
+                                     ("--search", self.search, POLICIES),
+                                     ("--warm-start", self.warm_start, WARM_STARTS),
+                                     ("--sampler", self.sampler, SAMPLERS),
+                                     ("--pruner", self.pruner, PRUNERS)):  # fmt: skip
+            check_choice(flag, value, choices)
         for attr, (flag, low, high, unit) in LIMITS.items():
             if getattr(self, attr) is not None or attr not in OPTIONAL:
                 check_number(flag, getattr(self, attr), low, high, unit)
@@ -197,8 +218,7 @@ class SweepConfig:
             raise UsageError("--name: a launched command needs a workload name (perftune sweep "
                              "--name my-job --target 0.9 -- python train.py ...)")  # fmt: skip
         check_name("--name", self.name)
-        if self.mode not in ("max", "min"):
-            raise UsageError(f"--mode {self.mode}: choose max or min")
+        check_choice("--mode", self.mode, MODES)
         if measure == "converge" and self.target is None:
             raise UsageError("--target: time to target needs the metric's target (or "
                              "--objective throughput)")  # fmt: skip

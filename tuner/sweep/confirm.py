@@ -166,7 +166,10 @@ def confirm(ctx: SweepContext, study) -> Verdict:
 
     def measure(cand: Measured, r: int) -> None:
         runs["i"] += 1
-        remeasure(ctx, cand, r, runs["i"], len(measured) * cap)
+        ctx.progress("confirm", {"label": cand.label, "repeat": r + 1, "i": runs["i"],
+                                 "total": len(measured) * cap, "candidate": measured.index(cand) + 1,
+                                 "candidates": len(measured)})  # fmt: skip
+        remeasure(ctx, cand, r)
 
     verdict = race(measured, measure, ctx.objective.direction,
                    min_rounds=ctx.cfg.confirm_repeats, max_rounds=cap)  # fmt: skip
@@ -195,10 +198,8 @@ def candidates(ctx: SweepContext, study) -> list[Measured]:
     return out
 
 
-def remeasure(ctx: SweepContext, cand: Measured, r: int, i: int, total: int) -> None:
-    """Run repeat ``r`` (from 0) of ``cand``, the ``i``-th of ``total`` runs of the round, and
-    record its value (or why it has none) on ``cand``."""
-    ctx.progress("confirm", {"label": cand.label, "repeat": r + 1, "i": i, "total": total})
+def remeasure(ctx: SweepContext, cand: Measured, r: int) -> None:
+    """Run repeat ``r`` (from 0) of ``cand`` and record its value (or why it has none) on ``cand``."""
     seed = (ctx.cfg.seed or 0) + 1000 + r
     outcome = ctx.execute(ctx.request(cand.config, seed=seed, number=cand.trial_number,
                                       label=f"{cand.label}-r{r + 1}"))  # fmt: skip

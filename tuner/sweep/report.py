@@ -59,6 +59,9 @@ class SweepReport:
     speedup_interval: dict[str, float] | None = None
     #: Paired rounds the confirmation ran (adaptive: until the speedup is known to ±10%).
     confirm_rounds: int = 0
+    #: The finished sweep whose stored result this is (``sweep_id``, ``finished_at``): a rerun
+    #: that found nothing left to search ran nothing (``--confirm-again`` confirms again).
+    already_complete: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -23,7 +23,7 @@ from tuner.sweep.confirm import Verdict, confirm
 from tuner.sweep.context import SweepContext
 from tuner.sweep.policy import SearchPolicy, get_policy
 from tuner.sweep.report import SweepReport, artifacts, payback, report_warnings, side
-from tuner.sweep.search import INFEASIBLE, NOT_COUNTED
+from tuner.sweep.search import INFEASIBLE, NOT_COUNTED, finished
 from tuner.sweep.study import open_study
 from tuner.sweep.warm import warm_start, warm_summary
 from tuner.sweep.workers import share, spawn_workers, stop_workers, wait_workers
@@ -57,6 +57,9 @@ def _run(ctx: SweepContext, t0: float, sweep_id: int | None = None,
          should_stop: Callable[[], bool] | None = None) -> SweepReport:  # fmt: skip
     policy = get_policy(ctx)  # before anything is written: --search factored may not apply
     study = open_study(ctx)
+    previous = None if sweep_id is not None or ctx.cfg.confirm_again else finished_sweep(ctx, study)
+    if previous is not None:  # nothing left to do: its stored result, not a new confirmation
+        return stored_report(ctx, study, t0, previous)
     warm_start(ctx, study)  # a new study: the stored bests of other devices / objectives first
     run_id, sweep_id = start(ctx, study, sweep_id)
     state, summary = "failed", None
@@ -68,7 +71,7 @@ def _run(ctx: SweepContext, t0: float, sweep_id: int | None = None,
         counts = trial_counts(study)
         verdict = confirm(ctx, study) if confirmable(ctx, study) else None
         stored, best_id = store_best(ctx, verdict, run_id, sweep_id)
-        summary = summarize_verdict(verdict)
+        summary = {**summarize_verdict(verdict), "stored": stored}
         log_summary(ctx, verdict, counts)
         if best_id is not None:
             summary["best_config_id"] = best_id
@@ -84,6 +87,36 @@ def _run(ctx: SweepContext, t0: float, sweep_id: int | None = None,
         raise
     finally:
         finish(ctx, study, helpers, sweep_id, state, summary)
+
+
+def finished_sweep(ctx: SweepContext, study) -> dict[str, Any] | None:
+    """The store's last sweep of this study (as ``get_sweep``) if it completed with a confirmed
+    best and left nothing to do: no trial since (its trial count is the study's) and none to
+    run (the study has its ``--trials``). None otherwise: the sweep runs (or resumes)."""
+    last = ctx.store.last_sweep(ctx.study_name)
+    if last is None or last["state"] != "completed" or not (last["summary"] or {}).get("best"):
+        return None
+    if last["n_trials"] != len(study.get_trials(deepcopy=False)) or len(finished(study)) < ctx.cfg.trials:
+        return None
+    return last
+
+
+def stored_report(ctx: SweepContext, study, t0: float, last: dict[str, Any]) -> SweepReport:
+    """The report of a finished sweep ``last`` (see :func:`finished_sweep`), from its stored
+    summary: nothing ran, nothing was written."""
+    cfg, s = ctx.cfg, last["summary"]
+    return SweepReport(
+        study_name=ctx.study_name, workload=ctx.workload["name"], framework=cfg.framework,
+        device=ctx.device.to_dict(), objective=cfg.objective, direction=ctx.objective.direction,
+        unit=ctx.objective.unit, trials=trial_counts(study), baseline=s.get("baseline"), best=s["best"],
+        speedup=s.get("speedup"), stored=s.get("stored", True), best_config_id=s.get("best_config_id"),
+        mlflow_run_id=last["mlflow_run_id"], failures=[], duration_s=time.monotonic() - t0,
+        mlflow_experiment_id=(last["settings"] or {}).get("mlflow_experiment_id"), sweep_id=last["id"],
+        batch_probe=({"max_batch_size": study.user_attrs["max_batch_size"]}
+                     if "max_batch_size" in study.user_attrs else None),
+        speedup_interval=s.get("speedup_interval"), confirm_rounds=s.get("confirm_rounds", 0),
+        already_complete={"sweep_id": last["id"], "finished_at": last["finished_at"]},
+    )  # fmt: skip
 
 
 def start(ctx: SweepContext, study, sweep_id: int | None) -> tuple[str | None, int]:

@@ -118,6 +118,8 @@ def one_trial(ctx: SweepContext, study, trial, rejected: list[list[str]]) -> dic
     request = ctx.request(config, seed=cfg.seed or 0, number=trial.number,
                           label=f"trial-{trial.number}")  # fmt: skip
     request.budget_s = ctx.trial_budget(study)
+    ctx.progress("running", {"number": trial.number, "baseline": bool(trial.user_attrs.get("baseline")),
+                             "i": len(finished(study)) + 1, "total": cfg.trials})  # fmt: skip
     with heartbeat(trial, ctx.storage):
         outcome = ctx.execute(request, on_report)
     value = ctx.value(config, outcome.metrics) if outcome.status == "ok" else None
