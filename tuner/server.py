@@ -108,6 +108,7 @@ class MlflowLink(BaseModel):
     run_id: str
     experiment_id: str | None = None
     url: str | None = None
+    runs_url: str | None = None
     hint: str | None = None
 
 

@@ -487,9 +487,12 @@ def _open_store(ws: Workspace, *, create: bool = False):
 
 
 def mlflow_link(ws: Workspace, run_id: str | None, experiment_id: str | None) -> dict[str, Any] | None:
-    """Where to see a sweep's MLflow run: ``url`` when tracking goes to an MLflow server (or
-    ``PERFTUNE_MLFLOW_UI_URL`` names the UI), else the ids and a hint."""
+    """Where to see a sweep's MLflow run: ``url`` (the run's page) and ``runs_url`` (its
+    experiment's runs in perftune's saved view: every trial with its params and objective) when
+    tracking goes to an MLflow server (or ``PERFTUNE_MLFLOW_UI_URL`` names the UI), else the
+    ids and a hint."""
     from storage import redact_url
+    from tuner.tracking import view_path
 
     if not run_id:
         return None
@@ -497,9 +500,11 @@ def mlflow_link(ws: Workspace, run_id: str | None, experiment_id: str | None) ->
         ws.tracking_uri if ws.tracking_uri.startswith(("http://", "https://")) else None)  # fmt: skip
     link: dict[str, Any] = {"run_id": run_id, "experiment_id": experiment_id}
     if base and experiment_id:
-        link["url"] = f"{redact_url(base).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+        base = redact_url(base).rstrip("/")
+        link["url"] = f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+        link["runs_url"] = base + view_path(experiment_id)
     else:
-        link["hint"] = "run `perftune ui` and open the run there"
+        link["hint"] = "run `perftune ui` and open the experiment's runs in its \"perftune\" view (Views menu)"
     return link
 
 

@@ -118,8 +118,9 @@ def test_best_configs_devices_and_finished_sweep(client, ids):
     sw = client.get(f"/v1/sweeps/{ids['sweep']}").json()
     assert sw["state"] == "completed" and sw["best_config_id"] == ids["best"]
     assert sw["trials_total"] == 4 and sw["workload"] == "noop"
-    assert sw["mlflow"] == {"run_id": "abc123", "experiment_id": "7", "url": None,
-                            "hint": "run `perftune ui` and open the run there"}  # fmt: skip
+    assert sw["mlflow"] == {"run_id": "abc123", "experiment_id": "7", "url": None, "runs_url": None,
+                            "hint": "run `perftune ui` and open the experiment's runs in its "
+                                    "\"perftune\" view (Views menu)"}  # fmt: skip
     assert client.get("/v1/sweeps/424242").status_code == 404
     assert client.get("/v1/sweeps/0").status_code == 422
 
@@ -129,6 +130,8 @@ def test_mlflow_link_on_a_tracking_server(tmp_path, ids, ws, monkeypatch):
     with TestClient(create_app(http_ws)) as c:
         sw = c.get(f"/v1/sweeps/{ids['sweep']}").json()
     assert sw["mlflow"]["url"] == "http://mlflow.example:5000/#/experiments/7/runs/abc123"
+    assert sw["mlflow"]["runs_url"] == ("http://mlflow.example:5000/#/experiments/7/runs"
+                                        "?viewStateShareKey=perftune&workflowType=machine_learning")  # fmt: skip
     monkeypatch.setenv("PERFTUNE_MLFLOW_UI_URL", "https://ui.example/")
     with TestClient(create_app(ws)) as c:
         assert c.get(f"/v1/sweeps/{ids['sweep']}").json()["mlflow"]["url"] == (

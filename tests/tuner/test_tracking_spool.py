@@ -29,6 +29,7 @@ class FakeServer:
         self.lose_reply: set[str] = set()
         self.refuse: set[str] = set()
         self.experiments: dict[str, str] = {}
+        self.experiment_tags: dict[str, dict[str, str]] = {}
         self.runs: dict[str, dict] = {}
         self.calls: list[str] = []
 
@@ -62,11 +63,16 @@ class FakeClient:
 
     def _get_experiment_by_name(self, name):
         eid = self.s.experiments.get(name)
-        return None if eid is None else SimpleNamespace(experiment_id=eid, lifecycle_stage="active")
+        return None if eid is None else SimpleNamespace(experiment_id=eid, lifecycle_stage="active",
+                                                        tags=self.s.experiment_tags[eid])  # fmt: skip
 
-    def _create_experiment(self, name, artifact_location=None):
-        self.s.experiments[name] = str(len(self.s.experiments) + 1)
-        return self.s.experiments[name]
+    def _create_experiment(self, name, artifact_location=None, tags=None):
+        self.s.experiments[name] = eid = str(len(self.s.experiments) + 1)
+        self.s.experiment_tags[eid] = dict(tags or {})
+        return eid
+
+    def _set_experiment_tag(self, experiment_id, key, value):
+        self.s.experiment_tags[experiment_id][key] = value
 
     def _create_run(self, experiment_id, start_time=None, run_name=None, tags=None):
         run_id = uuid.uuid4().hex
