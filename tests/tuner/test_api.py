@@ -102,6 +102,22 @@ def test_healthz_and_openapi(client, ws):
             "/v1/sweeps/{sweep_id}", "/v1/sweeps/{sweep_id}/cancel", "/healthz"} <= set(schema["paths"])  # fmt: skip
 
 
+def test_docs_pages_name_no_other_host(client):
+    """``/docs`` and ``/redoc`` load their scripts and styles from this server (offline too)."""
+    import re
+
+    for page, assets in (("/docs", {"swagger-ui-bundle.js", "swagger-ui.css"}), ("/redoc", {"redoc.standalone.js"})):
+        html = client.get(page)
+        assert html.status_code == 200 and "text/html" in html.headers["content-type"]
+        assert not re.findall(r"(?:https?:)?//[\w.-]+", html.text), page  # no URL with a host
+        found = set(re.findall(r"/docs-assets/([\w.-]+)", html.text))
+        assert assets | {"favicon.png"} == found, page
+        for name in found:
+            asset = client.get(f"/docs-assets/{name}")
+            assert asset.status_code == 200 and len(asset.content) > 100, name
+    assert "/docs" not in client.get("/openapi.json").json()["paths"]
+
+
 def test_best_configs_devices_and_finished_sweep(client, ids):
     found = client.get("/v1/best-configs", params={"workload": "noop", "device": "cpu"}).json()
     assert [r["id"] for r in found] == [ids["best"]] and found[0]["config"] == {"batch_size": 64}
