@@ -368,13 +368,14 @@ class SpooledTracker(Tracker):
         from tuner._spool import new_ref
 
         with self._call():
-            ref, now = new_ref(), end_time or int(time.time() * 1000)
+            ref, now = new_ref(), int(time.time() * 1000) if end_time is None else end_time
             points = {k: [(int(s), float(v)) for s, v in pts if isinstance(v, int | float) and math.isfinite(v)]
                       for k, pts in curves.items()}  # fmt: skip
             self._put("trial", {"ref": ref, "parent": self.parent_run_id, "name": name,
                                 "params": _strings(params, 6000), "metrics": _scalars(metrics),
                                 "curves": points, "tags": _strings(tags, 5000), "status": status,
-                                "start_time": start_time or now, "end_time": now, "ts": now})  # fmt: skip
+                                "start_time": now if start_time is None else start_time, "end_time": now,
+                                "ts": now})  # fmt: skip
             return ref
 
     def log_summary(self, metrics, tags):
