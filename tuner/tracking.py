@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import json
 import logging
 import math
 import os
@@ -210,8 +211,6 @@ class MlflowTracker(Tracker):
 
     def save_view_on(self, experiment_id: str, state: Mapping[str, Any]) -> None:
         """Save ``state`` (see :func:`runs_view`) as the experiment's perftune view."""
-        import json
-
         now = int(time.time() * 1000)
         value = {"name": VIEW_ID, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
         self.client.set_experiment_tag(experiment_id, VIEW_TAG, json.dumps(value))
