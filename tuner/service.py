@@ -385,6 +385,22 @@ def ui_environ(ws: Workspace, environ: dict[str, str] | None = None) -> dict[str
             "MLFLOW_BACKEND_STORE_URI": ws.tracking_uri}  # fmt: skip
 
 
+def ui_links(ws: Workspace, base: str, *, limit: int = 5) -> list[tuple[str, str]]:
+    """What ``perftune ui`` on ``base`` (``http://HOST:PORT``) should print: each workload swept
+    lately (newest first, at most ``limit``) with the address of its experiment's runs in
+    perftune's saved view, in the UI's "Model training" mode (MLflow 3.17 opens an experiment
+    in its GenAI view otherwise, whatever the experiment's kind tag says). Read from perftune's
+    store (no MLflow import); none without a store."""
+    from tuner.tracking import view_path
+
+    links: dict[str, str] = {}
+    for row in list_sweeps(ws, limit=100):
+        eid = (row.get("settings") or {}).get("mlflow_experiment_id")
+        if eid and row["workload"] not in links:
+            links[row["workload"]] = base.rstrip("/") + view_path(eid)
+    return list(links.items())[:limit]
+
+
 # --------------------------------------------------------------------------- the sweep queue
 
 #: What a submitted sweep (``POST /v1/sweeps``, :func:`submit_sweep`) may set: the

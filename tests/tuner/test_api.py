@@ -15,6 +15,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from storage import open_store  # noqa: E402
+from tuner import service  # noqa: E402
 from tuner.server import create_app, field_of  # noqa: E402
 from tuner.settings import Workspace  # noqa: E402
 
@@ -148,6 +149,10 @@ def test_mlflow_link_on_a_tracking_server(tmp_path, ids, ws, monkeypatch):
     assert sw["mlflow"]["url"] == "http://mlflow.example:5000/#/experiments/7/runs/abc123"
     assert sw["mlflow"]["runs_url"] == ("http://mlflow.example:5000/#/experiments/7/runs"
                                         "?viewStateShareKey=perftune&workflowType=machine_learning")  # fmt: skip
+    # What `perftune ui` on port 5000 links to: the workload's runs, in perftune's view.
+    assert service.ui_links(ws, "http://127.0.0.1:5000/") == [("noop", "http://127.0.0.1:5000/#/experiments/7/runs"
+                                                              "?viewStateShareKey=perftune&workflowType=machine_learning")]  # fmt: skip
+    assert service.ui_links(Workspace.resolve(tmp_path / "empty"), "http://h:1") == []
     monkeypatch.setenv("PERFTUNE_MLFLOW_UI_URL", "https://ui.example/")
     with TestClient(create_app(ws)) as c:
         assert c.get(f"/v1/sweeps/{ids['sweep']}").json()["mlflow"]["url"] == (
