@@ -181,6 +181,15 @@ def recover_sweep(store, study_name: str, tracking_uri: str | None, experiment: 
 
 
 def _owner_of(value: Any) -> tuple[str | None, dict[str, Any] | None]:
+    """(worker, process) from an :func:`owner` dict, an :func:`owner_tag` value, or the JSON
+    tag of runs logged before the short form."""
+    if isinstance(value, str) and not value.startswith("{"):
+        worker, _, rest = value.partition(" started ")
+        started, _, pidns = rest.partition(" pidns ")
+        try:
+            return worker, {"started": float(started), "pidns": int(pidns) if pidns.isdigit() else None}
+        except ValueError:
+            return None, None
     if isinstance(value, str):
         try:
             value = json.loads(value)
@@ -192,8 +201,10 @@ def _owner_of(value: Any) -> tuple[str | None, dict[str, Any] | None]:
 
 
 def owner_tag() -> str:
-    """The MLflow tag value (``perftune_owner``) naming this process."""
-    return json.dumps(owner(), sort_keys=True)
+    """The MLflow tag value (``perftune_owner``) naming this process, short and readable:
+    ``host:pid started <epoch s> pidns <inode>``."""
+    me = owner()
+    return f"{me['worker']} started {me['process']['started']} pidns {me['process']['pidns']}"
 
 
 def _kill_mlflow_runs(uri: str, experiment: str, study_name: str, out: list[str]) -> None:

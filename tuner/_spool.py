@@ -6,7 +6,8 @@ process loses nothing committed) with three tables:
 * ``ops``: one row per tracking operation, in the order it happened: ``kind`` (``start``: the
   sweep's parent run; ``trial``: a nested run with its params, metrics, curves and final
   status; ``summary``: metrics and tags on a run; ``artifact``: a file, copied under
-  ``<home>/tracking-spool/`` since the original is temporary; ``end``: a run's final status),
+  ``<home>/tracking-spool/`` since the original is temporary; ``view``: the experiment's saved
+  view of the runs table; ``end``: a run's final status),
   ``body`` (JSON, with the timestamps of when it happened), the tracking URI it is for (as a
   reference: :func:`spool_key`), ``attempts`` and ``state`` (``pending``, or ``failed`` with the server's
   error when the server refused it). A delivered op is deleted.
@@ -438,6 +439,9 @@ class Deliverer:
         if not os.path.exists(body["file"]):
             raise Permanent(f"{body['file']}: the spooled copy is gone")
         self.mlflow.client.log_artifact(run_id, body["file"], body["artifact_path"])
+
+    def _view(self, body: dict[str, Any], tried: bool):
+        self.mlflow.save_view_on(self._experiment(body["experiment"]), body["state"])
 
     def _end(self, body: dict[str, Any], tried: bool):
         run_id = self.resolve(body["run"], body["experiment"])

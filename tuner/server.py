@@ -108,6 +108,7 @@ class MlflowLink(BaseModel):
     run_id: str
     experiment_id: str | None = None
     url: str | None = None
+    runs_url: str | None = None
     hint: str | None = None
 
 
@@ -302,6 +303,38 @@ def _short_input(value: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- the app
+DOCS_ASSETS = "/docs-assets"
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` (ReDoc), their scripts and styles served from the
+    ``fastapi-offline`` package's copies under :data:`DOCS_ASSETS` (FastAPI's custom-docs
+    recipe): the pages name no other host, so they work without internet."""
+    from importlib.resources import files
+
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(files("fastapi_offline") / "static")), name="docs-assets")
+
+    def assets(request: Request) -> tuple[str, str]:  # behind a proxy's prefix too
+        root = request.scope.get("root_path", "").rstrip("/")
+        return root + app.openapi_url, root + DOCS_ASSETS
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui(request: Request) -> Any:
+        spec, static = assets(request)
+        return get_swagger_ui_html(openapi_url=spec, title=f"{app.title} API", oauth2_redirect_url=None,
+                                   swagger_js_url=f"{static}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{static}/swagger-ui.css",
+                                   swagger_favicon_url=f"{static}/favicon.png")  # fmt: skip
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc(request: Request) -> Any:
+        spec, static = assets(request)
+        return get_redoc_html(openapi_url=spec, title=f"{app.title} API", redoc_js_url=f"{static}/redoc.standalone.js",
+                              redoc_favicon_url=f"{static}/favicon.png", with_google_fonts=False)  # fmt: skip
+
 
 
 def create_app(ws: Workspace, *, token: str | None = None,
@@ -329,8 +362,9 @@ def create_app(ws: Workspace, *, token: str | None = None,
         while opened:
             opened.pop().close()
 
-    app = FastAPI(title="perftune", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="perftune", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Best configs, devices and the sweep queue of a perftune store.")  # fmt: skip
+    _offline_docs(app)
     dirs = service.allowed_dirs(list(allow_dirs))
     token_bytes = token.encode() if token else None
     # Writes are authorised (and their bodies capped) by GuardWrites before any route runs;

@@ -385,6 +385,22 @@ def ui_environ(ws: Workspace, environ: dict[str, str] | None = None) -> dict[str
             "MLFLOW_BACKEND_STORE_URI": ws.tracking_uri}  # fmt: skip
 
 
+def ui_links(ws: Workspace, base: str, *, limit: int = 5) -> list[tuple[str, str]]:
+    """What ``perftune ui`` on ``base`` (``http://HOST:PORT``) should print: each workload swept
+    lately (newest first, at most ``limit``) with the address of its experiment's runs in
+    perftune's saved view, in the UI's "Model training" mode (MLflow 3.17 opens an experiment
+    in its GenAI view otherwise, whatever the experiment's kind tag says). Read from perftune's
+    store (no MLflow import); none without a store."""
+    from tuner.tracking import view_path
+
+    links: dict[str, str] = {}
+    for row in list_sweeps(ws, limit=100):
+        eid = (row.get("settings") or {}).get("mlflow_experiment_id")
+        if eid and row["workload"] not in links:
+            links[row["workload"]] = base.rstrip("/") + view_path(eid)
+    return list(links.items())[:limit]
+
+
 # --------------------------------------------------------------------------- the sweep queue
 
 #: What a submitted sweep (``POST /v1/sweeps``, :func:`submit_sweep`) may set: the
@@ -487,9 +503,12 @@ def _open_store(ws: Workspace, *, create: bool = False):
 
 
 def mlflow_link(ws: Workspace, run_id: str | None, experiment_id: str | None) -> dict[str, Any] | None:
-    """Where to see a sweep's MLflow run: ``url`` when tracking goes to an MLflow server (or
-    ``PERFTUNE_MLFLOW_UI_URL`` names the UI), else the ids and a hint."""
+    """Where to see a sweep's MLflow run: ``url`` (the run's page) and ``runs_url`` (its
+    experiment's runs in perftune's saved view: every trial with its params and objective) when
+    tracking goes to an MLflow server (or ``PERFTUNE_MLFLOW_UI_URL`` names the UI), else the
+    ids and a hint."""
     from storage import redact_url
+    from tuner.tracking import view_path
 
     if not run_id:
         return None
@@ -497,9 +516,11 @@ def mlflow_link(ws: Workspace, run_id: str | None, experiment_id: str | None) ->
         ws.tracking_uri if ws.tracking_uri.startswith(("http://", "https://")) else None)  # fmt: skip
     link: dict[str, Any] = {"run_id": run_id, "experiment_id": experiment_id}
     if base and experiment_id:
-        link["url"] = f"{redact_url(base).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+        base = redact_url(base).rstrip("/")
+        link["url"] = f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+        link["runs_url"] = base + view_path(experiment_id)
     else:
-        link["hint"] = "run `perftune ui` and open the run there"
+        link["hint"] = "run `perftune ui` and open the experiment's runs in its \"perftune\" view (Views menu)"
     return link
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import json
 import logging
 import math
 import os
@@ -26,10 +27,30 @@ from typing import Any
 from tuner.errors import PerftuneError, UsageError
 
 __all__ = ["MlflowTracker", "NullTracker", "SpooledTracker", "Tracker", "check_database", "check_tracking",
-           "make_tracker", "sync_spool"]  # fmt: skip
+           "make_tracker", "runs_view", "sync_spool", "view_path"]  # fmt: skip
 
 _MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch
 _MAX_PARAMS = 100
+#: MLflow 3's experiment kind (the UI's "Machine learning", not "GenAI apps & agents").
+KIND_TAG, KIND_ML = "mlflow.experimentKind", "custom_model_development"
+#: The runs table's saved view perftune keeps on each experiment (MLflow 3's "Views" menu: an
+#: experiment tag ``mlflow.sharedViewState.<id>``, opened by ``?viewStateShareKey=<id>``).
+VIEW_ID = "perftune"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_ID}"
+
+
+def runs_view(params: Iterable[str], direction: str) -> dict[str, Any]:
+    """The state of the runs table perftune's saved view shows: the searched ``params`` and
+    the objective as columns, best objective first. Sorting by a metric also lists nested runs
+    flat (the UI nests children under their parent only when sorted by creation time)."""
+    columns = ["metrics.`objective`", *(f"params.`{p}`" for p in params)]
+    return {"orderByKey": "metrics.`objective`", "orderByAsc": direction == "minimize",
+            "selectedColumns": columns}  # fmt: skip
+
+
+def view_path(experiment_id: str) -> str:
+    """The MLflow UI's address (after the host) of an experiment's runs in perftune's view."""
+    return f"/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_ID}&workflowType=machine_learning"
 
 
 def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -57,8 +78,11 @@ class Tracker(abc.ABC):
     @abc.abstractmethod
     def log_trial(self, name: str, params: Mapping[str, Any], metrics: Mapping[str, Any],
                   curves: Mapping[str, Iterable[tuple[int, float]]], tags: Mapping[str, str],
-                  status: str = "FINISHED") -> str | None:  # fmt: skip
-        """Log one trial as a nested run (params, scalar metrics, step metrics, tags)."""
+                  status: str = "FINISHED", start_time: int | None = None,
+                  end_time: int | None = None) -> str | None:  # fmt: skip
+        """Log one trial as a nested run (params, scalar metrics, step metrics, tags) that ended
+        with ``status`` (FINISHED, FAILED or KILLED), ran from ``start_time`` to ``end_time``
+        (ms since the epoch; default: now)."""
 
     @abc.abstractmethod
     def log_summary(self, metrics: Mapping[str, Any], tags: Mapping[str, str]) -> None:
@@ -71,6 +95,10 @@ class Tracker(abc.ABC):
     @abc.abstractmethod
     def end_sweep(self, status: str = "FINISHED") -> None:
         """Close the parent run (FINISHED, FAILED or KILLED)."""
+
+    def save_view(self, state: Mapping[str, Any]) -> None:  # noqa: B027 - optional
+        """Save ``state`` (see :func:`runs_view`) as perftune's view of the runs table of the
+        experiment :meth:`start_sweep` opened; a tracker that keeps no runs does nothing."""
 
     def end_run(self, run_id: str, status: str = "KILLED") -> None:  # noqa: B027 - optional
         """Close any run by id (e.g. the parent run of a sweep that died, left RUNNING); a
@@ -93,7 +121,7 @@ class NullTracker(Tracker):
     def attach(self, experiment, parent_run_id):
         pass
 
-    def log_trial(self, name, params, metrics, curves, tags, status="FINISHED"):
+    def log_trial(self, name, params, metrics, curves, tags, status="FINISHED", start_time=None, end_time=None):
         return None
 
     def log_summary(self, metrics, tags):
@@ -134,10 +162,14 @@ class MlflowTracker(Tracker):
         self.experiment_id = None
 
     def _experiment(self, name: str) -> str:
+        """The experiment's id, created (or restored) if need be, as a classic ML experiment
+        (one created before perftune tagged its kind is tagged now)."""
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
                 self.client.restore_experiment(exp.experiment_id)
+            if exp.tags.get(KIND_TAG) != KIND_ML:
+                self.client.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND_ML)
             return exp.experiment_id
         from tuner.names import safe_filename
 
@@ -148,7 +180,7 @@ class MlflowTracker(Tracker):
         from mlflow.exceptions import MlflowException
 
         try:
-            return self.client.create_experiment(name, artifact_location=location)
+            return self.client.create_experiment(name, artifact_location=location, tags={KIND_TAG: KIND_ML})
         except MlflowException:
             exp = self.client.get_experiment_by_name(name)  # another sweep created it just now
             if exp is None:
@@ -173,6 +205,16 @@ class MlflowTracker(Tracker):
                                   tags=ts if first else [])  # fmt: skip
             ms, ps, first = ms[_MAX_BATCH:], ps[_MAX_PARAMS:], False
 
+    def save_view(self, state: Mapping[str, Any]) -> None:
+        if self.experiment_id:
+            self.save_view_on(self.experiment_id, state)
+
+    def save_view_on(self, experiment_id: str, state: Mapping[str, Any]) -> None:
+        """Save ``state`` (see :func:`runs_view`) as the experiment's perftune view."""
+        now = int(time.time() * 1000)
+        value = {"name": VIEW_ID, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
+        self.client.set_experiment_tag(experiment_id, VIEW_TAG, json.dumps(value))
+
     def start_sweep(self, experiment, run_name, params, tags):
         self.experiment_id = self._experiment(experiment)
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
@@ -185,12 +227,12 @@ class MlflowTracker(Tracker):
         self.experiment_id = self._experiment(experiment)
         self.parent_run_id = parent_run_id
 
-    def log_trial(self, name, params, metrics, curves, tags, status="FINISHED"):
+    def log_trial(self, name, params, metrics, curves, tags, status="FINISHED", start_time=None, end_time=None):
         assert self.experiment_id is not None, "start_sweep first"
         tags = {**tags, "mlflow.parentRunId": self.parent_run_id}
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
-        self._batch(run.info.run_id, params=params, metrics=metrics, curves=curves)
-        self.client.set_terminated(run.info.run_id, status=status)
+        run = self.client.create_run(self.experiment_id, start_time=start_time, run_name=name, tags=tags)
+        self._batch(run.info.run_id, params=params, metrics=metrics, curves=curves, ts=end_time)
+        self.client.set_terminated(run.info.run_id, status=status, end_time=end_time)
         return run.info.run_id
 
     def log_summary(self, metrics, tags):
@@ -321,17 +363,18 @@ class SpooledTracker(Tracker):
     def attach(self, experiment, parent_run_id):
         self.experiment, self.parent_run_id = experiment, parent_run_id
 
-    def log_trial(self, name, params, metrics, curves, tags, status="FINISHED"):
+    def log_trial(self, name, params, metrics, curves, tags, status="FINISHED", start_time=None, end_time=None):
         from tuner._spool import new_ref
 
         with self._call():
-            ref, now = new_ref(), int(time.time() * 1000)
+            ref, now = new_ref(), int(time.time() * 1000) if end_time is None else end_time
             points = {k: [(int(s), float(v)) for s, v in pts if isinstance(v, int | float) and math.isfinite(v)]
                       for k, pts in curves.items()}  # fmt: skip
             self._put("trial", {"ref": ref, "parent": self.parent_run_id, "name": name,
                                 "params": _strings(params, 6000), "metrics": _scalars(metrics),
                                 "curves": points, "tags": _strings(tags, 5000), "status": status,
-                                "start_time": now, "end_time": now, "ts": now})  # fmt: skip
+                                "start_time": now if start_time is None else start_time, "end_time": now,
+                                "ts": now})  # fmt: skip
             return ref
 
     def log_summary(self, metrics, tags):
@@ -345,6 +388,10 @@ class SpooledTracker(Tracker):
             with self._call():
                 self._put("artifact", {"run": self.parent_run_id, "file": self.spool.keep_file(path),
                                        "artifact_path": artifact_path})  # fmt: skip
+
+    def save_view(self, state):
+        with self._call():
+            self._put("view", {"state": dict(state)})
 
     def end_sweep(self, status="FINISHED"):
         if self.parent_run_id:

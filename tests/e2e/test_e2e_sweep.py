@@ -197,8 +197,9 @@ def test_factored_search_for_real(tmp_path):
         assert "num_threads" not in t.params  # the systems knobs came from stage 1
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([report["mlflow_experiment_id"]], max_results=100)
-    tags = {r.info.run_name: r.data.tags.get("stage") for r in runs
-            if r.data.tags.get("phase") == "search"}  # fmt: skip
-    assert sorted(n for n, s in tags.items() if s == "throughput") == [f"throughput-trial-{i}" for i in range(3)]
-    assert sorted(n for n, s in tags.items() if s == "convergence") == [f"trial-{i}" for i in range(3)]
+    names = {(r.data.tags.get("stage"), int(r.data.tags["optuna_trial_number"])): r.info.run_name for r in runs
+             if r.data.tags.get("phase") == "search"}  # fmt: skip
+    assert sorted(names) == [("convergence", i) for i in range(3)] + [("throughput", i) for i in range(3)]
+    for (stage, i), name in names.items():  # e.g. "throughput trial 2 complete 1,234 samples/s"
+        assert name.startswith(f"{'throughput trial' if stage == 'throughput' else 'trial'} {i} "), name
     assert report["confirm_rounds"] == 1 and report["best"] is not None

@@ -1,6 +1,8 @@
 """``perftune ui`` for real: a small sweep, then the MLflow UI served over its tracking store
 (SQLite, and the PostgreSQL one), checked through the REST API and in headless Chromium
-(Selenium): the experiment, the sweep's parent run, its nested trial runs and a trial's params.
+(Selenium): the experiment as it first opens (trial runs named by outcome and value), the
+experiment in perftune's saved view (every run, its searched params and its objective in the
+runs table, without expanding the parent or adding columns), and a trial's run page.
 Screenshots are kept under ``$PERFTUNE_TEST_ARTIFACTS`` (default ``test-artifacts/``)."""
 
 from __future__ import annotations
@@ -197,6 +199,8 @@ def test_ui_in_a_browser(browser, served):  # browser first: skips before the sw
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
+    from tuner.tracking import view_path
+
     url, report, parent = served["url"], served["report"], served["parent"]
     eid, pid = report["mlflow_experiment_id"], report["mlflow_run_id"]
     wait = WebDriverWait(browser, 40)
@@ -206,22 +210,44 @@ def test_ui_in_a_browser(browser, served):  # browser first: skips before the sw
     def link(run_id: str):  # a run's name in the runs table links to its page
         return (By.XPATH, f"//a[contains(@href, '/experiments/{eid}/runs/{run_id}')]")
 
+    def cells(run_id: str) -> list[str]:  # a run's row: its pinned and scrolled parts share row-index
+        index = browser.find_element(*link(run_id)).find_element(
+            By.XPATH, "./ancestor::*[@role='row'][1]").get_attribute("row-index")  # fmt: skip
+        return [c.text.strip() for c in browser.find_elements(
+            By.XPATH, f"//*[@role='row'][@row-index='{index}']//*[@role='gridcell']")]  # fmt: skip
+
+    def shoot(what: str) -> None:
+        shot = shots / f"{name}-{what}.png"
+        browser.save_screenshot(str(shot))
+        print(f"\nscreenshot: {shot}")
+
+    trials = [r for r in served["children"] if r.data.tags["phase"] == "search"]
     try:
+        # As the experiment first opens: the sweep's parent run, its trials nested under it.
         browser.get(f"{url}/#/experiments/{eid}/runs?{ML}")
-        # The experiment's name (breadcrumb and side bar) and the sweep's parent run.
         wait.until(lambda d: "noop" in d.find_element(By.TAG_NAME, "body").text.splitlines())
         row = wait.until(ec.visibility_of_element_located(link(pid)))
         assert row.text == parent.info.run_name and parent.info.run_name.startswith(
             "noop-torch-cpu-time-to-target@")
-        # The UI collapses nested runs under their parent: expand it (the button in its cell).
-        wait.until(ec.element_to_be_clickable(
-            (By.XPATH, f"{link(pid)[1]}/ancestor::*[.//button][1]//button"))).click()  # fmt: skip
-        for child in served["children"]:
-            shown = wait.until(ec.visibility_of_element_located(link(child.info.run_id)))
-            assert shown.text == child.info.run_name
-        shot = shots / f"{name}-experiment.png"
-        browser.save_screenshot(str(shot))
-        print(f"\nscreenshot: {shot}")
+        shoot("experiment")
+        # perftune's saved view: every run in the table, with the objective and the searched
+        # params as columns, best first; nothing to expand, no column to add.
+        browser.get(url + view_path(eid))
+        for run in served["children"]:
+            shown = wait.until(ec.visibility_of_element_located(link(run.info.run_id)))
+            assert shown.text == run.info.run_name
+        headers = {h.text.strip() for h in browser.find_elements(By.XPATH, "//*[@role='columnheader']")}
+        searched = ("batch_size", "learning_rate")  # the first params (by name) on the screen
+        assert {"Metrics", "objective", "Parameters", *searched} <= headers, headers
+        for run in trials:
+            shown = cells(run.info.run_id)
+            for key in searched:
+                assert any(c.startswith(run.data.params[key][:6]) for c in shown), (run.info.run_name, key, shown)
+            if "objective" in run.data.metrics:
+                value = f"{run.data.metrics['objective']:.3g}"
+                assert any(c.startswith(value[:4]) for c in shown), (run.info.run_name, value, shown)
+                assert run.info.run_name.startswith(f"trial {run.data.tags['optuna_trial_number']} complete ")
+        shoot("view")
 
         trial = next(r for r in served["children"] if r.data.tags.get("optuna_trial_number") == "0")
         browser.get(f"{url}/#/experiments/{eid}/runs/{trial.info.run_id}?{ML}")
@@ -239,9 +265,7 @@ def test_ui_in_a_browser(browser, served):  # browser first: skips before the sw
         body = browser.find_element(By.TAG_NAME, "body").text
         assert f"Parameters ({len(trial.data.params)})" in body
         assert parent.info.run_name in body  # "Parent run" in the run's details
-        shot = shots / f"{name}-run.png"
-        browser.save_screenshot(str(shot))
-        print(f"screenshot: {shot}")
+        shoot("run")
     except Exception:
         shot = shots / f"{name}-failure.png"
         browser.save_screenshot(str(shot))

@@ -15,6 +15,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from storage import open_store  # noqa: E402
+from tuner import service  # noqa: E402
 from tuner.server import create_app, field_of  # noqa: E402
 from tuner.settings import Workspace  # noqa: E402
 
@@ -102,6 +103,22 @@ def test_healthz_and_openapi(client, ws):
             "/v1/sweeps/{sweep_id}", "/v1/sweeps/{sweep_id}/cancel", "/healthz"} <= set(schema["paths"])  # fmt: skip
 
 
+def test_docs_pages_name_no_other_host(client):
+    """``/docs`` and ``/redoc`` load their scripts and styles from this server (offline too)."""
+    import re
+
+    for page, assets in (("/docs", {"swagger-ui-bundle.js", "swagger-ui.css"}), ("/redoc", {"redoc.standalone.js"})):
+        html = client.get(page)
+        assert html.status_code == 200 and "text/html" in html.headers["content-type"]
+        assert not re.findall(r"(?:https?:)?//[\w.-]+", html.text), page  # no URL with a host
+        found = set(re.findall(r"/docs-assets/([\w.-]+)", html.text))
+        assert assets | {"favicon.png"} == found, page
+        for name in found:
+            asset = client.get(f"/docs-assets/{name}")
+            assert asset.status_code == 200 and len(asset.content) > 100, name
+    assert "/docs" not in client.get("/openapi.json").json()["paths"]
+
+
 def test_best_configs_devices_and_finished_sweep(client, ids):
     found = client.get("/v1/best-configs", params={"workload": "noop", "device": "cpu"}).json()
     assert [r["id"] for r in found] == [ids["best"]] and found[0]["config"] == {"batch_size": 64}
@@ -118,8 +135,9 @@ def test_best_configs_devices_and_finished_sweep(client, ids):
     sw = client.get(f"/v1/sweeps/{ids['sweep']}").json()
     assert sw["state"] == "completed" and sw["best_config_id"] == ids["best"]
     assert sw["trials_total"] == 4 and sw["workload"] == "noop"
-    assert sw["mlflow"] == {"run_id": "abc123", "experiment_id": "7", "url": None,
-                            "hint": "run `perftune ui` and open the run there"}  # fmt: skip
+    assert sw["mlflow"] == {"run_id": "abc123", "experiment_id": "7", "url": None, "runs_url": None,
+                            "hint": "run `perftune ui` and open the experiment's runs in its "
+                                    "\"perftune\" view (Views menu)"}  # fmt: skip
     assert client.get("/v1/sweeps/424242").status_code == 404
     assert client.get("/v1/sweeps/0").status_code == 422
 
@@ -129,6 +147,12 @@ def test_mlflow_link_on_a_tracking_server(tmp_path, ids, ws, monkeypatch):
     with TestClient(create_app(http_ws)) as c:
         sw = c.get(f"/v1/sweeps/{ids['sweep']}").json()
     assert sw["mlflow"]["url"] == "http://mlflow.example:5000/#/experiments/7/runs/abc123"
+    assert sw["mlflow"]["runs_url"] == ("http://mlflow.example:5000/#/experiments/7/runs"
+                                        "?viewStateShareKey=perftune&workflowType=machine_learning")  # fmt: skip
+    # What `perftune ui` on port 5000 links to: the workload's runs, in perftune's view.
+    assert service.ui_links(ws, "http://127.0.0.1:5000/") == [("noop", "http://127.0.0.1:5000/#/experiments/7/runs"
+                                                              "?viewStateShareKey=perftune&workflowType=machine_learning")]  # fmt: skip
+    assert service.ui_links(Workspace.resolve(tmp_path / "empty"), "http://h:1") == []
     monkeypatch.setenv("PERFTUNE_MLFLOW_UI_URL", "https://ui.example/")
     with TestClient(create_app(ws)) as c:
         assert c.get(f"/v1/sweeps/{ids['sweep']}").json()["mlflow"]["url"] == (

@@ -4,6 +4,7 @@ delivered twice, and a placeholder parent run id is replaced everywhere once the
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -29,6 +30,7 @@ class FakeServer:
         self.lose_reply: set[str] = set()
         self.refuse: set[str] = set()
         self.experiments: dict[str, str] = {}
+        self.experiment_tags: dict[str, dict[str, str]] = {}
         self.runs: dict[str, dict] = {}
         self.calls: list[str] = []
 
@@ -62,15 +64,21 @@ class FakeClient:
 
     def _get_experiment_by_name(self, name):
         eid = self.s.experiments.get(name)
-        return None if eid is None else SimpleNamespace(experiment_id=eid, lifecycle_stage="active")
+        return None if eid is None else SimpleNamespace(experiment_id=eid, lifecycle_stage="active",
+                                                        tags=self.s.experiment_tags[eid])  # fmt: skip
 
-    def _create_experiment(self, name, artifact_location=None):
-        self.s.experiments[name] = str(len(self.s.experiments) + 1)
-        return self.s.experiments[name]
+    def _create_experiment(self, name, artifact_location=None, tags=None):
+        self.s.experiments[name] = eid = str(len(self.s.experiments) + 1)
+        self.s.experiment_tags[eid] = dict(tags or {})
+        return eid
+
+    def _set_experiment_tag(self, experiment_id, key, value):
+        self.s.experiment_tags[experiment_id][key] = value
 
     def _create_run(self, experiment_id, start_time=None, run_name=None, tags=None):
         run_id = uuid.uuid4().hex
         self.s.runs[run_id] = {"experiment": experiment_id, "name": run_name, "tags": dict(tags or {}),
+                               "start_time": start_time,
                                "params": {}, "metrics": [], "status": "RUNNING", "artifacts": []}  # fmt: skip
         return SimpleNamespace(info=SimpleNamespace(run_id=run_id))
 
@@ -84,7 +92,7 @@ class FakeClient:
                            if (m.key, m.value, m.timestamp, m.step) not in run["metrics"]]  # fmt: skip
 
     def _set_terminated(self, run_id, status=None, end_time=None):
-        self.s.runs[run_id]["status"] = status
+        self.s.runs[run_id].update(status=status, end_time=end_time)
 
     def _log_artifact(self, run_id, local_path, artifact_path=None):
         with open(local_path) as f:
@@ -115,7 +123,8 @@ def server(monkeypatch):
 def _trial(tracker, i: int) -> float:
     t0 = time.perf_counter()
     tracker.log_trial(f"trial-{i}", {"batch_size": 32, "lr": 1e-3}, {"objective": float(i), "nan": float("nan")},
-                      {"val_metric": [(0, 0.5), (1, 0.9)]}, {"phase": "search"})  # fmt: skip
+                      {"val_metric": [(0, 0.5), (1, 0.9)]}, {"phase": "search"},
+                      start_time=1_000_000 * i, end_time=1_000_000 * i + 15_000)  # fmt: skip
     return time.perf_counter() - t0
 
 
@@ -131,24 +140,25 @@ def test_server_down_spools_without_blocking_then_sync_delivers_everything(serve
     t0 = time.perf_counter()
     ref = tr.start_sweep("exp", "sweep-1", {"trials": 3}, {"study": "s"})
     assert time.perf_counter() - t0 < 1.5 and ref.startswith("local-")
+    tr.save_view(tracking.runs_view(["batch_size", "lr"], "maximize"))
     slowest = max(_trial(tr, i) for i in range(30))
     assert slowest < 0.2  # an SQLite insert, whatever the server does
     path = tmp_path / "art.txt"
     path.write_text("hello")
     tr.log_artifact(str(path), "plots")
     path.unlink()  # the original is temporary: the spool keeps a copy
-    tr.log_summary({"speedup": 1.5}, {"best_config": "{}"})
+    tr.log_summary({"speedup": 1.5}, {"result": "stored"})
     tr.end_sweep("FINISHED")
     stats = tr.close()
-    assert stats["pending"] == 34 and stats["delivered"] == 0 and stats["max_call_s"] < 1.5
-    assert "34 tracking events spooled in" in stats["message"] and "perftune sync" in stats["message"]
+    assert stats["pending"] == 35 and stats["delivered"] == 0 and stats["max_call_s"] < 1.5
+    assert "35 tracking events spooled in" in stats["message"] and "perftune sync" in stats["message"]
     assert not server.runs
 
-    with pytest.raises(PerftuneError, match="connection refused.*34 tracking events stay spooled"):
+    with pytest.raises(PerftuneError, match="connection refused.*35 tracking events stay spooled"):
         tracking.sync_spool(ws)
     server.up = True
     result = tracking.sync_spool(ws)
-    assert result["delivered"] == 34 and result["pending"] == 0 and result["refused"] == 0
+    assert result["delivered"] == 35 and result["pending"] == 0 and result["refused"] == 0
     (parent_id, parent), = [(k, r) for k, r in server.runs.items() if r["name"] == "sweep-1"]
     assert parent["tags"]["perftune_ref"] == ref and parent["status"] == "FINISHED"
     assert parent["artifacts"] == [("plots", "hello")] and ("speedup", 1.5) == parent["metrics"][0][:2]
@@ -157,6 +167,12 @@ def test_server_down_spools_without_blocking_then_sync_delivers_everything(serve
     assert all(r["status"] == "FINISHED" and r["params"] == {"batch_size": "32", "lr": "0.001"}
                for r in trials)  # fmt: skip
     assert {m[0] for m in trials[0]["metrics"]} == {"objective", "val_metric"}  # NaN dropped
+    # The trials' own times; the experiment a classic ML one, with perftune's view of its runs.
+    assert all(r["end_time"] - r["start_time"] == 15_000 for r in trials)
+    tags = server.experiment_tags[parent["experiment"]]
+    assert tags[tracking.KIND_TAG] == tracking.KIND_ML
+    assert json.loads(json.loads(tags[tracking.VIEW_TAG])["state"])["selectedColumns"] == [
+        "metrics.`objective`", "params.`batch_size`", "params.`lr`"]  # fmt: skip
     assert tracking.sync_spool(ws)["delivered"] == 0  # nothing twice
     assert not list((ws.home / "tracking-spool").iterdir())  # delivered artifact copies are gone
 

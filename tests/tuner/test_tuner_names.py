@@ -132,7 +132,7 @@ def test_mlflow_artifact_folders_stay_in_the_workspace(tmp_path):
         def get_experiment_by_name(self, name):
             return None
 
-        def create_experiment(self, name, artifact_location=None):
+        def create_experiment(self, name, artifact_location=None, tags=None):
             self.location = artifact_location
             return "1"
 

@@ -66,7 +66,8 @@ def test_queue_runs_sweeps_on_their_rows(tmp_path, space):  # noqa: F811
     assert one["trials_done"] == 5 and one["best_value"] is not None and one["worker"] == result["worker"]
     assert one["best_config_id"] is not None and one["study_name"] == "fake-torch-cpu-time-to-target"
     assert one["mlflow"] == {"run_id": "run-1", "experiment_id": "3",
-                             "hint": "run `perftune ui` and open the run there"}  # fmt: skip
+                             "hint": "run `perftune ui` and open the experiment's runs in its \"perftune\" view "
+                                     "(Views menu)"}  # fmt: skip
     assert service.best_config_by_id(ws, one["best_config_id"]).sweep_id == first
     assert "file not found" in rows[doomed]["error"] and rows[doomed]["finished_at"]
     assert len(rows) == 2  # no extra rows: each sweep ran on its queued one

@@ -24,6 +24,22 @@ def test_dead_or_alive_worker():
     assert not _recovery.is_dead(None) and not _recovery.is_dead("garbage")
 
 
+def test_owner_tag_is_short_text_and_reads_back():
+    """The MLflow parent run's ``perftune_owner`` tag: text, not JSON; runs tagged before with
+    JSON still read back (a killed sweep's run is found either way)."""
+    import json
+
+    me, tag = _recovery.owner(), _recovery.owner_tag()
+    assert tag.startswith(me["worker"] + " started ") and "{" not in tag
+    assert _recovery._owner_of(tag) == (me["worker"], me["process"])
+    assert _recovery._owner_of(json.dumps(me)) == (me["worker"], me["process"])
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    gone = tag.replace(me["worker"], f"{_recovery.HOST}:{proc.pid}")
+    assert _recovery.is_dead(*_recovery._owner_of(gone)) and not _recovery.is_dead(*_recovery._owner_of(tag))
+    assert _recovery._owner_of("garbage") == (None, None) and _recovery._owner_of("h:1 started x") == (None, None)
+
+
 def test_transient_errors():
     import sqlalchemy.exc as sa_exc
     from optuna.exceptions import StorageInternalError

@@ -15,6 +15,7 @@ candidate) and :func:`log_candidate` (its MLflow run).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ from tuner.stats import (
 )
 from tuner.sweep.context import SweepContext
 from tuner.sweep.mfu import add_mfu
+from tuner.sweep.search import format_value
 
 #: Rounds at most when ``--confirm-max-repeats`` is not given (and ``--confirm-repeats`` >= 3).
 DEFAULT_MAX_ROUNDS = 6
@@ -48,6 +50,8 @@ class Measured:
     metrics: dict[str, Any] = field(default_factory=dict)
     #: Why it stopped being measured before the last round (slower than the leader beyond doubt).
     dropped: str | None = None
+    #: When its first repeat started and its last one ended (epoch s).
+    span: tuple[float, float] | None = None
 
     @property
     def values(self) -> list[float]:
@@ -201,8 +205,10 @@ def candidates(ctx: SweepContext, study) -> list[Measured]:
 def remeasure(ctx: SweepContext, cand: Measured, r: int) -> None:
     """Run repeat ``r`` (from 0) of ``cand`` and record its value (or why it has none) on ``cand``."""
     seed = (ctx.cfg.seed or 0) + 1000 + r
+    started = time.time()
     outcome = ctx.execute(ctx.request(cand.config, seed=seed, number=cand.trial_number,
                                       label=f"{cand.label}-r{r + 1}"))  # fmt: skip
+    cand.span = (cand.span[0] if cand.span else started, time.time())
     value = ctx.objective.value(outcome.metrics) if outcome.status == "ok" else None
     if value is None:
         cand.failures.append(outcome.cause or "not_reached")
@@ -213,18 +219,24 @@ def remeasure(ctx: SweepContext, cand: Measured, r: int) -> None:
 
 
 def log_candidate(ctx: SweepContext, cand: Measured, verdict: Verdict) -> None:
-    """A candidate's MLflow run: its repeats, their median, spread and range, and its speedup
-    over the baseline with the interval (paired rounds)."""
+    """A candidate's MLflow run, from its first repeat to its last: its repeats, their median
+    (also as ``objective``, the runs table's column), spread and range, and its speedup over the
+    baseline with the interval (paired rounds). Named ``confirm <label> <median>``; FAILED
+    when a repeat failed."""
     stats = cand.stats
-    metrics = {"objective_median": stats["median"], "objective_spread": stats["spread"],
-               "objective_min": stats["min"], "objective_max": stats["max"]} if stats else {}  # fmt: skip
+    metrics = {"objective": stats["median"], "objective_median": stats["median"],
+               "objective_spread": stats["spread"], "objective_min": stats["min"],
+               "objective_max": stats["max"]} if stats else {}  # fmt: skip
     gain = versus(verdict.base, cand, ctx.objective.direction) if verdict.base.ok and cand.ok else None
     if gain is not None:
         metrics |= {"speedup": gain.estimate, "speedup_low": gain.low, "speedup_high": gain.high}
+    value = format_value(stats["median"], ctx.objective.unit) if stats else "failed"
+    start, end = cand.span or (time.time(), time.time())
     ctx.tracker.log_trial(
-        f"confirm-{cand.label}", cand.config, metrics,
+        f"confirm {cand.label} {value}", cand.config, metrics,
         {"objective_repeat": list(enumerate(cand.values))},
         ctx.tags(phase="confirmation", candidate=cand.label,
                  optuna_trial_number=cand.trial_number, dropped=cand.dropped,
                  failures=",".join(cand.failures) or None),
+        status="FAILED" if cand.failures else "FINISHED", start_time=int(start * 1000), end_time=int(end * 1000),
     )  # fmt: skip

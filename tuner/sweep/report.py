@@ -10,6 +10,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tuner import _recovery
 from tuner._load import busy_warning
 from tuner.stats import value_interval
 from tuner.sweep.confirm import Measured, Verdict
@@ -129,11 +130,20 @@ def unread_knobs_warning(study, space) -> list[str]:
 
 
 def artifacts(ctx: SweepContext, study, verdict: Verdict | None, report: dict) -> None:
-    """The sweep's MLflow artifacts: the best config (YAML), the search space, the plots."""
+    """The sweep's MLflow artifacts: the best config (YAML), ``sweep.json`` (what the sweep was
+    and found: the structured data its run's tags leave out), the search space, the plots."""
     import yaml
 
     base, winner = (verdict.base, verdict.winner) if verdict else (None, None)
     with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "sweep.json")
+        with open(path, "w") as f:
+            json.dump({"study": ctx.study_name, "workload": ctx.workload["name"], "framework": ctx.cfg.framework,
+                       "device": ctx.device.to_dict(), "objective": ctx.cfg.objective,
+                       "direction": ctx.objective.direction, "unit": ctx.objective.unit,
+                       "best_config": winner.config if winner else None, "owner": _recovery.owner(),
+                       **report}, f, indent=2, default=str)  # fmt: skip
+        ctx.tracker.log_artifact(path)
         if winner is not None:
             path = os.path.join(tmp, "best_config.yaml")
             with open(path, "w") as f:

@@ -9,7 +9,6 @@ round), and stores the confirmed best in perftune's config store.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -27,6 +26,7 @@ from tuner.sweep.search import INFEASIBLE, NOT_COUNTED, finished
 from tuner.sweep.study import open_study
 from tuner.sweep.warm import warm_start, warm_summary
 from tuner.sweep.workers import share, spawn_workers, stop_workers, wait_workers
+from tuner.tracking import runs_view
 
 
 def run_sweep(cfg: SweepConfig, ws: Workspace, progress: ProgressFn | None = None, *,
@@ -142,6 +142,7 @@ def start(ctx: SweepContext, study, sweep_id: int | None) -> tuple[str | None, i
          "budget_s": ctx.budget, "max_batch_size": study.user_attrs.get("max_batch_size")},
         ctx.tags(perftune_role="sweep", perftune_owner=_recovery.owner_tag()),
     )  # fmt: skip
+    ctx.tracker.save_view(runs_view(ctx.space.searched(), ctx.objective.direction))
     sweep_id = ctx.store.start_sweep(study_name=ctx.study_name, workload=workload["name"],
                                      framework=cfg.framework, device_fingerprint=device.fingerprint,
                                      objective=cfg.objective, settings={**asdict(cfg),
@@ -226,7 +227,8 @@ def summarize_verdict(verdict: Verdict | None) -> dict[str, Any]:
 
 
 def log_summary(ctx: SweepContext, verdict: Verdict | None, counts: dict[str, int]) -> None:
-    """The MLflow parent run's summary metrics and the best config."""
+    """The MLflow parent run's summary metrics (the best config is in its ``sweep.json`` and
+    ``best_config.yaml`` artifacts: no JSON in tags)."""
     base_stats = verdict.base.stats if verdict else None
     winner = verdict.winner if verdict else None
     win_stats = winner.stats if winner else None
@@ -241,7 +243,7 @@ def log_summary(ctx: SweepContext, verdict: Verdict | None, counts: dict[str, in
             "speedup_high": iv and iv.high, "confirm_rounds": verdict and verdict.rounds,
             **{f"trials_{k}": v for k, v in counts.items()}}.items()
          if v is not None},
-        {"best_config": json.dumps(winner.config) if winner else "none"},
+        {},
     )  # fmt: skip
 
 

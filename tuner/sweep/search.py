@@ -24,6 +24,9 @@ NOT_COUNTED = ("invalid", "interrupted", "surplus")
 #: FAIL they ignore: the same failing region would be proposed again and again.
 INFEASIBLE = {"oom": "fits_in_memory", "crash": "runs_cleanly", "timeout": "ends_in_time",
               "diverged": "stays_finite"}  # fmt: skip
+#: A trial's MLflow run status by its state (``FAIL`` includes the infeasible causes): what
+#: failed looks failed, what was cut short or rejected looks killed.
+RUN_STATUS = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "PRUNED": "KILLED"}
 
 
 def run_trials(ctx: SweepContext, study, deadline: float | None) -> dict[str, Any] | None:
@@ -108,6 +111,7 @@ def one_trial(ctx: SweepContext, study, trial, rejected: list[list[str]]) -> dic
         trial.set_user_attr("cause", "invalid")
         trial.set_user_attr("message", "; ".join(violations))
         study.tell(trial, state=TrialState.PRUNED)  # the sampler learns to avoid it
+        log_invalid(ctx, trial.number, config, "; ".join(reasons))
         count_invalid(ctx, rejected, reasons)
         return None
 
@@ -120,6 +124,7 @@ def one_trial(ctx: SweepContext, study, trial, rejected: list[list[str]]) -> dic
     request.budget_s = ctx.trial_budget(study)
     ctx.progress("running", {"number": trial.number, "baseline": bool(trial.user_attrs.get("baseline")),
                              "i": len(finished(study)) + 1, "total": cfg.trials})  # fmt: skip
+    started = time.time()
     with heartbeat(trial, ctx.storage):
         outcome = ctx.execute(request, on_report)
     value = ctx.value(config, outcome.metrics) if outcome.status == "ok" else None
@@ -156,7 +161,7 @@ def one_trial(ctx: SweepContext, study, trial, rejected: list[list[str]]) -> dic
     else:
         study.tell(trial, state=state)
     log_trial(ctx, trial.number, config, outcome, value,
-              "FAIL" if note in INFEASIBLE else state.name, note)  # fmt: skip
+              "FAIL" if note in INFEASIBLE else state.name, note, started=started)  # fmt: skip
     if outcome.usage:  # the training code is unusable as it is (it measured nothing)
         what = "the command" if cfg.command else f"--workload {ctx.spec}"
         raise UsageError(f"{what}: {outcome.message}")
@@ -189,8 +194,44 @@ def count_invalid(ctx: SweepContext, rejected: list[list[str]], reasons: list[st
                      f"{times} of them by {reason}")  # fmt: skip
 
 
+def format_value(value: float, unit: str) -> str:
+    """An objective value as run names show it: ``3.91 s``, ``1,234 samples/s``."""
+    return f"{value:,.0f} {unit}" if abs(value) >= 1000 else f"{value:.3g} {unit}"
+
+
+def trial_run_name(ctx: SweepContext, number: int | None, state: str, note: str | None,
+                   value: float | None) -> str:  # fmt: skip
+    """What a trial's run is called in the MLflow UI: its number, how it ended and its value,
+    e.g. ``trial 5 complete 3.91 s``, ``trial 2 failed: oom``, ``trial 3 pruned``,
+    ``trial 7 invalid`` (``throughput trial 1 ...`` in the factored search's first stage)."""
+    if value is not None:
+        outcome = f"complete {format_value(value, ctx.objective.unit)}"
+    elif state == "FAIL" and note != "invalid":
+        outcome = f"failed: {note}"
+    else:
+        outcome = (note or state.lower()).replace("_", " ")
+    prefix = "throughput trial" if ctx.stage == "throughput" else "trial"  # stage 1: a study of its own
+    return f"{prefix} {number} {outcome}"
+
+
+def log_invalid(ctx: SweepContext, number: int, config: dict[str, Any], reason: str) -> None:
+    """A config rejected before it ran (by a constraint or the backend's check): a KILLED run
+    of phase ``invalid``, tagged ``perftune.invalid`` with the reason."""
+    now = int(time.time() * 1000)
+    ctx.tracker.log_trial(
+        trial_run_name(ctx, number, "PRUNED", "invalid", None), config, {}, {},
+        ctx.tags(trial_state="PRUNED", outcome="invalid", optuna_trial_number=number, phase="invalid",
+                 **{"perftune.invalid": reason[:500]}),
+        status="KILLED", start_time=now, end_time=now,
+    )  # fmt: skip
+
+
 def log_trial(ctx: SweepContext, number: int | None, config: dict[str, Any], outcome: TrialOutcome,
-              value: float | None, state: str, note: str | None, phase: str = "search") -> None:  # fmt: skip
+              value: float | None, state: str, note: str | None, phase: str = "search",
+              started: float | None = None) -> None:  # fmt: skip
+    """A trial that ran, as a nested run from ``started`` (epoch s; default: ``outcome.wall_s``
+    before now) to now, named by :func:`trial_run_name`, its status by :data:`RUN_STATUS`
+    (KILLED for the uncounted: a config the backend rejected, an interrupted trial)."""
     metrics = dict(outcome.metrics)
     if value is not None:
         metrics["objective"] = value
@@ -203,18 +244,18 @@ def log_trial(ctx: SweepContext, number: int | None, config: dict[str, Any], out
         curves.setdefault("train_time_s", []).append((int(row[0]), row[1]))
     for row in outcome.curves.get("throughput_window", []):
         curves.setdefault("window_throughput_sps", []).append((int(row[0]), row[1]))
-    name = f"trial-{number}" if phase == "search" else phase
-    if ctx.stage == "throughput":  # stage 1 of the factored search: a study of its own
-        name = f"throughput-{name}"
-    status = "FAILED" if state == "FAIL" else "FINISHED"
+    end = time.time()
+    start = started if started is not None else end - (outcome.wall_s or 0.0)
+    status = "KILLED" if note in NOT_COUNTED else RUN_STATUS.get(state, "FINISHED")
     ctx.tracker.log_trial(
-        name, config, metrics, curves,
+        trial_run_name(ctx, number, state, note, value), config, metrics, curves,
         ctx.tags(trial_state=state, failure_cause=note if state == "FAIL" else None,
                  outcome=note, optuna_trial_number=number, phase=phase,
                  energy_source=metrics.get("energy_source"),
                  mfu_peak_source=metrics.get("mfu_peak_source"),
-                 failure_message=(outcome.message or "")[:500] if state == "FAIL" else None),
-        status=status,
+                 failure_message=(outcome.message or "")[:500] if state == "FAIL" else None,
+                 **({"perftune.invalid": (outcome.message or "")[:500]} if note == "invalid" else {})),
+        status=status, start_time=int(start * 1000), end_time=int(end * 1000),
     )  # fmt: skip
 
 
