@@ -832,12 +832,14 @@ def ui(
     home: Home = None, tracking_uri: Tracking = None,
 ) -> None:
     """Start the MLflow UI on perftune's tracking store."""
-    from tuner.service import ui_command, ui_environ
+    from tuner.service import ui_command, ui_environ, ui_links
 
     ws = _ws(home, tracking_uri=tracking_uri)
     cmd = ui_command(ws, host=host, port=port, workers=workers, allowed_hosts=allowed_hosts)
-    err.print(f"MLflow UI on http://{host}:{port}  (sweeps are under \"Model training\"; "
-              "Ctrl-C to stop)", highlight=False)  # fmt: skip
+    base = f"http://{host}:{port}"
+    err.print(f"MLflow UI on {base}  (Ctrl-C to stop); each sweep's trials, best first:", highlight=False)
+    for workload, url in ui_links(ws, base):
+        err.print(f"  {workload}: {url}", highlight=False, soft_wrap=True)
     sys.stdout.flush()
     os.execve(cmd[0], cmd, ui_environ(ws))
 

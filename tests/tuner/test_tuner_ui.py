@@ -41,3 +41,18 @@ def test_workers_and_allowed_hosts_pass_through(tmp_path):
 def test_bad_numbers_are_usage_errors(tmp_path, kw, fragment):
     with pytest.raises(UsageError, match=fragment):
         ui_command(_ws(tmp_path), **kw)
+
+
+def test_the_command_prints_each_sweeps_runs_view(tmp_path, monkeypatch, capfd):
+    """``perftune ui`` names, before the server starts, the link to each recent sweep's runs in
+    perftune's view (MLflow 3.17 opens a bare experiment link in its GenAI mode)."""
+    from tuner import cli, service
+
+    started = []
+    monkeypatch.setattr(service, "ui_links", lambda ws, base: [("noop", base + "/#/experiments/7/runs?v")])
+    monkeypatch.setattr(cli.os, "execve", lambda path, cmd, env: started.append(cmd))
+    cli.app(["ui", "--port", "5123", "--home", str(tmp_path / "ws")], standalone_mode=False)
+    err = capfd.readouterr().err
+    assert "MLflow UI on http://127.0.0.1:5123" in err
+    assert "noop: http://127.0.0.1:5123/#/experiments/7/runs?v" in err
+    assert started and started[0][1:4] == ["-m", "mlflow", "server"]
