@@ -13,7 +13,7 @@ BIN      = $(VENV)/bin
 TORCH   ?= torch==2.13.0
 STAMP    = $(VENV)/.perftune-installed
 WORKER_PKGS = "numpy" "scipy>=1.10" "scikit-learn>=1.3" "psutil>=5.9"
-# What a training script needs to read its tuned config (tuner.Trial.from_best) under that
+# What a training script needs to read its tuned config (perftune.Trial.from_best) under that
 # interpreter: perftune's store and search-space format, without MLflow (MindSpore's NumPy 1
 # rules MLflow out there, but not these).
 FROM_BEST_PKGS = "sqlalchemy>=2.0,<3" "alembic>=1.13" "pydantic>=2.6,<3" "pyyaml>=6"

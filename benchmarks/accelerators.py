@@ -7,7 +7,7 @@ Usage::
     python benchmarks/accelerators.py --device cpu --workloads cnn-digits --objective time-to-target
     python benchmarks/accelerators.py --workloads gpt-tiny,examples/gpt_gpu.py:gpt_gpu
 
-For each workload: a real sweep (:func:`tuner.service.sweep`: the batch-size probe first, TPE,
+For each workload: a real sweep (:func:`perftune.service.sweep`: the batch-size probe first, TPE,
 median pruner, confirmation round of the top 2 configs and the default, 3 repeats each) in one
 fresh workspace. Prints per workload the default's and the best config's objective (median and
 spread of the confirmation repeats), throughput, MFU (achieved FLOP/s over the device's peak in
@@ -26,9 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tuner.service import list_devices, sweep  # noqa: E402
-from tuner.settings import Workspace  # noqa: E402
-from tuner.sweep import SweepConfig  # noqa: E402
+from perftune.service import list_devices, sweep  # noqa: E402
+from perftune.settings import Workspace  # noqa: E402
+from perftune.sweep import SweepConfig  # noqa: E402
 
 
 def pick_device() -> str:

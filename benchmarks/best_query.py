@@ -6,9 +6,9 @@ Usage::
     python benchmarks/best_query.py --configs 10000 --queries 2000 --backends postgresql
 
 Stores ``--configs`` best configs (100 workloads x N devices x 2 frameworks x 2 objectives, each
-a realistic config and metrics) through :class:`storage.SQLConfigStore`, then times
+a realistic config and metrics) through :class:`perftune.storage.SQLConfigStore`, then times
 ``get_best(workload, framework, device, objective)`` (what ``perftune best`` and
-``tuner.best_config`` run) for random keys, and ``get_best(workload)`` (every best of one
+``perftune.best_config`` run) for random keys, and ``get_best(workload)`` (every best of one
 workload), and prints p50/p99. PostgreSQL: a fresh schema in ``PERFTUNE_TEST_PG`` (default the
 local server's ``test`` database), dropped afterwards.
 """
@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from storage import open_store  # noqa: E402
+from perftune.storage import open_store  # noqa: E402
 
 PG = os.environ.get("PERFTUNE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

@@ -6,7 +6,7 @@ Usage::
     python benchmarks/frameworks.py --trials 20 --json
     python benchmarks/frameworks.py --frameworks torch,tensorflow
 
-For each framework: a real time-to-target sweep (:func:`tuner.service.sweep`, fork-server
+For each framework: a real time-to-target sweep (:func:`perftune.service.sweep`, fork-server
 isolation, each framework under its own interpreter, TPE, median pruner, confirmation round of
 the top 2 configs and the default, 3 repeats each) in one fresh workspace, then the throughput of
 the default and of the winning config measured with the same executor (warm-up, 5 timed windows
@@ -27,12 +27,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tuner.backends import TrialRequest  # noqa: E402
-from tuner.executor import ProcessExecutor  # noqa: E402
-from tuner.objectives import summarize  # noqa: E402
-from tuner.service import sweep  # noqa: E402
-from tuner.settings import Workspace  # noqa: E402
-from tuner.sweep import SweepConfig  # noqa: E402
+from perftune.backends import TrialRequest  # noqa: E402
+from perftune.executor import ProcessExecutor  # noqa: E402
+from perftune.objectives import summarize  # noqa: E402
+from perftune.service import sweep  # noqa: E402
+from perftune.settings import Workspace  # noqa: E402
+from perftune.sweep import SweepConfig  # noqa: E402
 
 
 def throughput(framework: str, config: dict, repeats: int) -> dict:

@@ -25,9 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tuner.backends import TrialRequest  # noqa: E402
-from tuner.backends._flops import lookup_peak  # noqa: E402
-from tuner.executor import ProcessExecutor  # noqa: E402
+from perftune.backends import TrialRequest  # noqa: E402
+from perftune.backends._flops import lookup_peak  # noqa: E402
+from perftune.executor import ProcessExecutor  # noqa: E402
 
 SCRIPT = [sys.executable, str(ROOT / "examples/script/train.py"), "--batch-size", "{batch_size}",
           "--lr", "{learning_rate}", "--epochs", "200"]  # fmt: skip

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tuner import Workload
+from perftune import Workload
 
 
 def _data():

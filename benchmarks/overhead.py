@@ -7,7 +7,7 @@ Usage::
     python benchmarks/overhead.py --profile          # plus a breakdown by component
     python benchmarks/overhead.py --cprofile 25      # plus the sweep process's top functions
 
-Each sweep is a real :func:`tuner.sweep.run_sweep` in a fresh temporary workspace (SQLite Optuna
+Each sweep is a real :func:`perftune.sweep.run_sweep` in a fresh temporary workspace (SQLite Optuna
 storage, SQLite MLflow tracking store, SQLite config store), random sampler, ``confirm_top=1``,
 ``confirm_repeats=1``, over ``benchmarks/noop_workload.py:make_workload`` whose trial is one
 optimizer step and one evaluation. It runs twice: with process isolation (the fork-server
@@ -44,9 +44,9 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
-from tuner.executor import InProcessExecutor  # noqa: E402
-from tuner.settings import Workspace  # noqa: E402
-from tuner.sweep import SweepConfig, run_sweep  # noqa: E402
+from perftune.executor import InProcessExecutor  # noqa: E402
+from perftune.settings import Workspace  # noqa: E402
+from perftune.sweep import SweepConfig, run_sweep  # noqa: E402
 
 SPEC = f"{HERE / 'noop_workload.py'}:make_workload"
 #: Targets: service overhead per trial (ms).
@@ -186,7 +186,7 @@ def _stats(times: list[float]) -> dict[str, float]:
 
 
 def _space(cores: int):
-    from search_spaces import load_space
+    from perftune.search_spaces import load_space
 
     return load_space("torch", "cpu", resources={"cores": cores, "device_count": 1,
                                                  "memory_gib": 8.0})  # fmt: skip
@@ -197,7 +197,7 @@ def _profile_optuna(tmp: Path, n: int, storage_kind: str) -> dict[str, dict[str,
     import optuna
     from optuna.trial import TrialState
 
-    from tuner._optuna import heartbeat, open_storage
+    from perftune._optuna import heartbeat, open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if storage_kind == "sqlite":
@@ -242,7 +242,7 @@ def _profile_optuna(tmp: Path, n: int, storage_kind: str) -> dict[str, dict[str,
 
 
 def _noop_outcome():
-    from tuner.backends import TrialRequest
+    from perftune.backends import TrialRequest
 
     ex = InProcessExecutor("torch")
     config = _space(os.cpu_count() or 1).defaults()
@@ -252,7 +252,7 @@ def _noop_outcome():
 
 def _profile_mlflow(tmp: Path, n: int) -> tuple[dict[str, Any], float]:
     """``MlflowTracker.log_trial`` with the payload the sweep logs for a no-op trial."""
-    from tuner.tracking import MlflowTracker
+    from perftune.tracking import MlflowTracker
 
     config, outcome = _noop_outcome()
     metrics = {**outcome.metrics, "objective": 0.001, "trial_wall_s": outcome.wall_s}
@@ -301,8 +301,8 @@ def _profile_mlflow(tmp: Path, n: int) -> tuple[dict[str, Any], float]:
 
 def _profile_executor(kind: str, n: int, log_dir: Path) -> tuple[dict[str, Any], float]:
     """``executor.run`` of the no-op trial: total, the workload's own part, and the rest."""
-    from tuner.backends import TrialRequest
-    from tuner.executor import ProcessExecutor
+    from perftune.backends import TrialRequest
+    from perftune.executor import ProcessExecutor
 
     config = _space(os.cpu_count() or 1).defaults()
     t = time.perf_counter()
@@ -329,7 +329,7 @@ def _profile_executor(kind: str, n: int, log_dir: Path) -> tuple[dict[str, Any],
 
 def _profile_store(tmp: Path, n: int) -> tuple[dict[str, Any], float]:
     """The config store's calls, made once per sweep (none per trial)."""
-    from storage import open_store
+    from perftune.storage import open_store
 
     t = time.perf_counter()
     store = open_store(f"sqlite:///{tmp / 'perftune-profile.db'}", create=True)
@@ -358,7 +358,7 @@ def _profile_store(tmp: Path, n: int) -> tuple[dict[str, Any], float]:
 
 
 def profile(iterations: int, keep: str | None) -> dict[str, Any]:
-    from tuner.executor import ProcessExecutor
+    from perftune.executor import ProcessExecutor
 
     n = iterations
     with _tempdir(keep, "profile") as tmp:

@@ -53,8 +53,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tuner.backends import TrialOutcome, TrialRequest  # noqa: E402
-from tuner.executor import Executor  # noqa: E402
+from perftune.backends import TrialOutcome, TrialRequest  # noqa: E402
+from perftune.executor import Executor  # noqa: E402
 
 TABLES = ROOT / "benchmarks" / "search_quality"
 #: The log file of a confirmation run (``confirm.py``'s labels): not a search evaluation.
@@ -100,9 +100,9 @@ class Builder:
     """Measures cells with perftune's trial runner and keeps the table file up to date."""
 
     def __init__(self, workload: str, path: Path, budget_s: float) -> None:
-        from search_spaces import load_space
-        from tuner.devices import Device, select
-        from tuner.executor import make_executor
+        from perftune.devices import Device, select
+        from perftune.executor import make_executor
+        from perftune.search_spaces import load_space
 
         self.workload, self.path, self.budget_s = workload, path, budget_s
         self.executor = make_executor("torch", isolate=True)
@@ -137,7 +137,7 @@ class Builder:
         return out
 
     def run(self, config: dict[str, Any], measure: str, seed: int, budget_s: float | None = None) -> dict[str, Any]:
-        from tuner._load import measure_load, start_load
+        from perftune._load import measure_load, start_load
 
         req = TrialRequest(workload=self.workload, framework="torch", device="cpu", config=config,
                            measure=measure, seed=seed, device_info=self.device.to_dict(),
@@ -451,7 +451,7 @@ def _fixed_space(grid: Grid, folder: Path) -> Path:
 
 
 def _search_supported() -> bool:
-    from tuner.sweep import SweepConfig
+    from perftune.sweep import SweepConfig
 
     return "search" in SweepConfig.__dataclass_fields__
 
@@ -465,8 +465,8 @@ def replay_one(grid: Grid, policy: str, seed: int, trials: int, space: str | Non
     """One sweep against the table: the metrics of :func:`score`."""
     import optuna
 
-    from tuner.settings import Workspace
-    from tuner.sweep import SweepConfig, run_sweep
+    from perftune.settings import Workspace
+    from perftune.sweep import SweepConfig, run_sweep
 
     spec = POLICIES[policy]
     kw: dict[str, Any] = {}
@@ -620,8 +620,8 @@ def real(args: argparse.Namespace) -> int:
     grid = Grid(table)
     trials = args.trials or round(0.15 * len(grid.cells()))
     with tempfile.TemporaryDirectory(prefix="perftune-sq-real-") as tmp:
-        from tuner.settings import Workspace
-        from tuner.sweep import SweepConfig, run_sweep
+        from perftune.settings import Workspace
+        from perftune.sweep import SweepConfig, run_sweep
 
         cfg = SweepConfig(workload=args.workload, framework="torch", trials=trials, seed=0, track=False,
                           warm_start="off")  # fmt: skip

@@ -6,14 +6,14 @@ Usage::
     python benchmarks/transfer.py                       # all cases, 8 trials each, 3 runs each
     python benchmarks/transfer.py --cases hf-style,script --trials 12 --runs 5 --json
 
-For each case (``hf-style``: a ``@tuner.trainable`` function, ``examples/hf_style.py``;
+For each case (``hf-style``: a ``@perftune.trainable`` function, ``examples/hf_style.py``;
 ``script``: an argparse script perftune launches, ``examples/script/train.py``; ``torchrun``:
 the same script under torchrun on 2 CPU ranks; ``keras``: ``model.fit`` through the callback,
 ``examples/keras_fit.py``, when a TensorFlow interpreter is found):
 
 1. a real ``perftune sweep`` (time to target) in a fresh workspace;
 2. the stored best run again outside the sweep, in a fresh process each time (the function
-   through ``tuner.Trial.from_best(...).run(train)``, a script through ``perftune run``), and
+   through ``perftune.Trial.from_best(...).run(train)``, a script through ``perftune run``), and
    the defaults likewise, interleaved (best, default, best, default, ...) so drift on the
    machine hits both alike;
 3. prints the stored value (the sweep's confirmed median) and the speedup the sweep reported
@@ -54,18 +54,18 @@ CASES = {
 }  # fmt: skip
 
 RUN_FUNCTION = """
-import json, runpy, sys, tuner
+import json, runpy, sys, perftune
 ns = runpy.run_path(sys.argv[1])
 fw, target, stored = sys.argv[2], float(sys.argv[3]), sys.argv[4] == "stored"
-trial = (tuner.Trial.from_best(ns["train"].name, framework=fw, target=target) if stored
-         else tuner.Trial.from_config(None, framework=fw, target=target))
+trial = (perftune.Trial.from_best(ns["train"].name, framework=fw, target=target) if stored
+         else perftune.Trial.from_config(None, framework=fw, target=target))
 m = trial.run(ns["train"])["metrics"]
 print(json.dumps({"source": trial.source, "reached": m["reached_target"], "time": m["train_time_s"]}))
 """
 
 
 def cli(*args: str, env: dict, timeout: float = 3600) -> dict:
-    proc = subprocess.run([PY, "-m", "tuner.cli", *args], cwd=ROOT, env=env, capture_output=True,
+    proc = subprocess.run([PY, "-m", "perftune.cli", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)  # fmt: skip
     if proc.returncode != 0:
         raise SystemExit(f"perftune {' '.join(args[:3])} failed: {proc.stderr.strip()[-500:]}")
@@ -80,7 +80,7 @@ def run_once(case: dict, stored: bool, env: dict) -> float | None:
         target = case["sweep"][case["sweep"].index("--target") + 1]
         args += ["--space", space, "--target", target, "--eval-interval", "0.1", "--", *case["command"]]
         for attempt in range(2):  # torchrun's standalone rendezvous can lose its port race once
-            proc = subprocess.run([PY, "-m", "tuner.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+            proc = subprocess.run([PY, "-m", "perftune.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True)
             if proc.returncode in (0, 1) and proc.stdout.strip():
                 break
             print(f"perftune run failed (attempt {attempt + 1}): {proc.stderr.strip()[-300:]}", file=sys.stderr)
@@ -100,7 +100,7 @@ def run_once(case: dict, stored: bool, env: dict) -> float | None:
 
 def interpreter(framework: str) -> str:
     sys.path.insert(0, str(ROOT))
-    from tuner.executor import python_for
+    from perftune.executor import python_for
 
     return python_for(framework)
 

@@ -43,7 +43,7 @@ def run(workers: int, trials: int) -> dict:
     try:
         with tempfile.TemporaryDirectory() as home:
             urls = {k: f"{PG}?options=-csearch_path%3D{v}" for k, v in names.items()}
-            cmd = [sys.executable, "-m", "tuner.cli", "sweep", "--workload",
+            cmd = [sys.executable, "-m", "perftune.cli", "sweep", "--workload",
                    f"{ROOT / 'benchmarks' / 'noop_workload.py'}:make_workload", "--workers", str(workers),
                    "--trials", str(trials), "--seed", "0", "--sampler", "random", "--pruner", "none",
                    "--confirm-top", "1", "--confirm-repeats", "1", "--storage", urls["optuna"],

@@ -12,7 +12,7 @@ Not run on a GPU yet: no GPU has run this code (see docs/limits.md).
 
 from __future__ import annotations
 
-from tuner.workloads.torch_gpt import make_gpt_workload
+from perftune.workloads.torch_gpt import make_gpt_workload
 
 
 def gpt_gpu():

@@ -4,7 +4,7 @@ a ``Dataset`` of token lists, a ``DataLoader`` with a padding collate function, 
 gradient clipping, and an evaluation of its own.
 
 ``examples/hf_style_plain.py`` is the plain script, before perftune; ``examples/hf_style.py`` is
-the same training made tunable through ``tuner.Trial`` (docs/your-code.md shows the diff)::
+the same training made tunable through ``perftune.Trial`` (docs/your-code.md shows the diff)::
 
     perftune sweep --workload examples/hf_style.py:train --trials 20
     python examples/hf_style.py          # trains with the config the sweep stored
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-import tuner
+import perftune
 
 VOCAB, MAX_LEN, CLASSES, D_MODEL = 96, 48, 4, 64
 
@@ -104,8 +104,8 @@ def evaluate(model: nn.Module) -> float:
     return correct / len(val_set)
 
 
-@tuner.trainable(name="hf-style", target=0.98, budget_s=60, eval_interval_s=0.25)
-def train(trial: tuner.Trial) -> float:
+@perftune.trainable(name="hf-style", target=0.98, budget_s=60, eval_interval_s=0.25)
+def train(trial: perftune.Trial) -> float:
     torch.manual_seed(0)
     model = trial.prepare(TinyClassifier())
     device = trial.device
@@ -129,4 +129,4 @@ def train(trial: tuner.Trial) -> float:
 
 
 if __name__ == "__main__":
-    print(f"validation accuracy {tuner.Trial.from_best('hf-style', target=0.98).run(train)['metrics']['final_metric']:.3f}")
+    print(f"validation accuracy {perftune.Trial.from_best('hf-style', target=0.98).run(train)['metrics']['final_metric']:.3f}")

@@ -4,7 +4,7 @@ a ``Dataset`` of token lists, a ``DataLoader`` with a padding collate function, 
 gradient clipping, and an evaluation of its own.
 
 ``examples/hf_style_plain.py`` is the plain script, before perftune; ``examples/hf_style.py`` is
-the same training made tunable through ``tuner.Trial`` (docs/your-code.md shows the diff)::
+the same training made tunable through ``perftune.Trial`` (docs/your-code.md shows the diff)::
 
     perftune sweep --workload examples/hf_style.py:train --trials 20
     python examples/hf_style.py          # trains with the config the sweep stored

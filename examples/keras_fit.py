@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import tuner
+import perftune
 
 
 def data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -34,9 +34,9 @@ def data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return x_tr, y_tr, x_va, y_va
 
 
-@tuner.trainable(name="keras-digits", target=0.95, framework="tensorflow", budget_s=60,
+@perftune.trainable(name="keras-digits", target=0.95, framework="tensorflow", budget_s=60,
                  eval_interval_s=0.5)  # fmt: skip
-def train(trial: tuner.Trial) -> None:
+def train(trial: perftune.Trial) -> None:
     import keras
     import tensorflow as tf
 
@@ -61,6 +61,6 @@ def prefetched(ds, prefetch):
 
 
 if __name__ == "__main__":
-    result = tuner.Trial.from_best("keras-digits", framework="tensorflow", target=0.95).run(train)
+    result = perftune.Trial.from_best("keras-digits", framework="tensorflow", target=0.95).run(train)
     print(f"validation accuracy {result['metrics']['final_metric']:.3f} after "
           f"{result['metrics']['train_time_s']:.2f} s of training")  # fmt: skip

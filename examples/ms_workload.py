@@ -12,7 +12,7 @@ workers, threads, data parallelism through ``msrun``).
 Rules of the game, because this file is imported inside perftune's trial worker process (the
 MindSpore virtualenv, which has NumPy but not perftune's own dependencies):
 
-* ``make_workload()`` takes no argument and returns a :class:`tuner.Workload` with
+* ``make_workload()`` takes no argument and returns a :class:`perftune.Workload` with
   ``framework="mindspore"``; keep it cheap (it is also called to describe the workload).
 * Import ``mindspore`` inside the factories, not at module level.
 * ``data()`` returns host NumPy arrays, loaded once per worker and inherited by every trial.
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tuner import Workload
+from perftune import Workload
 
 N_TRAIN, N_VAL, N_FEATURES, HIDDEN = 8192, 2048, 16, 64
 SEED = 0

@@ -10,7 +10,7 @@ learning rate, threads, precision, data parallelism). A workload only says *what
 
 Rules of the game, because this file is imported inside perftune's trial worker process:
 
-* ``make_workload()`` takes no argument and returns a :class:`tuner.Workload`. Keep it cheap: it
+* ``make_workload()`` takes no argument and returns a :class:`perftune.Workload`. Keep it cheap: it
   is called to describe the workload too (name, target...), so build nothing heavy in it.
 * Import ``torch`` inside the factories, not at module level, so that importing the file costs
   nothing where torch is not needed (the sweep process never imports it).
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tuner import Workload
+from perftune import Workload
 
 #: Shape of the problem. Sized so that the framework-default config (batch 32, Adam at lr 1e-3,
 #: fp32, all cores) reaches the target in about 2-2.5 s of training on a 2-core CPU (measured:
@@ -79,7 +79,7 @@ def make_workload() -> Workload:
     return Workload(
         # The name keys everything perftune stores: the MLflow experiment, the Optuna study
         # (``synthetic-regression-torch-cpu-time-to-target``) and the best config that
-        # ``perftune best --workload synthetic-regression`` / ``tuner.best_config`` return.
+        # ``perftune best --workload synthetic-regression`` / ``perftune.best_config`` return.
         name="synthetic-regression",
         framework="torch",
         model=make_model,

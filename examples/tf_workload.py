@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tuner import Workload
+from perftune import Workload
 
 N_TRAIN, N_VAL, N_FEATURES, HIDDEN = 8192, 2048, 16, 64
 SEED = 0

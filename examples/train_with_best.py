@@ -8,8 +8,8 @@ After a sweep such as ``perftune sweep --workload examples/my_workload.py:make_w
 
 The heart of it is two calls::
 
-    trial = tuner.Trial.from_best(workload.name, target=workload.target, mode=workload.mode)
-    result = trial.run(workload)      # or trial.run(train) for a @tuner.trainable function
+    trial = perftune.Trial.from_best(workload.name, target=workload.target, mode=workload.mode)
+    result = trial.run(workload)      # or trial.run(train) for a @perftune.trainable function
 
 ``Trial.from_best`` reads the stored best config (the framework's defaults when none is
 stored); ``trial.run`` trains with it through perftune's own loop, the one the sweep measured,
@@ -27,7 +27,7 @@ import json
 import sys
 from typing import Any
 
-import tuner
+import perftune
 
 
 def train(workload, *, home: str | None, device: str, stored: bool, seed: int) -> tuple[dict[str, Any], Any]:
@@ -36,9 +36,9 @@ def train(workload, *, home: str | None, device: str, stored: bool, seed: int) -
     options = dict(framework=workload.framework, device=device, target=workload.target,
                    mode=workload.mode, seed=seed)  # fmt: skip
     if stored:
-        trial = tuner.Trial.from_best(workload.name, home=home, **options)
+        trial = perftune.Trial.from_best(workload.name, home=home, **options)
     else:
-        trial = tuner.Trial.from_config(None, **options)
+        trial = perftune.Trial.from_config(None, **options)
     m = trial.run(workload)["metrics"]
     out = {"workload": workload.name, "source": trial.source, "config": trial.config.to_dict(),
            "reached_target": m["reached_target"], "metric": m["final_metric"],
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
 
-    from tuner.workload import resolve
+    from perftune.workload import resolve
 
     workload = resolve(args.workload, "torch")  # what make_workload() returns, for FILE.py:FUNC
     out, record = train(workload, home=args.home, device=args.device, stored=True, seed=args.seed)

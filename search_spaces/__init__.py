@@ -77,7 +77,7 @@ resources. A constraint naming an inactive parameter without ``otherwise`` is sk
 constraint only rejects a config after it was sampled: write a limit that is a bound as a
 dependent bound instead (the built-in spaces keep no bound-like constraints).
 
-Expressions (``search_spaces._expr``) are a safe subset of Python: numbers, strings, ``True`` /
+Expressions (``perftune.search_spaces._expr``) are a safe subset of Python: numbers, strings, ``True`` /
 ``False``, names, ``+ - * / // % **``, comparisons (chained too), ``and``/``or``/``not``,
 ``x in (a, b)`` with a tuple/list literal, parentheses, and ``min``/``max``/``abs``. Anything
 else (attributes, subscripts, other calls, ...) is rejected with an error naming the expression.

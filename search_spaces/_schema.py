@@ -4,7 +4,7 @@ These models check the *shape* of a file: known keys only (``extra="forbid"``), 
 the checks that need no resources (literal ``low <= high``, ``log`` needs ``low > 0``, ``step > 0``,
 non-empty unique ``choices``, powers of two, literal defaults inside the domain, expressions that
 parse). Cross-parameter checks (``when`` targets, cycles, constraint names) and everything that
-depends on resources live in :mod:`search_spaces._space`.
+depends on resources live in :mod:`perftune.search_spaces._space`.
 
 :func:`format_validation_error` turns a :class:`pydantic.ValidationError` into one line with a
 dotted key path such as ``params.batch_size.low: must be <= high (got 64 > 32)``.

@@ -8,7 +8,7 @@ MLflow's tables: all our tables are prefixed ``perftune_`` and our Alembic revis
 
 Typical use::
 
-    from storage import open_store
+    from perftune.storage import open_store
 
     with open_store("~/.perftune/perftune.db", create=True) as store:
         dev = store.upsert_device(fp, framework="torch", kind="cpu", name="AMD EPYC 7B13",
@@ -32,7 +32,7 @@ from ._base import (
 )
 from ._urls import normalize_url, redact_text, redact_url
 
-#: What needs SQLAlchemy or Alembic loads on first use (PEP 562), so ``import storage`` stays
+#: What needs SQLAlchemy or Alembic loads on first use (PEP 562), so ``from perftune import storage`` stays
 #: light: the CLI imports it to build every ``--help`` and each shell completion.
 _LAZY = {"SQLConfigStore": "._store", "open_store": "._store", "upgrade": "._migrate",
          "current_revision": "._migrate", "head_revision": "._migrate"}  # fmt: skip

@@ -1,4 +1,4 @@
-"""SQLAlchemy implementation of :class:`~storage.BaseConfigStore`."""
+"""SQLAlchemy implementation of :class:`~perftune.storage.BaseConfigStore`."""
 
 from __future__ import annotations
 

@@ -46,7 +46,7 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600,
             cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:  # fmt: skip
     """``perftune ARGS`` in a subprocess, as a user runs it."""
     full_env = {**os.environ, "PERFTUNE_NO_PROGRESS": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "tuner.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "perftune.cli", *args], capture_output=True,
                           text=True, env=full_env, timeout=timeout, cwd=cwd or ROOT)  # fmt: skip
 
 

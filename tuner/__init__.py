@@ -1,19 +1,19 @@
 """perftune: automated performance tuning for deep-learning workloads.
 
-``import tuner`` imports no deep-learning framework (nor Optuna or MLflow): backends import
+``import perftune`` imports no deep-learning framework (nor Optuna or MLflow): backends import
 their framework inside the trial process, when a trial's helpers are first used.
 
 Public API::
 
-    import tuner
+    import perftune
 
-    @tuner.trainable(name="my-model", target=0.9)     # your training function, tunable
-    def train(trial: tuner.Trial) -> None: ...
+    @perftune.trainable(name="my-model", target=0.9)     # your training function, tunable
+    def train(trial: perftune.Trial) -> None: ...
 
-    tuner.Trial.connect()                               # in a script perftune launches
-    tuner.Trial.from_best("my-model").run(train)        # the tuned config, outside a sweep
-    tuner.best_config("my-model")                       # the stored record
-    tuner.Workload(...)                                 # a model/data description for the built-in loop
+    perftune.Trial.connect()                               # in a script perftune launches
+    perftune.Trial.from_best("my-model").run(train)        # the tuned config, outside a sweep
+    perftune.best_config("my-model")                       # the stored record
+    perftune.Workload(...)                                 # a model/data description for the built-in loop
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ __all__ = ["StopTrial", "Trainable", "Trial", "Workload", "__version__", "best_c
            "current_trial", "trainable"]
 
 _LAZY = {
-    "Workload": "tuner.workload",
-    "best_config": "tuner.api",
-    "Trial": "tuner.trial.api",
-    "Trainable": "tuner.trial.api",
-    "trainable": "tuner.trial.api",
-    "current_trial": "tuner.trial.api",
-    "StopTrial": "tuner.trial._meter",
+    "Workload": "perftune.workload",
+    "best_config": "perftune.api",
+    "Trial": "perftune.trial.api",
+    "Trainable": "perftune.trial.api",
+    "trainable": "perftune.trial.api",
+    "current_trial": "perftune.trial.api",
+    "StopTrial": "perftune.trial._meter",
 }
 
 

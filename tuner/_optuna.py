@@ -1,8 +1,8 @@
 """Optuna, as perftune uses it: its storage, samplers and pruners, and quiet logs.
 
-A ground module: the sweep (:mod:`tuner.sweep`) and the tracking spool (:mod:`tuner._spool`)
+A ground module: the sweep (:mod:`perftune.sweep`) and the tracking spool (:mod:`perftune._spool`)
 build on it, and it imports neither. Optuna itself is imported inside the functions only
-(``import tuner`` must stay light).
+(``import perftune`` must stay light).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from tuner import _recovery
-from tuner.errors import UsageError
+from perftune import _recovery
+from perftune.errors import UsageError
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp")
 PRUNERS = ("median", "none")
@@ -43,7 +43,7 @@ def open_storage(url: str, cfg: Any = None):
     their defaults."""
     import optuna
 
-    from storage import redact_text, redact_url
+    from perftune.storage import redact_text, redact_url
 
     quiet()
     heartbeat_s, grace_s, max_retry = ((HEARTBEAT_S, GRACE_S, MAX_RETRY) if cfg is None

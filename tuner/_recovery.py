@@ -155,7 +155,7 @@ def recover_sweep(store, study_name: str, tracking_uri: str | None, experiment: 
     """A sweep of ``study_name`` killed on this machine: its ``running`` rows in perftune's
     store become ``interrupted``, its RUNNING MLflow parent runs KILLED (best-effort, at most
     ``MLFLOW_RECOVERY_S``). Returns what was done."""
-    from storage import redact_text
+    from perftune.storage import redact_text
 
     done: dict[str, Any] = {"sweeps": [], "runs": []}
     try:
@@ -224,7 +224,7 @@ def _kill_mlflow_runs(uri: str, experiment: str, study_name: str, out: list[str]
                 client.set_terminated(run.info.run_id, status="KILLED")
                 out.append(run.info.run_id)
     except Exception as exc:  # noqa: BLE001 - best-effort
-        from storage import redact_text
+        from perftune.storage import redact_text
 
         out.append(f"error:{redact_text(' '.join(str(exc).split()))[:200]}")  # redacted, then cut
 
@@ -273,7 +273,7 @@ def retry(fn: Callable[..., T], *args: Any, what: str = "database call", budget_
             if not transient(exc) or time.monotonic() + delay > deadline:
                 raise
             if attempt == 0:
-                from storage import redact_text
+                from perftune.storage import redact_text
 
                 reason = redact_text(getattr(exc, "orig", None) or exc).strip().splitlines()
                 print(f"perftune: {what}: database connection lost "
@@ -413,7 +413,7 @@ class _RetryingMlflowClient(_Retrying):
 
 def harden(ctx) -> None:
     """Retry the sweep's store writes and (an MLflow tracker's, unless the caller passed the
-    tracker in) client calls on connection errors. ``ctx``: a ``tuner.sweep.SweepContext``."""
+    tracker in) client calls on connection errors. ``ctx``: a ``perftune.sweep.SweepContext``."""
     if getattr(ctx, "store", None) is not None and not isinstance(ctx.store, _Retrying):
         ctx.store = _Retrying(ctx.store, "store")
     client = getattr(getattr(ctx, "tracker", None), "client", None)

@@ -93,10 +93,10 @@ def new_ref() -> str:
 
 def spool_key(uri: str) -> str:
     """A URL as the spool records it (the tracking server's, a fix-up's Optuna storage and
-    perftune database): no trailing slash, its secrets redacted (:func:`storage.redact_url`).
+    perftune database): no trailing slash, its secrets redacted (:func:`perftune.storage.redact_url`).
     A reference, not the secret: it names the server, database, user and options, so a process
     finds its own URL by it. Idempotent."""
-    from storage import redact_url
+    from perftune.storage import redact_url
 
     return redact_url(uri.rstrip("/"))
 
@@ -107,7 +107,7 @@ _URL_COLUMNS = (("ops", "uri"), ("runs", "uri"), ("fixups", "uri"), ("fixups", "
 
 def _reason(exc: BaseException) -> str:
     """A short reason, its URLs redacted: MLflow's messages quote the whole urllib3 chain."""
-    from storage import redact_text
+    from perftune.storage import redact_text
 
     text = redact_text(exc)
     for needle, short in (("Connection refused", "connection refused"), ("timed out", "timed out"),
@@ -140,7 +140,7 @@ def _classify(exc: BaseException) -> Exception:
             return Transient(_reason(exc))
     except ImportError:  # pragma: no cover
         pass
-    from storage import redact_text
+    from perftune.storage import redact_text
 
     return Permanent(redact_text(f"{type(exc).__name__}: {exc}")[:300])
 
@@ -293,13 +293,13 @@ def apply_fixup(ref: str, run_id: str, storage: str | None, study: str | None, d
     if storage and study:
         import optuna
 
-        from tuner._optuna import open_storage
+        from perftune._optuna import open_storage
 
         st = optuna.load_study(study_name=study, storage=open_storage(storage))
         if st.user_attrs.get("mlflow_run_id") == ref:
             st.set_user_attr("mlflow_run_id", run_id)
     if db:
-        from storage import open_store
+        from perftune.storage import open_store
 
         with open_store(db) as store:
             store.replace_mlflow_run_id(ref, run_id)
@@ -310,7 +310,7 @@ def apply_fixups(spool: Spool, uri: str, storage: str | None, db: str | None) ->
     ``storage`` and perftune ``db`` URLs: the spool names the databases of a fix-up by reference
     only (:func:`spool_key`), so one recorded for other databases waits for a process that has
     them. One that fails stays for later. Returns how many were applied."""
-    from storage import redact_text
+    from perftune.storage import redact_text
 
     mine = {spool_key(url): url for url in (storage, db) if url}
     n, elsewhere = 0, []
@@ -337,7 +337,7 @@ class Deliverer:
     """Applies one tracking URI's pending ops, in order, through an :class:`MlflowTracker`."""
 
     def __init__(self, home: str | os.PathLike, tracking_uri: str, artifact_root: str | None = None) -> None:
-        from tuner.tracking import MlflowTracker
+        from perftune.tracking import MlflowTracker
 
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(HTTP_TIMEOUT_S))
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")

@@ -1,4 +1,4 @@
-"""The trial worker: a fork server for one framework (``python -m tuner._worker --framework F``).
+"""The trial worker: a fork server for one framework (``python -m perftune._worker --framework F``).
 
 It imports the framework once (no device initialised), then forks a fresh child per request, so
 a trial is isolated (its crash, OOM or hang cannot take down the sweep) without paying the
@@ -24,10 +24,10 @@ import time
 import traceback
 from typing import Any
 
-from tuner._proc import die_with_parent, dump_stacks, kill_group
-from tuner.backends import TrialRequest, classify_exception, classify_exit, get_backend
-from tuner.backends._base import Channel
-from tuner.errors import UsageError
+from perftune._proc import die_with_parent, dump_stacks, kill_group
+from perftune.backends import TrialRequest, classify_exception, classify_exit, get_backend
+from perftune.backends._base import Channel
+from perftune.errors import UsageError
 
 CONTROL_TIMEOUT_S = 180.0
 EXIT_GRACE_S = 5.0
@@ -105,7 +105,7 @@ class Server:
 
     # -- request handlers, run in the forked child
     def _describe(self, msg: dict[str, Any], channel: Channel) -> Any:
-        from tuner.workload import resolve
+        from perftune.workload import resolve
 
         return resolve(msg["workload"], self.framework).describe()
 
@@ -113,11 +113,11 @@ class Server:
         return self.backend.devices()
 
     def _run(self, msg: dict[str, Any], channel: Channel) -> Any:
-        from tuner.workload import resolve
+        from perftune.workload import resolve
 
         request = TrialRequest.from_dict(msg["request"])
         if request.command:
-            from tuner.trial.launcher import run_command
+            from perftune.trial.launcher import run_command
 
             return run_command(request, channel)
         workload = resolve(request.workload, self.framework)
@@ -128,7 +128,7 @@ class Server:
         whose import or data loading hangs is left to fail inside the trial, with a timeout)."""
         if spec in self.warm_failed:
             return
-        from tuner.workload import warm
+        from perftune.workload import warm
 
         def alarm(signum, frame):
             raise TimeoutError("warming the workload took too long")
@@ -320,7 +320,7 @@ def _ended(status: int, timed_out: bool) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tuner._worker")
+    parser = argparse.ArgumentParser(prog="python -m perftune._worker")
     parser.add_argument("--framework", required=True)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the sweep process decides when we stop

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuner.settings import Workspace
+from perftune.settings import Workspace
 
 
 def best_config(workload: str, *, framework: str = "torch", device: str = "cpu",
@@ -17,7 +17,7 @@ def best_config(workload: str, *, framework: str = "torch", device: str = "cpu",
     it is. The database is the workspace's (``home``, ``PERFTUNE_HOME``, ``./.perftune``) unless
     ``db`` (or ``PERFTUNE_DB``) names another.
     """
-    from tuner.service import best_configs, has_database
+    from perftune.service import best_configs, has_database
 
     ws = Workspace.resolve(home, db=db)
     if not has_database(ws):

@@ -1,4 +1,4 @@
-"""The ``perftune`` command: a thin Typer + Rich layer over :mod:`tuner.service`.
+"""The ``perftune`` command: a thin Typer + Rich layer over :mod:`perftune.service`.
 
 Exit codes: 0 success, 2 bad input (one line naming what is wrong, nothing written), 1 a
 runtime failure, 130 interrupted.
@@ -26,14 +26,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from storage import SWEEP_STATES
-from tuner._optuna import PRUNERS, SAMPLERS
-from tuner.backends import BACKENDS
-from tuner.errors import PerftuneError, UsageError
-from tuner.objectives import OBJECTIVES
-from tuner.service import FORMATS
-from tuner.sweep.config import BATCH_PROBES, MODES, WARM_STARTS, check_choice
-from tuner.sweep.policy import POLICIES
+from perftune._optuna import PRUNERS, SAMPLERS
+from perftune.backends import BACKENDS
+from perftune.errors import PerftuneError, UsageError
+from perftune.objectives import OBJECTIVES
+from perftune.service import FORMATS
+from perftune.storage import SWEEP_STATES
+from perftune.sweep.config import BATCH_PROBES, MODES, WARM_STARTS, check_choice
+from perftune.sweep.policy import POLICIES
 
 #: Its help is the docstring of :func:`_root`, the callback that takes ``--version``.
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None)
@@ -71,7 +71,7 @@ def _choice(flag: str, choices: Sequence[str], text: str) -> Any:
 
 def _version(value: bool) -> None:
     if value:
-        from tuner.service import version
+        from perftune.service import version
 
         out.print(f"perftune {version()}", highlight=False)
         raise typer.Exit()
@@ -83,7 +83,7 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
 
 
 def _ws(home=None, storage=None, tracking_uri=None, db=None):
-    from tuner.settings import Workspace
+    from perftune.settings import Workspace
 
     return Workspace.resolve(home, storage=storage, tracking_uri=tracking_uri, db=db)
 
@@ -196,7 +196,7 @@ def devices(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="perftune's debug log on stderr (each framework's devices: cached or discovered) [env PERFTUNE_LOG_LEVEL].")] = False,
 ) -> None:
     """List the devices each framework finds on this machine."""
-    from tuner.service import list_devices
+    from perftune.service import list_devices
 
     _logging(verbose)
     found = list_devices(None if framework == "all" else [framework], cache_dir=_ws(home).home, refresh=refresh)
@@ -296,7 +296,7 @@ class _Progress:
 @app.command()
 def sweep(
     command: Annotated[list[str] | None, typer.Argument(help="After --: a training command to run per trial, its {knob} fields filled from the config (launcher mode), e.g. -- python train.py --bs {batch_size}.", show_default=False)] = None,
-    workload: Annotated[str | None, typer.Option(help="Built-in name (mlp-digits, cnn-digits, gpt-tiny), or FILE.py:FUNC / module:FUNC: a @tuner.trainable training function or a Workload factory.")] = None,
+    workload: Annotated[str | None, typer.Option(help="Built-in name (mlp-digits, cnn-digits, gpt-tiny), or FILE.py:FUNC / module:FUNC: a @perftune.trainable training function or a Workload factory.")] = None,
     framework: Annotated[str | None, _choice("--framework", BACKENDS, "[default: what the workload file declares, else torch]")] = None,
     name: Annotated[str | None, typer.Option(help="Launcher mode: the workload's name (where results are stored).")] = None,
     target: Annotated[float | None, typer.Option(help="Launcher mode: the metric's target (what trial.report() reports).")] = None,
@@ -335,9 +335,9 @@ def sweep(
     json_out: Json = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Run (or resume) a tuning sweep and store the confirmed best config."""
-    from tuner.objectives import get_objective
-    from tuner.service import sweep as run
-    from tuner.sweep import SweepConfig
+    from perftune.objectives import get_objective
+    from perftune.service import sweep as run
+    from perftune.sweep import SweepConfig
 
     cfg = SweepConfig(workload=workload, framework=framework, device=device, objective=objective,
                       trials=trials, timeout=timeout, space=space, study=study, seed=seed,
@@ -390,8 +390,8 @@ def worker(
     json_out: Json = False, quiet: Quiet = False, verbose: Verbose = False,
 ) -> None:
     """Join an existing sweep's study (--study), or run queued sweeps (--queue)."""
-    from tuner.service import join_sweep
-    from tuner.sweep import check_number
+    from perftune.service import join_sweep
+    from perftune.sweep import check_number
 
     if (study is None) == (not queue):
         raise UsageError("--study NAME or --queue: give exactly one")
@@ -409,7 +409,7 @@ def worker(
 
     signal.signal(signal.SIGTERM, _terminate)
     if queue:
-        from tuner.service import run_queue
+        from perftune.service import run_queue
 
         result = run_queue(ws, poll=poll, max_sweeps=1 if once else max_sweeps,
                            idle_exit=(0.0 if once and idle_exit is None else idle_exit),
@@ -438,7 +438,7 @@ def sweeps(
     home: Home = None, db: Db = None, tracking_uri: Tracking = None, json_out: Json = False,
 ) -> None:
     """List sweeps, newest first: state, progress, best so far (queued ones included)."""
-    from tuner.service import list_sweeps
+    from perftune.service import list_sweeps
 
     found = list_sweeps(_ws(home, db=db, tracking_uri=tracking_uri), state=state, limit=limit)
     if json_out:
@@ -476,8 +476,8 @@ def serve(
     home: Home = None, storage: Storage = None, tracking_uri: Tracking = None, db: Db = None,
 ) -> None:
     """Serve the HTTP API: best configs, devices, the sweep queue (writes need PERFTUNE_API_TOKEN)."""
-    from storage import redact_url
-    from tuner.service import allowed_dirs, prepare_server
+    from perftune.service import allowed_dirs, prepare_server
+    from perftune.storage import redact_url
 
     if not 0 < port < 65536:
         raise UsageError(f"--port {port}: must be between 1 and 65535")
@@ -488,7 +488,7 @@ def serve(
     try:
         import uvicorn
 
-        from tuner.server import create_app
+        from perftune.server import create_app
     except ImportError as exc:
         raise UsageError(f"perftune serve needs FastAPI and uvicorn ({exc}): pip install perftune") from None
     prepare_server(ws)
@@ -503,7 +503,7 @@ def serve(
 
 
 def _sweep_all(cfg, ws, unit: str, quiet: bool, json_out: bool, verbose: bool = False) -> None:
-    from tuner.service import sweep_all_devices
+    from perftune.service import sweep_all_devices
 
     bars: list[_Progress] = []
 
@@ -682,7 +682,7 @@ def best(
     home: Home = None, db: Db = None, json_out: Json = False,
 ) -> None:
     """Show a workload's stored best configs, best first; without --workload, every stored best."""
-    from tuner.service import best_configs, format_config
+    from perftune.service import best_configs, format_config
 
     if fmt is not None and workload is None:
         raise UsageError(f"--format {fmt}: give --workload too (whose best config to print)")
@@ -764,9 +764,9 @@ def run_command(
     verbose: Verbose = False,
 ) -> None:
     """Run a command with the stored best config filled in, measured as a sweep's trial."""
-    from tuner.names import safe_filename
-    from tuner.service import run_with_best
-    from tuner.sweep import check_number
+    from perftune.names import safe_filename
+    from perftune.service import run_with_best
+    from perftune.sweep import check_number
 
     check_number("--eval-interval", eval_interval, 0, 86_400, "positive seconds")
     ws = _ws(home, db=db)
@@ -811,7 +811,7 @@ def sync(home: Home = None, tracking_uri: Tracking = None, storage: Storage = No
          json_out: Json = False) -> None:  # fmt: skip
     """Deliver the tracking events spooled while the MLflow server was down, now (and give the
     sweeps' Optuna study and perftune database, named by --storage and --db, their run ids)."""
-    from tuner.service import sync_tracking
+    from perftune.service import sync_tracking
 
     result = sync_tracking(_ws(home, storage, tracking_uri, db))
     if json_out:
@@ -832,7 +832,7 @@ def ui(
     home: Home = None, tracking_uri: Tracking = None,
 ) -> None:
     """Start the MLflow UI on perftune's tracking store."""
-    from tuner.service import ui_command, ui_environ, ui_links
+    from perftune.service import ui_command, ui_environ, ui_links
 
     ws = _ws(home, tracking_uri=tracking_uri)
     cmd = ui_command(ws, host=host, port=port, workers=workers, allowed_hosts=allowed_hosts)
@@ -847,8 +847,8 @@ def ui(
 @db_app.command("upgrade")
 def db_upgrade(home: Home = None, db: Db = None) -> None:
     """Apply perftune's database migrations (Alembic)."""
-    from storage import redact_url
-    from tuner.service import db_upgrade as upgrade
+    from perftune.service import db_upgrade as upgrade
+    from perftune.storage import redact_url
 
     ws = _ws(home, db=db)
     rev = upgrade(ws)
@@ -872,7 +872,7 @@ def _click_errors():
 def _error(message: object) -> None:
     """Print an error message on stderr as one line, every URL in it redacted: what an
     exception says may quote a database or tracking URL with its password."""
-    from storage import redact_text
+    from perftune.storage import redact_text
 
     err.print(redact_text(message), markup=False, highlight=False, soft_wrap=True)
 

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from tuner.errors import UsageError
+from perftune.errors import UsageError
 
 
 @dataclass(frozen=True)

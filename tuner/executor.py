@@ -1,7 +1,7 @@
 """Where trials run, seen from the sweep process.
 
 :class:`Executor` is the extension point. :class:`ProcessExecutor` (the default) keeps one
-fork-server worker per framework (see :mod:`tuner._worker`), under the framework's own
+fork-server worker per framework (see :mod:`perftune._worker`), under the framework's own
 interpreter if one is configured, and runs each trial in a fresh forked child with a timeout.
 :class:`InProcessExecutor` runs trials in the calling process: no isolation, no timeout; for
 tests and for measuring the service's own overhead.
@@ -27,15 +27,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tuner.backends import (
+from perftune.backends import (
     NullChannel,
     TrialOutcome,
     TrialRequest,
     classify_exception,
     get_backend,
 )
-from tuner.backends._base import Channel
-from tuner.errors import UsageError, WorkerError
+from perftune.backends._base import Channel
+from perftune.errors import UsageError, WorkerError
 
 #: ``on_report(step, value) -> prune?``
 ReportCallback = Callable[[int, float], bool]
@@ -65,7 +65,7 @@ def python_for(framework: str) -> str:
 
 
 @functools.cache
-def _tuner_path() -> str:
+def _perftune_path() -> str:
     """A folder holding only the ``tuner`` package (a link), for another interpreter's
     PYTHONPATH: putting perftune's own site-packages there would shadow that interpreter's
     packages (MindSpore's NumPy 1.x with this environment's NumPy 2, say)."""
@@ -86,7 +86,7 @@ class Executor(abc.ABC):
 
     @abc.abstractmethod
     def describe(self, workload: str) -> dict[str, Any]:
-        """Metadata of a workload spec (see :meth:`tuner.workload.Workload.describe`)."""
+        """Metadata of a workload spec (see :meth:`perftune.workload.Workload.describe`)."""
 
     @abc.abstractmethod
     def devices(self) -> list[dict[str, Any]]:
@@ -123,7 +123,7 @@ class InProcessExecutor(Executor):
         self.backend = get_backend(framework)()
 
     def describe(self, workload: str) -> dict[str, Any]:
-        from tuner.workload import resolve
+        from perftune.workload import resolve
 
         return resolve(workload, self.framework).describe()
 
@@ -131,12 +131,12 @@ class InProcessExecutor(Executor):
         return self.backend.devices()
 
     def run(self, request: TrialRequest, on_report: ReportCallback | None = None) -> TrialOutcome:
-        from tuner.workload import resolve
+        from perftune.workload import resolve
 
         t0 = time.perf_counter()
         try:
             if request.command:
-                from tuner.trial.launcher import run_command
+                from perftune.trial.launcher import run_command
 
                 payload = run_command(request, _CallbackChannel(on_report))
             else:
@@ -176,7 +176,7 @@ class ProcessExecutor(Executor):
     # -- process management
     def _start(self) -> None:
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_tuner_path(), env.get("PYTHONPATH")) if p)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_perftune_path(), env.get("PYTHONPATH")) if p)
         env.setdefault("PYTHONUNBUFFERED", "1")
         stderr: Any = subprocess.DEVNULL
         if self.log_dir:
@@ -184,7 +184,7 @@ class ProcessExecutor(Executor):
             stderr = open(os.path.join(self.log_dir, f"worker-{self.framework}.log"), "ab")  # noqa: SIM115
         try:
             self.proc = subprocess.Popen(
-                [self.python, "-m", "tuner._worker", "--framework", self.framework],
+                [self.python, "-m", "perftune._worker", "--framework", self.framework],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env,
                 start_new_session=True,
             )  # fmt: skip

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from tuner.errors import UsageError
+from perftune.errors import UsageError
 
 __all__ = ["MAX_FILENAME", "MAX_NAME", "MAX_STUDY", "check_name", "safe_filename"]
 

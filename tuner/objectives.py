@@ -12,7 +12,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tuner.errors import UsageError
+from perftune.errors import UsageError
 
 
 class Objective(abc.ABC):

@@ -1,4 +1,4 @@
-"""perftune's HTTP API (``perftune serve``): a thin FastAPI layer over :mod:`tuner.service`.
+"""perftune's HTTP API (``perftune serve``): a thin FastAPI layer over :mod:`perftune.service`.
 
 The CLI and the API call the same service functions; this module only maps them to routes,
 status codes and JSON. Security rules:
@@ -10,12 +10,12 @@ status codes and JSON. Security rules:
   ``max_body`` bytes (413 past that, whether the length is declared or the body is chunked);
 * a 422 quotes at most a short excerpt of the input it refuses (never the body echoed back);
 * a submitted sweep names a built-in workload or a ``FILE.py:FUNC`` (and optionally a space
-  YAML) under an allowed directory, real paths resolved (see :func:`tuner.service.check_request`);
-* every database URL shown is redacted, error messages included (:func:`storage.redact_text`);
+  YAML) under an allowed directory, real paths resolved (see :func:`perftune.service.check_request`);
+* every database URL shown is redacted, error messages included (:func:`perftune.storage.redact_text`);
   bad input is 422 naming the field (``loc``), unknown ids 404, cancelling a finished sweep
   409, an unreachable store 503.
 
-Imported only by ``perftune serve`` (``import tuner`` does not import FastAPI).
+Imported only by ``perftune serve`` (``import perftune`` does not import FastAPI).
 """
 
 from __future__ import annotations
@@ -37,14 +37,14 @@ from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import Headers
 
-from search_spaces import quote
-from storage import SWEEP_STATES, StoreError, redact_text
-from tuner import service
-from tuner.backends import BACKENDS
-from tuner.errors import ConflictError, NotFoundError, PerftuneError, UsageError
-from tuner.objectives import OBJECTIVES
-from tuner.settings import Workspace
-from tuner.sweep import PRUNERS, SAMPLERS
+from perftune import service
+from perftune.backends import BACKENDS
+from perftune.errors import ConflictError, NotFoundError, PerftuneError, UsageError
+from perftune.objectives import OBJECTIVES
+from perftune.search_spaces import quote
+from perftune.settings import Workspace
+from perftune.storage import SWEEP_STATES, StoreError, redact_text
+from perftune.sweep import PRUNERS, SAMPLERS
 
 __all__ = ["GuardWrites", "create_app", "field_of"]
 
@@ -297,7 +297,7 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 def _short_input(value: Any) -> Any:
     """A validation error's ``input`` as a 422 shows it: as given when short, else an excerpt
-    (:func:`search_spaces.quote`), so a refused body is never echoed back whole."""
+    (:func:`perftune.search_spaces.quote`), so a refused body is never echoed back whole."""
     short = len(json.dumps(jsonable_encoder(value), default=str)) <= 200
     return value if short else quote(value)
 
@@ -345,7 +345,7 @@ def create_app(ws: Workspace, *, token: str | None = None,
     where submitted workload and space files may live (real paths are compared).
     ``max_body``: the largest request body read, in bytes (413 past it).
     """
-    from tuner import __version__
+    from perftune import __version__
 
     opened: list[Any] = []  # the store, opened on first use (a database down at start: 503s)
     lock = threading.Lock()

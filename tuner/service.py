@@ -10,22 +10,22 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from tuner.errors import PerftuneError, UsageError
-from tuner.settings import Workspace
-from tuner.sweep import ProgressFn, SweepConfig, SweepReport, run_sweep
-from tuner.sweep.config import check_choice
+from perftune.errors import PerftuneError, UsageError
+from perftune.settings import Workspace
+from perftune.sweep import ProgressFn, SweepConfig, SweepReport, run_sweep
+from perftune.sweep.config import check_choice
 
 
 def version() -> str:
     """perftune's version: the installed distribution's, else (run from a checkout that is not
-    installed) the one :mod:`tuner` declares."""
+    installed) the one :mod:`perftune` declares."""
     from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as installed
 
     try:
         return installed("perftune")
     except PackageNotFoundError:
-        from tuner import __version__
+        from perftune import __version__
 
         return __version__
 
@@ -46,9 +46,9 @@ def list_devices(frameworks: list[str] | None = None, *, cache_dir: str | os.Pat
     discoveries are not cached."""
     from pathlib import Path
 
-    from tuner.backends import BACKENDS, get_backend
-    from tuner.devices import Device
-    from tuner.executor import ProcessExecutor
+    from perftune.backends import BACKENDS, get_backend
+    from perftune.devices import Device
+    from perftune.executor import ProcessExecutor
 
     names = frameworks or list(BACKENDS)
     for name in names:
@@ -112,9 +112,9 @@ def discovery_key(framework: str) -> dict[str, Any]:
     ``*_VISIBLE_DEVICES`` variables and perftune's version."""
     import glob
 
-    import tuner
-    from tuner.backends import get_backend
-    from tuner.executor import python_for
+    import perftune
+    from perftune.backends import get_backend
+    from perftune.executor import python_for
 
     python = python_for(framework)
     module = get_backend(framework).module
@@ -131,7 +131,7 @@ def discovery_key(framework: str) -> dict[str, Any]:
         mtime = None
     visible = {k: v for k, v in sorted(os.environ.items()) if k.endswith("_VISIBLE_DEVICES")}
     return {"python": python, "python_mtime": mtime, "dists": dists, "visible": visible,
-            "perftune": tuner.__version__}
+            "perftune": perftune.__version__}
 
 
 def sweep(cfg: SweepConfig, ws: Workspace, progress: ProgressFn | None = None) -> SweepReport:
@@ -140,8 +140,8 @@ def sweep(cfg: SweepConfig, ws: Workspace, progress: ProgressFn | None = None) -
 
 def join_sweep(study: str, ws: Workspace, progress: ProgressFn | None = None, *,
                worker_index: int = 1) -> dict[str, Any]:  # fmt: skip
-    """``perftune worker``: run trials of an existing study (see :func:`tuner.sweep.run_worker`)."""
-    from tuner.sweep import run_worker
+    """``perftune worker``: run trials of an existing study (see :func:`perftune.sweep.run_worker`)."""
+    from perftune.sweep import run_worker
 
     return run_worker(study, ws, progress, worker_index=worker_index)
 
@@ -155,8 +155,8 @@ def sweep_all_devices(cfg: SweepConfig, ws: Workspace,
     reported with its error; the others go on."""
     import dataclasses
 
-    from tuner.devices import Device
-    from tuner.executor import make_executor
+    from perftune.devices import Device
+    from perftune.executor import make_executor
 
     cfg = dataclasses.replace(cfg, device="cpu")
     cfg.validate()
@@ -208,10 +208,10 @@ def compare_devices(sweeps: list[dict[str, Any]]) -> dict[str, Any]:
 
 def sync_tracking(ws: Workspace, *, timeout: float = 30.0) -> dict[str, Any]:
     """``perftune sync``: deliver the tracking events spooled in the workspace (while the MLflow
-    server was down) to ``ws.tracking_uri`` now; see :func:`tuner.tracking.sync_spool`. Returns
+    server was down) to ``ws.tracking_uri`` now; see :func:`perftune.tracking.sync_spool`. Returns
     ``{"delivered", "pending", "refused", "other_uris", "spool", "tracking_uri"}``; raises
     :class:`PerftuneError` (exit 1, the spool kept as it was) if the server does not answer."""
-    from tuner.tracking import sync_spool
+    from perftune.tracking import sync_spool
 
     return sync_spool(ws, timeout=timeout)
 
@@ -222,7 +222,7 @@ def has_database(ws: Workspace) -> bool:
 
 
 def _open_read_only(ws: Workspace):
-    from storage import SchemaNotReadyError, StoreUnavailableError, open_store, redact_url
+    from perftune.storage import SchemaNotReadyError, StoreUnavailableError, open_store, redact_url
 
     if not has_database(ws):
         raise PerftuneError(f"no perftune database at {redact_url(ws.db)}: run a sweep first "
@@ -241,11 +241,11 @@ def best_configs(ws: Workspace, workload: str | None, *, framework: str | None =
     workload, then objective, best first (``BestConfigRecord`` objects). ``store``: an open
     store to use (the API keeps one), else one is opened for the call."""
     if objective is not None:
-        from tuner.objectives import get_objective
+        from perftune.objectives import get_objective
 
         get_objective(objective)
     if framework is not None:
-        from tuner.backends import get_backend
+        from perftune.backends import get_backend
 
         get_backend(framework)
     with _using(ws, store) as s:
@@ -258,13 +258,13 @@ def run_with_best(ws: Workspace, name: str, command: list[str], *, framework: st
                   eval_interval_s: float = 0.25, log_path: str | None = None) -> dict[str, Any]:  # fmt: skip
     """``perftune run``: a launched command outside a sweep, its ``{knob}`` template filled from
     the stored best config of workload ``name`` (or the defaults), run and measured as a
-    sweep's trial runs it (the script's ``tuner.Trial.connect()`` measures time to ``target``,
+    sweep's trial runs it (the script's ``perftune.Trial.connect()`` measures time to ``target``,
     default the stored one, and stops there). Returns the source, config, command and metrics.
     ``log_path``: a file for the command's output (None: this process's stdout and stderr)."""
     import math
 
-    from tuner.backends import NullChannel, TrialRequest, get_backend
-    from tuner.trial.launcher import fill, run_command, template_fields
+    from perftune.backends import NullChannel, TrialRequest, get_backend
+    from perftune.trial.launcher import fill, run_command, template_fields
 
     get_backend(framework)
     fields = template_fields(command)
@@ -286,11 +286,11 @@ def run_with_best(ws: Workspace, name: str, command: list[str], *, framework: st
     request = TrialRequest(workload="-", framework=framework, device=device, config=config,
                            measure="free", command=command, description=description,
                            log_path=log_path)  # fmt: skip
-    from tuner.errors import TrialError
-    from tuner.executor import _tuner_path
+    from perftune.errors import TrialError
+    from perftune.executor import _perftune_path
 
-    # The script talks to this perftune: its `import tuner` finds this one, as in a sweep's trial.
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_tuner_path(), os.environ.get("PYTHONPATH")) if p)
+    # The script talks to this perftune: its `import perftune` finds this one, as in a sweep's trial.
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_perftune_path(), os.environ.get("PYTHONPATH")) if p)
     try:
         out = run_command(request, NullChannel())
     except TrialError as exc:
@@ -301,8 +301,8 @@ def run_with_best(ws: Workspace, name: str, command: list[str], *, framework: st
 
 
 def _default_config(framework: str, device: str, space: str | None) -> dict[str, Any]:
-    from search_spaces import SpaceError, load_space
-    from tuner.backends._host import host_memory_bytes, usable_cores
+    from perftune.backends._host import host_memory_bytes, usable_cores
+    from perftune.search_spaces import SpaceError, load_space
 
     resources = {"cores": usable_cores(), "device_count": 1, "memory_gib": host_memory_bytes() / 2**30}
     try:
@@ -321,7 +321,7 @@ def format_config(config: dict[str, Any], fmt: str) -> str:
     (``PERFTUNE_KNOB=value`` lines, shell-quoted)."""
     import shlex
 
-    from tuner.trial.launcher import render
+    from perftune.trial.launcher import render
 
     check_choice("--format", fmt, FORMATS)
     if fmt == "json":
@@ -336,8 +336,8 @@ def format_config(config: dict[str, Any], fmt: str) -> str:
 
 
 def db_upgrade(ws: Workspace) -> str | None:
-    from storage import StoreError, current_revision, upgrade
-    from tuner.tracking import check_database
+    from perftune.storage import StoreError, current_revision, upgrade
+    from perftune.tracking import check_database
 
     check_database(ws.db, "--db")
     try:
@@ -363,11 +363,11 @@ def ui_command(ws: Workspace, *, host: str = "127.0.0.1", port: int = 5000, work
     if workers < 1:
         raise UsageError(f"--workers {workers}: must be at least 1")
     if ws.tracking_uri.startswith(("http://", "https://")):
-        from storage import redact_url
+        from perftune.storage import redact_url
 
         raise UsageError(f"--tracking-uri {redact_url(ws.tracking_uri)}: already a tracking server; "
                          "open it in a browser instead")  # fmt: skip
-    from tuner.tracking import check_tracking
+    from perftune.tracking import check_tracking
 
     check_tracking(ws.tracking_uri)
     ws.prepare()
@@ -391,7 +391,7 @@ def ui_links(ws: Workspace, base: str, *, limit: int = 5) -> list[tuple[str, str
     perftune's saved view, in the UI's "Model training" mode (MLflow 3.17 opens an experiment
     in its GenAI view otherwise, whatever the experiment's kind tag says). Read from perftune's
     store (no MLflow import); none without a store."""
-    from tuner.tracking import view_path
+    from perftune.tracking import view_path
 
     links: dict[str, str] = {}
     for row in list_sweeps(ws, limit=100):
@@ -404,7 +404,7 @@ def ui_links(ws: Workspace, base: str, *, limit: int = 5) -> list[tuple[str, str
 # --------------------------------------------------------------------------- the sweep queue
 
 #: What a submitted sweep (``POST /v1/sweeps``, :func:`submit_sweep`) may set: the
-#: :class:`~tuner.sweep.SweepConfig` fields that are safe from a remote caller.
+#: :class:`~perftune.sweep.SweepConfig` fields that are safe from a remote caller.
 REQUEST_FIELDS = ("workload", "framework", "device", "objective", "trials", "timeout", "space",
                   "study", "seed", "sampler", "pruner", "confirm_top", "confirm_repeats",
                   "confirm_max_repeats", "trial_timeout", "budget_s", "batch_probe", "warm_start",
@@ -445,7 +445,7 @@ def check_request(request: dict[str, Any], allow_dirs: list[str] | tuple[str, ..
     directories: a workload is a built-in name or ``FILE.py:FUNCTION`` under one of
     ``allow_dirs`` (``package.module:FUNCTION`` is refused), a search space a YAML file there.
     Returns the config to queue, its file paths made real and absolute."""
-    from tuner.workload import is_builtin
+    from perftune.workload import is_builtin
 
     unknown = sorted(set(request) - set(REQUEST_FIELDS))
     if unknown:
@@ -493,7 +493,7 @@ def open_read_only(ws: Workspace):
 
 def _open_store(ws: Workspace, *, create: bool = False):
     if create:
-        from storage import StoreError, open_store
+        from perftune.storage import StoreError, open_store
 
         try:
             return open_store(ws.db, create=True)
@@ -507,8 +507,8 @@ def mlflow_link(ws: Workspace, run_id: str | None, experiment_id: str | None) ->
     experiment's runs in perftune's saved view: every trial with its params and objective) when
     tracking goes to an MLflow server (or ``PERFTUNE_MLFLOW_UI_URL`` names the UI), else the
     ids and a hint."""
-    from storage import redact_url
-    from tuner.tracking import view_path
+    from perftune.storage import redact_url
+    from perftune.tracking import view_path
 
     if not run_id:
         return None
@@ -528,7 +528,7 @@ def sweep_view(ws: Workspace, row: dict[str, Any]) -> dict[str, Any]:
     """A store sweep row as the CLI and the API show it: plus ``best_config_id``, the
     ``confirmed_value`` (the confirmation's median of the winner, once confirmed; ``best_value``
     is the search's best so far), its objective's ``unit`` and the MLflow ``link``."""
-    from tuner.objectives import OBJECTIVES
+    from perftune.objectives import OBJECTIVES
 
     summary, settings = row.get("summary") or {}, row.get("settings") or {}
     objective = OBJECTIVES.get(row.get("objective"))
@@ -558,7 +558,7 @@ def list_sweeps(ws: Workspace, *, state: str | None = None, limit: int = 100,
     """Sweeps, newest first (queued ones included), optionally of one ``state``; at most
     ``limit`` of them, which must be from 1 to :data:`MAX_LIST_LIMIT` (else :class:`UsageError`
     naming ``--limit``)."""
-    from storage import SWEEP_STATES as states
+    from perftune.storage import SWEEP_STATES as states
 
     if state is not None:
         check_choice("--state", state, states)
@@ -580,8 +580,8 @@ def get_sweep(ws: Workspace, sweep_id: int, *, store=None) -> dict[str, Any]:
 def cancel_sweep(ws: Workspace, sweep_id: int, *, store=None) -> dict[str, Any]:
     """Cancel a queued sweep at once, or ask a running one to stop between trials (it ends
     ``cancelled``). :class:`NotFoundError` if unknown, :class:`ConflictError` if finished."""
-    from storage import SweepStateError
-    from tuner.errors import ConflictError, NotFoundError
+    from perftune.errors import ConflictError, NotFoundError
+    from perftune.storage import SweepStateError
 
     if store is None and not has_database(ws):
         raise NotFoundError(f"sweep {sweep_id}: no such sweep")
@@ -603,7 +603,7 @@ def best_config_by_id(ws: Workspace, best_id: int, *, store=None):
 def _lookup(ws: Workspace, store, get: Callable[[Any], Any], missing: str) -> Any:
     """``get(store)``, or :class:`NotFoundError` (``missing``) when it finds nothing or there
     is no database yet."""
-    from tuner.errors import NotFoundError
+    from perftune.errors import NotFoundError
 
     found = None
     if store is not None or has_database(ws):
@@ -625,8 +625,14 @@ def known_devices(ws: Workspace, *, store=None) -> list[dict[str, Any]]:
 def health(ws: Workspace) -> dict[str, Any]:
     """Whether the store answers, its schema revision, and the configured backends (every
     URL with its password redacted)."""
-    from storage import StoreError, current_revision, head_revision, redact_text, redact_url
-    from tuner import __version__
+    from perftune import __version__
+    from perftune.storage import (
+        StoreError,
+        current_revision,
+        head_revision,
+        redact_text,
+        redact_url,
+    )
 
     out: dict[str, Any] = {"status": "ok", "version": __version__, "db": redact_url(ws.db),
                            "storage": redact_url(ws.storage),
@@ -646,7 +652,7 @@ def health(ws: Workspace) -> dict[str, Any]:
 def prepare_server(ws: Workspace) -> str | None:
     """``perftune serve`` starts on a current store (created, or migrated, as a sweep does)."""
     _open_store(ws, create=True).close()
-    from storage import current_revision
+    from perftune.storage import current_revision
 
     return current_revision(ws.db)
 
@@ -662,7 +668,7 @@ def run_queue(ws: Workspace, *, poll: float = 2.0, max_sweeps: int | None = None
     running sweep (marked ``interrupted``) and ends the loop with ``KeyboardInterrupt``."""
     import time
 
-    from tuner._recovery import worker_id
+    from perftune._recovery import worker_id
 
     log = log or (lambda msg: None)
     worker = worker_id()
@@ -695,7 +701,7 @@ def run_queue(ws: Workspace, *, poll: float = 2.0, max_sweeps: int | None = None
 def _dead_queue_worker(row: dict[str, Any]) -> bool:
     """A queue worker on this machine that died (SIGKILL, OOM) with its sweep ``running``: the
     sweep's owner (recorded once it started) or, before that, its claimer."""
-    from tuner import _recovery
+    from perftune import _recovery
 
     owner = (row.get("settings") or {}).get("owner")
     if isinstance(owner, dict):
@@ -705,7 +711,7 @@ def _dead_queue_worker(row: dict[str, Any]) -> bool:
 
 def _run_queued(ws: Workspace, store, row: dict[str, Any], executor=None,
                 tracker=None) -> dict[str, Any]:  # fmt: skip
-    from storage import StoreError, redact_text
+    from perftune.storage import StoreError, redact_text
 
     sid = row["id"]
     error = None

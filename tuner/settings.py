@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuner.errors import PerftuneError, UsageError
+from perftune.errors import PerftuneError, UsageError
 
 #: How long a process waits for another one to finish setting up the workspace's databases.
 SETUP_LOCK_TIMEOUT_S = 300.0
@@ -27,13 +27,13 @@ def _sqlite(path: Path) -> str:
 
 
 def _normalize(url: str) -> str:
-    from storage import normalize_url
+    from perftune.storage import normalize_url
 
     return normalize_url(url)
 
 
 def _redact(url: str) -> str:
-    from storage import redact_url
+    from perftune.storage import redact_url
 
     return redact_url(url)
 

@@ -4,7 +4,7 @@
 a parent run per sweep and a nested run per trial, in batches (one ``log_batch`` per trial
 run), and :class:`NullTracker` logs nothing. :class:`SpooledTracker` is what a sweep uses with
 an MLflow tracking server: it never waits on the server (the operations go to a local spool,
-:mod:`tuner._spool`, which a background thread delivers), so a server that is down or slow
+:mod:`perftune._spool`, which a background thread delivers), so a server that is down or slow
 does not stop trials. :func:`make_tracker` picks one for a workspace; :func:`sync_spool` is
 ``perftune sync``. Trackers are used from the sweep loop's thread only.
 """
@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from tuner.errors import PerftuneError, UsageError
+from perftune.errors import PerftuneError, UsageError
 
 __all__ = ["MlflowTracker", "NullTracker", "SpooledTracker", "Tracker", "check_database", "check_tracking",
            "make_tracker", "runs_view", "sync_spool", "view_path"]  # fmt: skip
@@ -171,7 +171,7 @@ class MlflowTracker(Tracker):
             if exp.tags.get(KIND_TAG) != KIND_ML:
                 self.client.set_experiment_tag(exp.experiment_id, KIND_TAG, KIND_ML)
             return exp.experiment_id
-        from tuner.names import safe_filename
+        from perftune.names import safe_filename
 
         location = None
         if self.artifact_root:
@@ -263,7 +263,7 @@ class SpooledTracker(Tracker):
     """MLflow on a tracking server, never waited on.
 
     Every call appends its operation to the workspace's tracking spool (an SQLite file, see
-    :mod:`tuner._spool`) and returns; a background thread delivers the spool to the server in
+    :mod:`perftune._spool`) and returns; a background thread delivers the spool to the server in
     order, with short HTTP timeouts and no retries inside a request, backing off (up to 4 s)
     while the server does not answer. ``start_sweep`` waits at most ``start_wait_s`` for the
     server to create the parent run; if it has not, it returns a placeholder id (``local-<hex>``)
@@ -277,7 +277,7 @@ class SpooledTracker(Tracker):
     def __init__(self, tracking_uri: str, home: str | os.PathLike, *, artifact_root: str | None = None,
                  storage: str | None = None, db: str | None = None, start_wait_s: float | None = None,
                  flush_s: float | None = None) -> None:  # fmt: skip
-        from tuner._spool import Deliverer, Spool, spool_key
+        from perftune._spool import Deliverer, Spool, spool_key
 
         self.uri, self.key = tracking_uri, spool_key(tracking_uri)
         self.storage, self.db = storage, db
@@ -300,7 +300,7 @@ class SpooledTracker(Tracker):
 
     # -- the delivery thread
     def _deliver_loop(self) -> None:
-        from tuner._spool import Busy, Transient
+        from perftune._spool import Busy, Transient
 
         backoff = 0.0
         while not self._stop.is_set():
@@ -317,7 +317,7 @@ class SpooledTracker(Tracker):
                 self.down = str(exc)
                 backoff = min(max(2 * backoff, 0.25), _MAX_BACKOFF_S)
             except Exception as exc:  # noqa: BLE001 - a broken spool must not stop the sweep
-                from storage import redact_text
+                from perftune.storage import redact_text
 
                 self.down = redact_text(f"{type(exc).__name__}: {exc}")
                 backoff = _MAX_BACKOFF_S
@@ -337,7 +337,7 @@ class SpooledTracker(Tracker):
         self._wake.set()
 
     def start_sweep(self, experiment, run_name, params, tags):
-        from tuner._spool import log, new_ref
+        from perftune._spool import log, new_ref
 
         with self._call():
             self.experiment, ref, now = experiment, new_ref(), int(time.time() * 1000)
@@ -364,7 +364,7 @@ class SpooledTracker(Tracker):
         self.experiment, self.parent_run_id = experiment, parent_run_id
 
     def log_trial(self, name, params, metrics, curves, tags, status="FINISHED", start_time=None, end_time=None):
-        from tuner._spool import new_ref
+        from perftune._spool import new_ref
 
         with self._call():
             ref, now = new_ref(), int(time.time() * 1000) if end_time is None else end_time
@@ -415,7 +415,7 @@ class SpooledTracker(Tracker):
         return True
 
     def close(self) -> dict[str, Any] | None:
-        from tuner._spool import apply_fixup, apply_fixups, log
+        from perftune._spool import apply_fixup, apply_fixups, log
 
         if self._result is not None:
             return self._result
@@ -428,7 +428,7 @@ class SpooledTracker(Tracker):
                 apply_fixup(self.placeholder, real, self.storage, self._study, self.db)
                 self.parent_run_id, self.placeholder = real, None
             except Exception as exc:  # noqa: BLE001 - left for perftune sync
-                from storage import redact_text
+                from perftune.storage import redact_text
 
                 log.warning("perftune: could not record MLflow run %s: %s", real, redact_text(exc))
         with contextlib.suppress(Exception):
@@ -467,7 +467,7 @@ def sync_spool(ws, *, timeout: float = 30.0) -> dict[str, Any]:
     """``perftune sync``: deliver the workspace's spooled tracking events for
     ``ws.tracking_uri`` now. Raises :class:`PerftuneError` (nothing changed) when the server
     does not answer, or when it refused some events."""
-    from tuner._spool import SPOOL_DB, Deliverer, Spool, Transient, apply_fixups, spool_key
+    from perftune._spool import SPOOL_DB, Deliverer, Spool, Transient, apply_fixups, spool_key
 
     check_tracking(ws.tracking_uri)
     key, path = spool_key(ws.tracking_uri), ws.home / SPOOL_DB
@@ -501,7 +501,7 @@ def sync_spool(ws, *, timeout: float = 30.0) -> dict[str, Any]:
 def check_tracking(uri: str, timeout: float = 3.0) -> None:
     """Fail fast, with one line, on a malformed tracking URI or an unreachable tracking
     database. A tracking server is not contacted: a sweep spools what it cannot deliver."""
-    from storage import redact_url
+    from perftune.storage import redact_url
 
     if uri.startswith(("http://", "https://")):
         from urllib.parse import urlsplit
@@ -523,7 +523,7 @@ def check_database(url: str, flag: str, timeout: float = 3.0) -> None:
     once to a database server; read the schema of an existing SQLite file (a corrupt file, or
     one that is not SQLite, fails here instead of half-way through the setup). Writes nothing
     and creates no file."""
-    from storage import redact_text, redact_url
+    from perftune.storage import redact_text, redact_url
 
     if url.startswith("sqlite"):
         _check_sqlite_file(url, flag, timeout)
@@ -550,7 +550,7 @@ def _check_sqlite_file(url: str, flag: str, timeout: float) -> None:
 
     from sqlalchemy.engine import make_url
 
-    from storage import redact_url
+    from perftune.storage import redact_url
 
     path = make_url(url).database
     if not path or path == ":memory:" or not os.path.isfile(path):

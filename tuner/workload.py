@@ -2,10 +2,10 @@
 
 Two kinds, named by the same *spec* strings:
 
-- a training function decorated with :func:`tuner.trainable` (the user's loop, measured through
-  :class:`tuner.Trial`): ``path/to/train.py:train``;
+- a training function decorated with :func:`perftune.trainable` (the user's loop, measured through
+  :class:`perftune.Trial`): ``path/to/train.py:train``;
 - a :class:`Workload`: a model factory, in-memory data, a loss and a metric with a quality
-  target, trained by perftune's built-in loop (itself written on :class:`tuner.Trial`). A spec
+  target, trained by perftune's built-in loop (itself written on :class:`perftune.Trial`). A spec
   is a built-in name (``mlp-digits``, ``cnn-digits``, ``gpt-tiny``) or
   ``path/to/file.py:make_workload`` / ``package.module:make_workload``, a zero-argument callable
   returning a :class:`Workload`.
@@ -27,18 +27,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tuner.errors import UsageError
-from tuner.names import check_name
+from perftune.errors import UsageError
+from perftune.names import check_name
 
 #: Built-in workloads: name -> "module:factory" (per framework).
 BUILTIN_WORKLOADS: dict[str, dict[str, str]] = {
-    "mlp-digits": {"torch": "tuner.workloads.torch_digits:mlp_digits",
-                   "tensorflow": "tuner.workloads.tf_digits:mlp_digits",
-                   "mindspore": "tuner.workloads.ms_digits:mlp_digits"},
-    "cnn-digits": {"torch": "tuner.workloads.torch_digits:cnn_digits",
-                   "tensorflow": "tuner.workloads.tf_digits:cnn_digits",
-                   "mindspore": "tuner.workloads.ms_digits:cnn_digits"},
-    "gpt-tiny": {"torch": "tuner.workloads.torch_gpt:gpt_tiny"},
+    "mlp-digits": {"torch": "perftune.workloads.torch_digits:mlp_digits",
+                   "tensorflow": "perftune.workloads.tf_digits:mlp_digits",
+                   "mindspore": "perftune.workloads.ms_digits:mlp_digits"},
+    "cnn-digits": {"torch": "perftune.workloads.torch_digits:cnn_digits",
+                   "tensorflow": "perftune.workloads.tf_digits:cnn_digits",
+                   "mindspore": "perftune.workloads.ms_digits:cnn_digits"},
+    "gpt-tiny": {"torch": "perftune.workloads.torch_gpt:gpt_tiny"},
 }
 
 #: The loss and metric names every backend implements (anything else must be a callable).
@@ -54,7 +54,7 @@ class Workload:
 
     Args:
         name: short identifier, used for the MLflow experiment and the config store: at most
-            100 characters, without ``/``, ``\\`` or ``..`` (see :func:`tuner.names.check_name`).
+            100 characters, without ``/``, ``\\`` or ``..`` (see :func:`perftune.names.check_name`).
         framework: ``"torch"`` (TensorFlow and MindSpore come with their backends).
         model: zero-argument factory returning a fresh, untrained model (a ``torch.nn.Module``).
             Called inside the trial process, after the device and threads are configured.
@@ -125,7 +125,7 @@ class Workload:
 
 def check_description(desc: dict[str, Any]) -> None:
     """The checks every workload description passes (a :class:`Workload`'s, a
-    :class:`~tuner.trial.Trainable`'s): one line naming the field, before anything runs."""
+    :class:`~perftune.trial.Trainable`'s): one line naming the field, before anything runs."""
     name = desc.get("name")
     check_name("workload name", name)
     if desc.get("framework") not in ("torch", "tensorflow", "mindspore"):
@@ -227,14 +227,14 @@ def warm(spec: str, framework: str = "torch") -> None:
 
 def resolve(spec: str, framework: str = "torch") -> Any:
     """What a spec names, built in the trial worker (where the framework lives): a
-    :class:`Workload` (from a factory) or a :class:`~tuner.trial.Trainable` (a decorated
+    :class:`Workload` (from a factory) or a :class:`~perftune.trial.Trainable` (a decorated
     training function)."""
     if (spec, framework) in _CACHE:
         return _CACHE[(spec, framework)]
     check_spec(spec, framework)
     factory_spec = BUILTIN_WORKLOADS[spec][framework] if spec in BUILTIN_WORKLOADS else spec
     obj = _load_callable(factory_spec)
-    from tuner.trial.api import Trainable
+    from perftune.trial.api import Trainable
 
     if isinstance(obj, Trainable):
         workload: Any = obj
@@ -248,8 +248,8 @@ def resolve(spec: str, framework: str = "torch") -> Any:
             raise UsageError(f"--workload {spec}: the factory raised {type(exc).__name__}: {exc}") from None
         if not isinstance(workload, Workload):
             raise UsageError(f"--workload {spec}: the factory returned {type(workload).__name__}, "
-                             "not tuner.Workload (or decorate a training function with "
-                             "@tuner.trainable)")  # fmt: skip
+                             "not perftune.Workload (or decorate a training function with "
+                             "@perftune.trainable)")  # fmt: skip
     if workload.framework != framework:
         raise UsageError(
             f"--workload {spec}: it is a {workload.framework} workload, not {framework} "
@@ -275,14 +275,14 @@ def _check_factory(spec: str, obj: Any) -> None:
                 and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]  # fmt: skip
     if required:
         raise UsageError(f"--workload {spec}: a training function must be decorated with "
-                         "@tuner.trainable(name=..., target=...), and a workload factory takes "
+                         "@perftune.trainable(name=..., target=...), and a workload factory takes "
                          f"no arguments (this one takes {', '.join(p.name for p in required)})")  # fmt: skip
 
 
 def declared_framework(spec: str) -> str | None:
     """The framework a workload declares, read without running (or importing) anything: a
     built-in's only framework (None if it has several); for a file, the ``framework=`` of the
-    ``@tuner.trainable`` decorating the named function, or of a ``Workload(...)`` call in the
+    ``@perftune.trainable`` decorating the named function, or of a ``Workload(...)`` call in the
     named factory (or in a function of the same file it calls). None if not declared as a
     literal (or not a file)."""
     import ast

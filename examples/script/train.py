@@ -15,7 +15,7 @@ and on two CPU processes (gloo) under torchrun, which starts ``{world_size}`` ra
         -- torchrun --standalone --nproc-per-node {world_size} examples/script/train.py \\
            --batch-size {batch_size} --lr {learning_rate}
 
-The only perftune lines are ``tuner.Trial.connect()`` and the ``trial.`` calls: ``step`` after
+The only perftune lines are ``perftune.Trial.connect()`` and the ``trial.`` calls: ``step`` after
 each optimizer step, ``evaluating``/``report`` when an evaluation is due. Launched by perftune
 they measure and report; run on their own they are a clock (``trial.should_stop()`` stays
 False) and the script trains for its ``--epochs``. ``trial.prepare`` and ``trial.sampler`` put
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-import tuner
+import perftune
 
 
 def data():
@@ -60,7 +60,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(args.seed)
 
-    trial = tuner.Trial.connect()
+    trial = perftune.Trial.connect()
     train_set, val = data()
     model = trial.prepare(torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10)))
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)

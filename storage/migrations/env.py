@@ -1,6 +1,6 @@
 """Alembic environment of the perftune config store.
 
-Normally driven from :mod:`storage._migrate`, which passes an open connection in
+Normally driven from :mod:`perftune.storage._migrate`, which passes an open connection in
 ``config.attributes["connection"]`` (inside a transaction it owns). For development the
 Alembic CLI works too::
 
@@ -20,8 +20,8 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 from sqlalchemy.engine import Connection
 
-from storage._models import TABLE_PREFIX, VERSION_TABLE, Base
-from storage._urls import normalize_url
+from perftune.storage._models import TABLE_PREFIX, VERSION_TABLE, Base
+from perftune.storage._urls import normalize_url
 
 config = context.config
 target_metadata = Base.metadata

@@ -21,7 +21,7 @@ HELP_BLOCK = re.compile(r"(<!-- help: ?(?P<cmd>[a-z -]*?) ?-->\n```text\n)(?P<te
 #: Prints each argument's ``perftune ARGS --help``, NUL-terminated: one interpreter for all.
 _PRINT_HELPS = """
 import sys
-from tuner.cli import app
+from perftune.cli import app
 for args in sys.argv[1:]:
     try:
         app([*args.split(), "--help"], prog_name="perftune")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from cli_reference import CLI_DOC, help_blocks, help_texts
 from typer.main import get_command
 
-from tuner.cli import app
+from perftune.cli import app
 
 
 def commands(group, prefix: str = "") -> set[str]:

@@ -36,7 +36,7 @@ class Server:
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = tmp_path / "serve.log"
         env = {**os.environ, "PERFTUNE_API_TOKEN": TOKEN, "PERFTUNE_NO_PROGRESS": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "tuner.cli", "serve", "--port", str(self.port),
+        self.proc = subprocess.Popen([sys.executable, "-m", "perftune.cli", "serve", "--port", str(self.port),
                                       "--allow-dir", allowed, *flags], cwd=ROOT, env=env,
                                      stdout=self.log.open("w"), stderr=subprocess.STDOUT)  # fmt: skip
         deadline = time.time() + 60

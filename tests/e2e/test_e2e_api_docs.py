@@ -16,8 +16,8 @@ pytestmark = pytest.mark.browser
 @pytest.fixture(scope="module")
 def api_url(tmp_path_factory):
     uvicorn = pytest.importorskip("uvicorn")
-    from tuner.server import create_app
-    from tuner.settings import Workspace
+    from perftune.server import create_app
+    from perftune.settings import Workspace
 
     app = create_app(Workspace.resolve(tmp_path_factory.mktemp("docs") / "ws"))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=_free_port(), log_level="warning"))

@@ -19,7 +19,7 @@ NOOP = str(ROOT / "benchmarks" / "noop_workload.py") + ":make_workload"
 
 
 def _start(home: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "tuner.cli", "sweep", "--home", str(home), "--workload", NOOP,
+    cmd = [sys.executable, "-m", "perftune.cli", "sweep", "--home", str(home), "--workload", NOOP,
            "--trials", "2", "--confirm-top", "1", "--confirm-repeats", "1", "--json", *extra]  # fmt: skip
     return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PERFTUNE_NO_PROGRESS": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip

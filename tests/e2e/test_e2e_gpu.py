@@ -54,8 +54,8 @@ def test_gpu_training_function_and_its_best(tmp_path):
     assert report["device"]["kind"] == "cuda" and report["best"] is not None
     assert report["batch_probe"]["max_batch_size"] >= 32
     assert report["best"]["metrics"]["peak_device_memory_mb"] > 0 and report["warnings"] == []
-    code = ("import json, runpy, tuner; ns = runpy.run_path('examples/hf_style.py'); "
-            "t = tuner.Trial.from_best('hf-style', device='cuda', objective='throughput', target=0.95); "
+    code = ("import json, runpy, perftune; ns = runpy.run_path('examples/hf_style.py'); "
+            "t = perftune.Trial.from_best('hf-style', device='cuda', objective='throughput', target=0.95); "
             "r = t.run(ns['train']); print(json.dumps([t.source, str(t.device), r['metrics']['reached_target']]))")  # fmt: skip
     env = {**os.environ, "PERFTUNE_HOME": str(tmp_path), "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

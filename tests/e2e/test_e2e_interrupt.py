@@ -35,7 +35,7 @@ def test_interrupt_then_resume(tmp_path, sig):
     home = tmp_path / "ws"
     args = ["sweep", "--workload", "mlp-digits", "--seed", "0", "--budget", "30",
             "--confirm-top", "1", "--confirm-repeats", "1", "--home", str(home)]  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "tuner.cli", *args, "--trials", "3"],
+    proc = subprocess.Popen([sys.executable, "-m", "perftune.cli", *args, "--trials", "3"],
                             cwd=ROOT, env={**os.environ, "PERFTUNE_NO_PROGRESS": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             # a shell's background job inherits SIGINT ignored: not the user's case
@@ -63,13 +63,13 @@ def test_interrupt_then_resume(tmp_path, sig):
                if r.data.tags.get("perftune_role") == "sweep"]  # fmt: skip
     assert [r.info.status for r in parents] == ["KILLED"]
 
-    from storage import open_store
+    from perftune.storage import open_store
 
     with open_store(f"sqlite:///{home}/perftune.db") as store:
         assert store.get_sweep(1)["state"] == "interrupted"
 
     # The worker and its trial are gone with the sweep.
-    out = subprocess.run(["pgrep", "-f", f"tuner._worker.*{home}"], capture_output=True)
+    out = subprocess.run(["pgrep", "-f", f"perftune._worker.*{home}"], capture_output=True)
     assert out.stdout == b""
 
     if sig != signal.SIGINT:

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 from conftest import run_json
 
-from tuner.executor import python_for
+from perftune.executor import python_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.mindspore]
 

@@ -92,7 +92,7 @@ def test_workers_survive_dropped_connections(tmp_path):
     app = f"perftune_pgr_{uuid.uuid4().hex[:8]}"
     with pg_schemas("perftune_pgr") as urls:
         urls = {k: f"{v}&application_name={app}_{k}" for k, v in urls.items()}
-        cmd = [sys.executable, "-m", "tuner.cli", "sweep", "--workload", WORKLOAD, "--workers", "2",
+        cmd = [sys.executable, "-m", "perftune.cli", "sweep", "--workload", WORKLOAD, "--workers", "2",
                "--trials", str(TRIALS), "--seed", "0", "--confirm-top", "1", "--confirm-repeats", "1",
                "--storage", urls["optuna"], "--tracking-uri", urls["mlflow"], "--db", urls["store"],
                "--home", str(tmp_path / "ws"), "--json"]  # fmt: skip

@@ -34,12 +34,12 @@ def test_sigkill_mid_trial_then_rerun_resumes_at_once(tmp_path):
     from mlflow import MlflowClient
     from optuna.trial import TrialState
 
-    from storage import open_store
+    from perftune.storage import open_store
 
     home = tmp_path / "ws"
     args = ["sweep", "--workload", WORKLOAD, "--trials", str(TRIALS), "--seed", "0",
             "--confirm-top", "1", "--confirm-repeats", "1", "--home", str(home)]  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "tuner.cli", *args], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "perftune.cli", *args], cwd=ROOT,
                             env={**os.environ, "PERFTUNE_NO_PROGRESS": "1"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline, running = time.time() + 120, None

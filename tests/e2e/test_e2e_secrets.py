@@ -85,7 +85,7 @@ def test_no_password_anywhere(tmp_path):
         t0 = time.monotonic()
         with CommandLines() as ps:
             proc = subprocess.run(
-                [sys.executable, "-m", "tuner.cli", "sweep", "--workload", NOOP, "--objective", "throughput",
+                [sys.executable, "-m", "perftune.cli", "sweep", "--workload", NOOP, "--objective", "throughput",
                  "--trials", "4", "--workers", "2", "--seed", "0", "--confirm-top", "1",
                  "--confirm-repeats", "1", "--json"],
                 cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
@@ -104,7 +104,7 @@ def test_no_password_anywhere(tmp_path):
     assert secret not in proc.stdout and secret not in proc.stderr
 
     # Command lines: the helper worker ran (so ps saw it), none ever showed the password.
-    assert any("tuner.cli worker" in line for line in ps.seen), "ps never saw the helper worker"
+    assert any("perftune.cli worker" in line for line in ps.seen), "ps never saw the helper worker"
     assert [line for line in ps.seen if secret in line] == []
 
     # Every file of the workspace: trial and worker logs, the spool (and its WAL), the rest.

@@ -126,7 +126,7 @@ def test_best_from_cli_and_python(swept):
     assert rec["speedup_interval"] == (pytest.approx([iv["low"], iv["high"]]) if iv else None)
     assert rec["mlflow_run_id"] == report["mlflow_run_id"]
     assert rec["device_fingerprint"] == report["device"]["fingerprint"]
-    code = (f"import json, tuner; r = tuner.best_config('mlp-digits', home={str(home)!r}); "
+    code = (f"import json, perftune; r = perftune.best_config('mlp-digits', home={str(home)!r}); "
             "print(json.dumps(r.config))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == report["best"]["config"]

@@ -86,7 +86,7 @@ def _spooled(home: Path) -> list[tuple]:
 def _sync(capsys, home: Path, uri: str) -> tuple[int, str, str]:
     """``perftune sync --json`` through the CLI's entry point, in this process (mlflow is
     imported already: a subprocess would spend seconds importing it again)."""
-    from tuner.cli import main
+    from perftune.cli import main
 
     capsys.readouterr()  # what this process printed before is not the command's output
     code = main(["sync", "--home", str(home), "--tracking-uri", uri, "--json"])
@@ -99,8 +99,8 @@ def _fake_sweep(home: Path, uri: str, tmp_path: Path):
     sys.path.insert(0, str(ROOT / "tests" / "tuner"))
     from test_tuner_sweep_fake import FakeExecutor
 
-    from tuner.settings import Workspace
-    from tuner.sweep import SweepConfig, run_sweep
+    from perftune.settings import Workspace
+    from perftune.sweep import SweepConfig, run_sweep
 
     space = tmp_path / "space.yaml"
     space.write_text("extends: none\nversion: 1\nparams:\n"
@@ -116,19 +116,19 @@ def test_server_killed_mid_sweep_then_restarted(server, tmp_path, monkeypatch, c
     from mlflow import MlflowClient
     from mlflow.entities import ViewType
 
-    import tuner.tracking
-    from storage import open_store
+    import perftune.tracking
+    from perftune.storage import open_store
 
     for key in [k for k in os.environ if k.startswith("PERFTUNE_")]:
         monkeypatch.delenv(key)
-    monkeypatch.setattr(tuner.tracking, "FLUSH_S", 0.5)  # for the sweep in this process
+    monkeypatch.setattr(perftune.tracking, "FLUSH_S", 0.5)  # for the sweep in this process
     home, home_b = tmp_path / "ws", tmp_path / "ws-b"
     # 1. A real sweep (CLI, trial processes) started with the server: its first events wait in
     #    the spool until the server is up. Once it holds 3 trial runs, the server is SIGKILLed and
     #    stays down to the sweep's end.
     server.start(wait=False)
     sweep = subprocess.Popen(
-        [sys.executable, "-m", "tuner.cli", "sweep", "--workload", NOOP, "--trials", "20", "--seed", "0",
+        [sys.executable, "-m", "perftune.cli", "sweep", "--workload", NOOP, "--trials", "20", "--seed", "0",
          "--confirm-top", "1", "--confirm-repeats", "1", "--home", str(home), "--tracking-uri", server.uri,
          "--json"], cwd=ROOT, env={**os.environ, "PERFTUNE_NO_PROGRESS": "1"},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip

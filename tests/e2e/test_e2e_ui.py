@@ -56,7 +56,7 @@ def _serve(home: Path, *ui_flags: str):
     log = home / "ui.log"
     t0 = time.monotonic()
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "tuner.cli", "ui", "--port", str(port),
+        proc = subprocess.Popen([sys.executable, "-m", "perftune.cli", "ui", "--port", str(port),
                                  "--home", str(home), *ui_flags], stdout=out, stderr=out,
                                 cwd=ROOT, start_new_session=True)  # fmt: skip
     try:
@@ -148,7 +148,7 @@ def test_ui_on_postgres(tmp_path):
     """The PostgreSQL tracking store (a schema of the test server): runs logged by perftune's
     tracker, served by ``perftune ui --tracking-uri``. No sweep: the SQLite test above covers
     the sweep's runs and the browser; this covers the store URL reaching ``mlflow server``."""
-    from tuner.tracking import MlflowTracker
+    from perftune.tracking import MlflowTracker
 
     with pg_schemas("perftune_ui") as urls:
         tracker = MlflowTracker(urls["mlflow"], str(tmp_path / "mlartifacts"))
@@ -199,7 +199,7 @@ def test_ui_in_a_browser(browser, served):  # browser first: skips before the sw
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from tuner.tracking import view_path
+    from perftune.tracking import view_path
 
     url, report, parent = served["url"], served["report"], served["parent"]
     eid, pid = report["mlflow_experiment_id"], report["mlflow_run_id"]

@@ -1,5 +1,5 @@
 """The user's own training code, tuned and used, end to end through the real parts: a
-``@tuner.trainable`` function with its own DataLoader, a launched argparse script (plain and under
+``@perftune.trainable`` function with its own DataLoader, a launched argparse script (plain and under
 torchrun with 2 CPU ranks), the stored best read back in every form, and the same code run
 again outside the sweep with the stored config (``Trial.from_best``, ``perftune run``)."""
 
@@ -81,9 +81,9 @@ def test_the_tuned_function_runs_with_the_stored_config(hf):
     proc = python(textwrap.dedent("""
         import json, sys
         sys.path.insert(0, "examples")
-        import tuner
+        import perftune
         from hf_style import train
-        trial = tuner.Trial.from_best("hf-style", target=0.98)
+        trial = perftune.Trial.from_best("hf-style", target=0.98)
         result = trial.run(train)
         print(json.dumps({"source": trial.source, "config": trial.config.to_dict(),
                           "metrics": result["metrics"]}, default=str))
@@ -142,7 +142,7 @@ def test_an_undecorated_function_is_refused(tmp_path):
     script.write_text("def train(trial):\n    pass\n")
     proc = run_cli("sweep", "--workload", f"{script}:train", "--trials", "2", "--home", str(tmp_path / "ws"))
     assert proc.returncode == 2
-    assert "must be decorated with @tuner.trainable" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "must be decorated with @perftune.trainable" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "ws").exists()
 
 

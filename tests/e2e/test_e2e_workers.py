@@ -65,7 +65,7 @@ def test_external_worker_joins_and_a_killed_worker_is_retried(pg, tmp_path):
     urls, flags = pg
     env = {**os.environ, "PERFTUNE_NO_PROGRESS": "1"}
     sweep = subprocess.Popen(
-        [sys.executable, "-m", "tuner.cli", "sweep", "--workload", "mlp-digits", "--trials", "6",
+        [sys.executable, "-m", "perftune.cli", "sweep", "--workload", "mlp-digits", "--trials", "6",
          "--objective", "throughput", "--seed", "0", "--confirm-top", "1", "--confirm-repeats", "1",
          "--heartbeat", "1", "--grace-period", "3", "--json", *flags],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -77,7 +77,7 @@ def test_external_worker_joins_and_a_killed_worker_is_retried(pg, tmp_path):
     while time.time() < deadline and worker is None:
         try:
             if any(t.state == TrialState.RUNNING for t in _trials(urls["optuna"], study)):
-                worker = subprocess.Popen([sys.executable, "-m", "tuner.cli", "worker", "--study", study,
+                worker = subprocess.Popen([sys.executable, "-m", "perftune.cli", "worker", "--study", study,
                                            "--quiet", *worker_flags], cwd=ROOT, env=env,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
         except KeyError:

@@ -40,7 +40,7 @@ def _json(proc: subprocess.CompletedProcess) -> Any:
 def swept(tmp_path_factory) -> tuple[Path, dict[str, Any]]:
     """One real sweep (3 trials, 1 candidate confirmed once) into a fresh workspace."""
     home = tmp_path_factory.mktemp("user-workload-ws")
-    proc = _run(["-m", "tuner.cli", "sweep", "--workload", SPEC, "--trials", "3",
+    proc = _run(["-m", "perftune.cli", "sweep", "--workload", SPEC, "--trials", "3",
                  "--confirm-top", "1", "--confirm-repeats", "1", "--seed", "0",
                  "--home", str(home), "--json"], home)  # fmt: skip
     return home, _json(proc)
@@ -64,7 +64,7 @@ def test_sweep_reports_baseline_and_best(swept):
 
 def test_best_command_returns_the_stored_config(swept):
     home, report = swept
-    proc = _run(["-m", "tuner.cli", "best", "--workload", NAME, "--json", "--home", str(home)],
+    proc = _run(["-m", "perftune.cli", "best", "--workload", NAME, "--json", "--home", str(home)],
                 home)  # fmt: skip
     records = _json(proc)
     assert len(records) == 1

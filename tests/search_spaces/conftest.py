@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import search_spaces
+from perftune import search_spaces
 
 RESOURCES = {"cores": 2, "device_count": 1, "memory_gib": 23}
 

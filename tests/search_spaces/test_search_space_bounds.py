@@ -10,7 +10,7 @@ import pytest
 from optuna.samplers import GridSampler, RandomSampler, TPESampler
 from optuna.trial import TrialState
 
-from search_spaces import SpaceError, builtin_spaces, load_space
+from perftune.search_spaces import SpaceError, builtin_spaces, load_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -9,8 +9,8 @@ import textwrap
 
 import pytest
 
-import search_spaces
-from search_spaces import SpaceError, builtin_space_path, builtin_spaces, load_space
+from perftune import search_spaces
+from perftune.search_spaces import SpaceError, builtin_space_path, builtin_spaces, load_space
 
 CPU_DEFAULTS = {
     "batch_size": 32,
@@ -27,7 +27,7 @@ CPU_DEFAULTS = {
 
 def test_import_pulls_in_no_framework_and_no_optuna():
     code = (
-        "import sys, search_spaces\n"
+        "import sys, perftune.search_spaces as search_spaces\n"
         "bad = [m for m in ('torch', 'tensorflow', 'mindspore', 'optuna') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
@@ -264,7 +264,7 @@ def test_docstring_examples_load(write_yaml, resources):
 def _fake_builtins(tmp_path, monkeypatch, files: dict[str, str]) -> None:
     for name, text in files.items():
         (tmp_path / name).write_text(textwrap.dedent(text))
-    monkeypatch.setattr("search_spaces._space.BUILTIN_DIR", tmp_path)
+    monkeypatch.setattr("perftune.search_spaces._space.BUILTIN_DIR", tmp_path)
 
 
 COMMON = """\

@@ -1,11 +1,11 @@
-"""The safe expression evaluator (search_spaces._expr)."""
+"""The safe expression evaluator (perftune.search_spaces._expr)."""
 
 from __future__ import annotations
 
 import pytest
 
-from search_spaces import ExprError, compile_expr
-from search_spaces._expr import evaluate
+from perftune.search_spaces import ExprError, compile_expr
+from perftune.search_spaces._expr import evaluate
 
 ENV = {"cores": 8, "device_count": 2, "x": 3, "ratio": 0.5, "opt": "adam", "flag": True}
 

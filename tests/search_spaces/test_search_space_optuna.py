@@ -8,7 +8,7 @@ import optuna
 import pytest
 from optuna.samplers import GridSampler, RandomSampler
 
-from search_spaces import load_space
+from perftune.search_spaces import load_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

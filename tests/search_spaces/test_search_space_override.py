@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from search_spaces import Capabilities, SpaceError, load_space
+from perftune.search_spaces import Capabilities, SpaceError, load_space
 
 
 def test_merge_replaces_by_name_and_appends(load_file):

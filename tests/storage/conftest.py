@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from storage import SQLConfigStore, open_store
+from perftune.storage import SQLConfigStore, open_store
 
 # The local test server (trust auth); override with PERFTUNE_TEST_PG_URL (no query string).
 PG_ADMIN_URL = os.environ.get(

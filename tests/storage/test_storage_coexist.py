@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from storage import current_revision, head_revision, open_store, upgrade
+from perftune.storage import current_revision, head_revision, open_store, upgrade
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -12,8 +12,8 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-import storage
-from storage import (
+from perftune import storage
+from perftune.storage import (
     SchemaNotReadyError,
     _migrate,
     current_revision,
@@ -21,7 +21,7 @@ from storage import (
     open_store,
     upgrade,
 )
-from storage._models import VERSION_TABLE, Base
+from perftune.storage._models import VERSION_TABLE, Base
 
 PERFTUNE_TABLES = {
     "perftune_devices",

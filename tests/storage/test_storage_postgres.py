@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from storage import (
+from perftune.storage import (
     SchemaNotReadyError,
     current_revision,
     head_revision,
@@ -18,7 +18,7 @@ from storage import (
     open_store,
     upgrade,
 )
-from storage._models import VERSION_TABLE, Base
+from perftune.storage._models import VERSION_TABLE, Base
 
 pytestmark = pytest.mark.postgres
 

@@ -8,8 +8,8 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from storage import SQLConfigStore, StoreError, SweepStateError, open_store
-from storage._engine import make_engine, parse_url
+from perftune.storage import SQLConfigStore, StoreError, SweepStateError, open_store
+from perftune.storage._engine import make_engine, parse_url
 
 
 def _queue(store: SQLConfigStore, n: int) -> list[int]:
@@ -128,7 +128,7 @@ def test_claim_skips_a_locked_row_on_postgresql(pg_url: str) -> None:
 @pytest.mark.postgres
 def test_migration_0002_on_postgresql(pg_url: str) -> None:
     """0001 -> 0002 keeps an existing sweep; the new states pass the CHECK, others do not."""
-    from storage import upgrade
+    from perftune.storage import upgrade
 
     upgrade(pg_url, "0001")
     engine = make_engine(parse_url(pg_url))

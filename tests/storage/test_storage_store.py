@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from storage import BestConfigRecord, SQLConfigStore, StoreError, open_store
+from perftune.storage import BestConfigRecord, SQLConfigStore, StoreError, open_store
 
 # -- devices & workloads ------------------------------------------------------------
 

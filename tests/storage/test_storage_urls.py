@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import pytest
 
-from storage import (
+from perftune.storage import (
     StoreUnavailableError,
     current_revision,
     normalize_url,

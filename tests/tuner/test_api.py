@@ -14,10 +14,10 @@ import pytest
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from storage import open_store  # noqa: E402
-from tuner import service  # noqa: E402
-from tuner.server import create_app, field_of  # noqa: E402
-from tuner.settings import Workspace  # noqa: E402
+from perftune import service  # noqa: E402
+from perftune.server import create_app, field_of  # noqa: E402
+from perftune.settings import Workspace  # noqa: E402
+from perftune.storage import open_store  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "t0ken-for-tests"
@@ -282,7 +282,7 @@ def test_allow_list_cannot_be_escaped(client, allowed, tmp_path):
         f"{allowed}/sub/evil.py:make_workload": "outside the allowed directories",
         f"{outside}/evil.py:make_workload": "outside the allowed directories",
         "os:system": "module:FUNCTION is refused",
-        "tuner.workloads.torch_digits:mlp_digits": "module:FUNCTION is refused",
+        "perftune.workloads.torch_digits:mlp_digits": "module:FUNCTION is refused",
         f"{allowed}/wl.py:os.system": "not a function name",
         f"{allowed}/missing.py:make_workload": "file not found",
         f"{allowed}/space.yaml:make_workload": "module:FUNCTION is refused",
@@ -341,7 +341,7 @@ def test_passwords_are_redacted_on_postgresql(tmp_path):
 def test_cli_sweeps_and_worker_flags(client, ws, ids, capsys, monkeypatch):
     import signal
 
-    from tuner.cli import main
+    from perftune.cli import main
 
     monkeypatch.setattr(signal, "signal", lambda *a: None)  # `perftune worker` sets SIGTERM's
 

@@ -28,9 +28,9 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     status_code_conformance,
 )
 
-from tuner import service  # noqa: E402
-from tuner.server import MAX_BODY, create_app  # noqa: E402
-from tuner.settings import Workspace  # noqa: E402
+from perftune import service  # noqa: E402
+from perftune.server import MAX_BODY, create_app  # noqa: E402
+from perftune.settings import Workspace  # noqa: E402
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]  # fmt: skip

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from search_spaces import Capabilities, load_space
-from tuner.backends import MindSporeBackend, TrialRequest, classify_exception
-from tuner.backends import _mindspore as msb
-from tuner.errors import InvalidConfig, TrialError
-from tuner.executor import ProcessExecutor, python_for
+from perftune.backends import MindSporeBackend, TrialRequest, classify_exception
+from perftune.backends import _mindspore as msb
+from perftune.errors import InvalidConfig, TrialError
+from perftune.executor import ProcessExecutor, python_for
+from perftune.search_spaces import Capabilities, load_space
 
 ROOT = Path(__file__).resolve().parents[2]
 RES = {"cpu": {"cores": 2, "device_count": 1, "memory_gib": 23.0},
@@ -193,7 +193,7 @@ def test_make_ms_optimizer_builds_each_optimizer():
     code = """
 import json
 from mindspore import nn
-from tuner.backends._mindspore import make_ms_optimizer
+from perftune.backends._mindspore import make_ms_optimizer
 out = {}
 for name in ("sgd", "adam", "adamw", "rmsprop", "adagrad"):
     opt = make_ms_optimizer(nn.Dense(4, 2).trainable_params(),

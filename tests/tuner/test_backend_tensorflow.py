@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from search_spaces import Capabilities, load_space
-from tuner.backends import TensorFlowBackend, TrialOutcome, TrialRequest
-from tuner.backends._tensorflow import tpu_plausible, validate_config
-from tuner.errors import InvalidConfig
-from tuner.executor import ProcessExecutor, python_for
+from perftune.backends import TensorFlowBackend, TrialOutcome, TrialRequest
+from perftune.backends._tensorflow import tpu_plausible, validate_config
+from perftune.errors import InvalidConfig
+from perftune.executor import ProcessExecutor, python_for
+from perftune.search_spaces import Capabilities, load_space
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"warmup_s": 0.2, "window_s": 0.3, "repeats": 2}
@@ -150,9 +150,9 @@ def test_in_tensorflow_interpreter():
     discovery through fakes at the discovery boundary, the GPU guard, and the fp16 path."""
     out = run_tf("""
         import json, os, sys, time
-        from tuner.backends import TrialRequest, NullChannel, classify_exception
-        from tuner.backends import _tensorflow as B
-        from tuner.workload import resolve, warm
+        from perftune.backends import TrialRequest, NullChannel, classify_exception
+        from perftune.backends import _tensorflow as B
+        from perftune.workload import resolve, warm
 
         backend = B.TensorFlowBackend()
         versions = backend.preload()          # what the worker does before forking trials
@@ -246,7 +246,7 @@ def test_in_tensorflow_interpreter():
     assert out["cnn"][:6] == [torch_cnn, [None, 32, 32, 1], "float32", 0.98, 30.0, 0.2]
     assert out["cnn"][7] == [[1437, 32, 32, 1], [1437], [360, 32, 32, 1], [360]]
     assert out["cnn"][8] is False  # uncompiled
-    from tuner.workloads.digits_data import cnn_flops, mlp_flops
+    from perftune.workloads.digits_data import cnn_flops, mlp_flops
 
     assert out["mlp"][4] == mlp_flops() and out["cnn"][6] == cnn_flops()
 
@@ -280,11 +280,11 @@ def test_strategies_and_fp16_path_in_tensorflow():
     out = run_tf("""
         import json
         import tensorflow as tf
-        from tuner.backends import TrialRequest, NullChannel
-        from tuner.backends import _tensorflow as B
-        from tuner.errors import InvalidConfig
-        from tuner.trial._run import run_rank
-        from tuner.workload import resolve
+        from perftune.backends import TrialRequest, NullChannel
+        from perftune.backends import _tensorflow as B
+        from perftune.errors import InvalidConfig
+        from perftune.trial._run import run_rank
+        from perftune.workload import resolve
 
         def kit(config, device="cpu"):
             req = TrialRequest(workload="mlp-digits", framework="tensorflow", device=device,
@@ -413,7 +413,7 @@ def test_multi_worker_death_ends_the_trial(worker, tmp_path):
     spec.write_text(
         textwrap.dedent("""
         import json, os
-        from tuner.workloads.tf_digits import mlp_digits
+        from perftune.workloads.tf_digits import mlp_digits
 
         def make():
             wl = mlp_digits()
@@ -462,7 +462,7 @@ def test_example_workload_both_input_forms(worker, tmp_path, factory):
 
 
 def test_module_has_no_framework_import():
-    code = "import tuner.backends._tensorflow, tuner.workloads.tf_digits, sys; " \
+    code = "import perftune.backends._tensorflow, perftune.workloads.tf_digits, sys; " \
         "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=ROOT, timeout=60)  # fmt: skip

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from tuner._load import busy_warning, measure_load, start_load
+from perftune._load import busy_warning, measure_load, start_load
 
 
 def test_measure_load_reads_the_load_average_and_steal():

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from tuner.stats import (
+from perftune.stats import (
     Interval,
     clearly_better,
     precise_enough,

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from tuner.sweep.confirm import Measured, race
+from perftune.sweep.confirm import Measured, race
 
 
 def _fake(true: dict[str, float], noise: float = 0.05, drift: float = 0.4, fail: set = frozenset()):

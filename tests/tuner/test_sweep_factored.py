@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from tuner import cli
-from tuner.backends import TrialOutcome, TrialRequest
-from tuner.executor import Executor
-from tuner.settings import Workspace
-from tuner.sweep import SweepConfig, run_sweep
-from tuner.sweep.factored import (
+from perftune import cli
+from perftune.backends import TrialOutcome, TrialRequest
+from perftune.executor import Executor
+from perftune.settings import Workspace
+from perftune.sweep import SweepConfig, run_sweep
+from perftune.sweep.factored import (
     Throughputs,
     applies,
     lr_rule,

@@ -1,4 +1,4 @@
-"""PyTorch accelerator discovery and operations (tuner.backends._torch_accel).
+"""PyTorch accelerator discovery and operations (perftune.backends._torch_accel).
 
 The CPU is real. Accelerators are faked only at the hardware boundary: attributes of the real
 ``torch`` module are monkeypatched (``torch.cuda.is_available``, ``get_device_properties``...),
@@ -18,9 +18,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tuner.backends import _torch_accel as ta
-from tuner.backends._host import cpu_device, host_memory_bytes, usable_cores
-from tuner.errors import InvalidConfig
+from perftune.backends import _torch_accel as ta
+from perftune.backends._host import cpu_device, host_memory_bytes, usable_cores
+from perftune.errors import InvalidConfig
 
 GiB = 2**30
 VERSIONS = {"torch": "2.x", "python": "3.11"}
@@ -37,8 +37,8 @@ def pick(record, *keys):
 
 @pytest.fixture
 def no_nvml(monkeypatch):
-    """``tuner.backends._energy`` unimportable: no NVML extras, whether or not it exists."""
-    monkeypatch.setitem(sys.modules, "tuner.backends._energy", None)
+    """``perftune.backends._energy`` unimportable: no NVML extras, whether or not it exists."""
+    monkeypatch.setitem(sys.modules, "perftune.backends._energy", None)
 
 
 def fake_gpus(monkeypatch, gpus, *, bf16=True, nccl=True):
@@ -77,7 +77,7 @@ def provide(monkeypatch, modules: dict[str, types.ModuleType | None]):
 # ------------------------------------------------------------------------------- discovery
 def test_module_import_is_stdlib_only():
     code = (
-        "import sys, tuner.backends._torch_accel\n"
+        "import sys, perftune.backends._torch_accel\n"
         "print(sorted(m for m in ('torch', 'torch_npu', 'torch_xla') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -122,10 +122,10 @@ def test_heterogeneous_cuda_gives_one_record_per_model(monkeypatch, no_nvml):
 
 def test_heterogeneous_cuda_narrows_bf16_tf32_and_adds_nvml(monkeypatch):
     fake_gpus(monkeypatch, [T4, A100, T4], nccl=False)
-    energy = types.ModuleType("tuner.backends._energy")
+    energy = types.ModuleType("perftune.backends._energy")
     energy.nvml_info = lambda i: {"driver_version": "550.54", "power_limit_w": [70.0, 400.0][i],
                                   "name": "not overriding"}  # fmt: skip
-    monkeypatch.setitem(sys.modules, "tuner.backends._energy", energy)
+    monkeypatch.setitem(sys.modules, "perftune.backends._energy", energy)
     t4, a100 = [r for r in ta.discover(VERSIONS) if r["kind"] == "cuda"]
     assert pick(t4, "name", "indices", "bf16", "tf32") == ("Tesla T4", [0, 2], False, False)
     assert t4["count"] == 2

@@ -1,4 +1,4 @@
-"""FSDP2 wrapping (tuner.backends._torch._shard_units / _fully_shard): the policy on model
+"""FSDP2 wrapping (perftune.backends._torch._shard_units / _fully_shard): the policy on model
 shapes other than an MLP, then real 2-rank gloo trials of those models."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import pytest
 from test_tuner_worker import TINY, check_throughput, request
 from torch import nn
 
-from tuner.backends._torch import _shard_units
-from tuner.executor import ProcessExecutor
-from tuner.workload import resolve
+from perftune.backends._torch import _shard_units
+from perftune.executor import ProcessExecutor
+from perftune.workload import resolve
 
 MODELS = Path(__file__).resolve().parent / "workloads" / "fsdp_models.py"
 

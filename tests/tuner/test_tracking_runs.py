@@ -13,9 +13,9 @@ import time
 import pytest
 from test_tuner_sweep_fake import BAD, FakeExecutor
 
-from tuner.settings import Workspace
-from tuner.sweep import SweepConfig, run_sweep
-from tuner.tracking import KIND_ML, KIND_TAG, VIEW_TAG, MlflowTracker
+from perftune.settings import Workspace
+from perftune.sweep import SweepConfig, run_sweep
+from perftune.tracking import KIND_ML, KIND_TAG, VIEW_TAG, MlflowTracker
 
 TRIAL_S = 0.3
 

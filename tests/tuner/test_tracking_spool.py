@@ -12,10 +12,10 @@ from types import SimpleNamespace
 
 import pytest
 
-import tuner.tracking as tracking
-from tuner import _spool
-from tuner.errors import PerftuneError
-from tuner.settings import Workspace
+import perftune.tracking as tracking
+from perftune import _spool
+from perftune.errors import PerftuneError
+from perftune.settings import Workspace
 
 URI = "http://127.0.0.1:9"
 
@@ -261,7 +261,7 @@ def test_the_spool_is_only_for_tracking_servers(server, tmp_path):
     ([], 0, "delivered 0 tracking events"),
 ])  # fmt: skip
 def test_sync_cli(args, code, needle, tmp_path, capsys, monkeypatch):
-    from tuner.cli import main
+    from perftune.cli import main
 
     monkeypatch.delenv("PERFTUNE_TRACKING_URI", raising=False)
     assert main(["sync", "--home", str(tmp_path / "ws"), *args]) == code

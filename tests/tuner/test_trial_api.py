@@ -8,12 +8,12 @@ import textwrap
 
 import pytest
 
-import tuner
-from tuner.errors import NothingMeasured, UsageError
-from tuner.trial import Kit, Plan, StopTrial, Trial, trainable
-from tuner.trial.api import current_trial, run_function
-from tuner.trial.launcher import command_space, fill, render, template_fields
-from tuner.workload import declared_framework, resolve
+import perftune
+from perftune.errors import NothingMeasured, UsageError
+from perftune.trial import Kit, Plan, StopTrial, Trial, trainable
+from perftune.trial.api import current_trial, run_function
+from perftune.trial.launcher import command_space, fill, render, template_fields
+from perftune.workload import declared_framework, resolve
 
 
 class FakeKit(Kit):
@@ -120,7 +120,7 @@ def test_the_decorator_describes_the_workload():
     def train(trial):
         return "ran"
 
-    assert isinstance(train, tuner.Trainable) and train(None) == "ran"
+    assert isinstance(train, perftune.Trainable) and train(None) == "ran"
     desc = train.describe()
     assert desc["name"] == "my-model" and desc["framework"] == "tensorflow"
     assert desc["target"] == 0.9 and desc["budget_s"] == 30 and desc["kind"] == "function"
@@ -153,14 +153,14 @@ def write(tmp_path, source: str, name: str = "user.py") -> str:
 
 def test_a_spec_resolves_to_the_decorated_function(tmp_path):
     path = write(tmp_path, """
-        import tuner
+        import perftune
 
-        @tuner.trainable(name="fn", target=0.5)
+        @perftune.trainable(name="fn", target=0.5)
         def train(trial):
             pass
     """)
     fn = resolve(f"{path}:train", "torch")
-    assert isinstance(fn, tuner.Trainable) and fn.name == "fn"
+    assert isinstance(fn, perftune.Trainable) and fn.name == "fn"
     with pytest.raises(UsageError, match="not tensorflow"):
         resolve(f"{path}:train", "tensorflow")
 
@@ -170,7 +170,7 @@ def test_an_undecorated_training_function_is_refused_in_one_line(tmp_path):
         def train(trial):
             pass
     """)
-    with pytest.raises(UsageError, match=r"must be decorated with @tuner.trainable") as info:
+    with pytest.raises(UsageError, match=r"must be decorated with @perftune.trainable") as info:
         resolve(f"{path}:train", "torch")
     assert "\n" not in str(info.value)
 
@@ -178,14 +178,14 @@ def test_an_undecorated_training_function_is_refused_in_one_line(tmp_path):
 def test_the_framework_is_read_from_the_file_without_running_it(tmp_path):
     path = write(tmp_path, """
         raise SystemExit("never imported")
-        import tuner
+        import perftune
 
-        @tuner.trainable(name="fn", target=0.5, framework="tensorflow")
+        @perftune.trainable(name="fn", target=0.5, framework="tensorflow")
         def train(trial):
             pass
 
         def make_workload():
-            return tuner.Workload(name="w", model=None, data=None, target=1, framework="mindspore")
+            return perftune.Workload(name="w", model=None, data=None, target=1, framework="mindspore")
     """)
     assert declared_framework(f"{path}:train") == "tensorflow"
     assert declared_framework(f"{path}:make_workload") == "mindspore"
@@ -194,12 +194,12 @@ def test_the_framework_is_read_from_the_file_without_running_it(tmp_path):
 
 
 def test_a_sweep_config_takes_the_declared_framework(tmp_path):
-    from tuner.sweep import SweepConfig
+    from perftune.sweep import SweepConfig
 
     path = write(tmp_path, """
-        import tuner
+        import perftune
 
-        @tuner.trainable(name="fn", target=0.5, framework="mindspore")
+        @perftune.trainable(name="fn", target=0.5, framework="mindspore")
         def train(trial):
             pass
     """)
@@ -224,7 +224,7 @@ def test_malformed_templates_are_refused(arg):
 
 
 def test_a_template_names_only_knobs_of_the_space():
-    from search_spaces import load_space
+    from perftune.search_spaces import load_space
 
     space = load_space("torch", "cpu", resources={"cores": 4, "device_count": 1, "memory_gib": 8})
     plain = command_space(space, ["python", "t.py", "--bs", "{batch_size}"])
@@ -243,7 +243,7 @@ def test_a_template_names_only_knobs_of_the_space():
     ("yaml", "batch_size: 64\nlearning_rate: 0.003\noptimizer: adam"),
 ])  # fmt: skip
 def test_best_config_formats(fmt, expected):
-    from tuner.service import format_config
+    from perftune.service import format_config
 
     assert format_config({"optimizer": "adam", "batch_size": 64, "learning_rate": 0.003}, fmt) == expected
 
@@ -261,7 +261,7 @@ def test_best_config_formats(fmt, expected):
     ({}, "--workload: give a workload"),
 ])  # fmt: skip
 def test_launcher_mode_flags_are_checked(fields, match):
-    from tuner.sweep import SweepConfig
+    from perftune.sweep import SweepConfig
 
     with pytest.raises(UsageError, match=match):
         SweepConfig(**fields).validate()

@@ -10,19 +10,19 @@ import textwrap
 
 import pytest
 
-from tuner.backends import TrialRequest
-from tuner.errors import NothingMeasured, TrialError
-from tuner.trial.launcher import run_command
+from perftune.backends import TrialRequest
+from perftune.errors import NothingMeasured, TrialError
+from perftune.trial.launcher import run_command
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PREAMBLE = """
 import sys, time
-import tuner
+import perftune
 """
 
 REPORTING = """
-trial = tuner.Trial.connect()
+trial = perftune.Trial.connect()
 assert trial.config["batch_size"] == int(sys.argv[2]), (trial.config, sys.argv)
 acc = 0.0
 while not trial.should_stop():
@@ -92,7 +92,7 @@ def test_a_script_measures_throughput(launch):
 
 def test_a_loop_that_never_asks_is_ended_cleanly(launch):
     out = launch("""
-        trial = tuner.Trial.connect()
+        trial = perftune.Trial.connect()
         for i in range(100000):
             time.sleep(0.002)
             trial.step(samples=1)
@@ -104,19 +104,19 @@ def test_a_loop_that_never_asks_is_ended_cleanly(launch):
 
 
 def test_a_script_that_never_connects_is_a_workload_error(launch):
-    with pytest.raises(NothingMeasured, match=r"exited 0 without reporting to perftune: call tuner.Trial.connect\(\)"):
+    with pytest.raises(NothingMeasured, match=r"exited 0 without reporting to perftune: call perftune.Trial.connect\(\)"):
         launch("print('training, but not telling anyone')\n")
 
 
 def test_a_script_that_connects_but_never_steps(launch):
     with pytest.raises(NothingMeasured, match="without calling trial.step"):
-        launch("tuner.Trial.connect()\n")
+        launch("perftune.Trial.connect()\n")
 
 
 def test_a_crash_is_a_crash_with_its_error(launch):
     with pytest.raises(TrialError, match="RuntimeError: boom") as info:
         launch("""
-            trial = tuner.Trial.connect()
+            trial = perftune.Trial.connect()
             trial.step(samples=1)
             raise RuntimeError("boom")
         """)
@@ -132,7 +132,7 @@ def test_out_of_memory_is_read_from_the_log(launch):
 def test_a_diverged_metric_is_diverged(launch):
     with pytest.raises(TrialError) as info:
         launch("""
-            trial = tuner.Trial.connect()
+            trial = perftune.Trial.connect()
             while True:
                 time.sleep(0.002)
                 trial.step(samples=1)
@@ -145,7 +145,7 @@ def test_a_diverged_metric_is_diverged(launch):
 def test_outside_perftune_the_script_runs_as_it_is(tmp_path):
     script = tmp_path / "alone.py"
     script.write_text(PREAMBLE + textwrap.dedent("""
-        trial = tuner.Trial.connect()
+        trial = perftune.Trial.connect()
         print(trial.measure, trial.source, trial.config["batch_size"], trial.config["optimizer"])
         for _ in range(200):  # 0.4 s at least: evaluations come due every 0.25 s
             time.sleep(0.002)
@@ -169,7 +169,7 @@ def test_the_batch_size_probe_launches_the_script_per_size(launch):
     means "does not fit": here batches over 48 do not."""
     pruner = Pruner()
     out = launch("""
-        trial = tuner.Trial.connect()
+        trial = perftune.Trial.connect()
         if trial.config["batch_size"] > 48:
             raise RuntimeError("CUDA out of memory. Tried to allocate 1.00 GiB")
         while True:

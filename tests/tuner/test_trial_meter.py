@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from tuner.errors import Diverged, NothingMeasured
-from tuner.trial import _meter
-from tuner.trial._meter import Meter, Plan, StopTrial
+from perftune.errors import Diverged, NothingMeasured
+from perftune.trial import _meter
+from perftune.trial._meter import Meter, Plan, StopTrial
 
 
 class Clock:

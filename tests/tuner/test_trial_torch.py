@@ -8,15 +8,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import tuner  # noqa: E402
-from tuner.backends import NullChannel, TorchBackend, TrialRequest  # noqa: E402
-from tuner.errors import UsageError  # noqa: E402
+import perftune  # noqa: E402
+from perftune.backends import NullChannel, TorchBackend, TrialRequest  # noqa: E402
+from perftune.errors import UsageError  # noqa: E402
 
 X = torch.randn(512, 8)
 Y = (X.sum(1) > 0).long()
 
 
-def tiny_train(trial: tuner.Trial) -> None:
+def tiny_train(trial: perftune.Trial) -> None:
     """A user's loop on a toy problem, through every helper."""
     model = trial.prepare(torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2)))
     opt = trial.optimizer(model.parameters())
@@ -34,7 +34,7 @@ def tiny_train(trial: tuner.Trial) -> None:
                 trial.log(last_acc=acc)
 
 
-TRAIN = tuner.trainable(tiny_train, name="tiny", target=0.9, budget_s=20, eval_interval_s=0.05)
+TRAIN = perftune.trainable(tiny_train, name="tiny", target=0.9, budget_s=20, eval_interval_s=0.05)
 CONFIG = {"batch_size": 32, "learning_rate": 0.01, "optimizer": "adam", "num_threads": 1}
 
 
@@ -65,7 +65,7 @@ def test_bf16_forward_with_fp32_outputs():
 
     run_config = {**CONFIG, "precision": "bf16"}
     req = TrialRequest(workload="-", framework="torch", device="cpu", config=run_config, measure="probe")
-    TorchBackend().run_trial(tuner.trainable(train, name="bf16", target=1.0), req, Reports())
+    TorchBackend().run_trial(perftune.trainable(train, name="bf16", target=1.0), req, Reports())
     assert seen == {"out": torch.float32, "inside": torch.bfloat16}
 
 
@@ -100,7 +100,7 @@ def test_the_probe_runs_a_few_steps_per_batch_size_and_reads_oom():
     reports = Reports()
     req = TrialRequest(workload="-", framework="torch", device="cpu", measure="probe",
                        config={"batch_size": 32, "probe_max": 1024, "probe_margin": 0.0})  # fmt: skip
-    out = TorchBackend().run_trial(tuner.trainable(train, name="probe", target=1.0), req, reports)
+    out = TorchBackend().run_trial(perftune.trainable(train, name="probe", target=1.0), req, reports)
     m = out["metrics"]
     assert m["largest_fit"] == 96 and 96 < m["first_oom"] <= 128 and m["limited_by"] == "memory"
     assert (64, 1.0) in reports.seen and (128, 0.0) in reports.seen
@@ -112,7 +112,7 @@ def test_throughput_of_a_users_function():
 
 
 def test_from_config_runs_the_function_outside_a_sweep():
-    trial = tuner.Trial.from_config(CONFIG, target=0.9)
+    trial = perftune.Trial.from_config(CONFIG, target=0.9)
     out = trial.run(TRAIN)
     assert trial.source == "given" and trial.measure == "free"
     assert out["metrics"]["reached_target"] and out["metrics"]["stopped_by"] == "target"
@@ -120,9 +120,9 @@ def test_from_config_runs_the_function_outside_a_sweep():
 
 def test_a_ddp_config_outside_a_sweep_starts_its_ranks():
     config = {**CONFIG, "parallel_strategy": "ddp", "world_size": 2}
-    trial = tuner.Trial.from_config(config, target=0.9)
+    trial = perftune.Trial.from_config(config, target=0.9)
     with pytest.raises(UsageError, match=r"trial.run\(train\)"):
         trial.device  # noqa: B018 - this process alone cannot be two ranks
-    out = tuner.Trial.from_config(config, target=0.9).run(TRAIN)
+    out = perftune.Trial.from_config(config, target=0.9).run(TRAIN)
     m = out["metrics"]
     assert m["world_size"] == 2 and m["reached_target"] and m["global_batch_size"] == 64

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from storage import open_store
+from perftune.storage import open_store
 
 TIMES = {"torch": 3.5, "tensorflow": 2.5, "mindspore": 8.0}  # seconds to target
 

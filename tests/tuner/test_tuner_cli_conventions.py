@@ -15,14 +15,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from storage import SWEEP_STATES, open_store
-from tuner import cli
-from tuner._optuna import PRUNERS, SAMPLERS
-from tuner.backends import BACKENDS
-from tuner.objectives import OBJECTIVES
-from tuner.service import FORMATS
-from tuner.sweep.config import BATCH_PROBES, MODES, WARM_STARTS
-from tuner.sweep.policy import POLICIES
+from perftune import cli
+from perftune._optuna import PRUNERS, SAMPLERS
+from perftune.backends import BACKENDS
+from perftune.objectives import OBJECTIVES
+from perftune.service import FORMATS
+from perftune.storage import SWEEP_STATES, open_store
+from perftune.sweep.config import BATCH_PROBES, MODES, WARM_STARTS
+from perftune.sweep.policy import POLICIES
 
 CPU, GPU = "a1" * 32, "b2" * 32
 LONG = "transformer-encoder-large-ft-x"  # 30 characters
@@ -109,7 +109,7 @@ def cells(out: str, column: int) -> str:
 
 
 def test_version(capsys, clean_env):
-    from tuner.service import version
+    from perftune.service import version
 
     assert run(capsys, "--version") == f"perftune {version()}\n"
     assert re.fullmatch(r"\d+\.\d+\.\d+\S*", version())
@@ -118,14 +118,14 @@ def test_version(capsys, clean_env):
 def test_version_from_a_checkout_that_is_not_installed(monkeypatch):
     from importlib import metadata
 
-    import tuner
-    from tuner.service import version
+    import perftune
+    from perftune.service import version
 
     def not_installed(name):
         raise metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(metadata, "version", not_installed)
-    assert version() == tuner.__version__
+    assert version() == perftune.__version__
 
 
 def test_completion_script_install_and_choices(capsys, monkeypatch, tmp_path, clean_env):
@@ -253,20 +253,20 @@ def test_store_tables_fit_80_columns(home, capsys, argv):
 
 
 def test_devices_table_fits_80_columns(capsys, monkeypatch, clean_env):
-    import tuner.service
+    import perftune.service
 
     found = [{"framework": "tensorflow", "kind": "cuda", "name": GPU_NAME, "count": 8, "memory_bytes": 141 * 2**30,
               "cores": None, "fingerprint": GPU},
              {"framework": "mindspore", "kind": None,
               "error": "mindspore is not installed in this interpreter: pip install 'perftune[mindspore]'"}]  # fmt: skip
-    monkeypatch.setattr(tuner.service, "list_devices", lambda *args, **kwargs: found)
+    monkeypatch.setattr(perftune.service, "list_devices", lambda *args, **kwargs: found)
     out = run(capsys, "devices")
     assert_fits(out)
     assert GPU[:12] in out and "141.0 GiB" in out
 
 
 def test_sweep_report_and_device_comparison_fit_80_columns(tmp_path, capsys, clean_env):
-    from tuner.settings import Workspace
+    from perftune.settings import Workspace
 
     def side(label, config, values, trial=None):
         return {"label": label, "config": config, "values": values, "failures": [1] if trial else [],

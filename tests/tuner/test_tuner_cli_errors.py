@@ -2,7 +2,7 @@
 resource at fault, no traceback, and nothing written (the ``--home`` folder is never created).
 
 Every case that fails before the trial worker starts runs twice: in this process through
-``tuner.cli.main(argv)`` (milliseconds: the fast tier), and as a real ``python -m tuner.cli``
+``perftune.cli.main(argv)`` (milliseconds: the fast tier), and as a real ``python -m perftune.cli``
 subprocess; the subprocesses run concurrently once per module (each CLI start costs ~0.6 s of
 imports), a representative few in the fast tier and all of them under ``slow``. Cases that only fail
 once the worker has started (they need the workload's metadata or the device list: a user factory
@@ -46,7 +46,7 @@ INPUT_FILES = {
             return 42
 
         def make():
-            from tuner import Workload
+            from perftune import Workload
             return Workload(name="w", model=lambda: None, data=lambda: None, target=0.5)
     """,
     "broken.py": """
@@ -58,7 +58,7 @@ INPUT_FILES = {
           learning_rate: {type: float, low: 1.0e-4, high: .inf, log: true, default: 1.0e-3}
     """,
     "bad_loss.py": """
-        from tuner import Workload
+        from perftune import Workload
 
         def make():
             return Workload(name="w", model=lambda: None, data=lambda: None, target=0.5,
@@ -82,7 +82,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli_env() -> dict[str, str]:
-    """The environment for ``python -m tuner.cli`` run in a scratch directory: no PERFTUNE_*
+    """The environment for ``python -m perftune.cli`` run in a scratch directory: no PERFTUNE_*
     variables, no progress bars, and this checkout first on the path (else an editable install
     elsewhere, say the main checkout under a worktree, is what runs)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERFTUNE_")}
@@ -92,7 +92,7 @@ def cli_env() -> dict[str, str]:
 
 
 def perftune(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tuner.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "perftune.cli", *args], capture_output=True,
                           text=True, env=cli_env(), cwd=cwd, timeout=timeout)  # fmt: skip
 
 
@@ -254,7 +254,7 @@ def _params(cases):
 
 @pytest.mark.parametrize("case", _params(FAST_CASES))
 def test_bad_input_in_process(case, work, capsys, monkeypatch):
-    from tuner.cli import main
+    from perftune.cli import main
 
     for key in [k for k in os.environ if k.startswith("PERFTUNE_")]:
         monkeypatch.delenv(key)
@@ -317,7 +317,7 @@ def test_workload_function_missing(work, tmp_path):
 def test_factory_returns_non_workload(work, tmp_path):
     assert_usage_error(_sweep(work, tmp_path / "ws", "--workload", "wl.py:not_a_workload"),
                        tmp_path / "ws", "--workload", "wl.py:not_a_workload", "int",
-                       "not tuner.Workload")  # fmt: skip
+                       "not perftune.Workload")  # fmt: skip
 
 
 @pytest.mark.slow
@@ -367,7 +367,7 @@ def _run_watched(args: list[str], cwd: Path, timeout: float,
     psutil = pytest.importorskip("psutil")
     log = cwd / f"stderr-{os.getpid()}-{time.monotonic_ns()}.txt"
     with log.open("wb") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", "tuner.cli", *args], cwd=cwd, env=cli_env(),
+        proc = subprocess.Popen([sys.executable, "-m", "perftune.cli", *args], cwd=cwd, env=cli_env(),
                                 stdout=subprocess.DEVNULL, stderr=stderr)  # fmt: skip
     peak, deadline = 0, time.monotonic() + timeout
     with contextlib.suppress(psutil.NoSuchProcess):

@@ -11,8 +11,8 @@ import os
 import pytest
 from test_api import FP
 
-from storage import open_store
-from tuner import cli
+from perftune import cli
+from perftune.storage import open_store
 
 WORKLOAD = "w[/x]:x:[red]"
 DEVICE_NAME = "CPU [/bold] :fire:"
@@ -84,7 +84,7 @@ def test_sweep_report_prints_the_study_name_as_is(tmp_path, capsys, monkeypatch)
     """The report after a sweep: a study name with ``[/x]`` made it crash once all trials ran."""
     from types import SimpleNamespace
 
-    from tuner.settings import Workspace
+    from perftune.settings import Workspace
 
     monkeypatch.setenv("COLUMNS", "400")
     report = SimpleNamespace(

@@ -13,9 +13,9 @@ import textwrap
 import pytest
 from test_tuner_sweep_fake import FakeExecutor
 
-from tuner import cli, service
-from tuner.settings import Workspace
-from tuner.sweep import SweepConfig, run_sweep
+from perftune import cli, service
+from perftune.settings import Workspace
+from perftune.sweep import SweepConfig, run_sweep
 
 
 @pytest.fixture
@@ -152,18 +152,18 @@ def test_rerun_of_a_finished_sweep_shows_its_stored_result(tmp_path, space, env,
 
 def test_a_contradicted_framework_fails_before_anything_starts(tmp_path, env, monkeypatch, capsys):
     """The file is parsed, not run (it raises if imported), and no worker starts."""
-    import tuner.executor
+    import perftune.executor
 
     path = tmp_path / "tfw.py"
     path.write_text(textwrap.dedent("""
         raise SystemExit("imported")
-        import tuner
+        import perftune
 
-        @tuner.trainable(name="tfw", target=0.5, framework="tensorflow")
+        @perftune.trainable(name="tfw", target=0.5, framework="tensorflow")
         def train(trial):
             pass
     """))
-    monkeypatch.setattr(tuner.executor, "make_executor", lambda *a, **k: pytest.fail("a worker started"))
+    monkeypatch.setattr(perftune.executor, "make_executor", lambda *a, **k: pytest.fail("a worker started"))
     code, out, err = perftune(capsys, "sweep", "--workload", f"{path}:train", "--framework", "torch",
                               "--home", str(tmp_path / "ws"))  # fmt: skip
     assert code == 2 and out == ""
@@ -196,9 +196,9 @@ class CountingExecutor:
 
 
 def test_devices_are_cached_per_interpreter_and_version(tmp_path, env, monkeypatch, capsys):
-    import tuner.executor
+    import perftune.executor
 
-    monkeypatch.setattr(tuner.executor, "ProcessExecutor", CountingExecutor)
+    monkeypatch.setattr(perftune.executor, "ProcessExecutor", CountingExecutor)
     monkeypatch.setattr(CountingExecutor, "started", [])
     home = str(tmp_path / "ws")
     args = ["devices", "--framework", "torch", "--home", home, "--json"]
@@ -244,8 +244,8 @@ def test_log_level_from_the_environment(env, monkeypatch, capsys):
 
 
 SCRIPT = """
-import time, tuner
-trial = tuner.Trial.connect()
+import time, perftune
+trial = perftune.Trial.connect()
 print("script says hello")
 acc = 0.0
 while not trial.should_stop():

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tuner.backends import _energy
-from tuner.backends._energy import (
+from perftune.backends import _energy
+from perftune.backends._energy import (
     EnergyMeter,
     NvmlMeter,
     RaplMeter,

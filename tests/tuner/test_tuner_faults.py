@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tuner.backends import TrialRequest
-from tuner.executor import ProcessExecutor
-from tuner.sweep.search import INFEASIBLE
+from perftune.backends import TrialRequest
+from perftune.executor import ProcessExecutor
+from perftune.sweep.search import INFEASIBLE
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.slow
@@ -157,7 +157,7 @@ def swept(tmp_path_factory):
     home = work / "ws"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERFTUNE_")}
     env["PERFTUNE_NO_PROGRESS"] = "1"
-    cmd = [sys.executable, "-m", "tuner.cli", "sweep", "--workload", FAULTY,
+    cmd = [sys.executable, "-m", "perftune.cli", "sweep", "--workload", FAULTY,
            "--space", "space.yaml", "--sampler", "grid", "--trials", "5",
            "--seed", str(_grid_seed()), "--trial-timeout", "8", "--budget", "10",
            "--confirm-top", "1", "--confirm-repeats", "1", "--home", str(home), "--json"]  # fmt: skip

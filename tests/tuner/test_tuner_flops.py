@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tuner.backends._flops import (
+from perftune.backends._flops import (
     PEAK_FLOPS,
     PRECISIONS,
     lookup_peak,

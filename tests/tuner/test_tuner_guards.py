@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 from test_tuner_samplers import LrExecutor
 
-from tuner.backends import TrialRequest
-from tuner.devices import Device, select
-from tuner.errors import UsageError
-from tuner.executor import InProcessExecutor
-from tuner.settings import Workspace
-from tuner.sweep import SweepConfig, run_sweep
+from perftune.backends import TrialRequest
+from perftune.devices import Device, select
+from perftune.errors import UsageError
+from perftune.executor import InProcessExecutor
+from perftune.settings import Workspace
+from perftune.sweep import SweepConfig, run_sweep
 
 
 @pytest.mark.parametrize("seed", [-1, 2**32])

@@ -28,10 +28,10 @@ def imported_after(code: str) -> list[str]:
 
 def test_sweep_side_imports_no_framework():
     loaded = imported_after("""
-        import tuner, tuner.cli, tuner.sweep, tuner.service, tuner.executor, tuner.backends
-        import tuner.tracking, tuner.api, tuner.settings, tuner.devices, tuner.objectives
-        import search_spaces, storage
-        from tuner import Workload, best_config
+        import perftune, perftune.cli, perftune.sweep, perftune.service, perftune.executor, perftune.backends
+        import perftune.tracking, perftune.api, perftune.settings, perftune.devices, perftune.objectives
+        from perftune import search_spaces, storage
+        from perftune import Workload, best_config
     """)
     assert "tuner" in loaded and "storage" in loaded and "search_spaces" in loaded
     assert [m for m in FRAMEWORKS if m in loaded] == []
@@ -39,10 +39,10 @@ def test_sweep_side_imports_no_framework():
 
 
 def test_plain_import_is_light():
-    # The package docstring: ``import tuner`` imports no framework, nor Optuna or MLflow.
+    # The package docstring: ``import perftune`` imports no framework, nor Optuna or MLflow.
     loaded = imported_after("""
-        import tuner
-        from tuner import Workload, best_config
+        import perftune
+        from perftune import Workload, best_config
     """)
     heavy = (*FRAMEWORKS, "optuna", "mlflow", "sqlalchemy", "numpy", "typer", "rich", "fastapi")
     assert [m for m in heavy if m in loaded] == []
@@ -50,13 +50,13 @@ def test_plain_import_is_light():
 
 def test_builtin_workload_factories_import_no_framework():
     loaded = imported_after("""
-        from tuner.workload import resolve
+        from perftune.workload import resolve
         w = resolve("mlp-digits"), resolve("cnn-digits")
     """)
     assert [m for m in FRAMEWORKS if m in loaded] == []
 
 
-@pytest.mark.parametrize("module", ["tuner._worker", "tuner.workload", "tuner.backends"])
+@pytest.mark.parametrize("module", ["perftune._worker", "perftune.workload", "perftune.backends"])
 def test_worker_side_is_stdlib_only(module):
     # The worker may run under a framework's own interpreter (PERFTUNE_PYTHON_<FRAMEWORK>),
     # which need not have perftune's dependencies.

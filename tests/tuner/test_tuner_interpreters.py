@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from tuner.errors import UsageError
-from tuner.executor import ProcessExecutor, _tuner_path, python_for
+from perftune.errors import UsageError
+from perftune.executor import ProcessExecutor, _perftune_path, python_for
 
 
 def test_environment_variable_wins(monkeypatch):
@@ -39,7 +39,7 @@ def test_unknown_framework_is_a_usage_error():
 
 def test_trial_interpreters_see_only_the_tuner_package():
     # Not this environment's site-packages: its NumPy 2 would shadow MindSpore's NumPy 1.x.
-    folder = _tuner_path()
+    folder = _perftune_path()
     assert os.listdir(folder) == ["tuner"]
     assert os.path.isfile(os.path.join(folder, "tuner", "_worker.py"))
 

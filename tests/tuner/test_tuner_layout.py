@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tuner.backends._layout import ParallelLayout
-from tuner.backends._probe import NothingFits, find_max_batch_size
-from tuner.backends._torch import TorchBackend, validate_config
-from tuner.errors import InvalidConfig
+from perftune.backends._layout import ParallelLayout
+from perftune.backends._probe import NothingFits, find_max_batch_size
+from perftune.backends._torch import TorchBackend, validate_config
+from perftune.errors import InvalidConfig
 
 CPU = {"kind": "cpu", "count": 1, "cores": 2, "bf16": True}
 H100x2 = {"kind": "cuda", "count": 2, "cores": 16, "bf16": True, "tf32": True, "nccl": True}

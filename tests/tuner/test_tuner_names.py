@@ -12,11 +12,11 @@ import pytest
 from test_tuner_cli_errors import assert_usage_error, perftune
 from test_tuner_sweep_fake import FakeExecutor
 
-from tuner.errors import UsageError
-from tuner.names import MAX_FILENAME, MAX_NAME, MAX_STUDY, check_name, safe_filename
-from tuner.settings import Workspace
-from tuner.sweep import SweepConfig, SweepContext, run_sweep
-from tuner.workload import Workload
+from perftune.errors import UsageError
+from perftune.names import MAX_FILENAME, MAX_NAME, MAX_STUDY, check_name, safe_filename
+from perftune.settings import Workspace
+from perftune.sweep import SweepConfig, SweepContext, run_sweep
+from perftune.workload import Workload
 
 ROOT = Path(__file__).resolve().parents[2]
 ESCAPE = "../../../../tmp/x"
@@ -93,7 +93,7 @@ def test_the_workload_description_is_checked_and_nothing_is_written(tmp_path):
 @pytest.mark.parametrize(("study", "needle"), [("s" * 300, f"at most {MAX_STUDY} characters (got 300)"),
                                                ("s" * 240, "(got 240)")])  # fmt: skip
 def test_a_long_study_is_refused_up_front(study, needle, tmp_path, capsys, monkeypatch):
-    from tuner.cli import main
+    from perftune.cli import main
 
     monkeypatch.setenv("PERFTUNE_NO_PROGRESS", "1")
     home = tmp_path / "ws"
@@ -126,7 +126,7 @@ def test_log_files_fit_whatever_the_study_name(tmp_path):
 
 
 def test_mlflow_artifact_folders_stay_in_the_workspace(tmp_path):
-    from tuner.tracking import MlflowTracker
+    from perftune.tracking import MlflowTracker
 
     class Client:
         def get_experiment_by_name(self, name):
@@ -151,7 +151,7 @@ def test_mlflow_artifact_folders_stay_in_the_workspace(tmp_path):
                                               ("w" * 300, f"at most {MAX_NAME} characters")])  # fmt: skip
 def test_a_workload_named_like_a_path_or_too_long_is_exit_2(name, needle, tmp_path):
     (tmp_path / "wl.py").write_text(textwrap.dedent(f"""
-        from tuner import Workload
+        from perftune import Workload
 
         def make():
             return Workload(name={name!r}, model=lambda: None, data=lambda: None, target=0.5)

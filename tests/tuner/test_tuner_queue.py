@@ -1,4 +1,4 @@
-"""``perftune worker --queue`` in-process (tuner.service.run_queue) against a fake executor and
+"""``perftune worker --queue`` in-process (perftune.service.run_queue) against a fake executor and
 a recording tracker: queued sweeps run on their own store rows, progress lands in the row, a
 cancel stops the sweep between trials (no confirmation, MLflow run KILLED), a failing sweep
 is marked failed and the loop goes on, Ctrl-C marks the row interrupted."""
@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 from test_tuner_sweep_fake import FakeExecutor, space  # noqa: F401 - the fixture
 
-from storage import open_store
-from tuner import service
-from tuner.settings import Workspace
-from tuner.tracking import NullTracker
+from perftune import service
+from perftune.settings import Workspace
+from perftune.storage import open_store
+from perftune.tracking import NullTracker
 
 
 class RecordingTracker(NullTracker):

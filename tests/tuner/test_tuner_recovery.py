@@ -1,4 +1,4 @@
-"""tuner._recovery without a sweep: who is dead, what is a connection error, and retries that
+"""perftune._recovery without a sweep: who is dead, what is a connection error, and retries that
 apply a change once."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tuner import _recovery
+from perftune import _recovery
 
 
 def test_dead_or_alive_worker():
@@ -44,7 +44,7 @@ def test_transient_errors():
     import sqlalchemy.exc as sa_exc
     from optuna.exceptions import StorageInternalError
 
-    from storage import StoreUnavailableError
+    from perftune.storage import StoreUnavailableError
 
     dropped = sa_exc.OperationalError("SELECT 1", {}, Exception("terminating connection"))
     try:
@@ -81,8 +81,8 @@ def test_dead_local_trial_failed_and_retried_at_once(tmp_path):
     import optuna
     from optuna.trial import TrialState
 
-    from tuner._optuna import open_storage
-    from tuner.sweep import SweepConfig
+    from perftune._optuna import open_storage
+    from perftune.sweep import SweepConfig
 
     storage = open_storage(f"sqlite:///{tmp_path}/o.db", SweepConfig(workload="-"))
     study = optuna.create_study(storage=storage, study_name="s")
@@ -104,7 +104,7 @@ def test_dead_local_trial_failed_and_retried_at_once(tmp_path):
 
 
 def test_store_interrupts_only_dead_owners_sweeps(tmp_path):
-    from storage import open_store
+    from perftune.storage import open_store
 
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from tuner.backends import TrialOutcome, TrialRequest
-from tuner.executor import Executor
-from tuner.settings import Workspace
-from tuner.sweep import SAMPLERS, SweepConfig, run_sweep
+from perftune.backends import TrialOutcome, TrialRequest
+from perftune.executor import Executor
+from perftune.settings import Workspace
+from perftune.sweep import SAMPLERS, SweepConfig, run_sweep
 
 
 class LrExecutor(Executor):

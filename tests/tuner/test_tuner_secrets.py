@@ -11,10 +11,10 @@ import subprocess
 
 import pytest
 
-from tuner import _recovery, _spool
-from tuner.settings import Workspace
-from tuner.sweep import SweepConfig, SweepContext
-from tuner.sweep.workers import spawn_workers
+from perftune import _recovery, _spool
+from perftune.settings import Workspace
+from perftune.sweep import SweepConfig, SweepContext
+from perftune.sweep.workers import spawn_workers
 
 PW = "Zq7Secr3t"
 
@@ -94,7 +94,7 @@ def test_workers_get_the_urls_in_their_environment(tmp_path, monkeypatch):
     ["--tracking-uri", f"postgresql://u@127.0.0.1:1/x?token={PW}"],
 ])  # fmt: skip
 def test_bad_urls_are_one_line_without_the_secret(flags, tmp_path, capsys, monkeypatch):
-    from tuner.cli import main
+    from perftune.cli import main
 
     for key in [k for k in os.environ if k.startswith("PERFTUNE_")]:
         monkeypatch.delenv(key)
@@ -107,13 +107,13 @@ def test_bad_urls_are_one_line_without_the_secret(flags, tmp_path, capsys, monke
 
 def test_the_cli_redacts_any_error_it_prints(monkeypatch, capsys):
     """An error from anywhere (here the store, failing with a driver's message) quoting a URL."""
-    import tuner.service
-    from tuner.cli import main
+    import perftune.service
+    from perftune.cli import main
 
     def boom(*args, **kwargs):
         raise RuntimeError(f"driver said: connection to postgresql://bob:{PW}@db/perf?sslpassword={PW} lost")
 
-    monkeypatch.setattr(tuner.service, "best_configs", boom)
+    monkeypatch.setattr(perftune.service, "best_configs", boom)
     assert main(["best", "--workload", "x"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("perftune: internal error: RuntimeError: driver said: connection to "
@@ -125,7 +125,7 @@ def test_healthz_and_api_errors_hide_query_secrets(tmp_path):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    from tuner.server import create_app
+    from perftune.server import create_app
 
     ws = Workspace.resolve(tmp_path / "ws", storage=f"postgresql://u@127.0.0.1:1/optuna?sslpassword={PW}",
                            tracking_uri=f"https://alice:{PW}@mlflow.example/?token={PW}",
@@ -150,7 +150,7 @@ def _spool_bytes(home) -> bytes:
 
 
 def test_the_spool_keeps_references_and_the_delivering_process_uses_its_own_urls(tmp_path, monkeypatch):
-    from tuner.tracking import SpooledTracker
+    from perftune.tracking import SpooledTracker
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     storage, db = f"postgresql+psycopg://bob:{PW}@db/optuna", f"postgresql+psycopg://bob:{PW}@db/perf?sslpassword={PW}"

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from tuner.backends import TrialOutcome, TrialRequest
-from tuner.backends._flops import PEAK_FLOPS
-from tuner.executor import Executor
-from tuner.service import sweep_all_devices
-from tuner.settings import Workspace
-from tuner.sweep import SweepConfig, run_sweep
+from perftune.backends import TrialOutcome, TrialRequest
+from perftune.backends._flops import PEAK_FLOPS
+from perftune.executor import Executor
+from perftune.service import sweep_all_devices
+from perftune.settings import Workspace
+from perftune.sweep import SweepConfig, run_sweep
 
 CPU = {"kind": "cpu", "name": "Fake CPU", "count": 1, "memory_bytes": 2**33, "cores": 2, "bf16": True}
 H100 = {"kind": "cuda", "name": "NVIDIA H100 80GB HBM3", "count": 1, "memory_bytes": 80 * 2**30,

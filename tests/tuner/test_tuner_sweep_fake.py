@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from tuner.backends import TrialOutcome, TrialRequest
-from tuner.executor import Executor
-from tuner.settings import Workspace
-from tuner.sweep import SweepConfig, run_sweep
+from perftune.backends import TrialOutcome, TrialRequest
+from perftune.executor import Executor
+from perftune.settings import Workspace
+from perftune.sweep import SweepConfig, run_sweep
 
 GRID = [16, 32, 64, 128, 256]
 BAD = {16: "timeout", 64: "crash", 128: "oom", 256: "diverged"}
@@ -112,7 +112,7 @@ def test_grid_sweep_that_exhausts_the_grid(tmp_path, space):
 
 
 def test_space_error_writes_nothing(tmp_path):
-    from tuner.errors import UsageError
+    from perftune.errors import UsageError
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("params:\n  batch_size: {type: int, low: 64, high: 32, default: 32}\n")
@@ -128,8 +128,8 @@ def test_constraints_that_admit_only_the_defaults(tmp_path):
     that rejected the most configs."""
     from optuna.trial import TrialState
 
-    from tuner.errors import UsageError
-    from tuner.sweep.search import MAX_CONSECUTIVE_INVALID
+    from perftune.errors import UsageError
+    from perftune.sweep.search import MAX_CONSECUTIVE_INVALID
 
     only = tmp_path / "only.yaml"
     only.write_text(textwrap.dedent("""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tuner.errors import UsageError
-from tuner.service import UI_ENV, ui_command, ui_environ
-from tuner.settings import Workspace
+from perftune.errors import UsageError
+from perftune.service import UI_ENV, ui_command, ui_environ
+from perftune.settings import Workspace
 
 
 def _ws(tmp_path):
@@ -46,7 +46,7 @@ def test_bad_numbers_are_usage_errors(tmp_path, kw, fragment):
 def test_the_command_prints_each_sweeps_runs_view(tmp_path, monkeypatch, capfd):
     """``perftune ui`` names, before the server starts, the link to each recent sweep's runs in
     perftune's view (MLflow 3.17 opens a bare experiment link in its GenAI mode)."""
-    from tuner import cli, service
+    from perftune import cli, service
 
     started = []
     monkeypatch.setattr(service, "ui_links", lambda ws, base: [("noop", base + "/#/experiments/7/runs?v")])

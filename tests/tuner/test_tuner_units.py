@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tuner.backends import classify_exception, classify_exit
-from tuner.devices import Device, select
-from tuner.errors import Diverged, InvalidConfig, TrialError, UsageError
-from tuner.objectives import (
+from perftune.backends import classify_exception, classify_exit
+from perftune.devices import Device, select
+from perftune.errors import Diverged, InvalidConfig, TrialError, UsageError
+from perftune.objectives import (
     OBJECTIVES,
     Throughput,
     TimeToTarget,
@@ -25,9 +25,9 @@ from tuner.objectives import (
     spread,
     summarize,
 )
-from tuner.settings import Workspace
-from tuner.sweep import SweepConfig
-from tuner.workload import Workload, canonical_spec, check_spec, resolve
+from perftune.settings import Workspace
+from perftune.sweep import SweepConfig
+from perftune.workload import Workload, canonical_spec, check_spec, resolve
 
 # -- objectives
 
@@ -126,7 +126,7 @@ def test_workload_validation(kw, message):
 
 
 def test_workload_accepts_every_name_the_backends_implement():
-    from tuner.workload import LOSSES, METRICS
+    from perftune.workload import LOSSES, METRICS
 
     for loss in LOSSES:
         for metric in METRICS:
@@ -137,7 +137,7 @@ def test_workload_accepts_every_name_the_backends_implement():
 def test_check_data():
     import numpy as np
 
-    from tuner.workload import check_data
+    from perftune.workload import check_data
 
     x, y = np.zeros((4, 2)), np.zeros(4)
     assert check_data((x, y, x[:2], y[:2]), "w")[0] is x
@@ -153,7 +153,7 @@ def test_check_data():
 
 def test_resolve_checks_what_data_returns(tmp_path):
     (tmp_path / "wl.py").write_text(textwrap.dedent("""
-        from tuner import Workload
+        from perftune import Workload
 
         def make():
             return Workload(name="empty", model=lambda: None, target=0.5,
@@ -237,7 +237,7 @@ def test_resolve_user_file(user_file):
     path = user_file(
         "ok_wl.py",
         """
-        from tuner import Workload
+        from perftune import Workload
 
         def make():
             return Workload(name="mine", model=lambda: None, data=lambda: None, target=0.5)
@@ -248,8 +248,8 @@ def test_resolve_user_file(user_file):
 
 
 @pytest.mark.parametrize(("body", "message"), [
-    ("def make():\n    return 42\n", r"the factory returned int, not tuner.Workload"),
-    ("from tuner import Workload\n\ndef make():\n    return Workload(name='w', "
+    ("def make():\n    return 42\n", r"the factory returned int, not perftune.Workload"),
+    ("from perftune import Workload\n\ndef make():\n    return Workload(name='w', "
      "framework='tensorflow', model=print, data=print, target=1)\n",
      r"it is a tensorflow workload, not torch \(pass --framework tensorflow\)"),
     ("def other():\n    pass\n", r"has no attribute 'make'"),

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from tuner.backends import TrialOutcome, TrialRequest
-from tuner.executor import Executor
-from tuner.settings import Workspace
-from tuner.sweep import SweepConfig, run_sweep
-from tuner.sweep.report import payback
-from tuner.sweep.search import stalled
-from tuner.sweep.warm import MAX_WARM, candidates, memory_ratio, project
+from perftune.backends import TrialOutcome, TrialRequest
+from perftune.executor import Executor
+from perftune.settings import Workspace
+from perftune.sweep import SweepConfig, run_sweep
+from perftune.sweep.report import payback
+from perftune.sweep.search import stalled
+from perftune.sweep.warm import MAX_WARM, candidates, memory_ratio, project
 
 SPACE = """
     extends: none
@@ -34,7 +34,7 @@ GiB = 2**30
 
 
 def _space(tmp_path: Path, text: str = SPACE):
-    from search_spaces import load_space
+    from perftune.search_spaces import load_space
 
     path = tmp_path / "space.yaml"
     path.write_text(textwrap.dedent(text).lstrip())
@@ -144,7 +144,7 @@ def test_payback():
 
 
 def test_report_lines():
-    from tuner.cli import _payback_line, _warm_line
+    from perftune.cli import _payback_line, _warm_line
 
     assert _payback_line(payback(192.0, 1.8), 1.8) == (
         "the sweep took 3.2 min; at 1.80x it saves 26.7 min per hour of training and pays for "
@@ -215,7 +215,7 @@ def _study(ws: Workspace, name: str):
 
 
 def test_a_new_study_tries_the_stored_bests_first(tmp_path, space_file):
-    from tuner.cli import _warm_line
+    from perftune.cli import _warm_line
 
     ws = Workspace.resolve(tmp_path / "ws")
     _, first = sweep(ws, space_file, FakeExecutor("Fake A"), trials=5)

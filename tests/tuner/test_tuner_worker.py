@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tuner.backends import TrialOutcome, TrialRequest
-from tuner.executor import InProcessExecutor, ProcessExecutor
+from perftune.backends import TrialOutcome, TrialRequest
+from perftune.executor import InProcessExecutor, ProcessExecutor
 
 pytest.importorskip("torch")
 
@@ -122,7 +122,7 @@ def test_in_process_failure_is_an_outcome(in_process, tmp_path):
     assert (out.status, out.cause) == ("failed", "invalid")
     out = in_process.run(request(f"{WORKLOADS}:not_a_workload", {}, tmp_path))
     assert (out.status, out.cause) == ("failed", "invalid")
-    assert "not tuner.Workload" in out.message
+    assert "not perftune.Workload" in out.message
 
 
 def test_process_invalid_config(worker, tmp_path):

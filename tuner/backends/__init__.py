@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from tuner.backends._base import (
+from perftune.backends._base import (
     Backend,
     Channel,
     NullChannel,
@@ -18,10 +18,10 @@ from tuner.backends._base import (
     classify_exception,
     classify_exit,
 )
-from tuner.backends._mindspore import MindSporeBackend, make_ms_optimizer
-from tuner.backends._tensorflow import TensorFlowBackend, make_keras_optimizer
-from tuner.backends._torch import TorchBackend, make_optimizer
-from tuner.errors import UsageError
+from perftune.backends._mindspore import MindSporeBackend, make_ms_optimizer
+from perftune.backends._tensorflow import TensorFlowBackend, make_keras_optimizer
+from perftune.backends._torch import TorchBackend, make_optimizer
+from perftune.errors import UsageError
 
 __all__ = [
     "BACKENDS",

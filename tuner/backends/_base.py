@@ -1,7 +1,7 @@
 """The framework backend interface (stdlib only: importable without any framework).
 
 A backend runs *inside a trial worker process*: it imports its framework lazily, discovers
-devices, and trains a :class:`~tuner.workload.Workload` with one configuration, reporting
+devices, and trains a :class:`~perftune.workload.Workload` with one configuration, reporting
 intermediate values through a :class:`Channel` so that the sweep process can prune.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tuner.errors import Diverged, TrialError
+from perftune.errors import Diverged, TrialError
 
 
 @dataclass
@@ -56,7 +56,7 @@ class TrialOutcome:
     """What came of a trial, as the sweep process sees it.
 
     ``status`` is ``"ok"`` (metrics measured), ``"pruned"`` (stopped by the pruner), or
-    ``"failed"`` with ``cause`` one of :data:`tuner.errors.FAILURE_CAUSES`.
+    ``"failed"`` with ``cause`` one of :data:`perftune.errors.FAILURE_CAUSES`.
     """
 
     status: str
@@ -124,7 +124,7 @@ class Backend(abc.ABC):
 
     @classmethod
     def check_config(cls, config: dict[str, Any], device: dict[str, Any]) -> None:
-        """Raise :class:`~tuner.errors.InvalidConfig` if this backend cannot run ``config`` on
+        """Raise :class:`~perftune.errors.InvalidConfig` if this backend cannot run ``config`` on
         the discovered ``device`` record. Called in the sweep process before a trial is
         dispatched (stdlib only: no framework import); the default accepts everything and
         leaves the check to :meth:`run_trial`."""
@@ -142,12 +142,12 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def run_trial(self, workload: Any, request: TrialRequest, channel: Channel) -> dict[str, Any]:
-        """Train ``workload`` (a :class:`~tuner.workload.Workload`, trained by the backend's
-        built-in loop, or a :class:`~tuner.trial.Trainable`, the user's function) with
+        """Train ``workload`` (a :class:`~perftune.workload.Workload`, trained by the backend's
+        built-in loop, or a :class:`~perftune.trial.Trainable`, the user's function) with
         ``request.config``, on as many processes as the config asks for, each with a
-        :class:`~tuner.trial.Trial` over the backend's kit; return ``{"metrics": {...},
+        :class:`~perftune.trial.Trial` over the backend's kit; return ``{"metrics": {...},
         "curves": {...}, "pruned": bool, "knobs_read": [...]}``. Raise
-        :class:`~tuner.errors.TrialError` subclasses (or let framework errors through) to fail;
+        :class:`~perftune.errors.TrialError` subclasses (or let framework errors through) to fail;
         :func:`classify_exception` names the cause."""
 
     @classmethod
@@ -162,14 +162,14 @@ class Backend(abc.ABC):
 
     @staticmethod
     def builtin_loop(workload: Any) -> Any:
-        """perftune's own training function for a :class:`~tuner.workload.Workload` (written on
-        the public :class:`~tuner.trial.Trial` API, like a user's)."""
+        """perftune's own training function for a :class:`~perftune.workload.Workload` (written on
+        the public :class:`~perftune.trial.Trial` API, like a user's)."""
         raise NotImplementedError
 
     def standalone_kit(self, request: TrialRequest) -> Any:
-        """A :class:`~tuner.trial._kit.Kit` for a process perftune did not fork: a launched
+        """A :class:`~perftune.trial._kit.Kit` for a process perftune did not fork: a launched
         script (its ranks from the launcher's environment) or a tuned config used outside a
-        sweep. Raises :class:`~tuner.errors.UsageError` if the config needs processes this
+        sweep. Raises :class:`~perftune.errors.UsageError` if the config needs processes this
         one cannot be."""
         raise NotImplementedError(f"the {self.name} backend cannot run outside a sweep's trial")
 

@@ -49,7 +49,7 @@ def host_memory_bytes() -> int:
 
 
 def cpu_device(versions: dict[str, str], **extra: Any) -> dict[str, Any]:
-    """The host CPU as a device record (see :meth:`tuner.backends.Backend.devices`)."""
+    """The host CPU as a device record (see :meth:`perftune.backends.Backend.devices`)."""
     return {
         "kind": "cpu",
         "name": cpu_name(),

@@ -4,7 +4,7 @@ A :class:`ParallelLayout` says how one trial uses a device class: the strategy, 
 processes and devices, and the precision. Building one checks every combination that cannot
 run (``ddp`` with one process, ``fsdp`` on a device with no process-group backend, ``bf16``
 on a device without it, more ranks than devices, ...) and raises
-:class:`~tuner.errors.InvalidConfig` naming the field, so that the sweep rejects such a config
+:class:`~perftune.errors.InvalidConfig` naming the field, so that the sweep rejects such a config
 *before* a trial runs (it is never counted as a failed trial). The same check runs again in the
 trial worker, for configs that come from elsewhere.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tuner.errors import InvalidConfig
+from perftune.errors import InvalidConfig
 
 STRATEGIES = ("single", "dp", "ddp", "fsdp")
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
@@ -112,7 +112,7 @@ class ParallelLayout:
     @classmethod
     def from_config(cls, config: dict[str, Any], device: dict[str, Any]) -> ParallelLayout:
         """The layout a trial config asks for on a discovered ``device`` record (the dicts of
-        :meth:`tuner.backends.Backend.devices`; missing capability flags count as absent, except
+        :meth:`perftune.backends.Backend.devices`; missing capability flags count as absent, except
         on the CPU, where bf16 autocast is always available)."""
         kind = device.get("kind", "cpu")
         strategy = config.get("parallel_strategy", "single")

@@ -50,11 +50,11 @@ import tempfile
 import time
 from typing import Any
 
-from tuner.backends._base import Backend, Channel, NullChannel, TrialRequest, classify_exception
-from tuner.backends._host import cpu_device, rss_peak_mb, usable_cores
-from tuner.errors import InvalidConfig, TrialError, UsageError
-from tuner.trial._kit import Kit
-from tuner.trial._run import as_function, drive, run_rank
+from perftune.backends._base import Backend, Channel, NullChannel, TrialRequest, classify_exception
+from perftune.backends._host import cpu_device, rss_peak_mb, usable_cores
+from perftune.errors import InvalidConfig, TrialError, UsageError
+from perftune.trial._kit import Kit
+from perftune.trial._run import as_function, drive, run_rank
 
 _OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
 _COMMON = ("batch_size", "learning_rate", "optimizer", "momentum", "beta1", "beta2",
@@ -235,7 +235,7 @@ def make_ms_optimizer(params, config: dict[str, Any]):
     a training script so that a tuned config means there what it meant in the sweep.
 
     sgd is ``nn.Momentum`` (SGD with momentum), adamw is ``nn.AdamWeightDecay``; defaults match
-    :func:`tuner.backends.make_optimizer` (torch).
+    :func:`perftune.backends.make_optimizer` (torch).
     """
     from mindspore import nn
 
@@ -322,7 +322,7 @@ def _run_msrun(request: TrialRequest) -> dict[str, Any]:
 
 def _log_error(log_dir: str, launcher: str) -> str:
     """The most telling error line of a failed msrun job (OOM lines first), for the message."""
-    from tuner.backends._base import _OOM_MARKERS
+    from perftune.backends._base import _OOM_MARKERS
 
     lines: list[str] = []
     for name in sorted(os.listdir(log_dir)) if os.path.isdir(log_dir) else []:
@@ -338,7 +338,7 @@ def _log_error(log_dir: str, launcher: str) -> str:
 
 def _rank_main(req_path: str, result_path: str) -> int:
     """One msrun rank: train, and (rank 0) write the result or the error to ``result_path``."""
-    from tuner._proc import die_with_parent
+    from perftune._proc import die_with_parent
 
     die_with_parent()  # msrun starts ranks in their own session: die with the launcher
     _quiet()
@@ -348,7 +348,7 @@ def _rank_main(req_path: str, result_path: str) -> int:
     try:
         from mindspore.communication import get_rank, init
 
-        from tuner.workload import resolve
+        from perftune.workload import resolve
 
         workload = resolve(request.workload, "mindspore")
         kit = MindSporeKit(request.config, request, distributed=True, init=init, get_rank=get_rank)
@@ -523,7 +523,7 @@ class _ArraySource:
 
 
 def builtin_loop(workload: Any):
-    """perftune's own training function for a :class:`~tuner.workload.Workload`: a functional
+    """perftune's own training function for a :class:`~perftune.workload.Workload`: a functional
     train step (compiled with ``mindspore.jit`` in ``graph`` exec mode) over a
     ``mindspore.dataset`` pipeline, driven on the Trial API."""
 
@@ -648,6 +648,6 @@ def _train_step(kit: MindSporeKit, workload, net, opt):
 
 
 if __name__ == "__main__":  # an msrun rank: python _mindspore.py REQUEST.json RESULT.json
-    from tuner.backends._mindspore import _rank_main as _main
+    from perftune.backends._mindspore import _rank_main as _main
 
     sys.exit(_main(sys.argv[1], sys.argv[2]))

@@ -16,8 +16,8 @@ import traceback
 from collections.abc import Callable
 from typing import TypeVar
 
-from tuner.backends._base import Channel
-from tuner.errors import InvalidConfig
+from perftune.backends._base import Channel
+from perftune.errors import InvalidConfig
 
 T = TypeVar("T")
 
@@ -45,7 +45,7 @@ def run_ranks(world: int, rank_main: Callable[[int], object], chief: Callable[[]
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the forked rank
             code = 0
-            from tuner._proc import die_with_parent
+            from perftune._proc import die_with_parent
 
             die_with_parent()
             try:

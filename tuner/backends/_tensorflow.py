@@ -1,8 +1,8 @@
 """TensorFlow / Keras 3 backend: runs in a trial worker, imports TensorFlow when used.
 
-Every trial runs a training function on a :class:`~tuner.trial.Trial` whose framework part is
+Every trial runs a training function on a :class:`~perftune.trial.Trial` whose framework part is
 a :class:`KerasKit`: the user's (typically ``model.fit`` with ``trial.keras_callback()``), or,
-for a :class:`~tuner.workload.Workload` (an uncompiled ``keras.Model`` returning logits or
+for a :class:`~perftune.workload.Workload` (an uncompiled ``keras.Model`` returning logits or
 regression outputs), perftune's own loop (:func:`builtin_loop`): a ``tf.function`` train step
 (XLA-compiled when ``jit_compile``) run under a ``tf.distribute`` strategy, one optimizer step
 per call, on the same public Trial API.
@@ -47,12 +47,12 @@ import subprocess
 import sys
 from typing import Any
 
-from tuner.backends._base import Backend, Channel, TrialRequest
-from tuner.backends._host import cpu_device, rss_peak_mb, usable_cores
-from tuner.backends._ranks import KEEPALIVE, run_ranks
-from tuner.errors import InvalidConfig, UsageError
-from tuner.trial._kit import Kit
-from tuner.trial._run import as_function, drive, run_rank
+from perftune.backends._base import Backend, Channel, TrialRequest
+from perftune.backends._host import cpu_device, rss_peak_mb, usable_cores
+from perftune.backends._ranks import KEEPALIVE, run_ranks
+from perftune.errors import InvalidConfig, UsageError
+from perftune.trial._kit import Kit
+from perftune.trial._run import as_function, drive, run_rank
 
 _OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
 _COMMON = ("batch_size", "learning_rate", "optimizer", "momentum", "beta1", "beta2",
@@ -302,7 +302,7 @@ def _free_ports(n: int) -> list[int]:
 
 def _run_multi_worker(fn, request: TrialRequest, channel: Channel, world: int,
                       description: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
-    """``world`` workers (see :func:`~tuner.backends._ranks.run_ranks`), each with its
+    """``world`` workers (see :func:`~perftune.backends._ranks.run_ranks`), each with its
     ``TF_CONFIG``, set before any of them starts the TensorFlow runtime; worker 0 is the chief."""
     cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(world)]}
 
@@ -542,7 +542,7 @@ def keras_callback(trial, *, validation_data=None, evaluate=None, monitor: str =
 
 # ---------------------------------------------------------------------- the built-in loop
 def builtin_loop(workload: Any):
-    """perftune's own training function for a :class:`~tuner.workload.Workload`: a
+    """perftune's own training function for a :class:`~perftune.workload.Workload`: a
     ``tf.function`` train step under the kit's strategy (XLA-compiled with ``jit_compile``),
     the input as a ``tf.data`` pipeline, driven on the Trial API."""
 

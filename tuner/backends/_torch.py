@@ -3,7 +3,7 @@
 Devices: the CPU, CUDA GPUs, Apple MPS, Intel XPU, Ascend NPUs (``torch_npu``) and TPUs
 (``torch_xla``), each found only if its package is installed (:mod:`._torch_accel`).
 
-Strategies (a :class:`~tuner.backends._layout.ParallelLayout`, validated before anything runs):
+Strategies (a :class:`~perftune.backends._layout.ParallelLayout`, validated before anything runs):
 ``single``; ``dp`` (DataParallel over ``world_size`` GPUs in one process); ``ddp``
 (DistributedDataParallel over ``world_size`` forked ranks: gloo on the CPU, nccl on CUDA, hccl on
 Ascend); ``fsdp`` (FSDP2 ``fully_shard`` over ``world_size`` ranks, parameters sharded per layer).
@@ -12,11 +12,11 @@ GradScaler. Other knobs: ``compile`` (``torch.compile`` mode), ``channels_last``
 ``dataloader_workers``/``pin_memory`` (a DataLoader instead of indexing resident tensors),
 ``num_threads``. ``batch_size`` is per process; the global batch is ``batch_size * world_size``.
 
-Every trial runs a training function on a :class:`~tuner.trial.Trial` whose framework part is
+Every trial runs a training function on a :class:`~perftune.trial.Trial` whose framework part is
 a :class:`TorchKit` (one per rank): the user's function, or :func:`builtin_loop` for a
-:class:`~tuner.workload.Workload` (perftune's own loop, written on the same public API).
+:class:`~perftune.workload.Workload` (perftune's own loop, written on the same public API).
 Besides training trials, ``request.measure`` may be ``"probe"`` (the largest batch size that
-fits, see :func:`tuner.trial._run.probe`) or ``"peak"`` (a measured matmul peak for MFU on
+fits, see :func:`perftune.trial._run.probe`) or ``"peak"`` (a measured matmul peak for MFU on
 devices missing from the peak-FLOPs table).
 """
 
@@ -30,13 +30,13 @@ import tempfile
 import time
 from typing import Any
 
-from tuner.backends._base import Backend, Channel, TrialRequest
-from tuner.backends._host import rss_peak_mb, usable_cores
-from tuner.backends._layout import ParallelLayout
-from tuner.backends._ranks import KEEPALIVE, run_ranks
-from tuner.errors import InvalidConfig, UsageError
-from tuner.trial._kit import Kit
-from tuner.trial._run import as_function, drive, probe, run_rank
+from perftune.backends._base import Backend, Channel, TrialRequest
+from perftune.backends._host import rss_peak_mb, usable_cores
+from perftune.backends._layout import ParallelLayout
+from perftune.backends._ranks import KEEPALIVE, run_ranks
+from perftune.errors import InvalidConfig, UsageError
+from perftune.trial._kit import Kit
+from perftune.trial._run import as_function, drive, probe, run_rank
 
 _OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
 _COMPILE = ("none", "default", "max-autotune")
@@ -101,7 +101,7 @@ class TorchBackend(Backend):
         return {"torch": str(torch.__version__), "python": platform.python_version()}
 
     def devices(self) -> list[dict[str, Any]]:
-        from tuner.backends._torch_accel import discover
+        from perftune.backends._torch_accel import discover
 
         return discover(self._versions())
 
@@ -208,7 +208,7 @@ def make_optimizer(params, config: dict[str, Any]):
 
 def _run_ranks(fn, request: TrialRequest, channel: Channel, layout: ParallelLayout,
                device: dict[str, Any], description: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
-    """``layout.processes`` ranks (see :func:`~tuner.backends._ranks.run_ranks`) meeting in a
+    """``layout.processes`` ranks (see :func:`~perftune.backends._ranks.run_ranks`) meeting in a
     file store, each running ``fn`` on its own :class:`TorchKit`: DDP or FSDP."""
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     store_dir = tempfile.mkdtemp(prefix="perftune-ranks-")
@@ -252,7 +252,7 @@ class TorchKit(Kit):
                  store: str | None = None, init: str | None = None) -> None:  # fmt: skip
         import torch
 
-        from tuner.backends._torch_accel import accelerator
+        from perftune.backends._torch_accel import accelerator
 
         super().__init__(config, rank=rank, world=layout.processes,
                          local_rank=rank if local_rank is None else local_rank)  # fmt: skip
@@ -467,7 +467,7 @@ def _EpochSampler(*args, **kwargs):  # noqa: N802 - a class made lazily (torch i
 
 # ---------------------------------------------------------------------- the built-in loop
 def builtin_loop(workload: Any):
-    """perftune's own training function for a :class:`~tuner.workload.Workload`: the
+    """perftune's own training function for a :class:`~perftune.workload.Workload`: the
     workload's arrays as tensors resident on the device (or a DataLoader with
     ``dataloader_workers``), its model, loss and metric, driven on the Trial API."""
 
@@ -637,7 +637,7 @@ def _fully_shard(model, mesh_device_type: str, world: int):
 def _open_energy(kind: str, indices: list[int]):
     """An energy meter for the trial's devices, or None when none is readable (never invented)."""
     try:
-        from tuner.backends._energy import open_meter
+        from perftune.backends._energy import open_meter
     except ImportError:  # pragma: no cover
         return None
     try:
@@ -651,7 +651,7 @@ def matmul_peak(request: TrialRequest) -> dict[str, Any]:
     """Achieved FLOP/s of a large square matmul in the config's precision: the MFU denominator
     for devices missing from the peak table (the CPU always). Best of several timed runs, as
     a peak should be; ``num_threads`` defaults to every usable core."""
-    from tuner.backends._torch_accel import accelerator
+    from perftune.backends._torch_accel import accelerator
 
     torch, cfg = _torch(), request.config
     kind = request.device.split(":", 1)[0]

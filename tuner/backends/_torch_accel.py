@@ -4,7 +4,7 @@ Stdlib-only at import time: torch, and each accelerator's own package (``torch_n
 ``torch_xla``), are imported inside the functions that need them, and an accelerator's package
 is imported only when it is installed (``importlib.util.find_spec``).
 
-:func:`discover` returns device records in the format of :meth:`tuner.backends.Backend.devices`
+:func:`discover` returns device records in the format of :meth:`perftune.backends.Backend.devices`
 (``kind``, ``name``, ``count``, ``memory_bytes``, ``cores``, ``versions``, ``bf16``, plus
 kind-specific keys). Kinds: ``cpu`` (always), ``cuda`` (NVIDIA, and ROCm through torch's cuda
 namespace), ``mps`` (Apple), ``xpu`` (Intel), ``npu`` (Ascend, ``torch_npu``) and ``tpu``
@@ -25,8 +25,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from tuner.backends._host import cpu_device, host_memory_bytes, usable_cores
-from tuner.errors import InvalidConfig
+from perftune.backends._host import cpu_device, host_memory_bytes, usable_cores
+from perftune.errors import InvalidConfig
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 
@@ -58,10 +58,10 @@ def _record(kind: str, name: str, count: int, memory: int | None, versions: dict
 
 
 def _nvml_extras(index: int) -> dict[str, Any]:
-    """Driver version, power limit... from ``tuner.backends._energy.nvml_info`` when that
+    """Driver version, power limit... from ``perftune.backends._energy.nvml_info`` when that
     module exists and NVML answers; ``{}`` otherwise."""
     try:
-        energy = importlib.import_module("tuner.backends._energy")
+        energy = importlib.import_module("perftune.backends._energy")
     except ImportError:
         return {}
     try:

@@ -9,13 +9,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tuner._optuna import GRACE_S, HEARTBEAT_S, MAX_RETRY, PRUNERS, SAMPLERS
-from tuner.backends import get_backend
-from tuner.errors import UsageError
-from tuner.names import MAX_STUDY, check_name
-from tuner.objectives import get_objective
-from tuner.sweep.policy import POLICIES
-from tuner.workload import MAX_BUDGET_S, check_spec, declared_framework
+from perftune._optuna import GRACE_S, HEARTBEAT_S, MAX_RETRY, PRUNERS, SAMPLERS
+from perftune.backends import get_backend
+from perftune.errors import UsageError
+from perftune.names import MAX_STUDY, check_name
+from perftune.objectives import get_objective
+from perftune.sweep.policy import POLICIES
+from perftune.workload import MAX_BUDGET_S, check_spec, declared_framework
 
 MAX_DEVICE_INDEX = 1023
 #: The values of the closed-set flags that have no registry of their own (``--batch-probe``,
@@ -101,7 +101,7 @@ class SweepConfig:
     """A sweep request. ``trials`` is the study's total: re-running resumes up to it.
 
     What is tuned is ``workload`` (a built-in name, a ``Workload`` factory or a
-    ``@tuner.trainable`` function as ``FILE.py:NAME``), or ``command``: a script's command line
+    ``@perftune.trainable`` function as ``FILE.py:NAME``), or ``command``: a script's command line
     whose ``{knob}`` fields are filled per trial (launcher mode; then ``name`` and, for time to
     target, ``target`` say what it is). ``framework`` None: the one the workload file declares,
     else ``torch``."""
@@ -210,7 +210,7 @@ class SweepConfig:
         check_name("--study", self.study, limit=MAX_STUDY, optional=True)
 
     def _validate_command(self, measure: str) -> None:
-        from tuner.trial.launcher import template_fields
+        from perftune.trial.launcher import template_fields
 
         if self.workload is not None:
             raise UsageError("--workload and a command after --: give one of them")

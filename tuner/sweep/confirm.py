@@ -3,7 +3,7 @@ interleaved rounds, and pick the winner with a confidence interval on its speedu
 
 Round ``r`` runs every candidate once with the seed ``base + r`` (baseline, A, B, baseline, A,
 B, ...), so that a seed's luck and the machine's drift hit all candidates alike and each round
-gives *paired* measurements (:mod:`tuner.stats`). After ``--confirm-repeats`` rounds, a
+gives *paired* measurements (:mod:`perftune.stats`). After ``--confirm-repeats`` rounds, a
 candidate slower than the leader beyond doubt is dropped, and the rounds go on until the
 leader's speedup over the baseline is known to ±10% or ``--confirm-max-repeats`` rounds ran.
 
@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tuner.objectives import speedup, summarize
-from tuner.stats import (
+from perftune.objectives import speedup, summarize
+from perftune.stats import (
     MIN_REPEATS,
     TARGET_HALF_WIDTH,
     Interval,
@@ -30,9 +30,9 @@ from tuner.stats import (
     speedup_interval,
     value_interval,
 )
-from tuner.sweep.context import SweepContext
-from tuner.sweep.mfu import add_mfu
-from tuner.sweep.search import format_value
+from perftune.sweep.context import SweepContext
+from perftune.sweep.mfu import add_mfu
+from perftune.sweep.search import format_value
 
 #: Rounds at most when ``--confirm-max-repeats`` is not given (and ``--confirm-repeats`` >= 3).
 DEFAULT_MAX_ROUNDS = 6

@@ -13,17 +13,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tuner import _recovery
-from tuner._load import measure_load, start_load
-from tuner._optuna import open_storage
-from tuner.backends import TrialOutcome, TrialRequest, get_backend
-from tuner.devices import Device, select
-from tuner.errors import UsageError
-from tuner.names import check_name, safe_filename
-from tuner.objectives import Objective, get_objective
-from tuner.settings import Workspace
-from tuner.sweep.config import ProgressFn, SweepConfig
-from tuner.workload import canonical_spec
+from perftune import _recovery
+from perftune._load import measure_load, start_load
+from perftune._optuna import open_storage
+from perftune.backends import TrialOutcome, TrialRequest, get_backend
+from perftune.devices import Device, select
+from perftune.errors import UsageError
+from perftune.names import check_name, safe_filename
+from perftune.objectives import Objective, get_objective
+from perftune.settings import Workspace
+from perftune.sweep.config import ProgressFn, SweepConfig
+from perftune.workload import canonical_spec
 
 BOUND_FACTOR = 1.5
 
@@ -75,10 +75,10 @@ class SweepContext:
 
     # -- setup (nothing written until every check passed)
     def prepare(self) -> None:
-        from search_spaces import Capabilities, SpaceError, load_space
-        from storage import StoreError, open_store
-        from tuner.executor import make_executor
-        from tuner.tracking import check_database, check_tracking, make_tracker
+        from perftune.executor import make_executor
+        from perftune.search_spaces import Capabilities, SpaceError, load_space
+        from perftune.storage import StoreError, open_store
+        from perftune.tracking import check_database, check_tracking, make_tracker
 
         cfg, ws = self.cfg, self.ws
         cfg.validate()
@@ -108,7 +108,7 @@ class SweepContext:
         except SpaceError as exc:
             raise UsageError(str(exc)) from None
         if cfg.command:
-            from tuner.trial.launcher import command_space, template_fields
+            from perftune.trial.launcher import command_space, template_fields
 
             self.space = command_space(self.space, cfg.command)
             self.template_knobs = template_fields(cfg.command)
@@ -176,9 +176,9 @@ class SweepContext:
 
     def execute(self, request: TrialRequest, on_report=None) -> TrialOutcome:
         """Run ``request`` on the executor and add the machine's load over it to the outcome's
-        metrics (:mod:`tuner._load`). The outcome's message (the trial's own words, which
+        metrics (:mod:`perftune._load`). The outcome's message (the trial's own words, which
         may quote a URL with its password) is redacted before anything records it."""
-        from storage import redact_text
+        from perftune.storage import redact_text
 
         started = start_load()
         outcome = self.executor.run(request, on_report)

@@ -29,9 +29,9 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from tuner.objectives import get_objective
-from tuner.sweep.policy import SearchPolicy
-from tuner.sweep.search import run_trials
+from perftune.objectives import get_objective
+from perftune.sweep.policy import SearchPolicy
+from perftune.sweep.search import run_trials
 
 __all__ = ["TRAINING", "FactoredPolicy", "Throughputs", "applies", "lr_rule", "scaled_lr", "split"]
 
@@ -179,7 +179,7 @@ class FactoredPolicy(SearchPolicy):
         self.stages: dict[str, dict[str, Any]] = {}
 
     def search(self, ctx, study, deadline: float | None) -> dict[str, Any] | None:
-        from tuner.sweep.study import open_study
+        from perftune.sweep.study import open_study
 
         first, second = split(ctx.cfg.trials)
         systems = [n for n in ctx.space.params if n not in TRAINING and n != "batch_size"]

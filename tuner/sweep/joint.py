@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuner.sweep.policy import SearchPolicy
-from tuner.sweep.search import run_trials
+from perftune.sweep.policy import SearchPolicy
+from perftune.sweep.search import run_trials
 
 __all__ = ["JointPolicy"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuner.backends import get_backend
-from tuner.sweep.context import SweepContext
+from perftune.backends import get_backend
+from perftune.sweep.context import SweepContext
 
 
 def add_mfu(ctx: SweepContext, config: dict[str, Any], metrics: dict[str, Any]) -> None:
@@ -27,7 +27,7 @@ def add_mfu(ctx: SweepContext, config: dict[str, Any], metrics: dict[str, Any]) 
 
 def peak_flops(ctx: SweepContext, precision: str) -> tuple[float | None, str | None]:
     """The device's peak FLOP/s in ``precision`` and where it came from; found once."""
-    from tuner.backends._flops import lookup_peak
+    from perftune.backends._flops import lookup_peak
 
     peaks = ctx.peaks
     if precision in peaks:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import abc
 from typing import Any
 
-from tuner.errors import UsageError
+from perftune.errors import UsageError
 
 __all__ = ["POLICIES", "SearchPolicy", "choose", "get_policy"]
 
@@ -56,7 +56,7 @@ class SearchPolicy(abc.ABC):
 def choose(ctx) -> str:
     """The policy ``--search`` names: ``auto`` is ``joint`` (see the module docstring); an
     explicit ``factored`` is checked against the sweep (:func:`~.factored.applies`)."""
-    from tuner.sweep.factored import applies
+    from perftune.sweep.factored import applies
 
     wanted = ctx.cfg.search
     why_not = applies(ctx) if wanted == "factored" else None
@@ -67,7 +67,7 @@ def choose(ctx) -> str:
 
 def get_policy(ctx) -> SearchPolicy:
     """The policy ``--search`` names for this sweep (``auto`` resolved by :func:`choose`)."""
-    from tuner.sweep.factored import FactoredPolicy
-    from tuner.sweep.joint import JointPolicy
+    from perftune.sweep.factored import FactoredPolicy
+    from perftune.sweep.joint import JointPolicy
 
     return FactoredPolicy() if choose(ctx) == "factored" else JointPolicy()

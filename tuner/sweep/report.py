@@ -10,11 +10,11 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tuner import _recovery
-from tuner._load import busy_warning
-from tuner.stats import value_interval
-from tuner.sweep.confirm import Measured, Verdict
-from tuner.sweep.context import SweepContext
+from perftune import _recovery
+from perftune._load import busy_warning
+from perftune.stats import value_interval
+from perftune.sweep.confirm import Measured, Verdict
+from perftune.sweep.context import SweepContext
 
 
 @dataclass
@@ -45,14 +45,14 @@ class SweepReport:
     cancelled: bool = False
     #: What the user should know about the result (e.g. searched knobs the code never read).
     warnings: list[str] = field(default_factory=list)
-    #: Stored configs a new study tried first (:func:`tuner.sweep.warm.warm_summary`): enqueued,
+    #: Stored configs a new study tried first (:func:`perftune.sweep.warm.warm_summary`): enqueued,
     #: sources, best_trial_warm, first_better_trial; None when none was.
     warm_start: dict[str, Any] | None = None
     #: Why the search ended before ``--trials`` (``{"reason": "patience", "after_trials": n}``).
     stopped_early: dict[str, Any] | None = None
     #: What the sweep cost and when it pays back (:func:`payback`).
     cost: dict[str, Any] | None = None
-    #: How the search went (:meth:`~tuner.sweep.policy.SearchPolicy.describe`): the policy and,
+    #: How the search went (:meth:`~perftune.sweep.policy.SearchPolicy.describe`): the policy and,
     #: for the factored search, its stages.
     search: dict[str, Any] | None = None
     #: The speedup's 95% confidence interval (``estimate``, ``low``, ``high``, ``n``, ``level``,

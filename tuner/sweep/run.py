@@ -14,19 +14,19 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from tuner import _recovery
-from tuner.settings import Workspace
-from tuner.stats import Interval
-from tuner.sweep.config import ProgressFn, SweepConfig
-from tuner.sweep.confirm import Verdict, confirm
-from tuner.sweep.context import SweepContext
-from tuner.sweep.policy import SearchPolicy, get_policy
-from tuner.sweep.report import SweepReport, artifacts, payback, report_warnings, side
-from tuner.sweep.search import INFEASIBLE, NOT_COUNTED, finished
-from tuner.sweep.study import open_study
-from tuner.sweep.warm import warm_start, warm_summary
-from tuner.sweep.workers import share, spawn_workers, stop_workers, wait_workers
-from tuner.tracking import runs_view
+from perftune import _recovery
+from perftune.settings import Workspace
+from perftune.stats import Interval
+from perftune.sweep.config import ProgressFn, SweepConfig
+from perftune.sweep.confirm import Verdict, confirm
+from perftune.sweep.context import SweepContext
+from perftune.sweep.policy import SearchPolicy, get_policy
+from perftune.sweep.report import SweepReport, artifacts, payback, report_warnings, side
+from perftune.sweep.search import INFEASIBLE, NOT_COUNTED, finished
+from perftune.sweep.study import open_study
+from perftune.sweep.warm import warm_start, warm_summary
+from perftune.sweep.workers import share, spawn_workers, stop_workers, wait_workers
+from perftune.tracking import runs_view
 
 
 def run_sweep(cfg: SweepConfig, ws: Workspace, progress: ProgressFn | None = None, *,

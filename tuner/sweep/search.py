@@ -8,12 +8,12 @@ import time
 from collections import Counter
 from typing import Any
 
-from tuner import _recovery
-from tuner._optuna import heartbeat
-from tuner.backends import TrialOutcome, get_backend
-from tuner.errors import InvalidConfig, UsageError
-from tuner.sweep.context import SweepContext
-from tuner.sweep.mfu import add_mfu
+from perftune import _recovery
+from perftune._optuna import heartbeat
+from perftune.backends import TrialOutcome, get_backend
+from perftune.errors import InvalidConfig, UsageError
+from perftune.sweep.context import SweepContext
+from perftune.sweep.mfu import add_mfu
 
 MAX_CONSECUTIVE_INVALID = 50
 #: Trials that do not count towards ``--trials``: configs the constraints rejected, and trials
@@ -321,7 +321,7 @@ def fail_if_running(study, trial, exc: BaseException) -> None:
         interrupted = isinstance(exc, KeyboardInterrupt)
         trial.set_user_attr("cause", "interrupted" if interrupted else "crash")
         if not interrupted:
-            from storage import redact_text
+            from perftune.storage import redact_text
 
             trial.set_user_attr("message", redact_text(f"{type(exc).__name__}: {exc}")[:500])
         study.tell(trial, state=TrialState.FAIL)

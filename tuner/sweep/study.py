@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from tuner import _recovery
-from tuner._optuna import make_pruner, make_sampler, quiet
-from tuner.backends import get_backend
-from tuner.errors import UsageError
-from tuner.sweep.context import SweepContext
-from tuner.sweep.search import NOT_COUNTED
+from perftune import _recovery
+from perftune._optuna import make_pruner, make_sampler, quiet
+from perftune.backends import get_backend
+from perftune.errors import UsageError
+from perftune.sweep.context import SweepContext
+from perftune.sweep.search import NOT_COUNTED
 
 
 def open_study(ctx: SweepContext):
@@ -53,7 +53,7 @@ def bound_batch_size(ctx: SweepContext, study) -> None:
     """Cap ``batch_size`` at the largest that fits on this device (found once per study by a
     probe in a trial process, then kept in the study so a resumed study searches the same
     space)."""
-    from search_spaces import SpaceError
+    from perftune.search_spaces import SpaceError
 
     cfg = ctx.cfg
     spec = ctx.space.params.get("batch_size")

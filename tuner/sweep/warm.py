@@ -17,7 +17,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from tuner.sweep.context import SweepContext
+from perftune.sweep.context import SweepContext
 
 #: The most stored configs one study tries first.
 MAX_WARM = 5
@@ -27,7 +27,7 @@ def warm_start(ctx: SweepContext, study) -> dict[str, Any] | None:
     """Enqueue the projected stored bests on a new study (right after the baseline); return
     ``{"enqueued": n, "sources": [...]}`` (also kept in the study's user attrs), or None when
     the study is not new, ``--warm-start off`` or the sampler is ``grid``."""
-    from storage import StoreError
+    from perftune.storage import StoreError
 
     if ctx.cfg.warm_start == "off" or ctx.cfg.sampler == "grid" or not is_new(study):
         return None
@@ -111,7 +111,7 @@ def project(space, stored: Mapping[str, Any], *, ratio: float | None = None,
     ``ratio`` (when given) rounded down to a value the space allows (at least its lowest, at
     most ``max_batch``). None if the space rejects the result (a value outside its domain, a
     violated constraint)."""
-    from search_spaces import SpaceError
+    from perftune.search_spaces import SpaceError
 
     values = {name: stored[name] if name in stored else spec.default for name, spec in space.params.items()}
     spec = space.params.get("batch_size")

@@ -10,14 +10,14 @@ import sys
 import tempfile
 from typing import Any
 
-from tuner._optuna import open_storage, quiet
-from tuner.errors import UsageError
-from tuner.names import safe_filename
-from tuner.settings import Workspace
-from tuner.sweep.config import ProgressFn, SweepConfig
-from tuner.sweep.context import SweepContext
-from tuner.sweep.search import finished, run_trials
-from tuner.sweep.study import open_study
+from perftune._optuna import open_storage, quiet
+from perftune.errors import UsageError
+from perftune.names import safe_filename
+from perftune.settings import Workspace
+from perftune.sweep.config import ProgressFn, SweepConfig
+from perftune.sweep.context import SweepContext
+from perftune.sweep.search import finished, run_trials
+from perftune.sweep.study import open_study
 
 
 def share(ctx: SweepContext, study, run_id: str | None) -> None:
@@ -42,7 +42,7 @@ def spawn_workers(ctx: SweepContext) -> list[subprocess.Popen]:
     """``workers - 1`` ``perftune worker`` processes on this machine (this one is the first).
     The database URLs reach them in their environment (:meth:`Workspace.environ`), readable
     by this user only, never on their command lines, which any user sees (``ps``)."""
-    cmd = [sys.executable, "-m", "tuner.cli", "worker", "--study", ctx.study_name, "--quiet"]
+    cmd = [sys.executable, "-m", "perftune.cli", "worker", "--study", ctx.study_name, "--quiet"]
     env = {**os.environ, **ctx.ws.environ(), "PERFTUNE_NO_PROGRESS": "1"}
     procs = []
     for i in range(1, ctx.cfg.workers):
@@ -81,7 +81,7 @@ def run_worker(study_name: str, ws: Workspace, progress: ProgressFn | None = Non
     sweep``, or the same command again) confirms and stores the best afterwards."""
     import optuna
 
-    from storage import redact_url
+    from perftune.storage import redact_url
 
     quiet()
     if ws.storage.startswith("sqlite:///") and not os.path.exists(ws.storage[len("sqlite:///"):]):

@@ -6,8 +6,8 @@ function (made tunable with :func:`trainable`), a script perftune launches
 perftune's built-in loop all measure through it.
 """
 
-from tuner.trial._kit import Kit
-from tuner.trial._meter import Plan, StopTrial
-from tuner.trial.api import Trainable, Trial, current_trial, trainable
+from perftune.trial._kit import Kit
+from perftune.trial._meter import Plan, StopTrial
+from perftune.trial.api import Trainable, Trial, current_trial, trainable
 
 __all__ = ["Kit", "Plan", "StopTrial", "Trainable", "Trial", "current_trial", "trainable"]

@@ -1,10 +1,10 @@
 """What a framework gives a trial in one process (stdlib only): the extension point between
-:class:`~tuner.trial.Trial` and a backend.
+:class:`~perftune.trial.Trial` and a backend.
 
 A :class:`Kit` is built inside the trial process (or a training script's), after the device,
 threads, seed and process group are set up for the config. It gives the clock its
 synchronisation and collectives, and the user's code its helpers (``prepare``, ``optimizer``,
-``autocast``, ...). Implementations live with their backend (``tuner.backends._torch.TorchKit``
+``autocast``, ...). Implementations live with their backend (``perftune.backends._torch.TorchKit``
 and the TensorFlow and MindSpore kits) and import their framework.
 """
 

@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tuner.errors import Diverged, NothingMeasured
+from perftune.errors import Diverged, NothingMeasured
 
 __all__ = ["MEASURES", "Collectives", "Meter", "Plan", "StopTrial"]
 
@@ -318,7 +318,7 @@ class Meter:
 
     # ------------------------------------------------------------------ the result
     def _energy(self, samples: int, seconds: float) -> dict[str, Any]:
-        from tuner.backends._energy import energy_metrics
+        from perftune.backends._energy import energy_metrics
 
         if self.rank != 0:
             return {}
@@ -327,7 +327,7 @@ class Meter:
 
     def result(self) -> dict[str, Any]:
         """``{"metrics", "curves", "pruned"}`` of the measure, as the sweep process records it.
-        Raises :class:`~tuner.errors.TrialError` when the loop measured nothing usable."""
+        Raises :class:`~perftune.errors.TrialError` when the loop measured nothing usable."""
         if not self.steps:
             raise NothingMeasured(NO_STEPS)
         if self.plan.measure == "throughput":

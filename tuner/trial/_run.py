@@ -1,5 +1,5 @@
 """Running training functions in a trial process (stdlib only): one rank, the batch-size probe,
-and perftune's built-in loop written on the public :class:`~tuner.trial.Trial` API."""
+and perftune's built-in loop written on the public :class:`~perftune.trial.Trial` API."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import gc
 from collections.abc import Callable
 from typing import Any
 
-from tuner.trial._kit import Kit
-from tuner.trial._meter import Plan
-from tuner.trial.api import Trial, run_function
+from perftune.trial._kit import Kit
+from perftune.trial._meter import Plan
+from perftune.trial.api import Trial, run_function
 
 __all__ = ["as_function", "drive", "plan_for", "probe", "run_rank"]
 
@@ -28,8 +28,8 @@ def plan_for(request: Any, description: dict[str, Any]) -> Plan:
 
 
 def as_function(workload: Any, builtin: Callable[[Any], Callable[[Trial], Any]]) -> Callable[[Trial], Any]:
-    """The training function of a :class:`~tuner.trial.Trainable` (the user's: its ``fn``) or
-    of a :class:`~tuner.workload.Workload` (``builtin(workload)``: the backend's own loop)."""
+    """The training function of a :class:`~perftune.trial.Trainable` (the user's: its ``fn``) or
+    of a :class:`~perftune.workload.Workload` (``builtin(workload)``: the backend's own loop)."""
     fn = getattr(workload, "fn", None)
     return fn if fn is not None else builtin(workload)
 
@@ -49,12 +49,12 @@ def run_rank(fn: Callable[[Trial], Any], kit: Kit, request: Any, channel: Any,
 def probe(fn: Callable[[Trial], Any], kit: Kit, request: Any, channel: Any,
           description: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     """The largest batch size that trains here: ``fn`` runs a few steps per batch size
-    (doubling, then bisection: :func:`~tuner.backends._probe.find_max_batch_size`), an
+    (doubling, then bisection: :func:`~perftune.backends._probe.find_max_batch_size`), an
     out-of-memory error meaning "does not fit". Each attempt is reported on ``channel`` as it
     ends (``step`` = batch size, ``value`` 1 fitted / 0 not), so that a probe the kernel kills
     still leaves what it learnt. Config keys ``probe_max`` and ``probe_margin`` bound it."""
-    from tuner.backends._base import classify_exception
-    from tuner.backends._probe import find_max_batch_size
+    from perftune.backends._base import classify_exception
+    from perftune.backends._probe import find_max_batch_size
 
     cfg = dict(request.config)
     high, margin = int(cfg.pop("probe_max", 4096)), float(cfg.pop("probe_margin", 0.1))

@@ -1,6 +1,6 @@
 """Trials outside a sweep: the tuned config applied back in the user's own code.
 
-:func:`from_best` (``tuner.Trial.from_best``) makes a ``free`` trial over the stored best config
+:func:`from_best` (``perftune.Trial.from_best``) makes a ``free`` trial over the stored best config
 of a workload (or the defaults), so that the function that was tuned is the function that is
 used, with the same helpers; :func:`run_free` runs a training function on it, starting the ranks
 a multi-process config needs exactly as a sweep's trial starts them.
@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tuner.trial._meter import Plan
-from tuner.trial.api import Trial, run_function
+from perftune.trial._meter import Plan
+from perftune.trial.api import Trial, run_function
 
 __all__ = ["default_config", "from_best", "run_free", "standalone_trial"]
 
@@ -20,8 +20,8 @@ __all__ = ["default_config", "from_best", "run_free", "standalone_trial"]
 def default_config(framework: str, device: str = "cpu") -> dict[str, Any]:
     """The framework's defaults on this machine's ``device`` class: the built-in search
     space's defaults, the config every sweep's baseline trial runs."""
-    from search_spaces import load_space
-    from tuner.backends._host import host_memory_bytes, usable_cores
+    from perftune.backends._host import host_memory_bytes, usable_cores
+    from perftune.search_spaces import load_space
 
     kind = device.split(":", 1)[0]
     resources = {"cores": usable_cores(), "device_count": 1, "memory_gib": host_memory_bytes() / 2**30}
@@ -29,7 +29,7 @@ def default_config(framework: str, device: str = "cpu") -> dict[str, Any]:
 
 
 def _request(config: Mapping[str, Any], framework: str, device: str, seed: int) -> Any:
-    from tuner.backends import TrialRequest
+    from perftune.backends import TrialRequest
 
     return TrialRequest(workload="-", framework=framework, device=device, config=dict(config),
                         measure="free", seed=seed)  # fmt: skip
@@ -41,7 +41,7 @@ def standalone_trial(config: Mapping[str, Any] | None, *, framework: str, device
     """A ``free`` trial in this process: ``config`` (None: the framework's defaults) on
     ``device``; the kit is built when first used, from the launcher's environment when the
     process is one of torchrun's ranks. ``trial.run(fn)`` runs ``fn`` on it (:func:`run_free`)."""
-    from tuner.backends import get_backend
+    from perftune.backends import get_backend
 
     backend = get_backend(framework)
     values = dict(config) if config is not None else default_config(framework, device)
@@ -61,8 +61,8 @@ def standalone_trial(config: Mapping[str, Any] | None, *, framework: str, device
 def from_best(name: str, *, framework: str | None, device: str, objective: str,
               home: str | None, db: str | None, defaults: Mapping[str, Any] | None,
               target: float | None, mode: str, seed: int) -> Trial:  # fmt: skip
-    """See :meth:`tuner.Trial.from_best`."""
-    from tuner.api import best_config
+    """See :meth:`perftune.Trial.from_best`."""
+    from perftune.api import best_config
 
     record = best_config(name, framework=framework or "torch", device=device,
                          objective=objective, home=home, db=db)  # fmt: skip
@@ -76,15 +76,15 @@ def from_best(name: str, *, framework: str | None, device: str, objective: str,
 
 def run_free(fn: Callable[[Trial], Any], trial: Trial, backend: Any, request: Any,
              description: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
-    """Run ``fn`` (a training function, or a :class:`~tuner.workload.Workload` for perftune's
+    """Run ``fn`` (a training function, or a :class:`~perftune.workload.Workload` for perftune's
     built-in loop) on a free trial: in this process when the config is one process (or this
     process is already one of a launcher's ranks), else on the ranks the backend starts for it,
     exactly as for a sweep's trial."""
     import os
 
-    from tuner.backends import NullChannel
-    from tuner.trial._run import as_function
-    from tuner.workload import Workload
+    from perftune.backends import NullChannel
+    from perftune.trial._run import as_function
+    from perftune.workload import Workload
 
     if backend.processes(request.config) == 1 or int(os.environ.get("WORLD_SIZE", 1)) > 1:
         return run_function(as_function(fn, backend.builtin_loop), trial)

@@ -3,10 +3,10 @@
 A user's training function takes a ``Trial`` and keeps its own loop; perftune hooks in at the
 steps and evaluations (as Ray Tune's function trainables and Keras callbacks do)::
 
-    import tuner
+    import perftune
 
-    @tuner.trainable(name="my-bert", target=0.90, mode="max", budget_s=120, framework="torch")
-    def train(trial: tuner.Trial) -> None:
+    @perftune.trainable(name="my-bert", target=0.90, mode="max", budget_s=120, framework="torch")
+    def train(trial: perftune.Trial) -> None:
         cfg = trial.config                          # the sampled knobs
         model = trial.prepare(build_model())        # device, ddp/fsdp, channels_last, compile
         opt = trial.optimizer(model.parameters())   # the optimizer the config names
@@ -29,7 +29,7 @@ Every helper is optional: ``trial.config`` can be applied by hand; measurement n
 :class:`StopTrial` (a clean ``SystemExit(0)``), so a loop that never asks ``should_stop()`` ends
 too. The same function runs outside a sweep with the stored best config::
 
-    trial = tuner.Trial.from_best("my-bert")        # the stored best, or the defaults
+    trial = perftune.Trial.from_best("my-bert")        # the stored best, or the defaults
     result = trial.run(train)                       # ranks started as in the sweep
 
 and a script perftune launches (``perftune sweep ... -- python train.py --bs {batch_size}``)
@@ -44,9 +44,9 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from tuner.errors import NothingMeasured, UsageError
-from tuner.trial._kit import Kit
-from tuner.trial._meter import NO_STEPS, Meter, Plan, StopTrial
+from perftune.errors import NothingMeasured, UsageError
+from perftune.trial._kit import Kit
+from perftune.trial._meter import NO_STEPS, Meter, Plan, StopTrial
 
 __all__ = ["StopTrial", "Trainable", "Trial", "current_trial", "trainable"]
 
@@ -104,7 +104,7 @@ class Trial:
 
     Built by perftune, never by the user: in a trial process for a training function, by
     :meth:`connect` in a launched script, by :meth:`from_best` outside a sweep. The framework
-    part (device, process group, helpers) is a :class:`~tuner.trial._kit.Kit`, built when
+    part (device, process group, helpers) is a :class:`~perftune.trial._kit.Kit`, built when
     first needed.
 
     Attributes:
@@ -222,7 +222,7 @@ class Trial:
 
     def keras_callback(self, **options: Any) -> Any:
         """A ``keras.callbacks.Callback`` that drives this trial from ``model.fit``: see
-        :meth:`tuner.backends._tensorflow.KerasKit.callback`."""
+        :meth:`perftune.backends._tensorflow.KerasKit.callback`."""
         return self.kit.callback(self, **options)
 
     def mindspore_callback(self, **options: Any) -> Any:
@@ -288,7 +288,7 @@ class Trial:
         return out
 
     def run(self, fn: Any) -> dict[str, Any]:
-        """Run the training function ``fn`` (or a :class:`~tuner.workload.Workload`, trained by
+        """Run the training function ``fn`` (or a :class:`~perftune.workload.Workload`, trained by
         perftune's built-in loop) on this trial and return :meth:`result`. A config of several
         processes (ddp/fsdp) outside a sweep has its ranks started here, as a sweep starts
         them."""
@@ -302,7 +302,7 @@ class Trial:
         """The trial of a script that perftune launched (``perftune sweep ... -- CMD``), from
         the environment perftune set; outside perftune, a trial in ``free`` mode over an empty
         config, so the script runs unchanged on its own."""
-        from tuner.trial.launcher import connect
+        from perftune.trial.launcher import connect
 
         return connect()
 
@@ -312,7 +312,7 @@ class Trial:
                     seed: int = 0) -> Trial:  # fmt: skip
         """A trial over ``config`` (None: the framework's defaults on ``device``) outside a
         sweep, as :meth:`from_best` makes one over a stored config."""
-        from tuner.trial._standalone import standalone_trial
+        from perftune.trial._standalone import standalone_trial
 
         return standalone_trial(config, framework=framework, device=device, target=target,
                                 mode=mode, seed=seed, source="given" if config else "defaults")  # fmt: skip
@@ -326,7 +326,7 @@ class Trial:
         none is stored, ``defaults``, else the framework's defaults on this device), for
         running the tuned training function outside a sweep. The clock measures time to
         ``target`` if one is given (and stops there); nothing else stops the loop."""
-        from tuner.trial._standalone import from_best
+        from perftune.trial._standalone import from_best
 
         return from_best(name, framework=framework, device=device, objective=objective,
                          home=home, db=db, defaults=defaults, target=target, mode=mode,
@@ -349,13 +349,13 @@ class Trainable:
     """A training function with what perftune needs to tune it: made by :func:`trainable`.
 
     Calling it calls the function. ``describe()`` gives the same fields as a
-    :class:`~tuner.workload.Workload`'s."""
+    :class:`~perftune.workload.Workload`'s."""
 
     def __init__(self, fn: Callable[[Trial], Any], *, name: str, target: float, mode: str = "max",
                  budget_s: float = 60.0, eval_interval_s: float = 0.25, framework: str = "torch",
                  flops_per_sample: float | None = None, description: str = "") -> None:  # fmt: skip
         _check_signature(fn)
-        from tuner.workload import check_description
+        from perftune.workload import check_description
 
         self.fn = fn
         self.name, self.framework, self.mode = name, framework, mode
@@ -406,7 +406,7 @@ def trainable(fn: Callable[[Trial], Any] | None = None, *, name: str, target: fl
 def _check_signature(fn: Any) -> None:
     """A training function takes exactly one positional argument, the trial."""
     if not callable(fn):
-        raise UsageError(f"@tuner.trainable: {fn!r} is not a function")
+        raise UsageError(f"@perftune.trainable: {fn!r} is not a function")
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
@@ -416,5 +416,5 @@ def _check_signature(fn: Any) -> None:
     star = any(p.kind == p.VAR_POSITIONAL for p in sig.parameters.values())
     if len(params) != 1 and not (star and not params):
         name = getattr(fn, "__name__", "the function")
-        raise UsageError(f"@tuner.trainable: {name}{sig} must take exactly one argument, the "
+        raise UsageError(f"@perftune.trainable: {name}{sig} must take exactly one argument, the "
                          "trial (def train(trial): ...)")  # fmt: skip

@@ -3,8 +3,8 @@
 ``perftune sweep --name my-job --target 0.9 -- python train.py --bs {batch_size} --lr
 {learning_rate}`` runs, per trial, the command with the template filled from the sampled config
 (:func:`fill`), in the trial's process group (so the usual timeout kills it with everything it
-started), with its output in the trial log. Inside, :func:`connect` (``tuner.Trial.connect()``)
-gives the script the same :class:`~tuner.trial.Trial` as a training function gets, over the
+started), with its output in the trial log. Inside, :func:`connect` (``perftune.Trial.connect()``)
+gives the script the same :class:`~perftune.trial.Trial` as a training function gets, over the
 environment perftune set: ``PERFTUNE_TRIAL`` (the request and a Unix socket). Rank 0 (``RANK``
 under torchrun) talks to perftune over the socket: reports go to the pruner and its answers come
 back; at exit the script's measurement is sent (or its error, classified as a trial's is).
@@ -30,8 +30,8 @@ import tempfile
 from collections.abc import Mapping
 from typing import Any
 
-from tuner._proc import die_with_parent
-from tuner.errors import NothingMeasured, TrialError, UsageError
+from perftune._proc import die_with_parent
+from perftune.errors import NothingMeasured, TrialError, UsageError
 
 __all__ = ["ENV", "command_space", "connect", "fill", "render", "run_command", "template_fields"]
 
@@ -95,8 +95,8 @@ def command_space(space: Any, argv: list[str]) -> Any:
 # ------------------------------------------------------------------------ perftune's side
 def run_command(request: Any, channel: Any) -> dict[str, Any]:
     """Run ``request.command`` for one trial (in the trial process) and return its result, as a
-    backend's ``run_trial`` does. Raises :class:`~tuner.errors.TrialError` (its cause set) or
-    :class:`~tuner.errors.NothingMeasured` when the command gives no measurement. The
+    backend's ``run_trial`` does. Raises :class:`~perftune.errors.TrialError` (its cause set) or
+    :class:`~perftune.errors.NothingMeasured` when the command gives no measurement. The
     batch-size probe (``measure="probe"``) launches the command once per batch size tried."""
     if request.measure == "probe":
         return _probe(request, channel)
@@ -109,7 +109,7 @@ def _probe(request: Any, channel: Any) -> dict[str, Any]:
     (doubling, then bisection, as for a training function)."""
     from dataclasses import replace
 
-    from tuner.backends._probe import find_max_batch_size
+    from perftune.backends._probe import find_max_batch_size
 
     cfg = dict(request.config)
     high, margin = int(cfg.pop("probe_max", 4096)), float(cfg.pop("probe_margin", 0.1))
@@ -216,7 +216,7 @@ def _outcome(final: dict[str, Any], status: int, log_path: str | None, argv: lis
         raise NothingMeasured(f"the command ({argv[0]}) connected but exited without a result")
     raise NothingMeasured(
         f"the command ({' '.join(argv)[:200]}) exited 0 without reporting to perftune: call "
-        "tuner.Trial.connect() in the script, then trial.step() per training step and "
+        "perftune.Trial.connect() in the script, then trial.step() per training step and "
         "trial.report(metric) per evaluation")  # fmt: skip
 
 
@@ -230,7 +230,7 @@ def _log_tail(log_path: str | None, size: int = 16384) -> str:
 
 
 def _mentions_oom(log_path: str | None) -> bool:
-    from tuner.backends._base import _OOM_MARKERS
+    from perftune.backends._base import _OOM_MARKERS
 
     tail = _log_tail(log_path).lower()
     return any(marker in tail for marker in _OOM_MARKERS)
@@ -267,9 +267,9 @@ _STATE: dict[str, Any] = {}
 
 
 def connect() -> Any:
-    """The :class:`~tuner.trial.Trial` of this process (see the module docstring). Called
+    """The :class:`~perftune.trial.Trial` of this process (see the module docstring). Called
     again, it returns the same trial."""
-    from tuner.trial.api import _CURRENT
+    from perftune.trial.api import _CURRENT
 
     if _CURRENT:
         return _CURRENT[-1]
@@ -282,9 +282,9 @@ def connect() -> Any:
 
 
 def _launched(env: dict[str, Any]) -> Any:
-    from tuner.backends import TrialRequest, get_backend
-    from tuner.trial._run import plan_for
-    from tuner.trial.api import Trial
+    from perftune.backends import TrialRequest, get_backend
+    from perftune.trial._run import plan_for
+    from perftune.trial.api import Trial
 
     request = TrialRequest.from_dict(env["request"])
     description = request.description or {}
@@ -311,7 +311,7 @@ def _launched(env: dict[str, Any]) -> Any:
 
 def _send_result(trial: Any, channel: _SocketChannel) -> None:
     """At exit, rank 0 sends the measurement, or the error that ended the script."""
-    from tuner.backends._base import classify_exception
+    from perftune.backends._base import classify_exception
 
     exc = _STATE.get("error")
     try:
@@ -334,7 +334,7 @@ def _send_result(trial: Any, channel: _SocketChannel) -> None:
 def _free() -> Any:
     """Outside perftune: a ``free`` trial over the framework's defaults on the CPU (the script
     runs as it would without perftune; the clock still measures)."""
-    from tuner.trial._standalone import standalone_trial
+    from perftune.trial._standalone import standalone_trial
 
     framework = next((f for f, m in (("torch", "torch"), ("tensorflow", "tensorflow"),
                                      ("mindspore", "mindspore")) if m in sys.modules), "torch")  # fmt: skip

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tuner.workload import Workload
+from perftune.workload import Workload
 
 MLP_SIZE, MLP_HIDDEN = 32, 2048
 CNN_SIZE, CNN_CHANNELS = 32, 16

@@ -1,15 +1,15 @@
 """MindSpore versions of the built-in digits workloads.
 
-The same architectures, data split (:func:`~tuner.workloads.digits_data.digits_split`), target,
-budget and evaluation interval as :mod:`tuner.workloads.torch_digits`, so that best configs
+The same architectures, data split (:func:`~perftune.workloads.digits_data.digits_split`), target,
+budget and evaluation interval as :mod:`perftune.workloads.torch_digits`, so that best configs
 compare across frameworks. ``model`` returns an ``nn.Cell`` producing logits; MindSpore is
 imported inside the factories only.
 """
 
 from __future__ import annotations
 
-from tuner.workload import Workload
-from tuner.workloads.digits_data import (
+from perftune.workload import Workload
+from perftune.workloads.digits_data import (
     CNN_CHANNELS,
     CNN_SIZE,
     MLP_HIDDEN,

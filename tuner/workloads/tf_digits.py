@@ -1,15 +1,15 @@
 """TensorFlow / Keras versions of the built-in digits workloads.
 
 The same networks, data split, target, budget and evaluation interval as
-:mod:`tuner.workloads.torch_digits`, so best configs compare across frameworks. Models are
+:mod:`perftune.workloads.torch_digits`, so best configs compare across frameworks. Models are
 uncompiled ``keras.Model`` objects returning logits; the CNN takes channels-last images
 ``(N, 32, 32, 1)`` (TensorFlow's native layout on the CPU).
 """
 
 from __future__ import annotations
 
-from tuner.workload import Workload
-from tuner.workloads.digits_data import (
+from perftune.workload import Workload
+from perftune.workloads.digits_data import (
     CNN_CHANNELS,
     CNN_SIZE,
     MLP_HIDDEN,

@@ -7,8 +7,8 @@ start-up and timing noise, with a several-fold spread between good and bad confi
 
 from __future__ import annotations
 
-from tuner.workload import Workload
-from tuner.workloads.digits_data import (
+from perftune.workload import Workload
+from perftune.workloads.digits_data import (
     CNN_CHANNELS,
     CNN_SIZE,
     MLP_HIDDEN,

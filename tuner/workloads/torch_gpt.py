@@ -53,8 +53,8 @@ import math
 
 import numpy as np
 
-from tuner.errors import UsageError
-from tuner.workload import Workload
+from perftune.errors import UsageError
+from perftune.workload import Workload
 
 #: Probabilities of the two high digits that may follow the previous token.
 HI_PROBS: tuple[float, float] = (0.75, 0.25)
@@ -277,7 +277,7 @@ def make_gpt_workload(*, vocab: int = TINY_VOCAB, seq_len: int = TINY_SEQ_LEN,
     variants train: measure it). ``name`` defaults to
     ``gpt-L{n_layer}-d{d_model}-v{vocab}-t{seq_len}``.
     Keep ``n_val`` small: the trainer holds all the validation logits, ``n_val * seq_len *
-    vocab`` floats, at once. Raises :class:`~tuner.errors.UsageError` for impossible sizes."""
+    vocab`` floats, at once. Raises :class:`~perftune.errors.UsageError` for impossible sizes."""
     floor = entropy_floor(vocab, seq_len)
     if target is None:
         target = floor + TINY_TARGET_MARGIN

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from tuner import Workload
+from perftune import Workload
 
 
 def _data():

@@ -27,8 +27,8 @@ import os
 import signal
 import time
 
-from tuner import Workload
-from tuner.workloads.digits_data import digits_split
+from perftune import Workload
+from perftune.workloads.digits_data import digits_split
 
 HANG, CRASH, OOM, NAN = 16, 64, 128, 256
 

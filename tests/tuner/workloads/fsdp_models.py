@@ -13,8 +13,8 @@ image:
 
 from __future__ import annotations
 
-from tuner import Workload
-from tuner.workloads.digits_data import digits_split
+from perftune import Workload
+from perftune.workloads.digits_data import digits_split
 
 LEVELS, PIXELS, D = 17, 64, 32
 

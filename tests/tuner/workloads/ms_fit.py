@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import tuner
+import perftune
 
 
 def data():
@@ -18,9 +18,9 @@ def data():
     return x_tr, y_tr, x_va, y_va
 
 
-@tuner.trainable(name="ms-fit-digits", target=0.9, framework="mindspore", budget_s=30,
+@perftune.trainable(name="ms-fit-digits", target=0.9, framework="mindspore", budget_s=30,
                  eval_interval_s=0.5)  # fmt: skip
-def train(trial: tuner.Trial) -> None:
+def train(trial: perftune.Trial) -> None:
     import mindspore as ms
     from mindspore import nn
     from mindspore.train import Model

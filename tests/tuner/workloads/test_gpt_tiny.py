@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from tuner.workload import BUILTIN_WORKLOADS, resolve
-from tuner.workloads import torch_gpt as g
+from perftune.workload import BUILTIN_WORKLOADS, resolve
+from perftune.workloads import torch_gpt as g
 
 V, T = g.TINY_VOCAB, g.TINY_SEQ_LEN
 
@@ -52,7 +52,7 @@ def test_entropy_floor_is_exact_and_below_the_target():
 
 
 def test_describe_and_registry():
-    assert BUILTIN_WORKLOADS["gpt-tiny"] == {"torch": "tuner.workloads.torch_gpt:gpt_tiny"}
+    assert BUILTIN_WORKLOADS["gpt-tiny"] == {"torch": "perftune.workloads.torch_gpt:gpt_tiny"}
     d = resolve("gpt-tiny", "torch").describe()
     assert d["name"] == "gpt-tiny" and d["mode"] == "min" and d["framework"] == "torch"
     assert d["flops_per_sample"] > 0
@@ -67,7 +67,7 @@ def test_flops_follow_nanogpt_estimate():
 
 
 def test_make_gpt_workload_variants_and_bad_sizes():
-    from tuner.errors import UsageError
+    from perftune.errors import UsageError
 
     wl = g.make_gpt_workload(vocab=1024, seq_len=128, d_model=256, n_layer=4, n_head=8)
     assert wl.name == "gpt-L4-d256-v1024-t128" and wl.mode == "min"
@@ -82,7 +82,7 @@ def test_make_gpt_workload_variants_and_bad_sizes():
 
 
 def test_importing_the_module_does_not_import_torch():
-    code = "import sys, tuner.workloads.torch_gpt as g; g.gpt_tiny(); print('torch' in sys.modules)"
+    code = "import sys, perftune.workloads.torch_gpt as g; g.gpt_tiny(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
