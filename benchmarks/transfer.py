@@ -99,15 +99,17 @@ def run_once(case: dict, stored: bool, env: dict) -> float | None:
 
 
 def interpreter(framework: str) -> str:
-    sys.path.insert(0, str(ROOT))
     from perftune.executor import python_for
 
     return python_for(framework)
 
 
 def measure(name: str, case: dict, trials: int, runs: int) -> dict:
+    from perftune.executor import _perftune_path
+
     home = tempfile.mkdtemp(prefix=f"perftune-transfer-{name}-")
-    env = {**os.environ, "PERFTUNE_HOME": home, "PERFTUNE_NO_PROGRESS": "1", "PYTHONPATH": str(ROOT)}
+    # perftune (with perftune.storage) for every interpreter, the framework's own ones included.
+    env = {**os.environ, "PERFTUNE_HOME": home, "PERFTUNE_NO_PROGRESS": "1", "PYTHONPATH": _perftune_path()}
     args = ["sweep", *case["sweep"], "--trials", str(trials), "--seed", "0", "--json"]
     report = cli(*args, *(["--", *case["command"]] if "command" in case else []), env=env)
     if report["best"] is None:

@@ -2,17 +2,40 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _this_checkout_first() -> None:
+    """Make ``import perftune`` (here and in the CLI subprocesses, through PYTHONPATH) find this
+    checkout, whatever perftune is installed (say, an editable install of another worktree).
+    The checkout is not importable as it stands: ``perftune`` is its ``tuner/`` folder, with
+    ``storage/`` and ``search_spaces/`` as sub-packages. So a temporary folder holds a
+    ``perftune`` package made of links to those parts (as ``perftune.executor`` does for the
+    trial interpreters)."""
+    folder = tempfile.mkdtemp(prefix="perftune-tests-")
+    package = Path(folder, "perftune")
+    package.mkdir()
+    for part in (*(ROOT / "tuner").iterdir(), ROOT / "storage", ROOT / "search_spaces"):
+        (package / part.name).symlink_to(part)
+    atexit.register(shutil.rmtree, folder, True)
+    sys.path.insert(0, folder)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (folder, os.environ.get("PYTHONPATH")) if p)
+
+
+_this_checkout_first()
 PG_SERVER = os.environ.get("PERFTUNE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 

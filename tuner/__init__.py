@@ -14,6 +14,10 @@ Public API::
     perftune.Trial.from_best("my-model").run(train)        # the tuned config, outside a sweep
     perftune.best_config("my-model")                       # the stored record
     perftune.Workload(...)                                 # a model/data description for the built-in loop
+
+Installed, this is the only top-level name perftune adds: its store and search-space format
+are ``perftune.storage`` and ``perftune.search_spaces`` (the ``storage/`` and ``search_spaces/``
+folders of the source tree; this package is its ``tuner/`` folder).
 """
 
 from __future__ import annotations
@@ -40,4 +44,4 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'tuner' has no attribute {name!r}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

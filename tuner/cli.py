@@ -906,7 +906,7 @@ def main(argv: list[str] | None = None) -> int:
         _error(f"perftune: error: {exc}")
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - a bug: one line, the traceback on request
-        if type(exc).__name__ == "StoreError" or type(exc).__module__.startswith("storage"):
+        if type(exc).__name__ == "StoreError" or type(exc).__module__.startswith("perftune.storage"):
             _error(f"perftune: error: {exc}")
             return 1
         if os.environ.get("PERFTUNE_DEBUG"):

@@ -66,11 +66,22 @@ def python_for(framework: str) -> str:
 
 @functools.cache
 def _perftune_path() -> str:
-    """A folder holding only the ``tuner`` package (a link), for another interpreter's
-    PYTHONPATH: putting perftune's own site-packages there would shadow that interpreter's
-    packages (MindSpore's NumPy 1.x with this environment's NumPy 2, say)."""
+    """A folder holding only the ``perftune`` package, for another interpreter's PYTHONPATH:
+    putting perftune's own site-packages there would shadow that interpreter's packages
+    (MindSpore's NumPy 1.x with this environment's NumPy 2, say).
+
+    The package is a folder of links: to each file of this package and to its ``storage`` and
+    ``search_spaces`` sub-packages, wherever they are (inside the package when installed from a
+    wheel; next to it, as ``storage/`` and ``search_spaces/``, in a source checkout)."""
     folder = tempfile.mkdtemp(prefix="perftune-path-")
-    os.symlink(os.path.join(_PACKAGE_ROOT, "tuner"), os.path.join(folder, "tuner"))
+    package = os.path.join(folder, "perftune")
+    os.mkdir(package)
+    here = os.path.dirname(os.path.abspath(__file__))
+    parts = {name: os.path.join(here, name) for name in os.listdir(here)}
+    for sub in ("storage", "search_spaces"):
+        parts[sub] = importlib.util.find_spec(f"perftune.{sub}").submodule_search_locations[0]
+    for name, path in parts.items():
+        os.symlink(path, os.path.join(package, name))
     atexit.register(shutil.rmtree, folder, True)
     return folder
 

@@ -8,6 +8,8 @@ import json
 import pytest
 from conftest import ROOT, run_cli, run_json
 
+from perftune.executor import _perftune_path
+
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 
 
@@ -57,7 +59,7 @@ def test_gpu_training_function_and_its_best(tmp_path):
     code = ("import json, runpy, perftune; ns = runpy.run_path('examples/hf_style.py'); "
             "t = perftune.Trial.from_best('hf-style', device='cuda', objective='throughput', target=0.95); "
             "r = t.run(ns['train']); print(json.dumps([t.source, str(t.device), r['metrics']['reached_target']]))")  # fmt: skip
-    env = {**os.environ, "PERFTUNE_HOME": str(tmp_path), "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PERFTUNE_HOME": str(tmp_path), "PYTHONPATH": _perftune_path()}
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     source, device, reached = json.loads(proc.stdout.splitlines()[-1])

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 from conftest import ROOT, run_cli, run_json
 
-from perftune.executor import python_for
+from perftune.executor import _perftune_path, python_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.tensorflow]
 
@@ -99,7 +99,7 @@ def test_a_keras_fit_script_is_tuned_and_run_with_its_best(tmp_path):
                       "--home", str(home))  # fmt: skip
     assert report["framework"] == "tensorflow" and report["workload"] == "keras-digits"
     assert report["best"] is not None and report["warnings"] == []
-    env = {**os.environ, "PERFTUNE_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PERFTUNE_HOME": str(home), "PYTHONPATH": _perftune_path()}
     code = ("import json, runpy, perftune; ns = runpy.run_path('examples/keras_fit.py'); "
             "t = perftune.Trial.from_best('keras-digits', framework='tensorflow', target=0.95); "
             "r = t.run(ns['train']); print(json.dumps([t.source, t.config.to_dict(), r['metrics']['reached_target']]))")  # fmt: skip

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, run_cli, run_json
 
+from perftune.executor import _perftune_path
+
 pytestmark = pytest.mark.slow
 
 HF = "examples/hf_style.py:train"
@@ -32,7 +34,7 @@ def launch_json(*args: str, command: list[str]) -> dict:
 
 
 def python(code: str, home: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PERFTUNE_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PERFTUNE_HOME": str(home), "PYTHONPATH": _perftune_path()}
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)  # fmt: skip
 

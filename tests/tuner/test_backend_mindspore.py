@@ -15,7 +15,7 @@ import pytest
 from perftune.backends import MindSporeBackend, TrialRequest, classify_exception
 from perftune.backends import _mindspore as msb
 from perftune.errors import InvalidConfig, TrialError
-from perftune.executor import ProcessExecutor, python_for
+from perftune.executor import ProcessExecutor, _perftune_path, python_for
 from perftune.search_spaces import Capabilities, load_space
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -207,7 +207,7 @@ for name in ("sgd", "adam", "adamw", "rmsprop", "adagrad"):
 print(json.dumps(out))
 """
     proc = subprocess.run([MS_PY, "-c", code], capture_output=True, text=True, timeout=120,
-                          cwd=ROOT, env={"PYTHONPATH": str(ROOT), "GLOG_v": "3"})  # fmt: skip
+                          cwd=ROOT, env={"PYTHONPATH": _perftune_path(), "GLOG_v": "3"})  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.splitlines()[-1])
     assert {k: v[0] for k, v in out.items() if isinstance(v, list)} == {

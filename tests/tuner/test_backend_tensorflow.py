@@ -17,7 +17,7 @@ import pytest
 from perftune.backends import TensorFlowBackend, TrialOutcome, TrialRequest
 from perftune.backends._tensorflow import tpu_plausible, validate_config
 from perftune.errors import InvalidConfig
-from perftune.executor import ProcessExecutor, python_for
+from perftune.executor import ProcessExecutor, _perftune_path, python_for
 from perftune.search_spaces import Capabilities, load_space
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +42,7 @@ TF_PYTHON = _tf_python()
 def run_tf(code: str) -> dict:
     """Run ``code`` under the TensorFlow interpreter (perftune on its path); it prints one JSON
     object last."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "PYTHONPATH": _perftune_path(), "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run([TF_PYTHON, "-c", textwrap.dedent(code)], capture_output=True,
                           text=True, env=env, timeout=300, cwd=ROOT)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -12,9 +12,8 @@ import pytest
 
 from perftune.backends import TrialRequest
 from perftune.errors import NothingMeasured, TrialError
+from perftune.executor import _perftune_path
 from perftune.trial.launcher import run_command
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PREAMBLE = """
 import sys, time
@@ -47,7 +46,7 @@ class Pruner:
 
 @pytest.fixture
 def launch(tmp_path, monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
+    monkeypatch.setenv("PYTHONPATH", _perftune_path())
 
     def run(source: str, *, pruner=None, measure="converge", config=None):
         script = tmp_path / "script.py"
@@ -156,7 +155,7 @@ def test_outside_perftune_the_script_runs_as_it_is(tmp_path):
         print("evals", trial.result()["metrics"]["evals"])
     """))
     env = {k: v for k, v in os.environ.items() if k != "PERFTUNE_TRIAL"}
-    env["PYTHONPATH"] = ROOT
+    env["PYTHONPATH"] = _perftune_path()
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from perftune.executor import _perftune_path
+
 UNREACHABLE_PG = "postgresql://u:secret@127.0.0.1:1/x"
 
 INPUT_FILES = {
@@ -78,16 +80,13 @@ INPUT_FILES = {
 }
 
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
 def cli_env() -> dict[str, str]:
     """The environment for ``python -m perftune.cli`` run in a scratch directory: no PERFTUNE_*
-    variables, no progress bars, and this checkout first on the path (else an editable install
-    elsewhere, say the main checkout under a worktree, is what runs)."""
+    variables, no progress bars, and the perftune under test first on the path (else an editable
+    install elsewhere, say the main checkout under a worktree, is what runs)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERFTUNE_")}
     env["PERFTUNE_NO_PROGRESS"] = "1"
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = _perftune_path()
     return env
 
 

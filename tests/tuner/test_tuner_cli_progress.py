@@ -152,7 +152,7 @@ def test_rerun_of_a_finished_sweep_shows_its_stored_result(tmp_path, space, env,
 
 def test_a_contradicted_framework_fails_before_anything_starts(tmp_path, env, monkeypatch, capsys):
     """The file is parsed, not run (it raises if imported), and no worker starts."""
-    import perftune.executor
+    from perftune import executor  # not `import perftune...`: perftune() is this file's helper
 
     path = tmp_path / "tfw.py"
     path.write_text(textwrap.dedent("""
@@ -163,7 +163,7 @@ def test_a_contradicted_framework_fails_before_anything_starts(tmp_path, env, mo
         def train(trial):
             pass
     """))
-    monkeypatch.setattr(perftune.executor, "make_executor", lambda *a, **k: pytest.fail("a worker started"))
+    monkeypatch.setattr(executor, "make_executor", lambda *a, **k: pytest.fail("a worker started"))
     code, out, err = perftune(capsys, "sweep", "--workload", f"{path}:train", "--framework", "torch",
                               "--home", str(tmp_path / "ws"))  # fmt: skip
     assert code == 2 and out == ""
@@ -196,9 +196,9 @@ class CountingExecutor:
 
 
 def test_devices_are_cached_per_interpreter_and_version(tmp_path, env, monkeypatch, capsys):
-    import perftune.executor
+    from perftune import executor  # not `import perftune...`: perftune() is this file's helper
 
-    monkeypatch.setattr(perftune.executor, "ProcessExecutor", CountingExecutor)
+    monkeypatch.setattr(executor, "ProcessExecutor", CountingExecutor)
     monkeypatch.setattr(CountingExecutor, "started", [])
     home = str(tmp_path / "ws")
     args = ["devices", "--framework", "torch", "--home", home, "--json"]

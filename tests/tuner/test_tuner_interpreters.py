@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 
+import perftune._worker
+import perftune.search_spaces
+import perftune.storage
 from perftune.errors import UsageError
 from perftune.executor import ProcessExecutor, _perftune_path, python_for
 
@@ -37,11 +41,21 @@ def test_unknown_framework_is_a_usage_error():
         python_for("jax")
 
 
-def test_trial_interpreters_see_only_the_tuner_package():
+def test_trial_interpreters_see_only_the_perftune_package():
     # Not this environment's site-packages: its NumPy 2 would shadow MindSpore's NumPy 1.x.
     folder = _perftune_path()
-    assert os.listdir(folder) == ["tuner"]
-    assert os.path.isfile(os.path.join(folder, "tuner", "_worker.py"))
+    assert os.listdir(folder) == ["perftune"]
+    # An interpreter without perftune installed (no site-packages at all here: -S) finds the
+    # package and its store and search spaces (storage/ and search_spaces/ in a checkout).
+    modules = (perftune._worker, perftune.storage, perftune.search_spaces)
+    code = ("import importlib.util, json, sys; "
+            "print(json.dumps([importlib.util.find_spec(m).origin for m in sys.argv[1:]]))")
+    proc = subprocess.run([sys.executable, "-S", "-c", code, *(m.__name__ for m in modules)],
+                          capture_output=True, text=True, env={"PYTHONPATH": folder}, cwd=folder,
+                          timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    found = [os.path.realpath(p) for p in json.loads(proc.stdout)]
+    assert found == [os.path.realpath(m.__file__) for m in modules]
 
 
 def test_a_framework_missing_from_its_interpreter_is_one_clear_error(tmp_path):

@@ -278,6 +278,8 @@ def _run_msrun(request: TrialRequest) -> dict[str, Any]:
     Pruning is not wired through msrun: ranks run with a :class:`NullChannel` (the budget and the
     trial timeout still bound them). The per-trial msrun logs go to ``<log_path>.msrun/``.
     """
+    from perftune.executor import _perftune_path
+
     world = int(request.config["world_size"])
     work = tempfile.mkdtemp(prefix="perftune-msrun-")
     log_dir = f"{request.log_path}.msrun" if request.log_path else os.path.join(work, "logs")
@@ -285,11 +287,10 @@ def _run_msrun(request: TrialRequest) -> dict[str, Any]:
     req_path, result_path = os.path.join(work, "request.json"), os.path.join(work, "result.json")
     with open(req_path, "w") as f:
         json.dump(request.to_dict(), f)
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {**os.environ, **_QUIET_ENV,
            # msrun starts each rank as `python SCRIPT`: our interpreter must come first.
            "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
-           "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
+           "PYTHONPATH": os.pathsep.join(p for p in (_perftune_path(), os.environ.get("PYTHONPATH")) if p),
            "PERFTUNE_MS_LAUNCH_T": repr(time.time())}  # fmt: skip
     cmd = [sys.executable, "-c", "import sys; from mindspore.parallel.cluster.run import main; "
            "sys.argv[0] = 'msrun'; sys.exit(main())",
