@@ -50,6 +50,16 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600,
                           text=True, env=full_env, timeout=timeout, cwd=cwd or ROOT)  # fmt: skip
 
 
+def has_module(python: str, module: str) -> bool:
+    """Whether ``python`` can find ``module`` (found, not imported: TensorFlow's import costs
+    seconds, and the tests that need it import it anyway)."""
+    code = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({module!r}) is None)"
+    try:
+        return subprocess.run([python, "-c", code], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
 def run_json(*args: str, **kw):
     proc = run_cli(*args, "--json", **kw)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -9,10 +9,8 @@ tests (the objective is framework-independent there)."""
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
-from conftest import run_json
+from conftest import has_module, run_json
 
 from tuner.executor import python_for
 
@@ -22,9 +20,7 @@ STUDY = "mlp-digits-mindspore-cpu-throughput"
 
 
 def _has_mindspore() -> bool:
-    proc = subprocess.run([python_for("mindspore"), "-c", "import mindspore"],
-                          capture_output=True, timeout=120)  # fmt: skip
-    return proc.returncode == 0
+    return has_module(python_for("mindspore"), "mindspore")
 
 
 @pytest.fixture(scope="module")

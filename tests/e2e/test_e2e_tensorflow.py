@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from conftest import ROOT, run_cli, run_json
+from conftest import ROOT, has_module, run_cli, run_json
 
 from tuner.executor import python_for
 
@@ -19,11 +19,7 @@ TF_KNOBS = ("jit_compile", "prefetch", "intra_op_threads", "inter_op_threads")
 
 
 def _has_tensorflow() -> bool:
-    try:
-        return subprocess.run([python_for("tensorflow"), "-c", "import tensorflow"],
-                              capture_output=True, timeout=120).returncode == 0  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return False
+    return has_module(python_for("tensorflow"), "tensorflow")
 
 
 @pytest.fixture(scope="module")
