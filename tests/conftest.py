@@ -72,20 +72,20 @@ def cli():
 
 
 @pytest.fixture
-def cli_here(capsys, monkeypatch):
+def cli_here(capfd, monkeypatch):
     """``perftune ARGS`` through the CLI's entry point in this process, as run_cli runs it (from the
-    checkout, no progress bars), returned the same way: no interpreter start, and MLflow and the
-    rest imported once. For the exit status and output of a command path that a real subprocess
-    tests elsewhere."""
+    checkout, no progress bars), returned the same way (the output at the file descriptors: a trial
+    worker's included): no interpreter start, and MLflow and the rest imported once. For the exit
+    status and output of a command path that a real subprocess tests elsewhere."""
     from tuner.cli import main
 
     monkeypatch.setenv("PERFTUNE_NO_PROGRESS", "1")
     monkeypatch.chdir(ROOT)
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        capsys.readouterr()  # what this process printed before is not the command's output
+        capfd.readouterr()  # what this process printed before is not the command's output
         code = main(list(args))
-        out = capsys.readouterr()
+        out = capfd.readouterr()
         return subprocess.CompletedProcess(list(args), code, out.out, out.err)
 
     return run
