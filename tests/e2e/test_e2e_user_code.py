@@ -42,7 +42,7 @@ def hf(tmp_path_factory):
     """A real time-to-target sweep of the HF-style training function (no --framework: the
     decorator says torch)."""
     home = tmp_path_factory.mktemp("hf")
-    report = run_json("sweep", "--workload", HF, "--trials", "3", "--seed", "0", "--budget", "40",
+    report = run_json("sweep", "--workload", HF, "--trials", "2", "--seed", "0", "--budget", "40",
                       "--confirm-top", "1", "--confirm-repeats", "1", "--home", str(home))  # fmt: skip
     return home, report
 
