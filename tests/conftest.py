@@ -73,6 +73,16 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600,
                           text=True, env=full_env, timeout=timeout, cwd=cwd or ROOT)  # fmt: skip
 
 
+def has_module(python: str, module: str) -> bool:
+    """Whether ``python`` can find ``module`` (found, not imported: TensorFlow's import costs
+    seconds, and the tests that need it import it anyway)."""
+    code = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({module!r}) is None)"
+    try:
+        return subprocess.run([python, "-c", code], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
 def run_json(*args: str, **kw):
     proc = run_cli(*args, "--json", **kw)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -82,6 +92,26 @@ def run_json(*args: str, **kw):
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture
+def cli_here(capfd, monkeypatch):
+    """``perftune ARGS`` through the CLI's entry point in this process, as run_cli runs it (from the
+    checkout, no progress bars), returned the same way (the output at the file descriptors: a trial
+    worker's included): no interpreter start, and MLflow and the rest imported once. For the exit
+    status and output of a command path that a real subprocess tests elsewhere."""
+    from perftune.cli import main
+
+    monkeypatch.setenv("PERFTUNE_NO_PROGRESS", "1")
+    monkeypatch.chdir(ROOT)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        capfd.readouterr()  # what this process printed before is not the command's output
+        code = main(list(args))
+        out = capfd.readouterr()
+        return subprocess.CompletedProcess(list(args), code, out.out, out.err)
+
+    return run
 
 
 # Markers whose tests must run, not skip, under PERFTUNE_REQUIRE_FRAMEWORKS=1, and what installs

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from perftune.executor import _perftune_path
+
 ROOT = Path(__file__).resolve().parents[2]
 CLI_DOC = ROOT / "docs" / "cli.md"
 HELP_BLOCK = re.compile(r"(<!-- help: ?(?P<cmd>[a-z -]*?) ?-->\n```text\n)(?P<text>.*?)(```)", re.S)
@@ -35,7 +37,7 @@ def help_texts(commands: list[str]) -> list[str]:
     """``perftune COMMAND --help`` for each command, as an 80-column terminal shows it (run from
     this checkout, in a subprocess, as a user runs it)."""
     env = {**os.environ, "COLUMNS": "80", "TERMINAL_WIDTH": "80",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}  # fmt: skip
+           "PYTHONPATH": os.pathsep.join(filter(None, [_perftune_path(), os.environ.get("PYTHONPATH")]))}  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", _PRINT_HELPS, *commands], env=env,
                           capture_output=True, text=True, check=True, cwd=ROOT)  # fmt: skip
     return [text.rstrip() + "\n" for text in proc.stdout.split("\0\n")[: len(commands)]]

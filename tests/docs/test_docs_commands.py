@@ -32,6 +32,8 @@ from pathlib import Path
 
 import pytest
 
+from perftune.executor import _perftune_path
+
 ROOT = Path(__file__).resolve().parents[2]
 TESTED = "<!-- test -->"
 NOT_TESTED = re.compile(r"<!-- not tested: (\S.*?) -->")
@@ -139,7 +141,7 @@ def _env(home: Path) -> dict[str, str]:
            if k not in {"PERFTUNE_STORAGE", "PERFTUNE_TRACKING_URI", "PERFTUNE_DB", "PERFTUNE_API_TOKEN"}}  # fmt: skip
     bins = [str(ROOT / ".venv" / "bin"), os.path.dirname(sys.executable), env.get("PATH", "")]
     env.update(PATH=os.pathsep.join(bins), PERFTUNE_HOME=str(home), COLUMNS="80",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])))
+               PYTHONPATH=os.pathsep.join(filter(None, [_perftune_path(), env.get("PYTHONPATH")])))
     return env
 
 

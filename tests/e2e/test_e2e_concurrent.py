@@ -26,8 +26,8 @@ def _start(home: Path, *extra: str) -> subprocess.Popen:
 
 
 def test_two_sweeps_started_at_once_in_a_fresh_workspace(tmp_path):
-    # Three tries, the second with both sweeps on the same (default) study.
-    for attempt, studies in enumerate([("a", "b"), (None, None), ("a", "b")]):
+    # Two tries (the race lost in every try): two studies, then both sweeps on the same (default) one.
+    for attempt, studies in enumerate([("a", "b"), (None, None)]):
         home = tmp_path / f"ws{attempt}"
         procs = [_start(home, *(["--study", s] if s else [])) for s in studies]
         errors = [p.communicate(timeout=300)[1] for p in procs]

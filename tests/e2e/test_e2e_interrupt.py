@@ -1,5 +1,9 @@
 """Interrupting a sweep (Ctrl-C or SIGTERM) mid-trial leaves nothing RUNNING, records why, and
-the same command resumes the study."""
+the same command resumes the study.
+
+The workload's trials take two seconds each (``workloads/sleepy.py``): the signal lands inside
+one, and the resumed sweep costs seconds (how a sweep stops does not depend on what it trains;
+real training is test_e2e_sweep's)."""
 
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ from conftest import ROOT, run_json
 
 pytestmark = pytest.mark.slow
 
-STUDY = "mlp-digits-torch-cpu-time-to-target"
+WORKLOAD = str(ROOT / "tests" / "e2e" / "workloads" / "sleepy.py") + ":two_seconds"
+STUDY = "sleepy-torch-cpu-time-to-target"
 
 
 def _running_trials(home) -> int:
@@ -33,7 +38,7 @@ def test_interrupt_then_resume(tmp_path, sig):
     from mlflow import MlflowClient
 
     home = tmp_path / "ws"
-    args = ["sweep", "--workload", "mlp-digits", "--seed", "0", "--budget", "30",
+    args = ["sweep", "--workload", WORKLOAD, "--seed", "0",
             "--confirm-top", "1", "--confirm-repeats", "1", "--home", str(home)]  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "perftune.cli", *args, "--trials", "3"],
                             cwd=ROOT, env={**os.environ, "PERFTUNE_NO_PROGRESS": "1"},
@@ -46,7 +51,7 @@ def test_interrupt_then_resume(tmp_path, sig):
         assert proc.poll() is None, proc.stderr.read()
         assert time.time() < deadline, "no trial started"
         time.sleep(0.2)
-    time.sleep(1.0)  # well inside the first trial
+    time.sleep(1.0)  # well inside the first trial (its model factory sleeps 2 s)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -58,7 +63,7 @@ def test_interrupt_then_resume(tmp_path, sig):
     assert len(failed) == 1 and failed[0].user_attrs["cause"] == "interrupted"
 
     client = MlflowClient(f"sqlite:///{home}/mlflow.db")
-    exp = client.get_experiment_by_name("mlp-digits")
+    exp = client.get_experiment_by_name("sleepy")
     parents = [r for r in client.search_runs([exp.experiment_id])
                if r.data.tags.get("perftune_role") == "sweep"]  # fmt: skip
     assert [r.info.status for r in parents] == ["KILLED"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from conftest import ROOT, run_cli, run_json
+from conftest import ROOT, has_module, run_json
 
 from perftune.executor import _perftune_path, python_for
 
@@ -19,11 +19,7 @@ TF_KNOBS = ("jit_compile", "prefetch", "intra_op_threads", "inter_op_threads")
 
 
 def _has_tensorflow() -> bool:
-    try:
-        return subprocess.run([python_for("tensorflow"), "-c", "import tensorflow"],
-                              capture_output=True, timeout=120).returncode == 0  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return False
+    return has_module(python_for("tensorflow"), "tensorflow")
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +29,7 @@ def swept(tmp_path_factory):
     home = tmp_path_factory.mktemp("tf-ws")
     # Throughput: a fixed cost per trial (time to target in TensorFlow is the Keras test's).
     report = run_json("sweep", "--workload", "mlp-digits", "--framework", "tensorflow",
-                      "--device", "cpu", "--objective", "throughput", "--trials", "3", "--seed", "0",
+                      "--device", "cpu", "--objective", "throughput", "--trials", "2", "--seed", "0",
                       "--confirm-top", "1", "--confirm-repeats", "1", "--home", str(home))  # fmt: skip
     return home, report
 
@@ -59,7 +55,7 @@ def test_optuna_study(swept):
     study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{home}/optuna.db")
     finished = [t for t in study.trials if t.state.is_finished()
                 and t.user_attrs.get("cause") != "invalid"]  # fmt: skip
-    assert len(finished) == 3
+    assert len(finished) == 2
     first = study.trials[0]
     assert first.user_attrs.get("baseline") is True
     assert first.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -70,7 +66,7 @@ def test_optuna_study(swept):
     assert study.user_attrs["device"] == report["device"]["fingerprint"]
 
 
-def test_best(swept):
+def test_best(swept, cli_here):
     home, report = swept
     found = run_json("best", "--workload", "mlp-digits", "--framework", "tensorflow",
                      "--device", "cpu", "--objective", "throughput", "--home", str(home))  # fmt: skip
@@ -79,8 +75,8 @@ def test_best(swept):
     assert rec["config"] == report["best"]["config"]
     assert rec["value"] == pytest.approx(report["best"]["stats"]["median"])
     assert rec["device_fingerprint"] == report["device"]["fingerprint"]
-    other = run_cli("best", "--workload", "mlp-digits", "--framework", "torch",
-                    "--home", str(home))  # fmt: skip
+    other = cli_here("best", "--workload", "mlp-digits", "--framework", "torch",
+                     "--home", str(home))  # fmt: skip
     assert other.returncode == 1  # stored under tensorflow only
 
 

@@ -44,7 +44,7 @@ def hf(tmp_path_factory):
     """A real time-to-target sweep of the HF-style training function (no --framework: the
     decorator says torch)."""
     home = tmp_path_factory.mktemp("hf")
-    report = run_json("sweep", "--workload", HF, "--trials", "3", "--seed", "0", "--budget", "40",
+    report = run_json("sweep", "--workload", HF, "--trials", "2", "--seed", "0", "--budget", "40",
                       "--confirm-top", "1", "--confirm-repeats", "1", "--home", str(home))  # fmt: skip
     return home, report
 
@@ -139,26 +139,28 @@ def test_a_torchrun_script_runs_its_ranks(tmp_path):
 
 
 # ------------------------------------------------------------------ bad input: one line each
-def test_an_undecorated_function_is_refused(tmp_path):
+# In this process (tests/tuner/test_tuner_cli_errors.py runs bad input through real subprocesses,
+# and the last test here a launched command's).
+def test_an_undecorated_function_is_refused(tmp_path, cli_here):
     script = tmp_path / "plain.py"
     script.write_text("def train(trial):\n    pass\n")
-    proc = run_cli("sweep", "--workload", f"{script}:train", "--trials", "2", "--home", str(tmp_path / "ws"))
+    proc = cli_here("sweep", "--workload", f"{script}:train", "--trials", "2", "--home", str(tmp_path / "ws"))
     assert proc.returncode == 2
     assert "must be decorated with @perftune.trainable" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "ws").exists()
 
 
-def test_an_unknown_knob_in_the_template_is_refused(tmp_path):
-    proc = run_cli("sweep", "--name", "x", "--target", "0.9", "--home", str(tmp_path / "ws"), "--",
+def test_an_unknown_knob_in_the_template_is_refused(tmp_path, cli_here):
+    proc = cli_here("sweep", "--name", "x", "--target", "0.9", "--home", str(tmp_path / "ws"), "--",
                    sys.executable, "examples/script/train.py", "--bs", "{batch}")  # fmt: skip
     assert proc.returncode == 2 and "{batch} is not a knob of the search space" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "ws").exists()
 
 
-def test_a_launched_command_needs_a_name_and_target(tmp_path):
-    proc = run_cli("sweep", "--home", str(tmp_path / "ws"), "--", sys.executable, "train.py")
+def test_a_launched_command_needs_a_name_and_target(tmp_path, cli_here):
+    proc = cli_here("sweep", "--home", str(tmp_path / "ws"), "--", sys.executable, "train.py")
     assert proc.returncode == 2 and "--name" in proc.stderr
-    proc = run_cli("sweep", "--name", "x", "--home", str(tmp_path / "ws"), "--", sys.executable, "train.py")
+    proc = cli_here("sweep", "--name", "x", "--home", str(tmp_path / "ws"), "--", sys.executable, "train.py")
     assert proc.returncode == 2 and "--target" in proc.stderr
 
 

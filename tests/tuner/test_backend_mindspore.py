@@ -24,10 +24,17 @@ RES = {"cpu": {"cores": 2, "device_count": 1, "memory_gib": 23.0},
        "npu": {"cores": 16, "device_count": 8, "memory_gib": 64.0}}  # fmt: skip
 
 
+def has_module(python: str, module: str) -> bool:
+    """Whether ``python`` can find ``module`` (found, not imported: the framework's import costs
+    seconds, at every collection of this module; tests/conftest.py's helper, which ``from conftest
+    import`` may not find from here)."""
+    code = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({module!r}) is None)"
+    return subprocess.run([python, "-c", code], capture_output=True, timeout=60).returncode == 0
+
+
 def _ms_python() -> str | None:
     py = python_for("mindspore")
-    ok = subprocess.run([py, "-c", "import mindspore"], capture_output=True, timeout=120)
-    return py if ok.returncode == 0 else None
+    return py if has_module(py, "mindspore") else None
 
 
 MS_PY = _ms_python()

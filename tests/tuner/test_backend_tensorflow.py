@@ -26,14 +26,17 @@ COMMON = ("batch_size", "learning_rate", "optimizer", "momentum", "beta1", "beta
           "weight_decay", "parallel_strategy", "world_size", "precision")  # fmt: skip
 
 
+def has_module(python: str, module: str) -> bool:
+    """Whether ``python`` can find ``module`` (found, not imported: the framework's import costs
+    seconds, at every collection of this module; tests/conftest.py's helper, which ``from conftest
+    import`` may not find from here)."""
+    code = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({module!r}) is None)"
+    return subprocess.run([python, "-c", code], capture_output=True, timeout=60).returncode == 0
+
+
 def _tf_python() -> str | None:
     python = python_for("tensorflow")
-    try:
-        ok = subprocess.run([python, "-c", "import tensorflow"], capture_output=True,
-                            timeout=120).returncode == 0  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        ok = False
-    return python if ok else None
+    return python if has_module(python, "tensorflow") else None
 
 
 TF_PYTHON = _tf_python()

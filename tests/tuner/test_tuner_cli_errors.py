@@ -1,13 +1,13 @@
 """Bad input through the real CLI: exit code 2, one ``perftune: error:`` line naming the field or
 resource at fault, no traceback, and nothing written (the ``--home`` folder is never created).
 
-Every case that fails before the trial worker starts runs twice: in this process through
-``perftune.cli.main(argv)`` (milliseconds: the fast tier), and as a real ``python -m perftune.cli``
-subprocess; the subprocesses run concurrently once per module (each CLI start costs ~0.6 s of
-imports), a representative few in the fast tier and all of them under ``slow``. Cases that only fail
-once the worker has started (they need the workload's metadata or the device list: a user factory
-that returns a non-Workload, a search-space error) take several seconds each (the worker imports
-torch) and are ``slow``.
+Every case that fails before the trial worker starts runs in this process through
+``perftune.cli.main(argv)`` (milliseconds), and a representative few (at least one per command) also
+as real ``python -m perftune.cli`` subprocesses, run concurrently once per module (each CLI start costs
+~0.6 s of imports): what a subprocess adds (the exit status, stderr with no terminal, a fresh
+interpreter) does not depend on the case. Cases that only fail once the worker has started (they
+need the workload's metadata or the device list: a user factory that returns a non-Workload, a
+search-space error) take several seconds each (the worker imports torch) and are ``slow``.
 """
 
 from __future__ import annotations
@@ -223,10 +223,11 @@ def work(tmp_path_factory) -> Path:
     return path
 
 
-#: Run as subprocesses in the fast tier too (the others only under ``slow``).
-SUBPROCESS_FAST = ("unknown-workload", "storage-unreachable", "storage-equals-db",
-                   "best-unknown-objective", "unknown-option", "sweeps-negative-limit",
-                   "emoji-code-in-input", "tracking-corrupt-sqlite")  # fmt: skip
+#: Also run as subprocesses: at least one per command, and the cases whose failure reaches out of
+#: the process (a server to connect to, a file to leave untouched).
+SUBPROCESS = ("unknown-workload", "storage-unreachable", "storage-equals-db",
+              "best-unknown-objective", "unknown-option", "sweeps-negative-limit",
+              "emoji-code-in-input", "tracking-corrupt-sqlite", "worker-unknown-study")  # fmt: skip
 
 
 def _run_all(work: Path, cases: list[Case]) -> dict[str, subprocess.CompletedProcess]:
@@ -239,12 +240,7 @@ def _run_all(work: Path, cases: list[Case]) -> dict[str, subprocess.CompletedPro
 
 @pytest.fixture(scope="module")
 def fast_results(work) -> dict[str, subprocess.CompletedProcess]:
-    return _run_all(work, [c for c in FAST_CASES if c.id in SUBPROCESS_FAST])
-
-
-@pytest.fixture(scope="module")
-def all_results(work) -> dict[str, subprocess.CompletedProcess]:
-    return _run_all(work, FAST_CASES)
+    return _run_all(work, [c for c in FAST_CASES if c.id in SUBPROCESS])
 
 
 def _params(cases):
@@ -267,17 +263,14 @@ def test_bad_input_in_process(case, work, capsys, monkeypatch):
     assert_usage_error(proc, home, *case.needles, absent=case.absent)
 
 
-@pytest.mark.parametrize("case", _params(c for c in FAST_CASES if c.id in SUBPROCESS_FAST))
+@pytest.mark.parametrize("case", _params(c for c in FAST_CASES if c.id in SUBPROCESS))
 def test_bad_input(case, work, fast_results):
     assert_usage_error(fast_results[case.id], work / f"ws-{case.id}", *case.needles,
                        absent=case.absent)  # fmt: skip
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("case", _params(FAST_CASES))
-def test_bad_input_subprocess(case, work, all_results):
-    assert_usage_error(all_results[case.id], work / f"ws-{case.id}", *case.needles,
-                       absent=case.absent)  # fmt: skip
+def test_every_command_has_a_subprocess_case():
+    assert {c.command for c in FAST_CASES} == {c.command for c in FAST_CASES if c.id in SUBPROCESS}
 
 
 def test_storage_equal_to_db_creates_no_database(work, fast_results):
@@ -301,60 +294,78 @@ def test_help_exits_zero(work):
 # -- cases that need the trial worker (it imports torch): a few seconds each
 
 
-def _sweep(work: Path, home: Path, *args: str) -> subprocess.CompletedProcess:
-    return perftune("sweep", "--home", str(home), "--trials", "1", "--budget", "1",
-                    "--confirm-top", "1", "--confirm-repeats", "1", *args, cwd=work)  # fmt: skip
+@pytest.fixture
+def sweep(work, capfd, monkeypatch):
+    """``perftune sweep --home HOME ... ARGS`` through ``perftune.cli.main`` in this process, its
+    output read at the file descriptors (the trial worker, a real process, writes there too). What
+    a CLI subprocess adds is the same for every case: test_bad_input and the alias bomb run one."""
+    from perftune.cli import main
+
+    for key in [k for k in os.environ if k.startswith("PERFTUNE_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("PERFTUNE_NO_PROGRESS", "1")
+    monkeypatch.chdir(work)
+
+    def run(home: Path, *args: str) -> subprocess.CompletedProcess:
+        argv = ["sweep", "--home", str(home), "--trials", "1", "--budget", "1",
+                "--confirm-top", "1", "--confirm-repeats", "1", *args]  # fmt: skip
+        capfd.readouterr()
+        code = main(argv)
+        out = capfd.readouterr()
+        return subprocess.CompletedProcess(argv, code, out.out, out.err)
+
+    return run
 
 
 @pytest.mark.slow
-def test_workload_function_missing(work, tmp_path):
-    assert_usage_error(_sweep(work, tmp_path / "ws", "--workload", "wl.py:missing_func"),
+def test_workload_function_missing(sweep, tmp_path):
+    assert_usage_error(sweep(tmp_path / "ws", "--workload", "wl.py:missing_func"),
                        tmp_path / "ws", "--workload", "wl.py", "missing_func")  # fmt: skip
 
 
 @pytest.mark.slow
-def test_factory_returns_non_workload(work, tmp_path):
-    assert_usage_error(_sweep(work, tmp_path / "ws", "--workload", "wl.py:not_a_workload"),
+def test_factory_returns_non_workload(sweep, tmp_path):
+    assert_usage_error(sweep(tmp_path / "ws", "--workload", "wl.py:not_a_workload"),
                        tmp_path / "ws", "--workload", "wl.py:not_a_workload", "int",
                        "not perftune.Workload")  # fmt: skip
 
 
 @pytest.mark.slow
-def test_workload_file_with_syntax_error(work, tmp_path):
-    assert_usage_error(_sweep(work, tmp_path / "ws", "--workload", "broken.py:make"),
+def test_workload_file_with_syntax_error(sweep, tmp_path):
+    assert_usage_error(sweep(tmp_path / "ws", "--workload", "broken.py:make"),
                        tmp_path / "ws", "--workload", "broken.py")  # fmt: skip
 
 
 @pytest.mark.slow
-def test_space_malformed_yaml_names_file_and_line(work, tmp_path):
-    assert_usage_error(_sweep(work, tmp_path / "ws", *SWEEP("--space", "malformed.yaml")),
+def test_space_malformed_yaml_names_file_and_line(sweep, tmp_path):
+    assert_usage_error(sweep(tmp_path / "ws", *SWEEP("--space", "malformed.yaml")),
                        tmp_path / "ws", "malformed.yaml", "line 3", "malformed YAML")  # fmt: skip
 
 
 @pytest.mark.slow
-def test_space_low_above_high(work, tmp_path):
-    assert_usage_error(_sweep(work, tmp_path / "ws", *SWEEP("--space", "bad_low.yaml")),
+def test_space_low_above_high(sweep, tmp_path):
+    assert_usage_error(sweep(tmp_path / "ws", *SWEEP("--space", "bad_low.yaml")),
                        tmp_path / "ws", "bad_low.yaml", "params.batch_size")  # fmt: skip
 
 
 @pytest.mark.slow
-def test_space_unsupported_optimizer(work, tmp_path):
-    assert_usage_error(_sweep(work, tmp_path / "ws", *SWEEP("--space", "lamb.yaml")),
+def test_space_unsupported_optimizer(sweep, tmp_path):
+    assert_usage_error(sweep(tmp_path / "ws", *SWEEP("--space", "lamb.yaml")),
                        tmp_path / "ws", "lamb.yaml", "params.optimizer", "lamb")  # fmt: skip
 
 
 @pytest.mark.slow
-def test_device_with_emoji_code_is_printed_as_given(work, tmp_path):
+def test_device_with_emoji_code_is_printed_as_given(sweep, tmp_path):
     """``--device cuda:x`` was printed as ``cuda❌`` (Rich's emoji code ``:x:``)."""
-    assert_usage_error(_sweep(work, tmp_path / "ws", *SWEEP("--device", "cuda:x")),
+    assert_usage_error(sweep(tmp_path / "ws", *SWEEP("--device", "cuda:x")),
                        tmp_path / "ws", "--device cuda:x: ", absent=("❌",))  # fmt: skip
 
 
 @pytest.mark.slow
-def test_device_not_on_this_machine(work, tmp_path):
+def test_device_not_on_this_machine(sweep, tmp_path):
     if os.path.exists("/dev/nvidiactl"):
         pytest.skip("this machine may have a CUDA device")
-    assert_usage_error(_sweep(work, tmp_path / "ws", *SWEEP("--device", "cuda")),
+    assert_usage_error(sweep(tmp_path / "ws", *SWEEP("--device", "cuda")),
                        tmp_path / "ws", "--device cuda", "not found")  # fmt: skip
 
 
@@ -398,20 +409,20 @@ def test_space_alias_bomb_fails_fast_and_small(tmp_path):
 
 
 @pytest.mark.slow
-def test_space_infinite_bound(work, tmp_path):
-    assert_usage_error(_sweep(work, tmp_path / "ws", *SWEEP("--space", "inf.yaml")), tmp_path / "ws",
+def test_space_infinite_bound(sweep, tmp_path):
+    assert_usage_error(sweep(tmp_path / "ws", *SWEEP("--space", "inf.yaml")), tmp_path / "ws",
                        "inf.yaml", "params.learning_rate.high", "finite", "(got inf)")  # fmt: skip
 
 
 @pytest.mark.slow
-def test_unknown_loss_name_fails_before_any_trial(work, tmp_path):
+def test_unknown_loss_name_fails_before_any_trial(sweep, tmp_path):
     # Found only by the trials before: 44 of them ran, and 45 MLflow runs failed.
-    assert_usage_error(_sweep(work, tmp_path / "ws", "--workload", "bad_loss.py:make"), tmp_path / "ws",
+    assert_usage_error(sweep(tmp_path / "ws", "--workload", "bad_loss.py:make"), tmp_path / "ws",
                        "loss 'crossentropy' is not known", "cross_entropy, mse")  # fmt: skip
 
 
 @pytest.mark.slow
-def test_workload_that_exits_while_loading(work, tmp_path):
+def test_workload_that_exits_while_loading(sweep, tmp_path):
     # The worker's child ended without a reply: exit 1 with no field named, before.
-    assert_usage_error(_sweep(work, tmp_path / "ws", "--workload", "exits.py:make"), tmp_path / "ws",
+    assert_usage_error(sweep(tmp_path / "ws", "--workload", "exits.py:make"), tmp_path / "ws",
                        "--workload", "exits.py:make", "exited while loading (status 0)")  # fmt: skip
