@@ -150,6 +150,20 @@ def test_rerun_of_a_finished_sweep_shows_its_stored_result(tmp_path, space, env,
     assert ("running", {"number": 3, "baseline": False, "i": 4, "total": 4}) in events
 
 
+def test_rerun_of_a_sweep_that_stopped_early_shows_its_stored_result(tmp_path, space, env, fake, capsys):
+    """A search ended by --patience left trials unrun on purpose: its command again is complete
+    too; asking for more trials than it had resumes it."""
+    args = sweep_args(tmp_path, space, "--trials", "8", "--patience", "1")
+    code, out, err = perftune(capsys, *args, "--json")
+    report = json.loads(out)
+    assert code == 0 and report["stopped_early"]["reason"] == "patience", err
+    assert sum(report["trials"].values()) < 8
+    code, out, err = perftune(capsys, *args, "--json")
+    assert code == 0 and json.loads(out)["already_complete"]["sweep_id"] == 1
+    code, out, err = perftune(capsys, *sweep_args(tmp_path, space, "--trials", "9", "--patience", "1"), "--json")
+    assert code == 0 and json.loads(out)["already_complete"] is None
+
+
 def test_a_contradicted_framework_fails_before_anything_starts(tmp_path, env, monkeypatch, capsys):
     """The file is parsed, not run (it raises if imported), and no worker starts."""
     from perftune import executor  # not `import perftune...`: perftune() is this file's helper

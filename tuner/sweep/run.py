@@ -71,7 +71,7 @@ def _run(ctx: SweepContext, t0: float, sweep_id: int | None = None,
         counts = trial_counts(study)
         verdict = confirm(ctx, study) if confirmable(ctx, study) else None
         stored, best_id = store_best(ctx, verdict, run_id, sweep_id)
-        summary = {**summarize_verdict(verdict), "stored": stored}
+        summary = {**summarize_verdict(verdict), "stored": stored, "stopped_early": stopped}
         log_summary(ctx, verdict, counts)
         if best_id is not None:
             summary["best_config_id"] = best_id
@@ -92,13 +92,15 @@ def _run(ctx: SweepContext, t0: float, sweep_id: int | None = None,
 def finished_sweep(ctx: SweepContext, study) -> dict[str, Any] | None:
     """The store's last sweep of this study (as ``get_sweep``) if it completed with a confirmed
     best and left nothing to do: no trial since (its trial count is the study's) and none to
-    run (the study has its ``--trials``). None otherwise: the sweep runs (or resumes)."""
+    run: the study has its ``--trials``, or that sweep ended its search early (``--patience``)
+    with at least as many asked for. None otherwise: the sweep runs (or resumes)."""
     last = ctx.store.last_sweep(ctx.study_name)
     if last is None or last["state"] != "completed" or not (last["summary"] or {}).get("best"):
         return None
-    if last["n_trials"] != len(study.get_trials(deepcopy=False)) or len(finished(study)) < ctx.cfg.trials:
+    if last["n_trials"] != len(study.get_trials(deepcopy=False)):
         return None
-    return last
+    stopped = last["summary"].get("stopped_early") and ctx.cfg.trials <= (last["trials_total"] or 0)
+    return last if stopped or len(finished(study)) >= ctx.cfg.trials else None
 
 
 def stored_report(ctx: SweepContext, study, t0: float, last: dict[str, Any]) -> SweepReport:
