@@ -6,12 +6,12 @@ Run it on its own, as always::
 
 Tune it: perftune fills the ``{knob}`` fields of the command per trial and runs it::
 
-    perftune sweep --name script-digits --target 0.97 --eval-interval 0.1 --space examples/script/space.yaml \\
+    perftune sweep --name script-digits --target 0.95 --eval-interval 0.1 --space examples/script/space.yaml \\
         -- python examples/script/train.py --batch-size {batch_size} --lr {learning_rate}
 
 and on two CPU processes (gloo) under torchrun, which starts ``{world_size}`` ranks::
 
-    perftune sweep --name script-digits-ddp --target 0.97 --eval-interval 0.1 --space examples/script/space-ddp.yaml \\
+    perftune sweep --name script-digits-ddp --target 0.95 --eval-interval 0.1 --space examples/script/space-ddp.yaml \\
         -- torchrun --standalone --nproc-per-node {world_size} examples/script/train.py \\
            --batch-size {batch_size} --lr {learning_rate}
 
