@@ -352,7 +352,6 @@ def sweep(
     ws = _ws(home, storage, tracking_uri, db)
     unit = get_objective(objective).unit
     _logging(verbose)
-    quiet = _no_progress(quiet)
 
     def _terminate(signum, frame):  # `kill PID` stops a sweep as cleanly as Ctrl-C
         raise KeyboardInterrupt
@@ -402,7 +401,6 @@ def worker(
         check_number("--max-sweeps", max_sweeps, 1, 1_000_000)
     ws = _ws(home, storage, tracking_uri, db)
     _logging(verbose)
-    quiet = _no_progress(quiet)
 
     def _terminate(signum, frame):
         raise KeyboardInterrupt
@@ -413,12 +411,12 @@ def worker(
 
         result = run_queue(ws, poll=poll, max_sweeps=1 if once else max_sweeps,
                            idle_exit=(0.0 if once and idle_exit is None else idle_exit),
-                           log=None if quiet else
+                           log=None if quiet else  # what a queue worker does: a log, not progress
                            (lambda msg: err.print(f"perftune worker: {msg}", highlight=False)))  # fmt: skip
         if json_out:
             print(json.dumps(result, indent=2, default=str))
         return
-    progress = None if quiet else _Progress("", verbose)
+    progress = None if _no_progress(quiet) else _Progress("", verbose)
     try:
         result = join_sweep(study, ws, progress, worker_index=worker_index)
     finally:
