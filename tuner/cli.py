@@ -352,6 +352,7 @@ def sweep(
     ws = _ws(home, storage, tracking_uri, db)
     unit = get_objective(objective).unit
     _logging(verbose)
+    quiet = _no_progress(quiet)
 
     def _terminate(signum, frame):  # `kill PID` stops a sweep as cleanly as Ctrl-C
         raise KeyboardInterrupt
