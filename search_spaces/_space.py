@@ -364,10 +364,21 @@ def _norm(value: str, what: str) -> str:
     return norm
 
 
-def builtin_spaces() -> list[tuple[str, str]]:
-    """``(framework, device_class)`` pairs of the spaces that ship with perftune."""
+#: The tasks a space is for: training spaces live in this directory, the others in a
+#: subdirectory named after the task (``inference/cpu.yaml``).
+TASKS = ("training", "inference")
+
+
+def _task_dir(task: str) -> Path:
+    if task not in TASKS:
+        raise _error(task, None, f"unknown task (choose from: {', '.join(TASKS)})")
+    return BUILTIN_DIR if task == "training" else BUILTIN_DIR / task
+
+
+def builtin_spaces(task: str = "training") -> list[tuple[str, str]]:
+    """``(framework, device_class)`` pairs of the spaces that ship with perftune for ``task``."""
     out = []
-    for path in sorted(BUILTIN_DIR.glob("*.yaml")):
+    for path in sorted(_task_dir(task).glob("*.yaml")):
         if path.name.startswith("_"):  # shared fragments, not spaces
             continue
         framework, sep, device = path.stem.partition("-")
@@ -375,17 +386,19 @@ def builtin_spaces() -> list[tuple[str, str]]:
     return sorted(out)
 
 
-def builtin_space_path(framework: str, device_class: str) -> Path:
-    """Path of the built-in space: ``<device>.yaml`` for torch, ``<framework>-<device>.yaml``."""
+def builtin_space_path(framework: str, device_class: str, task: str = "training") -> Path:
+    """Path of the built-in space: ``<device>.yaml`` for torch, ``<framework>-<device>.yaml``
+    (under ``inference/`` for ``task="inference"``)."""
     fw = FRAMEWORK_ALIASES.get(_norm(framework, "framework"), _norm(framework, "framework"))
     dev = _norm(device_class, "device class")
-    path = BUILTIN_DIR / (f"{dev}.yaml" if fw == "torch" else f"{fw}-{dev}.yaml")
+    path = _task_dir(task) / (f"{dev}.yaml" if fw == "torch" else f"{fw}-{dev}.yaml")
     if not path.is_file():
-        shipped = ", ".join(f"{f}/{d}" for f, d in builtin_spaces()) or "none"
+        shipped = ", ".join(f"{f}/{d}" for f, d in builtin_spaces(task)) or "none"
         raise _error(
-            f"{fw}/{dev}",
+            f"{fw}/{dev}" + ("" if task == "training" else f" ({task})"),
             None,
-            f"no built-in search space for this framework and device class (available: {shipped})",
+            f"no built-in {'' if task == 'training' else task + ' '}search space for this "
+            f"framework and device class (available: {shipped})",
         )
     return path
 
@@ -448,8 +461,10 @@ def load_space(
     resources: Mapping[str, int | float],
     override: str | os.PathLike[str] | None = None,
     supported: Capabilities | None = None,
+    task: str = "training",
 ) -> SearchSpace:
-    """Load the built-in space for ``framework``/``device_class``, merge ``override``, validate.
+    """Load the built-in space for ``framework``/``device_class`` (and ``task``: ``training``
+    or ``inference``), merge ``override``, validate.
 
     ``resources`` (e.g. ``{"cores": 8, "device_count": 1, "memory_gib": 23}``) are the names that
     expressions in ``low``/``high``/``default``/``otherwise`` and constraints may use.
@@ -481,9 +496,9 @@ def load_space(
         ]
         description = over.model.description or ""
     else:
-        path = builtin_space_path(fw, dev)
+        path = builtin_space_path(fw, dev, task)
         base = _read_file(path, path.name, builtin=True)
-        name = base_name
+        name = base_name if task == "training" else f"{base_name}/{task}"
         whole = base.label
         description = base.model.description or ""
         params, constraints = _builtin_params(base)

@@ -750,8 +750,9 @@ class SQLConfigStore(BaseConfigStore):
             stmt = stmt.where(Workload.name == workload)
         if framework is not None:
             stmt = stmt.where(BestConfig.framework == framework)
-        if objective is not None:
-            stmt = stmt.where(BestConfig.objective == objective)
+        if objective is not None:  # a name matches its qualified keys too (``NAME@limits``)
+            stmt = stmt.where(or_(BestConfig.objective == objective,
+                                  BestConfig.objective.startswith(f"{objective}@", autoescape=True)))  # fmt: skip
         if device is not None:
             d = device.strip().lower()
             conds = [func.lower(Device.kind) == d, func.lower(Device.name) == d]

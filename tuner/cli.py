@@ -29,7 +29,7 @@ from rich.text import Text
 from perftune._optuna import PRUNERS, SAMPLERS
 from perftune.backends import BACKENDS
 from perftune.errors import PerftuneError, UsageError
-from perftune.objectives import OBJECTIVES
+from perftune.objectives import OBJECTIVES, TASKS, objective_name
 from perftune.service import FORMATS
 from perftune.storage import SWEEP_STATES
 from perftune.sweep.config import BATCH_PROBES, MODES, WARM_STARTS, check_choice
@@ -261,11 +261,15 @@ class _Progress:
                     f"round {data['repeat']}")  # fmt: skip
         if event == "warm_start":
             return _warm_line(data)
+        if event == "fit":
+            return f"training {data['workload']} once to serve it (cached in {data['path']})"
+        if event == "fitted":
+            return f"trained: metric {_fmt(data.get('fit_metric'))} after {_fmt(data.get('fit_time_s'), 's')}"
         return None
 
     def __call__(self, event: str, data: dict[str, Any]) -> None:
         text = self.text(event, data)
-        if not self.live or event == "warm_start":
+        if not self.live or event in ("warm_start", "fit", "fitted"):
             if text:
                 err.print(text, markup=False, highlight=False, soft_wrap=True)
             return
@@ -304,7 +308,16 @@ def sweep(
     eval_interval: Annotated[float | None, typer.Option(help="Launcher mode: training seconds between due evaluations (trial.eval_due()) [default 0.25].")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, mps, xpu, npu (Ascend) or tpu; KIND:INDEX picks one; "
                                              "'all': one study per device found, then a cross-device table")] = "cpu",
-    objective: Annotated[str, _choice("--objective", OBJECTIVES, "What to optimise.")] = "time-to-target",
+    objective: Annotated[str | None, _choice("--objective", OBJECTIVES, "What to optimise [default: time-to-target; "
+                                                                      "--task inference: throughput-at-slo].")] = None,
+    task: Annotated[str | None, _choice("--task", TASKS, "training, or inference: serve the trained model "
+                                                         "[default: the objective's].")] = None,
+    slo_p99_ms: Annotated[float | None, typer.Option("--slo-p99-ms", help="Inference: the p99 request latency target, in ms "
+                                                                         "(throughput-at-slo counts configs under it only).")] = None,
+    max_quality_drop: Annotated[float | None, typer.Option(help="Inference: the most quality (metric units) a config may lose "
+                                                                "against the trained fp32 model [default 0.01].")] = None,
+    request_rate: Annotated[float | None, typer.Option(help="Inference, --objective latency: requests per second arriving "
+                                                            "(Poisson); queueing counts [default: back to back].")] = None,
     trials: Annotated[int, typer.Option(help="Total trials in the study (re-running resumes up to it).")] = 20,
     timeout: Annotated[float | None, typer.Option(help="Stop starting trials after this many seconds.")] = None,
     space: Annotated[str | None, typer.Option(help="YAML file overriding or extending the built-in search space.")] = None,
@@ -347,10 +360,11 @@ def sweep(
                       heartbeat_s=heartbeat, grace_s=grace_period, command=command or None,
                       name=name, target=target, mode=mode, eval_interval_s=eval_interval,
                       warm_start=warm_start, patience=patience, search=search,
-                      confirm_again=confirm_again)  # fmt: skip
+                      confirm_again=confirm_again, task=task, slo_p99_ms=slo_p99_ms,
+                      max_quality_drop=max_quality_drop, request_rate=request_rate)  # fmt: skip
     cfg.validate()
     ws = _ws(home, storage, tracking_uri, db)
-    unit = get_objective(objective).unit
+    unit = get_objective(cfg.objective).unit
     _logging(verbose)
     quiet = _no_progress(quiet)
 
@@ -613,6 +627,10 @@ def _print_report(r, ws) -> None:
     facts = []
     if m.get("throughput_sps"):
         facts.append(f"{m['throughput_sps']:,.0f} samples/s")
+    if m.get("p99_ms") is not None:
+        facts.append(f"latency p50 {m['p50_ms']:.3g} / p99 {m['p99_ms']:.3g} ms")
+    if m.get("quality") is not None:
+        facts.append(f"quality {m['quality']:.4g} (fp32 model {m['quality_reference']:.4g})")
     if m.get("mfu") is not None:
         facts.append(f"MFU {m['mfu'] * 100:.1f}% ({m.get('mfu_peak_source')})")
     if m.get("joules_per_sample") is not None:
@@ -639,7 +657,7 @@ def _print_report(r, ws) -> None:
     if cost:
         out.print(_payback_line(cost, r.speedup))
     out.print(f"stored: perftune best --workload {r.workload} --framework {r.framework} "
-              f"--device {r.device['kind']} --objective {r.objective}"
+              f"--device {r.device['kind']} --objective {objective_name(r.objective)}"
               + (f" --home {ws.home}" if str(ws.home) != os.path.abspath(".perftune") else ""))  # fmt: skip
     spooled = " (spooled: not on the tracking server yet)" if str(r.mlflow_run_id).startswith("local-") else ""
     out.print("MLflow: perftune ui   (run " + str(r.mlflow_run_id) + ")" + spooled)

@@ -27,13 +27,22 @@ class Objective(abc.ABC):
     direction: str
     #: Unit of :meth:`value`, for tables.
     unit: str
-    #: What the trial worker measures for this objective: ``"converge"`` or ``"throughput"``.
+    #: What the trial worker measures for this objective: ``"converge"``, ``"throughput"``
+    #: (training) or ``"infer"`` (serving a trained model: :mod:`perftune.inference`).
     measure: str
+    #: What it tunes: ``"training"`` or ``"inference"``.
+    task: str = "training"
 
     @abc.abstractmethod
     def value(self, metrics: Mapping[str, Any]) -> float | None:
         """The objective value of a finished trial, or ``None`` if it produced none
         (e.g. the quality target was not reached within the budget)."""
+
+    def violations(self, metrics: Mapping[str, Any], limits: Mapping[str, Any]) -> dict[str, str]:
+        """The limits a measured trial breaks (``--slo-p99-ms``, ``--max-quality-drop``): cause ->
+        message. A trial that breaks one is infeasible (the samplers learn to avoid it), not
+        a failure. ``limits`` are the sweep's; the default breaks none."""
+        return {}
 
     def better(self, a: float, b: float) -> bool:
         """Whether ``a`` is strictly better than ``b``."""
@@ -75,7 +84,67 @@ class Throughput(Objective):
         return float(v) if v is not None and math.isfinite(v) and v > 0 else None
 
 
-OBJECTIVES: dict[str, Objective] = {o.name: o for o in (TimeToTarget(), Throughput())}
+def _quality_violation(metrics: Mapping[str, Any], limits: Mapping[str, Any]) -> dict[str, str]:
+    """``quality`` if the configured model lost more than ``--max-quality-drop`` of the metric
+    (the drop is measured in every inference trial, never assumed)."""
+    drop, allowed = metrics.get("quality_drop"), limits.get("max_quality_drop")
+    if allowed is None or drop is None or drop <= allowed + 1e-12:
+        return {}
+    return {"quality": f"quality dropped by {drop:.4g} (allowed {allowed:g}): "
+                       f"{metrics.get('quality')} against {metrics.get('quality_reference')}"}  # fmt: skip
+
+
+class ThroughputAtSLO(Objective):
+    """Inference samples per second, counted only while the p99 request latency stays under
+    ``--slo-p99-ms`` and the quality drop under ``--max-quality-drop``."""
+
+    name = "throughput-at-slo"
+    direction = "maximize"
+    unit = "samples/s"
+    measure = "infer"
+    task = "inference"
+
+    def value(self, metrics: Mapping[str, Any]) -> float | None:
+        v = metrics.get("throughput_sps")
+        return float(v) if v is not None and math.isfinite(v) and v > 0 else None
+
+    def violations(self, metrics: Mapping[str, Any], limits: Mapping[str, Any]) -> dict[str, str]:
+        out = _quality_violation(metrics, limits)
+        p99, slo = metrics.get("p99_ms"), limits.get("slo_p99_ms")
+        if slo is not None and p99 is not None and p99 > slo:
+            out["slo"] = f"p99 latency {p99:.3g} ms over the {slo:g} ms target"
+        return out
+
+
+class Latency(Objective):
+    """The p99 inference request latency in milliseconds (batch 1 unless the space says
+    otherwise; with ``--request-rate``, requests arrive at that rate and queueing counts)."""
+
+    name = "latency"
+    direction = "minimize"
+    unit = "ms"
+    measure = "infer"
+    task = "inference"
+
+    def value(self, metrics: Mapping[str, Any]) -> float | None:
+        v = metrics.get("p99_ms")
+        return float(v) if v is not None and math.isfinite(v) and v > 0 else None
+
+    def violations(self, metrics: Mapping[str, Any], limits: Mapping[str, Any]) -> dict[str, str]:
+        return _quality_violation(metrics, limits)
+
+
+OBJECTIVES: dict[str, Objective] = {
+    o.name: o for o in (TimeToTarget(), Throughput(), ThroughputAtSLO(), Latency())
+}
+#: The tasks a sweep tunes (``--task``), each with its default objective.
+TASKS = {"training": "time-to-target", "inference": "throughput-at-slo"}
+
+
+def objective_name(key: str) -> str:
+    """The objective's name in a stored key: ``throughput-at-slo@p99<=5ms,drop<=0.01`` ->
+    ``throughput-at-slo`` (a training objective's key is its name)."""
+    return key.partition("@")[0]
 
 
 def get_objective(name: str) -> Objective:

@@ -528,10 +528,10 @@ def sweep_view(ws: Workspace, row: dict[str, Any]) -> dict[str, Any]:
     """A store sweep row as the CLI and the API show it: plus ``best_config_id``, the
     ``confirmed_value`` (the confirmation's median of the winner, once confirmed; ``best_value``
     is the search's best so far), its objective's ``unit`` and the MLflow ``link``."""
-    from perftune.objectives import OBJECTIVES
+    from perftune.objectives import OBJECTIVES, objective_name
 
     summary, settings = row.get("summary") or {}, row.get("settings") or {}
-    objective = OBJECTIVES.get(row.get("objective"))
+    objective = OBJECTIVES.get(objective_name(row.get("objective") or ""))
     return {**row, "best_config_id": summary.get("best_config_id"),
             "confirmed_value": ((summary.get("best") or {}).get("stats") or {}).get("median"),
             "unit": objective.unit if objective else None,
@@ -546,7 +546,7 @@ def submit_sweep(ws: Workspace, request: dict[str, Any], *,
     cfg = check_request(request, allow_dirs)
     queued = {k: v for k, v in dataclasses.asdict(cfg).items() if k in REQUEST_FIELDS}
     with _using(ws, store, create=True) as s:
-        return sweep_view(ws, s.get_sweep(s.queue_sweep(queued, objective=cfg.objective)))
+        return sweep_view(ws, s.get_sweep(s.queue_sweep(queued, objective=cfg.objective_key)))
 
 
 #: The most sweeps one listing returns (``perftune sweeps --limit``, ``GET /v1/sweeps?limit=``).

@@ -72,6 +72,10 @@ class Workload:
             the training clock and reported separately).
         flops_per_sample: forward+backward FLOPs per training sample, when known (for MFU).
         description: one line for listings.
+        weights: a file of trained weights for ``--task inference`` (PyTorch: a ``state_dict``
+            saved with ``torch.save``; Keras: a ``.weights.h5`` file; MindSpore: a ``.ckpt``).
+            Without it, an inference sweep first trains the model once to ``target`` with the
+            framework-default config and caches the weights in the workspace.
     """
 
     name: str
@@ -86,6 +90,7 @@ class Workload:
     eval_interval_s: float = 0.25
     flops_per_sample: float | None = None
     description: str = ""
+    weights: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -112,6 +117,7 @@ class Workload:
         return {
             "name": self.name,
             "framework": self.framework,
+            "kind": "workload",
             "loss": self.loss if isinstance(self.loss, str) else getattr(self.loss, "__name__", "custom"),
             "metric": self.metric if isinstance(self.metric, str) else getattr(self.metric, "__name__", "custom"),
             "target": float(self.target),

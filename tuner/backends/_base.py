@@ -25,7 +25,8 @@ class TrialRequest:
     framework: str
     device: str
     config: dict[str, Any]
-    #: "converge" (time-to-target), "throughput", "probe", "peak", or "free" (outside a sweep)
+    #: "converge" (time-to-target), "throughput", "probe", "peak", "free" (outside a sweep),
+    #: "infer" (serve a trained model) or "fit" (train the model to serve, once)
     measure: str = "converge"
     seed: int = 0
     budget_s: float | None = None  # overrides the workload's budget when set
@@ -42,6 +43,10 @@ class TrialRequest:
     command: list[str] | None = None
     #: The workload's description (target, mode, budget...) when no spec is resolved (commands).
     description: dict[str, Any] | None = None
+    #: Inference (``measure`` ``"infer"``): the trained weights to serve (``"fit"``: where to
+    #: write them), and the open-loop request rate (requests/s; None: closed loop).
+    model_path: str | None = None
+    request_rate: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,6 +126,13 @@ class Backend(abc.ABC):
     def capabilities(cls, device_class: str) -> dict[str, Any]:
         """``{"params": [...], "choices": {param: [...]}}``: what the backend honours on a device
         class. A search space naming anything else is rejected before the sweep starts."""
+
+    @classmethod
+    def inference_capabilities(cls, device_class: str) -> dict[str, Any] | None:
+        """What the backend honours when it serves a model on ``device_class`` (as
+        :meth:`capabilities`; stdlib only), or None if it cannot serve there. A backend that
+        serves handles the ``"infer"`` and ``"fit"`` measures in :meth:`run_trial`."""
+        return None
 
     @classmethod
     def check_config(cls, config: dict[str, Any], device: dict[str, Any]) -> None:

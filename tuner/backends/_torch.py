@@ -61,7 +61,7 @@ class TorchBackend(Backend):
     def builtin_loop(workload: Any):
         return builtin_loop(workload)
     device_classes = ("cpu", "cuda", "mps", "xpu", "npu", "tpu")
-    measures = ("converge", "throughput", "probe", "peak")
+    measures = ("converge", "throughput", "probe", "peak", "infer", "fit")
 
     @classmethod
     def capabilities(cls, device_class: str) -> dict[str, Any]:
@@ -76,6 +76,12 @@ class TorchBackend(Backend):
                 "pin_memory": [False, True],
             },
         }
+
+    @classmethod
+    def inference_capabilities(cls, device_class: str) -> dict[str, Any]:
+        from perftune.backends import _torch_infer
+
+        return _torch_infer.capabilities(device_class)
 
     @classmethod
     def check_config(cls, config: dict[str, Any], device: dict[str, Any]) -> None:
@@ -109,6 +115,12 @@ class TorchBackend(Backend):
     def run_trial(self, workload: Any, request: TrialRequest, channel: Channel) -> dict[str, Any]:
         if request.measure == "peak":
             return {"metrics": matmul_peak(request), "curves": {}, "pruned": False}
+        if request.measure in ("infer", "fit"):
+            from perftune.backends import _torch_infer
+
+            if request.measure == "fit":
+                return _torch_infer.fit(self, workload, request, channel)
+            return _torch_infer.run_inference(workload, request)
         device = device_record(request)
         layout = validate_config(request.config, device)
         fn = as_function(workload, builtin_loop)

@@ -13,7 +13,7 @@ from perftune._optuna import GRACE_S, HEARTBEAT_S, MAX_RETRY, PRUNERS, SAMPLERS
 from perftune.backends import get_backend
 from perftune.errors import UsageError
 from perftune.names import MAX_STUDY, check_name
-from perftune.objectives import get_objective
+from perftune.objectives import TASKS, get_objective
 from perftune.sweep.policy import POLICIES
 from perftune.workload import MAX_BUDGET_S, check_spec, declared_framework
 
@@ -43,17 +43,38 @@ LIMITS: dict[str, tuple[str, float, float, str]] = {
     "heartbeat_s": ("--heartbeat", 1, 3600, "whole seconds"),
     "grace_s": ("--grace-period", 1, 7 * _DAY, "whole seconds"),
     "patience": ("--patience", 1, 10_000, "integer"),
+    "slo_p99_ms": ("--slo-p99-ms", 0, 3_600_000, "positive ms"),
+    "max_quality_drop": ("--max-quality-drop", 0, 1e15, "number"),
+    "request_rate": ("--request-rate", 0, 1e9, "positive rate"),
 }
 #: The numbers of :data:`LIMITS` that may be None (not given).
 OPTIONAL = ("timeout", "trial_timeout", "budget_s", "seed", "eval_interval_s", "patience",
-            "confirm_max_repeats")
+            "confirm_max_repeats", "slo_p99_ms", "max_quality_drop", "request_rate")
+#: The flags that only an inference sweep reads (attribute -> flag).
+INFERENCE_ONLY = {"slo_p99_ms": "--slo-p99-ms", "max_quality_drop": "--max-quality-drop",
+                  "request_rate": "--request-rate"}
+#: The quality an inference config may lose against the trained fp32 model, in the metric's
+#: own units, when ``--max-quality-drop`` is not given.
+DEFAULT_MAX_QUALITY_DROP = 0.01
 _KINDS = {  # kind -> (what the value must be, whether ``low`` itself is allowed)
     "integer": ("an integer", True),
     "number": ("a number", True),
     "seconds": ("a number of seconds", True),
     "positive seconds": ("a number of seconds", False),
     "whole seconds": ("a whole number of seconds", True),
+    "positive rate": ("a number of requests per second", False),
+    "positive ms": ("a number of milliseconds", False),
 }
+
+
+def _objectives():
+    from perftune.objectives import OBJECTIVES
+
+    return OBJECTIVES
+
+
+def _objective_names() -> tuple[str, ...]:
+    return tuple(_objectives())
 
 
 def _num(value: float) -> str:
@@ -109,7 +130,8 @@ class SweepConfig:
     workload: str | None = None
     framework: str | None = None
     device: str = "cpu"
-    objective: str = "time-to-target"
+    #: None: the task's default objective (``time-to-target``; ``throughput-at-slo``).
+    objective: str | None = None
     trials: int = 20
     timeout: float | None = None
     space: str | None = None
@@ -158,14 +180,29 @@ class SweepConfig:
     #: Rerunning a finished sweep (nothing left to search) shows its stored result; True runs its
     #: confirmation round again (``--confirm-again``).
     confirm_again: bool = False
+    #: What is tuned: ``training`` or ``inference`` (serving the trained model); None: the
+    #: objective's task (training when no objective is given either).
+    task: str | None = None
+    #: Inference: the p99 request latency a config must stay under (``throughput-at-slo``), the
+    #: quality it may lose against the trained fp32 model (metric units), and the open-loop
+    #: request rate (``latency``; None: one request after another).
+    slo_p99_ms: float | None = None
+    max_quality_drop: float | None = None
+    request_rate: float | None = None
 
     def __post_init__(self) -> None:
         if self.framework is None:
             self.framework = (declared_framework(self.workload) if self.workload else None) or "torch"
+        if self.objective is None:
+            self.objective = TASKS.get(self.task or "training", "time-to-target")
+        if self.task is None:
+            self.task = get_objective(self.objective).task if self.objective in _objective_names() else "training"
 
     def validate(self) -> None:
         get_backend(self.framework)
+        check_choice("--task", self.task, tuple(TASKS))
         objective = get_objective(self.objective)
+        self._validate_task(objective)
         if self.command:
             self._validate_command(objective.measure)
         elif self.workload is None:
@@ -208,6 +245,50 @@ class SweepConfig:
         if self.study is not None and not re.fullmatch(r"[\w.@+=-]+", self.study):
             raise UsageError(f"--study {self.study}: use letters, digits and . _ - + = @ only")
         check_name("--study", self.study, limit=MAX_STUDY, optional=True)
+
+    def _validate_task(self, objective) -> None:
+        """The objective is one of the task's, and the inference flags come with an inference
+        objective that reads them."""
+        if objective.task != self.task:
+            names = ", ".join(n for n, o in _objectives().items() if o.task == self.task)
+            raise UsageError(f"--objective {self.objective}: a {objective.task} objective, not one "
+                             f"for --task {self.task} (choose from: {names})")  # fmt: skip
+        for attr, flag in INFERENCE_ONLY.items():
+            if getattr(self, attr) is not None and self.task != "inference":
+                raise UsageError(f"{flag}: only with --task inference")
+        if self.objective == "throughput-at-slo" and self.slo_p99_ms is None:
+            raise UsageError("--slo-p99-ms: throughput-at-slo needs the p99 latency target in "
+                             "milliseconds (e.g. --slo-p99-ms 5)")  # fmt: skip
+        if self.request_rate is not None and self.objective != "latency":
+            raise UsageError("--request-rate: only with --objective latency (throughput-at-slo "
+                             "sends requests back to back)")  # fmt: skip
+        if self.task == "inference":
+            if self.command:
+                raise UsageError("--task inference: serves a Workload's model, not a command "
+                                 "after -- (give --workload)")  # fmt: skip
+            if self.search == "factored":
+                raise UsageError("--search factored: for training's time to target only (use "
+                                 "--search joint)")  # fmt: skip
+
+    @property
+    def limits(self) -> dict[str, float | None]:
+        """What an inference trial must stay within (:meth:`Objective.violations`)."""
+        drop = self.max_quality_drop
+        return {"slo_p99_ms": self.slo_p99_ms,
+                "max_quality_drop": DEFAULT_MAX_QUALITY_DROP if drop is None and self.task == "inference" else drop}
+
+    @property
+    def objective_key(self) -> str:
+        """The objective as studies and the config store key it: the name, and for inference
+        the limits that change what is best, e.g. ``throughput-at-slo@p99<=5ms,drop<=0.01``
+        (:func:`perftune.objectives.objective_name` reads the name back)."""
+        if self.task != "inference":
+            return self.objective
+        parts = [f"p99<={self.slo_p99_ms:g}ms"] if self.slo_p99_ms is not None else []
+        if self.request_rate is not None:
+            parts.append(f"rate={self.request_rate:g}/s")
+        parts.append(f"drop<={self.limits['max_quality_drop']:g}")
+        return f"{self.objective}@{','.join(parts)}"
 
     def _validate_command(self, measure: str) -> None:
         from perftune.trial.launcher import template_fields

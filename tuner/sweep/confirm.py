@@ -210,7 +210,11 @@ def remeasure(ctx: SweepContext, cand: Measured, r: int) -> None:
                                       label=f"{cand.label}-r{r + 1}"))  # fmt: skip
     cand.span = (cand.span[0] if cand.span else started, time.time())
     value = ctx.objective.value(outcome.metrics) if outcome.status == "ok" else None
-    if value is None:
+    broken = ctx.violations(outcome.metrics) if value is not None else {}
+    if broken:  # an inference config over its latency or quality limit on this repeat
+        cand.failures.append(next(iter(broken)))
+        cand.metrics = outcome.metrics
+    elif value is None:
         cand.failures.append(outcome.cause or "not_reached")
     else:
         add_mfu(ctx, cand.config, outcome.metrics)

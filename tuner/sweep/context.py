@@ -31,8 +31,8 @@ BOUND_FACTOR = 1.5
 def trial_timeout(cfg: SweepConfig, objective: Objective, budget: float) -> float:
     if cfg.trial_timeout:
         return cfg.trial_timeout
-    if objective.measure == "throughput":
-        return 120.0
+    if objective.measure in ("throughput", "infer"):
+        return 120.0 if objective.measure == "throughput" else 300.0  # compiling a model takes a while
     return 2 * budget + 60
 
 
@@ -72,6 +72,8 @@ class SweepContext:
         self.baseline: dict[str, Any] = {}
         self.study_name = ""
         self.budget = 0.0
+        #: Inference: the trained weights the trials serve (:mod:`.serving`).
+        self.model_path: str | None = None
 
     # -- setup (nothing written until every check passed)
     def prepare(self) -> None:
@@ -98,13 +100,13 @@ class SweepContext:
         check_name("--name" if cfg.command else f"--workload {cfg.workload}: name", self.workload.get("name"))
         devices = [Device.from_discovery(cfg.framework, d) for d in self.executor.devices()]
         self.device = select(devices, cfg.device)
-        caps = get_backend(cfg.framework).capabilities(self.device.kind)
+        caps = self._capabilities()
         capabilities = Capabilities(params=frozenset(caps["params"]),
                                     choices={k: frozenset(v) for k, v in caps["choices"].items()},
                                     framework=cfg.framework)  # fmt: skip
         try:
             self.space = load_space(cfg.framework, self.device.kind, resources=self.device.resources,
-                                    override=cfg.space, supported=capabilities)  # fmt: skip
+                                    override=cfg.space, supported=capabilities, task=cfg.task)  # fmt: skip
         except SpaceError as exc:
             raise UsageError(str(exc)) from None
         if cfg.command:
@@ -114,7 +116,7 @@ class SweepContext:
             self.template_knobs = template_fields(cfg.command)
         self.baseline = self.space.defaults()
         self.study_name = cfg.study or (f"{self.workload['name']}-{cfg.framework}-"
-                                        f"{self.device.spec.replace(':', '')}-{cfg.objective}")  # fmt: skip
+                                        f"{self.device.spec.replace(':', '')}-{cfg.objective_key}")  # fmt: skip
         self.budget = float(cfg.budget_s or self.workload["budget_s"])
         # Only now touch the databases and the workspace.
         ws.prepare()
@@ -128,6 +130,21 @@ class SweepContext:
                 raise UsageError(f"--db: {exc}") from None
             self.tracker = self.given_tracker or make_tracker(ws, track=cfg.track)
         _recovery.harden(self)  # store writes, MLflow calls: retried when the connection drops
+
+    def _capabilities(self) -> dict[str, Any]:
+        """What the backend honours on the device for the sweep's task (an inference sweep on
+        a device or workload the backend cannot serve is refused here, before anything runs)."""
+        cfg, backend = self.cfg, get_backend(self.cfg.framework)
+        if cfg.task == "training":
+            return backend.capabilities(self.device.kind)
+        if self.workload.get("kind") != "workload":
+            raise UsageError(f"--task inference: --workload {cfg.workload} is a training function; "
+                             "serving needs a perftune.Workload (a model factory, data and a metric)")  # fmt: skip
+        caps = backend.inference_capabilities(self.device.kind)
+        if caps is None:
+            raise UsageError(f"--task inference: the {cfg.framework} backend does not serve models "
+                             f"on {self.device.kind} yet")  # fmt: skip
+        return caps
 
     def close_tracker(self) -> dict[str, Any] | None:
         """Close the tracker the sweep made (not one passed in): a bounded flush of what it
@@ -145,6 +162,10 @@ class SweepContext:
         self.close_tracker()
 
     # -- a trial
+    def violations(self, metrics: dict[str, Any]) -> dict[str, str]:
+        """The sweep's limits (``--slo-p99-ms``, ``--max-quality-drop``) a measured trial breaks."""
+        return self.objective.violations(metrics, self.cfg.limits)
+
     def value(self, config: dict[str, Any], metrics: dict[str, Any]) -> float | None:
         """A search trial's objective value (a search stage may value trials otherwise, e.g.
         by a prediction: :mod:`.factored`)."""
@@ -172,6 +193,7 @@ class SweepContext:
             trial_number=number,
             log_path=str(self.log_file(label)),
             command=self.cfg.command, description=self.workload if self.cfg.command else None,
+            model_path=self.model_path, request_rate=self.cfg.request_rate,
         )  # fmt: skip
 
     def execute(self, request: TrialRequest, on_report=None) -> TrialOutcome:
@@ -195,6 +217,6 @@ class SweepContext:
     def tags(self, **extra: Any) -> dict[str, str]:
         base = {"framework": self.cfg.framework, "device": self.device.kind,
                 "device_name": self.device.name, "device_fingerprint": self.device.fingerprint,
-                "workload": self.workload["name"], "objective": self.cfg.objective,
+                "workload": self.workload["name"], "objective": self.cfg.objective_key,
                 "study": self.study_name, "stage": self.stage}  # fmt: skip
         return {k: str(v) for k, v in {**base, **extra}.items() if v is not None}

@@ -15,6 +15,8 @@ def add_mfu(ctx: SweepContext, config: dict[str, Any], metrics: dict[str, Any]) 
     flops, sps = ctx.workload.get("flops_per_sample"), metrics.get("throughput_sps")
     if not flops or not sps:
         return
+    if ctx.objective.measure == "infer":  # a forward pass only: about a third of a training step's
+        flops = flops / 3
     peak, source = peak_flops(ctx, str(config.get("precision", "fp32")))
     achieved = float(sps) * float(flops)
     metrics["achieved_tflops"] = achieved / 1e12

@@ -63,6 +63,9 @@ class SweepReport:
     #: The finished sweep whose stored result this is (``sweep_id``, ``finished_at``): a rerun
     #: that found nothing left to search ran nothing (``--confirm-again`` confirms again).
     already_complete: dict[str, Any] | None = None
+    #: An inference sweep's limits, the model it served, and (when no config met them) the
+    #: ``closest`` trial: :func:`inference_summary`.
+    inference: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,7 +88,7 @@ def side(m: Measured | None) -> dict[str, Any] | None:
     if m is None:
         return None
     shown = ("throughput_sps", "mfu", "achieved_tflops", "mfu_peak_source", "joules_per_sample",
-             "avg_power_w", "energy_source", "peak_device_memory_mb", "peak_rss_mb")  # fmt: skip
+             "avg_power_w", "energy_source", "peak_device_memory_mb", "peak_rss_mb", *INFERENCE_SHOWN)  # fmt: skip
     iv = value_interval(m.values)
     return {"label": m.label, "config": m.config, "trial_number": m.trial_number,
             "values": m.values, "failures": m.failures, "stats": m.stats,
@@ -93,10 +96,46 @@ def side(m: Measured | None) -> dict[str, Any] | None:
             "metrics": {k: m.metrics[k] for k in shown if k in m.metrics}}  # fmt: skip
 
 
+#: What an inference config's report shows besides throughput: its latency distribution and
+#: its quality against the trained fp32 model's.
+INFERENCE_SHOWN = ("p50_ms", "p90_ms", "p99_ms", "max_ms", "quality", "quality_reference",
+                   "quality_drop", "requests")
+
+
+def inference_summary(ctx: SweepContext, study) -> dict[str, Any] | None:
+    """An inference sweep's limits and served model; with no trial within the limits, the
+    ``closest`` one (the lowest p99 among those that ran, with why it missed)."""
+    from optuna.trial import TrialState
+
+    cfg = ctx.cfg
+    if cfg.task != "inference":
+        return None
+    out: dict[str, Any] = {**cfg.limits, "request_rate": cfg.request_rate, "model_path": ctx.model_path}
+    if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return out
+    ran = [t for t in study.get_trials(deepcopy=False) if (t.user_attrs.get("metrics") or {}).get("p99_ms")]
+    if ran:
+        t = min(ran, key=lambda t: t.user_attrs["metrics"]["p99_ms"])
+        out["closest"] = {"trial_number": t.number, "config": t.user_attrs.get("config"),
+                          "missed": t.user_attrs.get("message"),
+                          **{k: t.user_attrs["metrics"].get(k) for k in ("throughput_sps", *INFERENCE_SHOWN)}}  # fmt: skip
+    return out
+
+
+def limits_warning(summary: dict[str, Any] | None) -> list[str]:
+    """The warning of an inference sweep whose limits no config met."""
+    if not summary or "closest" not in summary:
+        return []
+    c = summary["closest"]
+    return [f"no config met the limits (p99 <= {summary['slo_p99_ms']} ms, quality drop <= "
+            f"{summary['max_quality_drop']}): nothing stored; the closest was trial "
+            f"{c['trial_number']} ({c['missed']})"]
+
+
 def report_warnings(ctx: SweepContext, study, verdict: Verdict | None) -> list[str]:
     """What the user should know before trusting the result: knobs never read, a speedup not
-    resolved by the confirmation, trials measured on a busy machine."""
-    out = unread_knobs_warning(study, ctx.space)
+    resolved by the confirmation, trials measured on a busy machine, limits no config met."""
+    out = limits_warning(inference_summary(ctx, study)) + unread_knobs_warning(study, ctx.space)
     if verdict is not None and verdict.winner is not None and verdict.winner is not verdict.base:
         iv = verdict.speedup
         if iv is not None and not verdict.resolved:
@@ -139,7 +178,7 @@ def artifacts(ctx: SweepContext, study, verdict: Verdict | None, report: dict) -
         path = os.path.join(tmp, "sweep.json")
         with open(path, "w") as f:
             json.dump({"study": ctx.study_name, "workload": ctx.workload["name"], "framework": ctx.cfg.framework,
-                       "device": ctx.device.to_dict(), "objective": ctx.cfg.objective,
+                       "device": ctx.device.to_dict(), "objective": ctx.cfg.objective_key,
                        "direction": ctx.objective.direction, "unit": ctx.objective.unit,
                        "best_config": winner.config if winner else None, "owner": _recovery.owner(),
                        **report}, f, indent=2, default=str)  # fmt: skip
@@ -148,7 +187,7 @@ def artifacts(ctx: SweepContext, study, verdict: Verdict | None, report: dict) -
             path = os.path.join(tmp, "best_config.yaml")
             with open(path, "w") as f:
                 yaml.safe_dump({"workload": ctx.workload["name"], "framework": ctx.cfg.framework,
-                                "device": ctx.device.to_dict(), "objective": ctx.cfg.objective,
+                                "device": ctx.device.to_dict(), "objective": ctx.cfg.objective_key,
                                 "config": winner.config, "value": winner.stats,
                                 "baseline": base.stats if base else None,
                                 "speedup": report.get("speedup"),

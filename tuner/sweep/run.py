@@ -21,8 +21,16 @@ from perftune.sweep.config import ProgressFn, SweepConfig
 from perftune.sweep.confirm import Verdict, confirm
 from perftune.sweep.context import SweepContext
 from perftune.sweep.policy import SearchPolicy, get_policy
-from perftune.sweep.report import SweepReport, artifacts, payback, report_warnings, side
+from perftune.sweep.report import (
+    SweepReport,
+    artifacts,
+    inference_summary,
+    payback,
+    report_warnings,
+    side,
+)
 from perftune.sweep.search import INFEASIBLE, NOT_COUNTED, finished
+from perftune.sweep.serving import ensure_model
 from perftune.sweep.study import open_study
 from perftune.sweep.warm import warm_start, warm_summary
 from perftune.sweep.workers import share, spawn_workers, stop_workers, wait_workers
@@ -61,6 +69,8 @@ def _run(ctx: SweepContext, t0: float, sweep_id: int | None = None,
     if previous is not None:  # nothing left to do: its stored result, not a new confirmation
         return stored_report(ctx, study, t0, previous)
     warm_start(ctx, study)  # a new study: the stored bests of other devices / objectives first
+    if ctx.cfg.task == "inference":
+        ensure_model(ctx)  # the trained model the trials serve (trained once per workspace)
     run_id, sweep_id = start(ctx, study, sweep_id)
     state, summary = "failed", None
     _track_progress(ctx, sweep_id, should_stop)
@@ -79,8 +89,9 @@ def _run(ctx: SweepContext, t0: float, sweep_id: int | None = None,
         state = "cancelled" if ctx.cancelled else "completed"
         report = make_report(ctx, study, t0, counts, verdict, stored, best_id, run_id, sweep_id)
         report.warm_start, report.stopped_early = warm_summary(study), stopped
-        report.cost = payback(report.duration_s, report.speedup)
+        report.cost = payback(report.duration_s, report.speedup) if ctx.cfg.task == "training" else None
         report.search = policy.describe()
+        report.inference = inference_summary(ctx, study)
         return report
     except KeyboardInterrupt:
         state = "interrupted"
@@ -109,7 +120,7 @@ def stored_report(ctx: SweepContext, study, t0: float, last: dict[str, Any]) -> 
     cfg, s = ctx.cfg, last["summary"]
     return SweepReport(
         study_name=ctx.study_name, workload=ctx.workload["name"], framework=cfg.framework,
-        device=ctx.device.to_dict(), objective=cfg.objective, direction=ctx.objective.direction,
+        device=ctx.device.to_dict(), objective=cfg.objective_key, direction=ctx.objective.direction,
         unit=ctx.objective.unit, trials=trial_counts(study), baseline=s.get("baseline"), best=s["best"],
         speedup=s.get("speedup"), stored=s.get("stored", True), best_config_id=s.get("best_config_id"),
         mlflow_run_id=last["mlflow_run_id"], failures=[], duration_s=time.monotonic() - t0,
@@ -140,14 +151,15 @@ def start(ctx: SweepContext, study, sweep_id: int | None) -> tuple[str | None, i
          "trials": cfg.trials, "sampler": cfg.sampler, "pruner": cfg.pruner, "seed": cfg.seed,
          "search_space": ctx.space.name, "search": cfg.search, "study": ctx.study_name, "target": workload["target"],
          "confirm_top": cfg.confirm_top, "confirm_repeats": cfg.confirm_repeats,
-         "warm_start": cfg.warm_start, "patience": cfg.patience,
+         "warm_start": cfg.warm_start, "patience": cfg.patience, "task": cfg.task,
+         **{k: v for k, v in cfg.limits.items() if v is not None}, "request_rate": cfg.request_rate,
          "budget_s": ctx.budget, "max_batch_size": study.user_attrs.get("max_batch_size")},
         ctx.tags(perftune_role="sweep", perftune_owner=_recovery.owner_tag()),
     )  # fmt: skip
     ctx.tracker.save_view(runs_view(ctx.space.searched(), ctx.objective.direction))
     sweep_id = ctx.store.start_sweep(study_name=ctx.study_name, workload=workload["name"],
                                      framework=cfg.framework, device_fingerprint=device.fingerprint,
-                                     objective=cfg.objective, settings={**asdict(cfg),
+                                     objective=cfg.objective_key, settings={**asdict(cfg),
                                      "mlflow_experiment_id": ctx.tracker.experiment_id,
                                      "owner": _recovery.owner()},
                                      mlflow_run_id=run_id, sweep_id=sweep_id)  # fmt: skip
@@ -203,7 +215,7 @@ def store_best(ctx: SweepContext, verdict: Verdict | None, run_id: str | None,
     cfg, win_stats, base = ctx.cfg, winner.stats, verdict.base
     rec, stored = ctx.store.save_best(
         workload=ctx.workload["name"], framework=cfg.framework,
-        device_fingerprint=ctx.device.fingerprint, objective=cfg.objective,
+        device_fingerprint=ctx.device.fingerprint, objective=cfg.objective_key,
         direction=ctx.objective.direction, unit=ctx.objective.unit, config=winner.config,
         value=win_stats["median"], spread=win_stats["spread"],
         metrics={**{k: v for k, v in winner.metrics.items()
@@ -256,7 +268,7 @@ def make_report(ctx: SweepContext, study, t0: float, counts: dict[str, int], ver
     base, winner = (verdict.base, verdict.winner) if verdict else (None, None)
     return SweepReport(
         study_name=ctx.study_name, workload=ctx.workload["name"], framework=cfg.framework,
-        device=device.to_dict(), objective=cfg.objective, direction=ctx.objective.direction,
+        device=device.to_dict(), objective=cfg.objective_key, direction=ctx.objective.direction,
         unit=ctx.objective.unit, trials=counts, baseline=side(base), best=side(winner),
         speedup=verdict.gain if verdict else None, stored=stored, best_config_id=best_id,
         mlflow_run_id=run_id, mlflow_experiment_id=ctx.tracker.experiment_id, failures=ctx.failures,

@@ -23,7 +23,10 @@ NOT_COUNTED = ("invalid", "interrupted", "surplus")
 #: PRUNED with that constraint set, so the samplers (TPE, GP, NSGA) learn to avoid the region. A
 #: FAIL they ignore: the same failing region would be proposed again and again.
 INFEASIBLE = {"oom": "fits_in_memory", "crash": "runs_cleanly", "timeout": "ends_in_time",
-              "diverged": "stays_finite"}  # fmt: skip
+              "diverged": "stays_finite", "over_slo": "meets_slo", "quality_drop": "keeps_quality"}  # fmt: skip
+#: The infeasible causes that are not failures: an inference trial that ran but broke a limit
+#: (``--slo-p99-ms``, ``--max-quality-drop``; :meth:`~perftune.objectives.Objective.violations`).
+OVER_LIMIT = {"slo": "over_slo", "quality": "quality_drop"}
 #: A trial's MLflow run status by its state (``FAIL`` includes the infeasible causes): what
 #: failed looks failed, what was cut short or rejected looks killed.
 RUN_STATUS = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "PRUNED": "KILLED"}
@@ -130,7 +133,15 @@ def one_trial(ctx: SweepContext, study, trial, rejected: list[list[str]]) -> dic
     value = ctx.value(config, outcome.metrics) if outcome.status == "ok" else None
     if outcome.status == "ok":
         add_mfu(ctx, config, outcome.metrics)
-    if outcome.status == "failed" and outcome.cause in INFEASIBLE:
+    broken = ctx.violations(outcome.metrics) if value is not None else {}
+    if broken:  # it ran, but outside the limits: infeasible, and not the best whatever its value
+        state, note, value = TrialState.PRUNED, OVER_LIMIT[next(iter(broken))], None
+        for limit in broken:
+            trial.set_constraint(INFEASIBLE[OVER_LIMIT[limit]], 1.0)
+        trial.set_user_attr("cause", note)
+        trial.set_user_attr("infeasible", True)
+        trial.set_user_attr("message", "; ".join(broken.values()))
+    elif outcome.status == "failed" and outcome.cause in INFEASIBLE:
         state, note = TrialState.PRUNED, outcome.cause
         trial.set_constraint(INFEASIBLE[note], 1.0)
         trial.set_user_attr("cause", note)
@@ -161,7 +172,7 @@ def one_trial(ctx: SweepContext, study, trial, rejected: list[list[str]]) -> dic
     else:
         study.tell(trial, state=state)
     log_trial(ctx, trial.number, config, outcome, value,
-              "FAIL" if note in INFEASIBLE else state.name, note, started=started)  # fmt: skip
+              "FAIL" if note in INFEASIBLE and not broken else state.name, note, started=started)  # fmt: skip
     if outcome.usage:  # the training code is unusable as it is (it measured nothing)
         what = "the command" if cfg.command else f"--workload {ctx.spec}"
         raise UsageError(f"{what}: {outcome.message}")

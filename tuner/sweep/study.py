@@ -35,7 +35,7 @@ def open_study(ctx: SweepContext):
                              "(results from different setups must not mix; name another "
                              "study with --study)")  # fmt: skip
     for key, value in (("workload", ctx.workload["name"]), ("framework", ctx.cfg.framework),
-                       ("device", ctx.device.fingerprint), ("objective", ctx.cfg.objective)):  # fmt: skip
+                       ("device", ctx.device.fingerprint), ("objective", ctx.cfg.objective_key)):  # fmt: skip
         study.set_user_attr(key, value)
     # A trial of a killed worker on this machine: failed and retried now, not after the
     # grace period (other machines' go by heartbeats).
@@ -57,7 +57,15 @@ def bound_batch_size(ctx: SweepContext, study) -> None:
 
     cfg = ctx.cfg
     spec = ctx.space.params.get("batch_size")
-    wanted = cfg.batch_probe == "on" or (cfg.batch_probe == "auto" and ctx.device.kind != "cpu")
+    if cfg.objective == "latency" and spec is not None:  # the latency of one sample's request
+        try:
+            ctx.space = ctx.space.capped("batch_size", 1)
+        except SpaceError as exc:
+            raise UsageError(f"--objective latency: measures one sample per request: {exc}") from None
+        ctx.baseline = ctx.space.defaults()
+        return
+    wanted = cfg.task == "training" and (cfg.batch_probe == "on" or (cfg.batch_probe == "auto"
+                                                                    and ctx.device.kind != "cpu"))  # fmt: skip
     if spec is None or spec.type != "int" or not wanted:
         return
     if "probe" not in get_backend(cfg.framework).measures:

@@ -32,13 +32,14 @@ def warm_start(ctx: SweepContext, study) -> dict[str, Any] | None:
     if ctx.cfg.warm_start == "off" or ctx.cfg.sampler == "grid" or not is_new(study):
         return None
     try:
-        records = ctx.store.get_best(workload=ctx.workload["name"], framework=ctx.cfg.framework)
+        records = [r for r in ctx.store.get_best(workload=ctx.workload["name"], framework=ctx.cfg.framework)
+                   if _task(r.objective) == ctx.cfg.task]  # a training config is no inference one
         devices = ctx.store.list_devices() if records else []
     except StoreError:  # a warm start is worth no failed sweep
         return None
     memory = {d["fingerprint"]: (d["kind"], d["memory_bytes"]) for d in devices}
     here = (ctx.device.fingerprint, ctx.device.kind, ctx.device.memory_bytes)
-    picked, skipped = candidates(ctx.space, records, memory, here, objective=ctx.cfg.objective,
+    picked, skipped = candidates(ctx.space, records, memory, here, objective=ctx.cfg.objective_key,
                                  study_name=ctx.study_name, baseline=ctx.baseline,
                                  max_batch=study.user_attrs.get("max_batch_size"))  # fmt: skip
     if not picked and not skipped:
@@ -49,6 +50,13 @@ def warm_start(ctx: SweepContext, study) -> dict[str, Any] | None:
     study.set_user_attr("warm_start", info)
     ctx.progress("warm_start", info)
     return info
+
+
+def _task(key: str) -> str | None:
+    from perftune.objectives import OBJECTIVES, objective_name
+
+    objective = OBJECTIVES.get(objective_name(key))
+    return objective.task if objective else None
 
 
 def is_new(study) -> bool:

@@ -107,6 +107,10 @@ def run_worker(study_name: str, ws: Workspace, progress: ProgressFn | None = Non
         try:
             ctx.prepare()
             study = open_study(ctx)
+            if cfg.task == "inference":  # this machine's copy of the trained model
+                from perftune.sweep.serving import ensure_model
+
+                ensure_model(ctx)
             ctx.tracker.attach(ctx.workload["name"], attrs.get("mlflow_run_id"))
             run_trials(ctx, study, None)
             return {"study": study_name, "worker": ctx.worker_id,

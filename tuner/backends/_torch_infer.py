@@ -1,0 +1,209 @@
+"""PyTorch inference trials: a trained model served with one config, in a trial worker.
+
+Knobs (``search_spaces/inference/cpu.yaml``): ``batch_size`` (samples per request),
+``precision`` (``fp32``; ``bf16``/``fp16`` weights and inputs where the device has them),
+``quantization`` (``none``; ``dynamic_int8``: ``torch.ao.quantization.quantize_dynamic`` on the
+Linear layers, int8 weights and dynamically quantized activations, CPU only), ``compile``
+(``torch.compile`` mode), ``inference_mode`` (``torch.inference_mode`` instead of
+``torch.no_grad``), ``channels_last`` (conv models), ``num_threads`` (intra-op threads of each
+replica) and ``replicas`` (threads serving at once, sharing the weights).
+
+Weight-only int8 needs torchao, which perftune does not install: it is offered only where
+``torchao`` is importable (:func:`quantizations`), and has never run here.
+
+The model comes from :func:`trained_model`: the workload's ``weights`` file if it names one,
+else the file the sweep's ``fit`` request wrote (the workload trained once to its target by the
+built-in loop, :func:`fit`).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+import warnings
+from typing import Any
+
+from perftune.backends._host import rss_peak_mb
+from perftune.errors import InvalidConfig, UsageError
+from perftune.trial._serve import serve
+
+QUANTIZATIONS = ("none", "dynamic_int8", "weight_only_int8")
+PRECISIONS = {"cpu": ["fp32", "bf16"], "cuda": ["fp32", "bf16", "fp16"], "xpu": ["fp32", "bf16", "fp16"],
+              "npu": ["fp32", "bf16", "fp16"], "mps": ["fp32", "fp16"], "tpu": ["fp32", "bf16"]}  # fmt: skip
+PARAMS = ("batch_size", "precision", "quantization", "compile", "inference_mode", "channels_last",
+          "num_threads", "replicas")  # fmt: skip
+
+
+def quantizations(device_class: str) -> list[str]:
+    """The quantizations this installation can run on ``device_class`` (stdlib only)."""
+    if device_class != "cpu":  # quantize_dynamic's kernels (fbgemm, onednn, qnnpack) are CPU ones
+        return ["none"]
+    out = ["none", "dynamic_int8"]
+    if importlib.util.find_spec("torchao") is not None:
+        out.append("weight_only_int8")
+    return out
+
+
+def capabilities(device_class: str) -> dict[str, Any]:
+    return {"params": list(PARAMS),
+            "choices": {"precision": PRECISIONS.get(device_class, ["fp32"]),
+                        "quantization": quantizations(device_class),
+                        "compile": ["none", "default", "max-autotune"],
+                        "inference_mode": [False, True], "channels_last": [False, True]}}  # fmt: skip
+
+
+def check_workload(workload: Any) -> None:
+    """A served model needs a :class:`~perftune.workload.Workload` (a factory, data and a
+    metric); a training function alone says neither what to load nor what to feed it."""
+    from perftune.workload import Workload
+
+    if not isinstance(workload, Workload):
+        raise UsageError("--task inference: the workload must be a perftune.Workload (a model "
+                         "factory, data and a metric); a @perftune.trainable training function "
+                         "does not say what to serve")  # fmt: skip
+
+
+def fit(backend: Any, workload: Any, request: Any, channel: Any) -> dict[str, Any]:
+    """Train ``workload`` once with ``request.config`` (the training space's defaults) to its
+    target with the built-in loop, and save its weights to ``request.model_path``."""
+    import torch
+
+    from perftune.backends._base import TrialRequest
+    from perftune.backends._torch import (
+        TorchKit,
+        _unwrapped,
+        builtin_loop,
+        device_record,
+        validate_config,
+    )
+    from perftune.trial._run import run_rank
+
+    check_workload(workload)
+    train = TrialRequest(**{**request.to_dict(), "measure": "converge"})
+    device = device_record(train)
+    kit = TorchKit(train.config, validate_config(train.config, device), device, train)
+    result = run_rank(builtin_loop(workload), kit, train, channel, workload.describe())
+    metrics = result["metrics"]
+    if not metrics.get("reached_target"):
+        raise UsageError(f"--workload {workload.name}: training the model to serve did not reach "
+                         f"its target {workload.target} in {workload.budget_s:g} s (best "
+                         f"{metrics.get('best_metric')}): give the Workload weights=, or a longer budget_s")  # fmt: skip
+    model = _unwrapped(kit.models[-1]).to("cpu")
+    tmp = f"{request.model_path}.tmp{os.getpid()}"
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, request.model_path)  # a reader never sees half a file
+    return {"metrics": {"fit_metric": metrics.get("best_metric"), "fit_time_s": metrics.get("time_to_target_s")},
+            "curves": {}, "pruned": False}  # fmt: skip
+
+
+def trained_model(workload: Any, request: Any):
+    """The workload's model with its trained weights, on the CPU, in eval mode."""
+    import torch
+
+    path = workload.weights or request.model_path
+    if not path or not os.path.isfile(path):
+        raise UsageError(f"--workload {workload.name}: no trained weights at {path}")
+    model = workload.model()
+    try:
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as exc:  # noqa: BLE001 - the user's file: report it as bad input
+        raise UsageError(f"--workload {workload.name}: cannot load the weights {path}: "
+                         f"{type(exc).__name__}: {str(exc)[:200]}") from None  # fmt: skip
+    return model.eval()
+
+
+def configure(model, config: dict[str, Any], device, example):
+    """``model`` as ``config`` serves it: quantized, cast, laid out, compiled (a new module;
+    ``model`` is left as it was)."""
+    import torch
+
+    quant = config.get("quantization", "none")
+    precision = config.get("precision", "fp32")
+    if quant != "none" and precision != "fp32":
+        raise InvalidConfig(f"quantization {quant} runs in fp32 only, not {precision}")
+    m = copy.deepcopy(model)
+    if quant == "dynamic_int8":
+        with warnings.catch_warnings():  # torch.ao.quantization is deprecated for torchao
+            warnings.simplefilter("ignore")
+            m = torch.ao.quantization.quantize_dynamic(m, {torch.nn.Linear}, dtype=torch.qint8)
+    elif quant == "weight_only_int8":
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+        quantize_(m, Int8WeightOnlyConfig())
+    m = m.to(device)
+    if precision in ("bf16", "fp16"):
+        m = m.to({"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
+    if config.get("channels_last") and example.dim() == 4:
+        m = m.to(memory_format=torch.channels_last)
+    mode = config.get("compile", "none")
+    if mode != "none":
+        m = torch.compile(m, mode=None if mode == "default" else mode)
+    return m
+
+
+def prepare_inputs(x, config: dict[str, Any], device):
+    """Inputs as the configured model takes them (dtype, memory format, device)."""
+    import torch
+
+    precision = config.get("precision", "fp32")
+    if precision in ("bf16", "fp16") and config.get("quantization", "none") == "none":
+        x = x.to({"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
+    if config.get("channels_last") and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x.to(device)
+
+
+def run_inference(workload: Any, request: Any) -> dict[str, Any]:
+    """One inference trial: load, configure, measure quality on the validation set, then serve
+    (:func:`~perftune.trial._serve.serve`) and report latencies, throughput, memory, energy."""
+    import torch
+
+    from perftune.backends._energy import energy_metrics
+    from perftune.backends._torch import _metric, _open_energy, _tensors, device_record
+    from perftune.backends._torch_accel import accelerator
+
+    check_workload(workload)
+    config, info = request.config, device_record(request)
+    threads = int(config.get("num_threads") or 1)
+    torch.set_num_threads(threads)
+    torch.manual_seed(request.seed)
+    acc = accelerator(info["kind"])
+    acc.set_device(0)
+    device = acc.device(0)
+    _, _, x_va, y_va = _tensors(torch, workload, "cpu")
+    reference = trained_model(workload, request)
+    bs = int(config.get("batch_size", 1))
+    model = configure(reference, config, device, x_va[:1])
+    grad_off = torch.inference_mode if config.get("inference_mode") else torch.no_grad
+
+    def predict(x):
+        with grad_off():
+            out = model(prepare_inputs(x, config, device))
+        acc.synchronize()
+        return out
+
+    with torch.no_grad():
+        ref_out = torch.cat([reference(x_va[i : i + 1024]) for i in range(0, len(x_va), 1024)])
+        out = torch.cat([predict(x_va[i : i + bs]).float().cpu() for i in range(0, len(x_va), bs)])
+    quality = _metric(torch, workload.metric, out, y_va)
+    ref_quality = _metric(torch, workload.metric, ref_out, y_va)
+    requests = [(x_va[i : i + bs], len(x_va[i : i + bs])) for i in range(0, len(x_va) - bs + 1, bs)]
+    if not requests:
+        raise InvalidConfig(f"batch_size {bs} is larger than the validation set ({len(x_va)} samples)")
+    meter = _open_energy(info["kind"], [0])
+    if meter is not None:
+        meter.start()
+    result = serve([predict] * int(config.get("replicas", 1)), requests,
+                   warmup_s=request.warmup_s, window_s=request.window_s, repeats=request.repeats,
+                   rate=request.request_rate, seed=request.seed,
+                   on_thread=lambda: torch.set_num_threads(threads))  # fmt: skip
+    joules = meter.stop() if meter is not None else None
+    metrics = {**result.metrics(), "quality": quality, "quality_reference": ref_quality,
+               "quality_drop": ref_quality - quality if workload.mode == "max" else quality - ref_quality,
+               "peak_rss_mb": rss_peak_mb(), "batch_size": bs,
+               **energy_metrics(joules, result.samples, result.seconds, getattr(meter, "source", None))}  # fmt: skip
+    peak = acc.peak_memory_bytes()
+    if peak is not None:
+        metrics["peak_device_memory_mb"] = peak / 2**20
+    return {"metrics": metrics, "curves": {}, "pruned": False}
