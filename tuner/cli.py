@@ -387,6 +387,8 @@ def sweep(
         print(json.dumps(report.to_dict(), indent=2, default=str))
     else:
         _print_report(report, ws)
+    if report.best is None and (report.inference or {}).get("closest"):
+        raise PerftuneError("no config met the limits: nothing stored (see the closest config above)")
     if report.best is None:
         raise PerftuneError("no configuration reached a result: see the failures above")
 
@@ -722,10 +724,30 @@ def best(
             out.print(f"#{r.id} config: {_config_text(r.config)}", soft_wrap=True, highlight=False)
             if not wide and _efficiency(r):
                 out.print(f"#{r.id} {', '.join(f'{col} {text}' for col, text in _efficiency(r))}", highlight=False)
+            if _serving_text(r):
+                out.print(f"#{r.id} {_serving_text(r)}", highlight=False, soft_wrap=True)
     if not found:
         raise PerftuneError("no best config stored" + (f" for workload {workload}" if workload else "")
                             + "".join(f", {k} {v}" for k, v in (("framework", framework),
                                       ("device", device), ("objective", objective)) if v))  # fmt: skip
+
+
+def _objective_text(key: str) -> str:
+    """A stored objective key in a table cell: the name, its limits on lines of their own."""
+    name, _, limits = key.partition("@")
+    return "\n".join([name, *limits.split(",")]) if limits else name
+
+
+def _serving_text(r) -> str | None:
+    """A stored inference best's latency distribution and quality, as measured in its
+    confirmation: ``latency p50 1.1 / p90 1.9 / p99 2.7 / max 4 ms, quality 0.96 (fp32 model 0.96)``."""
+    m = r.metrics or {}
+    if not isinstance(m.get("p99_ms"), int | float):
+        return None
+    lat = " / ".join(f"{k} {m[k + '_ms']:.3g}" for k in ("p50", "p90", "p99", "max") if k + "_ms" in m)
+    quality = (f", quality {m['quality']:.4g} (fp32 model {m['quality_reference']:.4g})"
+               if isinstance(m.get("quality"), int | float) else "")  # fmt: skip
+    return f"latency {lat} ms{quality}"
 
 
 def _efficiency(r) -> list[tuple[str, str]]:
@@ -748,7 +770,7 @@ def _best_table(found: list, workload: str, wide: bool) -> Table:
     table = _table(f"Best configs for {workload}", "id", "framework", "device", "objective", "value",
                    "speedup", *extra, whole=("id", "framework", "objective"))  # fmt: skip
     for r, m in zip(found, measured, strict=True):
-        table.add_row(str(r.id), r.framework, f"{r.device_kind} ({r.device_name})", r.objective, _value_text(r),
+        table.add_row(str(r.id), r.framework, f"{r.device_kind} ({r.device_name})", _objective_text(r.objective), _value_text(r),
                       _speedup_text(r.speedup, r.speedup_interval), *(m.get(c, "-") for c in extra))  # fmt: skip
     return table
 
@@ -758,7 +780,7 @@ def _every_best_table(found: list) -> Table:
     table = _table("Stored best configs", "workload / framework", "device", "objective", "value", "speedup",
                    "stored (UTC)", whole=("objective", "value", "speedup", "stored (UTC)"))  # fmt: skip
     for r in found:
-        table.add_row(f"{r.workload}\n{r.framework}", f"{r.device_kind} ({r.device_name})", r.objective,
+        table.add_row(f"{r.workload}\n{r.framework}", f"{r.device_kind} ({r.device_name})", _objective_text(r.objective),
                       _value_text(r), _speedup_text(r.speedup, r.speedup_interval),
                       r.updated_at.strftime("%Y-%m-%d %H:%M"))  # fmt: skip
     return table

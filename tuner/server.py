@@ -40,7 +40,7 @@ from starlette.datastructures import Headers
 from perftune import service
 from perftune.backends import BACKENDS
 from perftune.errors import ConflictError, NotFoundError, PerftuneError, UsageError
-from perftune.objectives import OBJECTIVES
+from perftune.objectives import OBJECTIVES, TASKS
 from perftune.search_spaces import quote
 from perftune.settings import Workspace
 from perftune.storage import SWEEP_STATES, StoreError, redact_text
@@ -81,7 +81,16 @@ class SweepIn(BaseModel):
                           "(mlp-digits, cnn-digits, gpt-tiny) or FILE.py:FUNC under an allowed directory")  # fmt: skip
     framework: Literal[tuple(BACKENDS)] = "torch"  # type: ignore[valid-type]
     device: str = Field("cpu", max_length=64, description="cpu, cuda, mps, xpu, npu, tpu or KIND:INDEX")
-    objective: Literal[tuple(OBJECTIVES)] = "time-to-target"  # type: ignore[valid-type]
+    objective: Literal[tuple(OBJECTIVES)] | None = Field(None, description="Default: the task's "  # type: ignore[valid-type]
+                                                         "(time-to-target; throughput-at-slo)")
+    task: Literal[tuple(TASKS)] | None = Field(None, description="training, or inference (serving "  # type: ignore[valid-type]
+                                               "the trained model); default: the objective's")
+    slo_p99_ms: float | None = Field(None, gt=0, le=3_600_000, description="Inference: the p99 latency "
+                                     "target in ms (throughput-at-slo needs it)")
+    max_quality_drop: float | None = Field(None, ge=0, le=1e15, description="Inference: the most quality "
+                                           "a config may lose against the trained fp32 model (default 0.01)")
+    request_rate: float | None = Field(None, gt=0, le=1e9, description="Inference, latency: requests "
+                                       "per second arriving (default: back to back)")
     trials: int = Field(20, ge=1, le=100_000, description="Total trials in the study")
     timeout: float | None = Field(None, gt=0, description="Stop starting trials after this many seconds")
     space: str | None = Field(None, max_length=1024, description="Search-space YAML under an allowed directory")

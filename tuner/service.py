@@ -408,7 +408,7 @@ def ui_links(ws: Workspace, base: str, *, limit: int = 5) -> list[tuple[str, str
 REQUEST_FIELDS = ("workload", "framework", "device", "objective", "trials", "timeout", "space",
                   "study", "seed", "sampler", "pruner", "confirm_top", "confirm_repeats",
                   "confirm_max_repeats", "trial_timeout", "budget_s", "batch_probe", "warm_start",
-                  "patience", "search")  # fmt: skip
+                  "patience", "search", "task", "slo_p99_ms", "max_quality_drop", "request_rate")  # fmt: skip
 
 
 def allowed_dirs(extra: list[str] | tuple[str, ...] = ()) -> list[str]:

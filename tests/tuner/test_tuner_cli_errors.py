@@ -204,6 +204,22 @@ FAST_CASES = [
     Case("storage-corrupt-sqlite", SWEEP("--storage", "sqlite:///corrupt.db"),
          ["--storage sqlite:///corrupt.db", "file is not a database"]),
     Case("worker-huge-poll", ["--queue", "--poll", "1e308"], ["--poll 1e+308", "<= 86400"], command="worker"),
+    # Inference: its limits come with an inference objective, each number in range.
+    Case("unknown-task", SWEEP("--task", "serving"), ["--task serving: choose training or inference"]),
+    Case("slo-missing", SWEEP("--task", "inference"), ["--slo-p99-ms", "throughput-at-slo needs"]),
+    Case("slo-negative", SWEEP("--task", "inference", "--slo-p99-ms", "-1"), ["--slo-p99-ms -1", "milliseconds"]),
+    Case("slo-nan", SWEEP("--task", "inference", "--slo-p99-ms", "nan"), ["--slo-p99-ms nan"]),
+    Case("slo-huge", SWEEP("--task", "inference", "--slo-p99-ms", "1e308"), ["--slo-p99-ms 1e+308", "<= 3600000"]),
+    Case("slo-with-training", SWEEP("--slo-p99-ms", "5"), ["--slo-p99-ms", "only with --task inference"]),
+    Case("objective-of-another-task", SWEEP("--task", "training", "--objective", "latency"),
+         ["--objective latency", "inference objective", "--task training"]),
+    Case("quality-drop-negative", SWEEP("--task", "inference", "--slo-p99-ms", "5", "--max-quality-drop", "-0.1"),
+         ["--max-quality-drop -0.1"]),
+    Case("request-rate-without-latency", SWEEP("--task", "inference", "--slo-p99-ms", "5", "--request-rate", "100"),
+         ["--request-rate", "only with --objective latency"]),
+    Case("request-rate-zero", SWEEP("--objective", "latency", "--request-rate", "0"), ["--request-rate 0"]),
+    Case("inference-factored", SWEEP("--objective", "latency", "--search", "factored"),
+         ["--search factored", "--search joint"]),
 ]  # fmt: skip
 
 

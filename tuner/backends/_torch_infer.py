@@ -87,13 +87,13 @@ def fit(backend: Any, workload: Any, request: Any, channel: Any) -> dict[str, An
     metrics = result["metrics"]
     if not metrics.get("reached_target"):
         raise UsageError(f"--workload {workload.name}: training the model to serve did not reach "
-                         f"its target {workload.target} in {workload.budget_s:g} s (best "
-                         f"{metrics.get('best_metric')}): give the Workload weights=, or a longer budget_s")  # fmt: skip
+                         f"its target {workload.target} in {train.budget_s or workload.budget_s:g} s (best "
+                         f"{metrics.get('final_metric')}): give the Workload weights=, or a longer budget_s")  # fmt: skip
     model = _unwrapped(kit.models[-1]).to("cpu")
     tmp = f"{request.model_path}.tmp{os.getpid()}"
     torch.save(model.state_dict(), tmp)
     os.replace(tmp, request.model_path)  # a reader never sees half a file
-    return {"metrics": {"fit_metric": metrics.get("best_metric"), "fit_time_s": metrics.get("time_to_target_s")},
+    return {"metrics": {"fit_metric": metrics.get("final_metric"), "fit_time_s": metrics.get("time_to_target_s")},
             "curves": {}, "pruned": False}  # fmt: skip
 
 

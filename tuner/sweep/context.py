@@ -194,6 +194,9 @@ class SweepContext:
             log_path=str(self.log_file(label)),
             command=self.cfg.command, description=self.workload if self.cfg.command else None,
             model_path=self.model_path, request_rate=self.cfg.request_rate,
+            # Serving: three windows, each of 0.5 s and 200 requests at least (its p99 rests on
+            # two observations or more); training's throughput takes five shorter ones.
+            repeats=3 if (measure or self.objective.measure) == "infer" else TrialRequest.repeats,
         )  # fmt: skip
 
     def execute(self, request: TrialRequest, on_report=None) -> TrialOutcome:

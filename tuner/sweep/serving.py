@@ -16,6 +16,8 @@ from perftune.errors import UsageError
 from perftune.names import safe_filename
 from perftune.sweep.context import SweepContext
 
+#: The fit's training budget, in workload budgets.
+FIT_BUDGET_FACTOR = 5
 #: File suffix of a framework's saved weights.
 SUFFIX = {"torch": ".pt", "tensorflow": ".weights.h5", "mindspore": ".ckpt"}
 
@@ -44,7 +46,9 @@ def ensure_model(ctx: SweepContext) -> None:
     ctx.progress("fit", {"workload": ctx.workload["name"], "path": ctx.model_path})
     request = ctx.request(training.defaults(), seed=ctx.cfg.seed or 0, number=None, label="fit",
                           measure="fit")  # fmt: skip
-    request.timeout_s = 2 * float(ctx.workload.get("budget_s") or 60) + 120
+    # Trained once, not raced: five times a trial's budget, so a busy machine does not fail it.
+    request.budget_s = FIT_BUDGET_FACTOR * float(ctx.workload.get("budget_s") or 60)
+    request.timeout_s = 2 * request.budget_s + 120
     outcome = ctx.execute(request)
     if outcome.status != "ok" or not os.path.isfile(ctx.model_path):
         why = outcome.message or outcome.cause or "it wrote no weights"

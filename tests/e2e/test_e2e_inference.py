@@ -1,0 +1,100 @@
+"""End to end, inference: the CLI tunes how mlp-digits is served with PyTorch on the CPU (the
+model trained once, then configs measured under a p99 latency target), stores the confirmed best
+with its latency distribution and quality, and ``perftune best`` shows it. Then, in the same
+workspace: the latency objective reuses the cached model, and a target no config meets stores
+nothing and says which config came closest."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_cli, run_json
+
+pytestmark = pytest.mark.slow
+
+SLO = 200.0  # ms: met by every sane config even on a loaded machine (the test is of the flow)
+#: torch.compile costs 10-30 s per trial on this CPU: held out of the search here (its code path
+#: is tests/tuner/test_infer_torch.py's).
+NO_COMPILE = "params:\n  compile: null\n"
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("serve-ws")
+
+
+def sweep(home, *args: str, rounds: int = 1):
+    space = home / "no-compile.yaml"
+    space.write_text(NO_COMPILE)
+    return run_cli("sweep", "--task", "inference", "--workload", "mlp-digits", "--framework", "torch",
+                   "--seed", "0", "--confirm-top", "1", "--confirm-repeats", str(rounds),
+                   "--confirm-max-repeats", str(rounds), "--space", str(space), "--home", str(home),
+                   "--json", *args)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def swept(home):
+    proc = sweep(home, "--slo-p99-ms", str(SLO), "--trials", "3", rounds=2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout), (home / "models").glob("*.pt")
+
+
+def test_the_model_is_trained_once_and_cached(swept, home):
+    report, _ = swept
+    assert report["inference"]["model_path"].startswith(str(home / "models"))
+    assert len(list((home / "models").glob("mlp-digits-torch-*.pt"))) == 1
+
+
+def test_report_of_a_throughput_at_slo_sweep(swept):
+    report, _ = swept
+    assert report["objective"] == "throughput-at-slo@p99<=200ms,drop<=0.01"
+    assert report["unit"] == "samples/s" and report["direction"] == "maximize"
+    base = report["baseline"]["config"]
+    assert (base["batch_size"], base["precision"], base["quantization"]) == (1, "fp32", "none")
+    assert base["replicas"] == 1 and base["num_threads"] >= 1
+    assert sum(v for k, v in report["trials"].items() if k not in ("invalid",)) == 3
+    best = report["best"]
+    assert report["stored"] is True and best is not None
+    m = best["metrics"]
+    assert m["p50_ms"] <= m["p90_ms"] <= m["p99_ms"] <= m["max_ms"]
+    assert m["quality_reference"] >= 0.96  # the workload's target, reached by the fit
+    assert m["quality_drop"] <= 0.01
+    assert report["speedup"] is not None and report["cost"] is None  # no training hours to pay back
+    assert report["inference"]["slo_p99_ms"] == SLO and "closest" not in report["inference"]
+
+
+def test_best_shows_the_latency_distribution(swept, home):
+    records = run_json("best", "--workload", "mlp-digits", "--objective", "throughput-at-slo", "--home", str(home))
+    assert len(records) == 1
+    rec = records[0]
+    assert rec["objective"] == "throughput-at-slo@p99<=200ms,drop<=0.01"
+    assert rec["metrics"]["p99_ms"] <= SLO and len(rec["metrics"]["repeats"]) == 2
+    assert rec["config"]["batch_size"] >= 1 and "compile" not in rec["config"]
+    text = run_cli("best", "--workload", "mlp-digits", "--home", str(home)).stdout
+    assert "latency p50" in text and "quality" in text and "p99<=200ms" in text
+
+
+def test_latency_objective_reuses_the_model_at_batch_one(swept, home):
+    model = next((home / "models").glob("*.pt"))
+    trained = model.stat().st_mtime_ns
+    proc = sweep(home, "--objective", "latency", "--trials", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert model.stat().st_mtime_ns == trained  # the cached weights, not trained again
+    assert report["objective"] == "latency@drop<=0.01" and report["unit"] == "ms"
+    assert report["best"]["config"]["batch_size"] == 1  # one sample per request: the space is capped
+
+
+def test_a_target_no_config_meets_stores_nothing(swept, home):
+    proc = sweep(home, "--slo-p99-ms", "0.0001", "--trials", "2")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert report["stored"] is False and report["best"] is None
+    assert report["trials"].get("over_slo") == 2
+    closest = report["inference"]["closest"]
+    assert closest["p99_ms"] > 0.0001 and "over the 0.0001 ms target" in closest["missed"]
+    assert any("no config met the limits" in w for w in report["warnings"])
+    assert "no config met" in proc.stderr and "Traceback" not in proc.stderr
+    stored = run_json("best", "--workload", "mlp-digits", "--home", str(home))
+    assert all("0.0001" not in r["objective"] for r in stored)
