@@ -71,6 +71,7 @@ class TensorFlowBackend(Backend):
     name = "tensorflow"
     module = "tensorflow"
     multi_process_strategies = ("multi_worker",)
+    measures = ("converge", "throughput", "infer", "fit")
 
     @staticmethod
     def builtin_loop(workload: Any):
@@ -92,6 +93,12 @@ class TensorFlowBackend(Backend):
             params += ["jit_compile", "intra_op_threads", "inter_op_threads"]
             choices["jit_compile"] = [False, True]
         return {"params": params, "choices": choices}
+
+    @classmethod
+    def inference_capabilities(cls, device_class: str) -> dict[str, Any] | None:
+        from perftune.backends import _tf_infer
+
+        return _tf_infer.capabilities(device_class)
 
     def preload(self) -> dict[str, str]:
         # Import only: no op is run and no device listed, so the runtime (thread pools, devices)
@@ -137,6 +144,12 @@ class TensorFlowBackend(Backend):
 
     # ------------------------------------------------------------------ trials
     def run_trial(self, workload: Any, request: TrialRequest, channel: Channel) -> dict[str, Any]:
+        if request.measure in ("infer", "fit"):
+            from perftune.backends import _tf_infer
+
+            if request.measure == "fit":
+                return _tf_infer.fit(self, workload, request, channel)
+            return _tf_infer.run_inference(workload, request)
         validate_config(request.config, request.device)
         fn, description = as_function(workload, builtin_loop), workload.describe()
         if request.config.get("parallel_strategy") == "multi_worker":
