@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_cli, run_json
+from conftest import has_module, run_cli, run_json
+
+from perftune.executor import python_for
 
 pytestmark = pytest.mark.slow
 
@@ -24,13 +26,13 @@ def home(tmp_path_factory):
     return tmp_path_factory.mktemp("serve-ws")
 
 
-def sweep(home, *args: str, rounds: int = 1):
+def sweep(home, *args: str, rounds: int = 1, framework: str = "torch"):
     space = home / "no-compile.yaml"
     space.write_text(NO_COMPILE)
-    return run_cli("sweep", "--task", "inference", "--workload", "mlp-digits", "--framework", "torch",
+    return run_cli("sweep", "--task", "inference", "--workload", "mlp-digits", "--framework", framework,
                    "--seed", "0", "--confirm-top", "1", "--confirm-repeats", str(rounds),
-                   "--confirm-max-repeats", str(rounds), "--space", str(space), "--home", str(home),
-                   "--json", *args)  # fmt: skip
+                   "--confirm-max-repeats", str(rounds), "--home", str(home), "--json", *args,
+                   *(["--space", str(space)] if framework == "torch" else []))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +100,19 @@ def test_a_target_no_config_meets_stores_nothing(swept, home):
     assert "no config met" in proc.stderr and "Traceback" not in proc.stderr
     stored = run_json("best", "--workload", "mlp-digits", "--home", str(home))
     assert all("0.0001" not in r["objective"] for r in stored)
+
+
+@pytest.mark.tensorflow
+def test_tensorflow_serving_sweep(tmp_path):
+    """The same flow in TensorFlow's own interpreter: the Keras model trained once, then served by
+    Keras or TFLite, the best stored with its latencies."""
+    if not has_module(python_for("tensorflow"), "tensorflow"):
+        pytest.skip("no interpreter with tensorflow")
+    proc = sweep(tmp_path, "--slo-p99-ms", str(SLO), "--trials", "2", framework="tensorflow")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert report["framework"] == "tensorflow" and report["stored"] is True
+    assert report["baseline"]["config"]["runtime"] == "keras" and report["baseline"]["config"]["batch_size"] == 1
+    assert list((tmp_path / "models").glob("mlp-digits-tensorflow-*.weights.h5"))
+    m = report["best"]["metrics"]
+    assert m["p99_ms"] <= SLO and m["quality_reference"] >= 0.96 and m["quality_drop"] <= 0.01
