@@ -30,6 +30,9 @@ Knobs (framework-neutral names, see :func:`validate_config`):
   ``cores // world_size``). MindSpore allows setting it once per process, so it is set in the
   trial process, never in the fork server.
 
+Inference (``measure`` ``"infer"``, and ``"fit"`` to train the model to serve): see
+:mod:`perftune.backends._ms_infer` (the CPU only).
+
 The fork server imports mindspore once (:meth:`MindSporeBackend.preload`) and forks a child per
 trial; no device or thread pool is initialised before the fork (verified: trials in a row in
 forked children train correctly in both exec modes).
@@ -85,6 +88,7 @@ class MindSporeBackend(Backend):
     def builtin_loop(workload: Any):
         return builtin_loop(workload)
     device_classes = ("cpu", "cuda", "npu")
+    measures = ("converge", "throughput", "infer", "fit")
 
     @classmethod
     def capabilities(cls, device_class: str) -> dict[str, Any]:
@@ -100,6 +104,12 @@ class MindSporeBackend(Backend):
                 "exec_mode": list(_EXEC_MODES),
             },
         }
+
+    @classmethod
+    def inference_capabilities(cls, device_class: str) -> dict[str, Any] | None:
+        from perftune.backends import _ms_infer
+
+        return _ms_infer.capabilities(device_class)
 
     def preload(self) -> dict[str, str]:
         _quiet()
@@ -131,6 +141,12 @@ class MindSporeBackend(Backend):
     # ------------------------------------------------------------------ trials
     def run_trial(self, workload: Any, request: TrialRequest, channel: Channel) -> dict[str, Any]:
         _quiet()
+        if request.measure in ("infer", "fit"):  # serving: perftune.backends._ms_infer
+            from perftune.backends import _ms_infer
+
+            if request.measure == "fit":
+                return _ms_infer.fit(self, workload, request, channel)
+            return _ms_infer.run_inference(workload, request)
         validate_config(request.config, request.device)
         if request.config.get("parallel_strategy", "single") == "single":
             fn = as_function(workload, builtin_loop)
