@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from perftune.search_spaces import Capabilities, SpaceError, builtin_space_path, builtin_spaces, load_space
+from perftune.search_spaces import (
+    Capabilities,
+    SpaceError,
+    builtin_space_path,
+    builtin_spaces,
+    load_space,
+)
 
 BASELINE = {"batch_size": 1, "quantization": "none", "precision": "fp32", "inference_mode": False,
             "channels_last": False, "compile": "none", "replicas": 1, "num_threads": 4}  # fmt: skip
