@@ -106,6 +106,34 @@ class BestConfigRecord:
         return out
 
 
+@dataclass(frozen=True)
+class ParetoFrontRecord:
+    """A multi-objective key's confirmed Pareto front: the objectives (``names`` in order, their
+    ``directions`` and ``units``) and its ``points``, each a dict with ``config``, ``values``
+    (medians, in objective order), ``intervals`` (95%, ``[low, high]`` or None each),
+    ``metrics``, ``trial_number`` and ``label`` (``"baseline"`` when the default is on it).
+    A detached snapshot, as :class:`BestConfigRecord`."""
+
+    id: int
+    workload: str
+    framework: str
+    device_kind: str
+    device_name: str
+    device_fingerprint: str
+    objective: str
+    names: list[str]
+    directions: list[str]
+    units: list[str]
+    points: list[dict[str, Any]]
+    mlflow_run_id: str | None
+    sweep_id: int | None
+    updated_at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (getattr(self, f.name).isoformat() if f.name == "updated_at" else getattr(self, f.name))
+                for f in fields(self)}  # fmt: skip
+
+
 class BaseConfigStore(abc.ABC):
     """Persistent store of devices, workloads, sweeps and best configurations.
 
@@ -319,6 +347,21 @@ class BaseConfigStore(abc.ABC):
     @abc.abstractmethod
     def get_best_by_id(self, best_id: int) -> BestConfigRecord | None:
         """One best config by id, with its history, or ``None``."""
+
+    @abc.abstractmethod
+    def save_front(self, *, workload: str, framework: str, device_fingerprint: str, objective: str,
+                   names: list[str], directions: list[str], units: list[str],
+                   points: list[dict[str, Any]], mlflow_run_id: str | None,
+                   sweep_id: int | None) -> ParetoFrontRecord:  # fmt: skip
+        """Store the confirmed Pareto front of a multi-objective key (see
+        :class:`ParetoFrontRecord`), replacing the one stored before. ``points`` must be
+        non-empty, each with as many finite ``values`` as ``names``."""
+
+    @abc.abstractmethod
+    def get_fronts(self, *, workload: str | None, framework: str | None = None,
+                   device: str | None = None, objective: str | None = None) -> list[ParetoFrontRecord]:  # fmt: skip
+        """Stored fronts, filtered as :meth:`get_best` filters (``objective``: a name the key
+        contains), by workload then key."""
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "Sweep",
     "BestConfig",
     "BestConfigHistory",
+    "ParetoFront",
     "UTCDateTime",
 ]
 
@@ -250,3 +251,34 @@ class BestConfigHistory(Base):
     reason: Mapped[str] = mapped_column(String(16))
 
     best_config: Mapped[BestConfig] = relationship(back_populates="history")
+
+
+class ParetoFront(Base):
+    """A multi-objective sweep's confirmed Pareto front per (workload, framework, device,
+    objectives) key (0004): the objectives (``names``, ``directions``, ``units``) and every
+    non-dominated point (``points``: config, median values in objective order, their 95%
+    intervals, metrics, trial number, label). A newer confirmed front replaces it."""
+
+    __tablename__ = "perftune_pareto_fronts"
+    __table_args__ = (
+        UniqueConstraint("workload_id", "framework", "device_id", "objective",
+                         name="uq_perftune_pareto_fronts_key"),  # fmt: skip
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workload_id: Mapped[int] = mapped_column(ForeignKey("perftune_workloads.id"))
+    device_id: Mapped[int] = mapped_column(ForeignKey("perftune_devices.id"), index=True)
+    framework: Mapped[str] = mapped_column(String(64))
+    objective: Mapped[str] = mapped_column(String(255))
+    names: Mapped[list[str]] = mapped_column(JSON)
+    directions: Mapped[list[str]] = mapped_column(JSON)
+    units: Mapped[list[str]] = mapped_column(JSON)
+    points: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    sweep_id: Mapped[int | None] = mapped_column(
+        ForeignKey("perftune_sweeps.id", ondelete="SET NULL"), nullable=True
+    )
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    workload: Mapped[Workload] = relationship()
+    device: Mapped[Device] = relationship()

@@ -21,6 +21,7 @@ from ._base import (
     SWEEP_STATES,
     BaseConfigStore,
     BestConfigRecord,
+    ParetoFrontRecord,
     SchemaNotReadyError,
     StoreError,
     StoreUnavailableError,
@@ -35,7 +36,7 @@ from ._engine import (
     translate_error,
 )
 from ._migrate import head_revision, known_revisions, revision_of, upgrade_engine
-from ._models import BestConfig, BestConfigHistory, Device, Sweep, Workload, utcnow
+from ._models import BestConfig, BestConfigHistory, Device, ParetoFront, Sweep, Workload, utcnow
 from ._urls import normalize_url, redact_url
 
 __all__ = ["SQLConfigStore", "open_store"]
@@ -160,6 +161,16 @@ def _history_dict(h: BestConfigHistory) -> dict[str, Any]:
         "recorded_at": _iso(h.recorded_at),
         "reason": h.reason,
     }
+
+
+def _front_record(row: ParetoFront) -> ParetoFrontRecord:
+    return ParetoFrontRecord(
+        id=row.id, workload=row.workload.name, framework=row.framework, device_kind=row.device.kind,
+        device_name=row.device.name, device_fingerprint=row.device.fingerprint, objective=row.objective,
+        names=list(row.names), directions=list(row.directions), units=list(row.units),
+        points=[dict(p) for p in row.points], mlflow_run_id=row.mlflow_run_id, sweep_id=row.sweep_id,
+        updated_at=row.updated_at,
+    )  # fmt: skip
 
 
 def _record(row: BestConfig) -> BestConfigRecord:
@@ -762,6 +773,57 @@ class SQLConfigStore(BaseConfigStore):
         with self._tx() as s:
             records = [_record(row) for row in s.scalars(stmt).unique()]
         return sorted(records, key=_sort_key)
+
+    def save_front(self, *, workload: str, framework: str, device_fingerprint: str, objective: str,
+                   names: list[str], directions: list[str], units: list[str],
+                   points: list[dict[str, Any]], mlflow_run_id: str | None,
+                   sweep_id: int | None) -> ParetoFrontRecord:  # fmt: skip
+        if not points or any(len(p.get("values") or ()) != len(names) for p in points):
+            raise ValueError("a front needs points, each with one value per objective")
+        for p in points:
+            for v in p["values"]:
+                _finite(v, "value")
+        fp, rows = _fingerprint(device_fingerprint), [_json_dict(p, "point") for p in points]
+        if any(d not in DIRECTIONS for d in directions):
+            raise ValueError(f"directions must be among {DIRECTIONS}, got {directions!r}")
+
+        def op() -> ParetoFrontRecord:
+            with self._tx(write=True) as s:
+                wid, did = self._workload_id(s, workload, framework), self._device_id(s, fp)
+                row = s.scalars(select(ParetoFront).where(
+                    ParetoFront.workload_id == wid, ParetoFront.framework == framework,
+                    ParetoFront.device_id == did, ParetoFront.objective == objective).with_for_update()
+                ).one_or_none()  # fmt: skip
+                if row is None:
+                    row = ParetoFront(workload_id=wid, framework=framework, device_id=did, objective=objective)
+                    s.add(row)
+                row.names, row.directions, row.units, row.points = list(names), list(directions), list(units), rows
+                row.mlflow_run_id, row.sweep_id, row.updated_at = mlflow_run_id, sweep_id, utcnow()
+                s.flush()
+                s.refresh(row, ["workload", "device"])
+                return _front_record(row)
+
+        return self._retry_integrity(op, "save_front")
+
+    def get_fronts(self, *, workload: str | None, framework: str | None = None,
+                   device: str | None = None, objective: str | None = None) -> list[ParetoFrontRecord]:  # fmt: skip
+        stmt = (select(ParetoFront).join(ParetoFront.workload).join(ParetoFront.device)
+                .options(contains_eager(ParetoFront.workload), contains_eager(ParetoFront.device)))  # fmt: skip
+        if workload is not None:
+            stmt = stmt.where(Workload.name == workload)
+        if framework is not None:
+            stmt = stmt.where(ParetoFront.framework == framework)
+        if device is not None:
+            d = device.strip().lower()
+            conds = [func.lower(Device.kind) == d, func.lower(Device.name) == d]
+            if len(d) >= 6 and set(d) <= _HEX:
+                conds.append(Device.fingerprint.startswith(d, autoescape=True))
+            stmt = stmt.where(or_(*conds))
+        with self._tx() as s:
+            found = [_front_record(row) for row in s.scalars(stmt).unique()]
+        if objective is not None:  # a name the key contains: "energy" in "time-to-target,energy"
+            found = [f for f in found if objective in f.names]
+        return sorted(found, key=lambda f: (f.workload, f.objective, f.id))
 
     def get_best_by_id(self, best_id: int) -> BestConfigRecord | None:
         with self._tx() as s:

@@ -13,7 +13,7 @@ from typing import Any
 from perftune import _recovery
 from perftune.errors import UsageError
 
-SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp")
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "nsga2")
 PRUNERS = ("median", "none")
 #: Seconds a dropped connection may keep the Optuna storage from opening (a worker that joins
 #: while the server restarts) before it is reported.
@@ -114,6 +114,8 @@ def make_sampler(name: str, seed: int | None, space):
         return _grid_sampler_class()(space.grid(), seed=seed)
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
     return optuna.samplers.GPSampler(seed=seed)
 
 

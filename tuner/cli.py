@@ -33,6 +33,7 @@ from perftune.objectives import OBJECTIVES, TASKS, objective_name
 from perftune.service import FORMATS
 from perftune.storage import SWEEP_STATES
 from perftune.sweep.config import BATCH_PROBES, MODES, WARM_STARTS, check_choice
+from perftune.sweep.pareto import PICKS
 from perftune.sweep.policy import POLICIES
 
 #: Its help is the docstring of :func:`_root`, the callback that takes ``--version``.
@@ -67,6 +68,25 @@ def _choice(flag: str, choices: Sequence[str], text: str) -> Any:
 
     return typer.Option(flag, help=text, parser=parse, metavar=f"<{'|'.join(choices)}>",
                         autocompletion=lambda incomplete: [c for c in choices if c.startswith(incomplete)])  # fmt: skip
+
+
+def _choices(flag: str, choices: Sequence[str], text: str) -> Any:
+    """An option taking one of ``choices`` or several, comma-separated (``a,b``): shown as
+    ``<a|b|c>[,...]`` in ``--help``, each part completed and checked as :func:`_choice` does."""
+    choices = tuple(choices)
+
+    def parse(value: str) -> str:
+        for part in value.split(","):
+            if part.strip() not in choices:
+                check_choice(flag, value, choices)
+        return value
+
+    def complete(incomplete: str) -> list[str]:
+        head, _, last = incomplete.rpartition(",")
+        return [f"{head},{c}" if head else c for c in choices if c.startswith(last)]
+
+    return typer.Option(flag, help=text, parser=parse, metavar=f"<{'|'.join(choices)}>[,...]",
+                        autocompletion=complete)
 
 
 def _version(value: bool) -> None:
@@ -308,8 +328,9 @@ def sweep(
     eval_interval: Annotated[float | None, typer.Option(help="Launcher mode: training seconds between due evaluations (trial.eval_due()) [default 0.25].")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, mps, xpu, npu (Ascend) or tpu; KIND:INDEX picks one; "
                                              "'all': one study per device found, then a cross-device table")] = "cpu",
-    objective: Annotated[str | None, _choice("--objective", OBJECTIVES, "What to optimise [default: time-to-target; "
-                                                                      "--task inference: throughput-at-slo].")] = None,
+    objective: Annotated[str | None, _choices("--objective", OBJECTIVES, "What to optimise [default: time-to-target; "
+                                                                       "--task inference: throughput-at-slo]; several, "
+                                                                       "comma-separated (time-to-target,energy): a Pareto front.")] = None,
     task: Annotated[str | None, _choice("--task", TASKS, "training, or inference: serve the trained model "
                                                          "[default: the objective's].")] = None,
     slo_p99_ms: Annotated[float | None, typer.Option("--slo-p99-ms", help="Inference: the p99 request latency target, in ms "
@@ -364,7 +385,7 @@ def sweep(
                       max_quality_drop=max_quality_drop, request_rate=request_rate)  # fmt: skip
     cfg.validate()
     ws = _ws(home, storage, tracking_uri, db)
-    unit = get_objective(cfg.objective).unit
+    unit = get_objective(objective_name(cfg.objective)).unit
     _logging(verbose)
     quiet = _no_progress(quiet)
 
@@ -387,6 +408,8 @@ def sweep(
         print(json.dumps(report.to_dict(), indent=2, default=str))
     else:
         _print_report(report, ws)
+    if report.front is not None and report.front["points"]:
+        return
     if report.best is None and (report.inference or {}).get("closest"):
         raise PerftuneError("no config met the limits: nothing stored (see the closest config above)")
     if report.best is None:
@@ -590,8 +613,40 @@ def _complete_line(r) -> str:
             "its stored result (perftune sweep ... --confirm-again confirms again)")
 
 
+def _print_front(r, ws) -> None:
+    """A multi-objective sweep's report: its confirmed Pareto front as a table, then how to
+    pick one point from the store."""
+    front = r.front or {}
+    names, units = front.get("objectives") or [], front.get("units") or []
+    base_cfg = next((p["config"] for p in front.get("points", []) if p["label"] == "baseline"), None)
+    table = _table(f"Pareto front: {r.workload} / {r.framework} / {r.device['kind']} / {r.objective}", "point",
+                   *[f"{n} ({u})" for n, u in zip(names, units, strict=True)], "runs", "config",
+                   whole=("point", "runs"))  # fmt: skip
+    for p in front.get("points", []):
+        cells = [_fmt(v) + (f"\n[{_fmt(iv[0])}, {_fmt(iv[1])}]" if iv else "")
+                 for v, iv in zip(p["values"], p["intervals"], strict=True)]  # fmt: skip
+        label = "default" if p["label"] == "baseline" else f"trial {p['trial_number']}"
+        shown = "framework default" if p["label"] == "baseline" else _config_text(
+            {k: v for k, v in p["config"].items() if (base_cfg or {}).get(k) != v} if base_cfg else p["config"])
+        table.add_row(label, *cells, str(p["rounds"]), shown)
+    _print_table(table)
+    if front.get("dominated"):
+        out.print(f"dominated after confirmation: {', '.join(front['dominated'])}", highlight=False)
+    for warning in r.warnings:
+        out.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
+    out.print(f"stored: perftune best --workload {r.workload} --framework {r.framework} --device "
+              f"{r.device['kind']} --pick fastest|efficient|smallest|balanced (or --weights "
+              f"{names[0] if names else 'time'}=1,...)" + (f" --home {ws.home}" if str(ws.home) != os.path.abspath(".perftune") else ""),
+              highlight=False, soft_wrap=True)  # fmt: skip
+    out.print("MLflow: perftune ui   (run " + str(r.mlflow_run_id) + "; plots/pareto_front.html)")
+
+
 def _print_report(r, ws) -> None:
     counts = ", ".join(f"{v} {k}" for k, v in sorted(r.trials.items()))
+    if r.front is not None:
+        out.print(_styled("\n", (r.study_name, "bold"), f": {counts}"))
+        _print_front(r, ws)
+        return
     if getattr(r, "already_complete", None):
         out.print(_complete_line(r), markup=False, highlight=False, soft_wrap=True)
     out.print(_styled("\n", (r.study_name, "bold"), f": {counts}"))
@@ -698,22 +753,44 @@ def best(
     device: Annotated[str | None, typer.Option(help="Device kind, name or fingerprint prefix.")] = None,
     objective: Annotated[str | None, _choice("--objective", OBJECTIVES, "Filter by objective.")] = None,
     fmt: Annotated[str | None, _choice("--format", FORMATS, "Print only the best config, for a script or launcher (with --workload): json, yaml, args (--knob value ...) or env (PERFTUNE_KNOB=value lines).")] = None,
+    pick: Annotated[str | None, _choice("--pick", PICKS, "Of a stored Pareto front (several objectives), the point to "
+                                                         "use: the fastest, the most energy-efficient, the smallest in "
+                                                         "memory, or balanced (the default).")] = None,
+    weights: Annotated[str | None, typer.Option(help="Of a stored Pareto front, the point these weights favour: "
+                                                     "OBJECTIVE=WEIGHT,... e.g. time=1,energy=0.5.")] = None,
     home: Home = None, db: Db = None, json_out: Json = False,
 ) -> None:
-    """Show a workload's stored best configs, best first; without --workload, every stored best."""
-    from perftune.service import best_configs, format_config
+    """Show a workload's stored best configs, best first; without --workload, every stored best.
+    Stored Pareto fronts (several objectives) come after, each with the point --pick or
+    --weights chooses."""
+    from perftune.service import best_configs, format_config, pareto_fronts
 
     if fmt is not None and workload is None:
         raise UsageError(f"--format {fmt}: give --workload too (whose best config to print)")
     ws = _ws(home, db=db)
-    found = best_configs(ws, workload, framework=framework, device=device, objective=objective)
+    fronts = pareto_fronts(ws, workload, framework=framework, device=device, objective=objective,
+                           pick=pick, weights=weights)  # fmt: skip
+    if pick is not None or weights is not None:  # a point of a front, not a single best
+        if not fronts:
+            raise PerftuneError("no Pareto front stored" + (f" for workload {workload}" if workload else "")
+                                + " (sweep with several objectives: --objective time-to-target,energy)")  # fmt: skip
+        found = []
+    else:
+        found = best_configs(ws, workload, framework=framework, device=device, objective=objective)
+    if fmt is not None and not found and fronts:
+        print(format_config(fronts[0]["picked"]["config"], fmt))
+    elif json_out:
+        print(json.dumps([r.to_dict() for r in found] + fronts, indent=2, default=str))
+    else:
+        for f in fronts:
+            _print_stored_front(f)
     if fmt is not None and found:
         print(format_config(found[0].config, fmt))
         if len({(r.framework, r.device_fingerprint, r.objective) for r in found}) > 1:
             err.print(f"note: {len(found)} stored bests match; this is the best of them, #{found[0].id} "
                       "(narrow with --framework/--device/--objective)", markup=False, highlight=False)  # fmt: skip
     elif json_out:
-        print(json.dumps([r.to_dict() for r in found], indent=2, default=str))
+        pass  # printed above, with the fronts
     elif found and workload is None:
         _print_table(_every_best_table(found))
         out.print("their configs: perftune best --workload NAME", highlight=False)
@@ -726,10 +803,21 @@ def best(
                 out.print(f"#{r.id} {', '.join(f'{col} {text}' for col, text in _efficiency(r))}", highlight=False)
             if _serving_text(r):
                 out.print(f"#{r.id} {_serving_text(r)}", highlight=False, soft_wrap=True)
-    if not found:
+    if not found and not fronts:
         raise PerftuneError("no best config stored" + (f" for workload {workload}" if workload else "")
                             + "".join(f", {k} {v}" for k, v in (("framework", framework),
                                       ("device", device), ("objective", objective)) if v))  # fmt: skip
+
+
+def _print_stored_front(f: dict[str, Any]) -> None:
+    """A stored Pareto front: its points, the picked one marked, and the picked config."""
+    table = _table(f"Pareto front #{f['id']}: {f['workload']} / {f['framework']} / {f['device_kind']} / {f['objective']}",
+                   "", "point", *[f"{n} ({u})" for n, u in zip(f["names"], f["units"], strict=True)], whole=("", "point"))  # fmt: skip
+    for i, p in enumerate(f["points"]):
+        label = "default" if p.get("label") == "baseline" else f"trial {p.get('trial_number')}"
+        table.add_row("→" if i == f["picked_index"] else "", label, *[_fmt(v) for v in p["values"]])
+    _print_table(table)
+    out.print(f"#{f['id']} picked config: {_config_text(f['picked']['config'])}", soft_wrap=True, highlight=False)
 
 
 def _objective_text(key: str) -> str:

@@ -134,26 +134,93 @@ class Latency(Objective):
         return _quality_violation(metrics, limits)
 
 
+class Secondary(Objective):
+    """An objective that only makes sense beside a primary one (``time-to-target,energy``): it
+    reads what the primary's trial measured, and asks for no measurement of its own."""
+
+    measure = ""
+    #: The tasks whose trials measure it.
+    tasks: tuple[str, ...] = ("training", "inference")
+    #: The metric it reads, and where that metric is missing the one it falls back to.
+    keys: tuple[str, ...] = ()
+
+    def value(self, metrics: Mapping[str, Any]) -> float | None:
+        for key in self.keys:
+            v = metrics.get(key)
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+                return float(v)
+        return None
+
+
+class Energy(Secondary):
+    """Joules per sample over the trial's measured window (RAPL on the CPU, NVML on NVIDIA GPUs):
+    refused before a sweep starts where no meter is readable, never estimated."""
+
+    name, direction, unit, keys = "energy", "minimize", "J/sample", ("joules_per_sample",)
+
+
+class PeakMemory(Secondary):
+    """Peak memory of the trial: the device's where it reports one, else the process's RSS."""
+
+    name, direction, unit, keys = "peak-memory", "minimize", "MiB", ("peak_device_memory_mb", "peak_rss_mb")
+
+
+class Quality(Secondary):
+    """The served model's quality (inference), oriented so that higher is better: the metric
+    itself, or its negative for a lower-is-better metric (``quality_score``)."""
+
+    name, direction, unit, keys = "quality", "maximize", "score", ("quality_score",)
+    tasks = ("inference",)
+
+
 OBJECTIVES: dict[str, Objective] = {
-    o.name: o for o in (TimeToTarget(), Throughput(), ThroughputAtSLO(), Latency())
-}
+    o.name: o for o in (TimeToTarget(), Throughput(), ThroughputAtSLO(), Latency(), Energy(),
+                        PeakMemory(), Quality())
+}  # fmt: skip
 #: The tasks a sweep tunes (``--task``), each with its default objective.
 TASKS = {"training": "time-to-target", "inference": "throughput-at-slo"}
 
 
 def objective_name(key: str) -> str:
-    """The objective's name in a stored key: ``throughput-at-slo@p99<=5ms,drop<=0.01`` ->
-    ``throughput-at-slo`` (a training objective's key is its name)."""
-    return key.partition("@")[0]
+    """The primary objective's name in a stored key: ``throughput-at-slo@p99<=5ms,drop<=0.01``
+    -> ``throughput-at-slo``, ``time-to-target,energy`` -> ``time-to-target``."""
+    return key.partition("@")[0].partition(",")[0]
 
 
-def get_objective(name: str) -> Objective:
+def parse_objectives(spec: str, task: str | None = None) -> list[Objective]:
+    """The objectives ``--objective`` names, comma-separated: one primary (which says what the
+    trials measure: ``time-to-target``, ``throughput``, ``throughput-at-slo``, ``latency``)
+    first, then secondary ones (``energy``, ``peak-memory``, ``quality``). Raises a one-line
+    :class:`UsageError` for an unknown, repeated or conflicting name."""
+    names = [n.strip() for n in spec.split(",")]
+    objectives = [get_objective(n, spec) for n in names]
+    if len(set(names)) != len(names):
+        raise UsageError(f"--objective {spec}: names an objective twice")
+    primaries = [o for o in objectives if not isinstance(o, Secondary)]
+    if len(primaries) != 1 or isinstance(objectives[0], Secondary):
+        listed = ", ".join(n for n, o in OBJECTIVES.items() if not isinstance(o, Secondary))
+        if len(primaries) > 1:
+            what = "conflicting objectives: " + " and ".join(o.name for o in primaries)
+        elif primaries:
+            what = f"the primary objective comes first ({primaries[0].name})"
+        else:
+            what = f"{names[0]} needs a primary objective"
+        raise UsageError(f"--objective {spec}: {what} (give one of {listed} first, then any of "
+                         "energy, peak-memory, quality)")  # fmt: skip
+    primary = objectives[0]
+    for o in objectives[1:]:
+        if primary.task not in o.tasks:  # type: ignore[attr-defined]
+            raise UsageError(f"--objective {spec}: {o.name} is measured by inference trials only, "
+                             f"not by {primary.name}")  # fmt: skip
+    return objectives
+
+
+def get_objective(name: str, spec: str | None = None) -> Objective:
     try:
         return OBJECTIVES[name]
     except KeyError:
-        raise UsageError(
-            f"--objective {name}: unknown objective (choose from: {', '.join(OBJECTIVES)})"
-        ) from None
+        raise UsageError(f"--objective {spec or name}: unknown objective {name!r} (choose from: "
+                         f"{', '.join(OBJECTIVES)}; several comma-separated)") from None
 
 
 def median(values: Sequence[float]) -> float:

@@ -426,6 +426,21 @@ def create_app(ws: Workspace, *, token: str | None = None,
                                      objective=objective, store=store())  # fmt: skip
         return [r.to_dict() for r in found]
 
+    @app.get("/v1/pareto-fronts", response_model=list[dict[str, Any]], responses=_errors(503))
+    def pareto_fronts(workload: str = Query(min_length=1, max_length=255),
+                      framework: Literal[tuple(BACKENDS)] | None = Query(None),  # type: ignore[valid-type]
+                      device: str | None = Query(None, max_length=128),
+                      objective: Literal[tuple(OBJECTIVES)] | None = Query(None),  # type: ignore[valid-type]
+                      pick: Literal["fastest", "efficient", "smallest", "balanced"] | None = Query(None),
+                      weights: str | None = Query(None, max_length=512, description="OBJECTIVE=WEIGHT,... "
+                                                  "e.g. time=1,energy=0.5")) -> Any:  # fmt: skip
+        """Stored Pareto fronts of a workload (multi-objective sweeps), each with the point
+        ``pick`` or ``weights`` chooses (balanced when neither is given)."""
+        if not service.has_database(ws):
+            return []
+        return service.pareto_fronts(ws, workload, framework=framework, device=device, objective=objective,
+                                     pick=pick, weights=weights, store=store())  # fmt: skip
+
     @app.get("/v1/best-configs/{best_id}", response_model=BestConfigOut, responses=_errors(404, 503))
     def best_config(best_id: int = Path(ge=1, le=MAX_ID)) -> Any:
         """One stored best config, with its history."""

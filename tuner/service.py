@@ -252,6 +252,31 @@ def best_configs(ws: Workspace, workload: str | None, *, framework: str | None =
         return s.get_best(workload=workload, framework=framework, device=device, objective=objective)
 
 
+def pareto_fronts(ws: Workspace, workload: str | None, *, framework: str | None = None,
+                  device: str | None = None, objective: str | None = None, pick: str | None = None,
+                  weights: str | None = None, store=None) -> list[dict[str, Any]]:  # fmt: skip
+    """Stored Pareto fronts (multi-objective sweeps) matching the filters, each as a dict with
+    its ``points`` and ``picked``: the point ``pick`` (fastest, efficient, smallest, balanced)
+    or ``weights`` (``time=1,energy=0.5``) chooses (balanced when neither is given; see
+    :func:`perftune.sweep.pareto.pick`) and ``picked_index``."""
+    from perftune.sweep.pareto import PICKS
+    from perftune.sweep.pareto import pick as choose
+
+    if pick is not None and pick not in PICKS:
+        raise UsageError(f"--pick {pick}: choose {', '.join(PICKS)}")
+    if objective is not None:
+        from perftune.objectives import get_objective
+
+        get_objective(objective)
+    with _using(ws, store) as s:
+        fronts = s.get_fronts(workload=workload, framework=framework, device=device, objective=objective)
+    out = []
+    for f in fronts:
+        i = choose(f.names, f.directions, f.points, pick, weights)
+        out.append({**f.to_dict(), "kind": "pareto_front", "picked_index": i, "picked": f.points[i]})
+    return out
+
+
 def run_with_best(ws: Workspace, name: str, command: list[str], *, framework: str = "torch",
                   device: str = "cpu", objective: str = "time-to-target", target: float | None = None,
                   mode: str = "max", defaults: bool = False, space: str | None = None,

@@ -29,6 +29,7 @@ PERFTUNE_TABLES = {
     "perftune_sweeps",
     "perftune_best_configs",
     "perftune_best_config_history",
+    "perftune_pareto_fronts",
 }
 
 
@@ -68,7 +69,7 @@ def test_upgrade_creates_tables_and_own_version_table(db_path: Path, sqlite_url:
         rows = conn.execute("SELECT version_num FROM perftune_alembic_version").fetchall()
         assert rows == [(head_revision(),)]
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert current_revision(sqlite_url) == head_revision() == "0003"
+    assert current_revision(sqlite_url) == head_revision() == "0004"
 
 
 def test_upgrade_is_idempotent_and_keeps_data(db_path: Path, sqlite_url: str) -> None:

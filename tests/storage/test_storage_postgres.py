@@ -58,6 +58,7 @@ def test_upgrade_in_search_path_schema(pg_url: str) -> None:
         "perftune_sweeps",
         "perftune_best_configs",
         "perftune_best_config_history",
+        "perftune_pareto_fronts",
     }
     assert "perftune_devices" not in _tables(pg_url, "public")
 

@@ -96,7 +96,7 @@ def test_healthz_and_openapi(client, ws):
     h = client.get("/healthz")
     assert h.status_code == 200, h.text
     body = h.json()
-    assert body["status"] == "ok" and body["schema"] == body["schema_head"] == "0003"
+    assert body["status"] == "ok" and body["schema"] == body["schema_head"] == "0004"
     assert body["read_only"] is False and body["db"] == ws.db
     schema = client.get("/openapi.json").json()
     assert {"/v1/best-configs", "/v1/best-configs/{best_id}", "/v1/devices", "/v1/sweeps",

@@ -220,6 +220,15 @@ FAST_CASES = [
     Case("request-rate-zero", SWEEP("--objective", "latency", "--request-rate", "0"), ["--request-rate 0"]),
     Case("inference-factored", SWEEP("--objective", "latency", "--search", "factored"),
          ["--search factored", "--search joint"]),
+    # Several objectives: each name known, one primary first, what a front needs.
+    Case("objectives-unknown-part", SWEEP("--objective", "throughput,speed"), ["--objective throughput,speed"]),
+    Case("objectives-conflicting", SWEEP("--objective", "time-to-target,throughput"),
+         ["--objective time-to-target,throughput", "conflicting objectives"]),
+    Case("objectives-with-patience", SWEEP("--objective", "throughput,peak-memory", "--patience", "2"),
+         ["--patience", "not with several objectives"]),
+    Case("energy-in-tensorflow-training", SWEEP("--objective", "throughput,energy", "--framework", "tensorflow"),
+         ["the tensorflow backend measures no energy in training"]),
+    Case("best-unknown-pick", ["--workload", "x", "--pick", "cheapest"], ["--pick cheapest: choose"], command="best"),
 ]  # fmt: skip
 
 
@@ -283,6 +292,22 @@ def test_bad_input_in_process(case, work, capsys, monkeypatch):
 def test_bad_input(case, work, fast_results):
     assert_usage_error(fast_results[case.id], work / f"ws-{case.id}", *case.needles,
                        absent=case.absent)  # fmt: skip
+
+
+def test_energy_without_a_meter_is_refused(work, tmp_path, capsys, monkeypatch):
+    """Energy is measured, never estimated: with no readable RAPL counter (an empty powercap
+    tree), the objective is refused before anything is written, naming the meter."""
+    from perftune.cli import main
+
+    monkeypatch.setenv("PERFTUNE_NO_PROGRESS", "1")
+    monkeypatch.setenv("PERFTUNE_RAPL_ROOT", str(tmp_path))
+    monkeypatch.chdir(work)
+    home = work / "ws-energy"
+    argv = _argv(Case("energy", SWEEP("--objective", "throughput,energy"), []), home)
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert_usage_error(subprocess.CompletedProcess(argv, code, captured.out, captured.err), home,
+                       "--objective throughput,energy", "energy needs a meter", f"RAPL ({tmp_path}")  # fmt: skip
 
 
 def test_every_command_has_a_subprocess_case():

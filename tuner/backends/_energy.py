@@ -27,6 +27,12 @@ from typing import Any
 
 DEFAULT_RAPL_ROOT = "/sys/class/powercap"
 
+
+def rapl_root() -> str:
+    """Where the RAPL counters are read: ``PERFTUNE_RAPL_ROOT`` if set (a copy of the tree, or a
+    test's fake counters: the boundary the energy path is tested at), else sysfs."""
+    return os.environ.get("PERFTUNE_RAPL_ROOT") or DEFAULT_RAPL_ROOT
+
 # Top-level package domains only: "intel-rapl:0", "amd-rapl:1". Sub-domains ("intel-rapl:0:0",
 # core/uncore/dram) are parts of their package and would be counted twice; "intel-rapl-mmio:0"
 # is a second interface to the same package counter.
@@ -388,7 +394,7 @@ def nvml_info(index: int) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------ selection
 def open_meter(device_kind: str, indices: list[int] | None = None, *,
-               rapl_root: str = DEFAULT_RAPL_ROOT) -> EnergyMeter | None:  # fmt: skip
+               rapl_root: str | None = None) -> EnergyMeter | None:  # fmt: skip
     """The meter for a trial's devices, or ``None`` when their energy cannot be read here.
 
     ``cuda``: an :class:`NvmlMeter` over the CUDA-visible ``indices`` (default ``[0]``);
@@ -405,8 +411,23 @@ def open_meter(device_kind: str, indices: list[int] | None = None, *,
         except errors:
             return None
     if device_kind == "cpu":
-        return RaplMeter(rapl_root) if RaplMeter.available(rapl_root) else None
+        root = rapl_root or globals()["rapl_root"]()
+        return RaplMeter(root) if RaplMeter.available(root) else None
     return None
+
+
+def missing_meter(device_kind: str) -> str | None:
+    """Why no energy meter can be read for ``device_kind`` here (one phrase naming the meter),
+    or None when one can (stdlib only; pynvml imported for ``cuda``)."""
+    if device_kind == "cpu":
+        root = rapl_root()
+        if RaplMeter.available(root):
+            return None
+        return (f"RAPL ({root}/intel-rapl:N/energy_uj missing or not readable by this user; "
+                "root can read it)")  # fmt: skip
+    if device_kind == "cuda":
+        return None if NvmlMeter.available() else "NVML (install nvidia-ml-py; needs the NVIDIA driver)"
+    return f"a meter for {device_kind} (perftune reads RAPL on CPUs and NVML on NVIDIA GPUs)"
 
 
 def energy_metrics(joules: float | None, samples: int, seconds: float,
@@ -430,6 +451,8 @@ def energy_metrics(joules: float | None, samples: int, seconds: float,
 
 __all__ = [
     "DEFAULT_RAPL_ROOT",
+    "missing_meter",
+    "rapl_root",
     "EnergyMeter",
     "NvmlMeter",
     "RaplMeter",

@@ -13,7 +13,7 @@ from perftune._optuna import GRACE_S, HEARTBEAT_S, MAX_RETRY, PRUNERS, SAMPLERS
 from perftune.backends import get_backend
 from perftune.errors import UsageError
 from perftune.names import MAX_STUDY, check_name
-from perftune.objectives import TASKS, get_objective
+from perftune.objectives import TASKS, get_objective, objective_name, parse_objectives
 from perftune.sweep.policy import POLICIES
 from perftune.workload import MAX_BUDGET_S, check_spec, declared_framework
 
@@ -195,14 +195,19 @@ class SweepConfig:
             self.framework = (declared_framework(self.workload) if self.workload else None) or "torch"
         if self.objective is None:
             self.objective = TASKS.get(self.task or "training", "time-to-target")
+        self.objective = ",".join(n.strip() for n in self.objective.split(","))
         if self.task is None:
-            self.task = get_objective(self.objective).task if self.objective in _objective_names() else "training"
+            primary = objective_name(self.objective)
+            self.task = get_objective(primary).task if primary in _objective_names() else "training"
 
     def validate(self) -> None:
         get_backend(self.framework)
         check_choice("--task", self.task, tuple(TASKS))
-        objective = get_objective(self.objective)
+        objectives = parse_objectives(self.objective)
+        objective = objectives[0]
         self._validate_task(objective)
+        if len(objectives) > 1:
+            self._validate_multi(objectives)
         if self.command:
             self._validate_command(objective.measure)
         elif self.workload is None:
@@ -269,6 +274,21 @@ class SweepConfig:
             if self.search == "factored":
                 raise UsageError("--search factored: for training's time to target only (use "
                                  "--search joint)")  # fmt: skip
+
+    def _validate_multi(self, objectives) -> None:
+        """What a multi-objective sweep (a Pareto front, no single best) cannot do."""
+        for flag, value in (("--patience", self.patience), ("--search factored", self.search == "factored" or None),
+                            ("--workers", self.workers if self.workers > 1 else None),
+                            ("--sampler grid", self.sampler == "grid" or None),
+                            ("--sampler cmaes", self.sampler == "cmaes" or None)):  # fmt: skip
+            if value is not None:
+                raise UsageError(f"{flag}: not with several objectives ({self.objective}: the "
+                                 "sweep keeps a Pareto front, not one best)")  # fmt: skip
+
+    @property
+    def multi(self) -> bool:
+        """Several objectives: the sweep keeps a Pareto front."""
+        return "," in self.objective
 
     @property
     def limits(self) -> dict[str, float | None]:

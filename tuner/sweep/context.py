@@ -20,7 +20,7 @@ from perftune.backends import TrialOutcome, TrialRequest, get_backend
 from perftune.devices import Device, select
 from perftune.errors import UsageError
 from perftune.names import check_name, safe_filename
-from perftune.objectives import Objective, get_objective
+from perftune.objectives import Objective, parse_objectives
 from perftune.settings import Workspace
 from perftune.sweep.config import ProgressFn, SweepConfig
 from perftune.workload import canonical_spec
@@ -45,7 +45,11 @@ class SweepContext:
                  executor=None, tracker=None) -> None:  # fmt: skip
         self.cfg, self.ws = cfg, ws
         self.progress: ProgressFn = progress or (lambda event, data: None)
-        self.objective = get_objective(cfg.objective)
+        #: The objectives (``--objective a,b``): the primary first, which says what trials measure.
+        self.objectives = parse_objectives(cfg.objective)
+        self.objective = self.objectives[0]
+        #: Several objectives: a Pareto front (:mod:`.pareto`), not one best.
+        self.multi = len(self.objectives) > 1
         self.spec = " ".join(cfg.command) if cfg.command else canonical_spec(cfg.workload)
         #: Knobs a launched command's template applies (read, as far as the report goes).
         self.template_knobs: list[str] = []
@@ -94,6 +98,7 @@ class SweepContext:
         check_database(ws.db, "--db")
         if cfg.track:
             check_tracking(ws.tracking_uri)
+        self._check_meters(cfg.device.partition(":")[0])
         self.executor = self.given_executor or make_executor(cfg.framework, isolate=cfg.isolate,
                                                              log_dir=None)  # fmt: skip
         self.workload = cfg.describe_command() if cfg.command else self.executor.describe(self.spec)
@@ -131,6 +136,21 @@ class SweepContext:
             self.tracker = self.given_tracker or make_tracker(ws, track=cfg.track)
         _recovery.harden(self)  # store writes, MLflow calls: retried when the connection drops
 
+    def _check_meters(self, kind: str) -> None:
+        """An energy objective where no meter is readable: refused, naming the meter (energy is
+        measured, never estimated)."""
+        from perftune.backends._energy import missing_meter
+
+        if any(o.name == "energy" for o in self.objectives):
+            if self.cfg.task == "training" and self.cfg.framework != "torch":
+                raise UsageError(f"--objective {self.cfg.objective}: the {self.cfg.framework} backend "
+                                 "measures no energy in training trials (PyTorch does; inference "
+                                 "trials do in every framework)")  # fmt: skip
+            missing = missing_meter(kind)
+            if missing:
+                raise UsageError(f"--objective {self.cfg.objective}: energy needs a meter this "
+                                 f"machine does not have: {missing}")  # fmt: skip
+
     def _capabilities(self) -> dict[str, Any]:
         """What the backend honours on the device for the sweep's task (an inference sweep on
         a device or workload the backend cannot serve is refused here, before anything runs)."""
@@ -166,16 +186,20 @@ class SweepContext:
         """The sweep's limits (``--slo-p99-ms``, ``--max-quality-drop``) a measured trial breaks."""
         return self.objective.violations(metrics, self.cfg.limits)
 
-    def value(self, config: dict[str, Any], metrics: dict[str, Any]) -> float | None:
+    def value(self, config: dict[str, Any], metrics: dict[str, Any]) -> float | list[float] | None:
         """A search trial's objective value (a search stage may value trials otherwise, e.g.
-        by a prediction: :mod:`.factored`)."""
+        by a prediction: :mod:`.factored`); with several objectives, their values in order
+        (None if any is missing)."""
+        if self.multi:
+            values = [o.value(metrics) for o in self.objectives]
+            return None if None in values else values  # type: ignore[return-value]
         return self.objective.value(metrics)
 
     def trial_budget(self, study) -> float:
         """Training-time cap of a time-to-target trial: the workload's budget, tightened to
         ``BOUND_FACTOR`` x the best time so far (a trial still short of the target by then
         cannot win; the slack leaves room for noise, which the confirmation round settles)."""
-        if self.objective.measure != "converge":
+        if self.objective.measure != "converge" or self.multi:  # a slow trial may be on the front
             return self.budget
         try:
             best = float(study.best_value)
@@ -208,6 +232,9 @@ class SweepContext:
         started = start_load()
         outcome = self.executor.run(request, on_report)
         outcome.metrics.update(measure_load(started))  # how busy the machine was meanwhile
+        if isinstance(outcome.metrics.get("quality"), int | float):  # higher is better, whatever the metric
+            sign = 1 if self.workload.get("mode", "max") == "max" else -1
+            outcome.metrics["quality_score"] = sign * outcome.metrics["quality"]
         if outcome.message:
             outcome.message = redact_text(outcome.message)
         return outcome

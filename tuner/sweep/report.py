@@ -66,6 +66,10 @@ class SweepReport:
     #: An inference sweep's limits, the model it served, and (when no config met them) the
     #: ``closest`` trial: :func:`inference_summary`.
     inference: dict[str, Any] | None = None
+    #: Several objectives: the confirmed Pareto front (:meth:`.pareto.Front.to_dict`) and its
+    #: stored record's id; ``best``/``speedup`` stay None (no single best).
+    front: dict[str, Any] | None = None
+    front_id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -205,9 +209,16 @@ def plots(ctx: SweepContext, study, tmp: str) -> None:
     import optuna.visualization as vis
     from optuna.trial import TrialState
 
-    figures = {"optimization_history": vis.plot_optimization_history,
-               "intermediate_values": vis.plot_intermediate_values}  # fmt: skip
-    if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) >= 2:
+    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if ctx.multi:  # the front; the other plots take one objective (the primary's here)
+        names = [f"{o.name} ({o.unit})" for o in ctx.objectives]
+        figures = {"pareto_front": lambda s: vis.plot_pareto_front(s, target_names=names),
+                   "optimization_history": lambda s: vis.plot_optimization_history(
+                       s, target=lambda t: t.values[0], target_name=names[0])}  # fmt: skip
+    else:
+        figures = {"optimization_history": vis.plot_optimization_history,
+                   "intermediate_values": vis.plot_intermediate_values}  # fmt: skip
+    if complete >= 2 and not ctx.multi:
         figures["param_importances"] = vis.plot_param_importances
     for name, fn in figures.items():
         try:

@@ -20,6 +20,7 @@ from perftune.stats import Interval
 from perftune.sweep.config import ProgressFn, SweepConfig
 from perftune.sweep.confirm import Verdict, confirm
 from perftune.sweep.context import SweepContext
+from perftune.sweep.pareto import confirm_front, store_front
 from perftune.sweep.policy import SearchPolicy, get_policy
 from perftune.sweep.report import (
     SweepReport,
@@ -79,6 +80,10 @@ def _run(ctx: SweepContext, t0: float, sweep_id: int | None = None,
     try:
         stopped = search(ctx, policy, study, helpers)
         counts = trial_counts(study)
+        if ctx.multi:  # several objectives: a confirmed Pareto front, not one best
+            report, summary = _front(ctx, study, t0, counts, run_id, sweep_id, stopped)
+            state = "cancelled" if ctx.cancelled else "completed"
+            return report
         verdict = confirm(ctx, study) if confirmable(ctx, study) else None
         stored, best_id = store_best(ctx, verdict, run_id, sweep_id)
         summary = {**summarize_verdict(verdict), "stored": stored, "stopped_early": stopped}
@@ -98,6 +103,22 @@ def _run(ctx: SweepContext, t0: float, sweep_id: int | None = None,
         raise
     finally:
         finish(ctx, study, helpers, sweep_id, state, summary)
+
+
+def _front(ctx: SweepContext, study, t0: float, counts: dict[str, int], run_id: str | None,
+           sweep_id: int, stopped: dict[str, Any] | None) -> tuple[SweepReport, dict[str, Any]]:  # fmt: skip
+    """The confirm, store and report phases of a multi-objective sweep (:mod:`.pareto`)."""
+    front = confirm_front(ctx, study) if confirmable(ctx, study) else None
+    front_id = store_front(ctx, front, run_id, sweep_id)
+    summary = {"front": front.to_dict() if front else None, "front_id": front_id, "stored": front_id is not None,
+               "stopped_early": stopped, "baseline": None, "best": None, "speedup": None}  # fmt: skip
+    ctx.tracker.log_summary({"front_points": len(front.points) if front else 0,
+                             **{f"trials_{k}": v for k, v in counts.items()}}, {})  # fmt: skip
+    artifacts(ctx, study, None, summary)
+    report = make_report(ctx, study, t0, counts, None, front_id is not None, None, run_id, sweep_id)
+    report.front, report.front_id, report.stopped_early = summary["front"], front_id, stopped
+    report.search, report.inference = {"search": "joint"}, inference_summary(ctx, study)
+    return report, summary
 
 
 def finished_sweep(ctx: SweepContext, study) -> dict[str, Any] | None:

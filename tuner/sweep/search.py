@@ -65,7 +65,7 @@ def run_trials(ctx: SweepContext, study, deadline: float | None) -> dict[str, An
         if last is not None:
             done = len(finished(study))
             best = None
-            with contextlib.suppress(ValueError):
+            with contextlib.suppress(ValueError, RuntimeError):  # none yet; several objectives
                 best = study.best_value
             ctx.progress("trial", {"done": done, "best": best, **last})
             if cfg.patience and stalled(study, cfg.patience, ctx.objective.direction):
@@ -119,6 +119,8 @@ def one_trial(ctx: SweepContext, study, trial, rejected: list[list[str]]) -> dic
         return None
 
     def on_report(step: int, value: float) -> bool:
+        if ctx.multi:  # Optuna prunes single-objective studies only
+            return False
         trial.report(value, step)
         return trial.should_prune()
 
@@ -215,7 +217,9 @@ def trial_run_name(ctx: SweepContext, number: int | None, state: str, note: str 
     """What a trial's run is called in the MLflow UI: its number, how it ended and its value,
     e.g. ``trial 5 complete 3.91 s``, ``trial 2 failed: oom``, ``trial 3 pruned``,
     ``trial 7 invalid`` (``throughput trial 1 ...`` in the factored search's first stage)."""
-    if value is not None:
+    if isinstance(value, list):
+        outcome = "complete " + ", ".join(format_value(v, o.unit) for o, v in zip(ctx.objectives, value, strict=True))
+    elif value is not None:
         outcome = f"complete {format_value(value, ctx.objective.unit)}"
     elif state == "FAIL" and note != "invalid":
         outcome = f"failed: {note}"
@@ -244,7 +248,9 @@ def log_trial(ctx: SweepContext, number: int | None, config: dict[str, Any], out
     before now) to now, named by :func:`trial_run_name`, its status by :data:`RUN_STATUS`
     (KILLED for the uncounted: a config the backend rejected, an interrupted trial)."""
     metrics = dict(outcome.metrics)
-    if value is not None:
+    if isinstance(value, list):  # several objectives: one metric each
+        metrics.update({f"objective_{o.name}": v for o, v in zip(ctx.objectives, value, strict=True)})
+    elif value is not None:
         metrics["objective"] = value
     if outcome.wall_s is not None:
         metrics["trial_wall_s"] = outcome.wall_s

@@ -20,12 +20,13 @@ def open_study(ctx: SweepContext):
     study = optuna.create_study(
         storage=ctx.storage, study_name=ctx.study_name, load_if_exists=True,
         sampler=make_sampler(ctx.cfg.sampler, ctx.seed, ctx.space),
-        pruner=make_pruner(ctx.cfg.pruner, ctx.objective.measure),
-        direction=ctx.objective.direction,
+        pruner=make_pruner("none" if ctx.multi else ctx.cfg.pruner, ctx.objective.measure),
+        directions=[o.direction for o in ctx.objectives],
     )  # fmt: skip
-    if study.direction.name.lower() != ctx.objective.direction:
-        raise UsageError(f"--study {ctx.study_name}: exists with direction "
-                         f"{study.direction.name.lower()}, not {ctx.objective.direction}")  # fmt: skip
+    have, want = [d.name.lower() for d in study.directions], [o.direction for o in ctx.objectives]
+    if have != want:
+        raise UsageError(f"--study {ctx.study_name}: exists with direction {', '.join(have)}, "
+                         f"not {', '.join(want)}")  # fmt: skip
     for key, mine in (("workload", ctx.workload["name"]), ("framework", ctx.cfg.framework),
                       ("device", ctx.device.fingerprint)):  # fmt: skip
         prior = study.user_attrs.get(key)

@@ -29,7 +29,7 @@ def warm_start(ctx: SweepContext, study) -> dict[str, Any] | None:
     the study is not new, ``--warm-start off`` or the sampler is ``grid``."""
     from perftune.storage import StoreError
 
-    if ctx.cfg.warm_start == "off" or ctx.cfg.sampler == "grid" or not is_new(study):
+    if ctx.cfg.warm_start == "off" or ctx.cfg.sampler == "grid" or ctx.multi or not is_new(study):
         return None
     try:
         records = [r for r in ctx.store.get_best(workload=ctx.workload["name"], framework=ctx.cfg.framework)
