@@ -13,6 +13,7 @@ Public API::
     perftune.Trial.connect()                               # in a script perftune launches
     perftune.Trial.from_best("my-model").run(train)        # the tuned config, outside a sweep
     perftune.best_config("my-model")                       # the stored record
+    perftune.serving(model, config)                        # a tuned inference config, on your model
     perftune.Workload(...)                                 # a model/data description for the built-in loop
 
 Installed, this is the only top-level name perftune adds: its store and search-space format
@@ -26,11 +27,12 @@ from typing import Any
 
 __version__ = "0.1.0"
 __all__ = ["StopTrial", "Trainable", "Trial", "Workload", "__version__", "best_config",
-           "current_trial", "trainable"]
+           "current_trial", "serving", "trainable"]
 
 _LAZY = {
     "Workload": "perftune.workload",
     "best_config": "perftune.api",
+    "serving": "perftune.api",
     "Trial": "perftune.trial.api",
     "Trainable": "perftune.trial.api",
     "trainable": "perftune.trial.api",

@@ -52,7 +52,13 @@ def seed(db: str) -> dict[str, int]:
                              speedup_interval=(1.8, 2.2))  # fmt: skip
         s.finish_sweep(sid, state="completed", n_trials=4, n_complete=4,
                        summary={"best_config_id": rec.id})  # fmt: skip
-    return {"sweep": sid, "best": rec.id}
+        front = s.save_front(workload="noop", framework="torch", device_fingerprint=FP,
+                             objective="throughput,peak-memory", names=["throughput", "peak-memory"],
+                             directions=["maximize", "minimize"], units=["samples/s", "MiB"],
+                             points=[{"config": {"batch_size": 8}, "values": [100.0, 300.0]},
+                                     {"config": {"batch_size": 512}, "values": [900.0, 2000.0]}],
+                             mlflow_run_id="abc123", sweep_id=sid)  # fmt: skip
+    return {"sweep": sid, "best": rec.id, "front": front.id}
 
 
 @pytest.fixture
@@ -117,6 +123,22 @@ def test_docs_pages_name_no_other_host(client):
             asset = client.get(f"/docs-assets/{name}")
             assert asset.status_code == 200 and len(asset.content) > 100, name
     assert "/docs" not in client.get("/openapi.json").json()["paths"]
+
+
+def test_pareto_fronts_and_the_picked_point(client, ids):
+    got = client.get("/v1/pareto-fronts", params={"workload": "noop", "pick": "smallest"})
+    assert got.status_code == 200, got.text
+    (front,) = got.json()
+    assert front["id"] == ids["front"] and front["names"] == ["throughput", "peak-memory"]
+    assert front["picked"]["config"] == {"batch_size": 8} and front["picked_index"] == 0
+    fastest = client.get("/v1/pareto-fronts", params={"workload": "noop", "pick": "fastest"}).json()[0]
+    assert fastest["picked"]["config"] == {"batch_size": 512}
+    weighted = client.get("/v1/pareto-fronts", params={"workload": "noop", "weights": "throughput=1"}).json()[0]
+    assert weighted["picked_index"] == 1
+    bad = client.get("/v1/pareto-fronts", params={"workload": "noop", "weights": "energy=1"})
+    assert bad.status_code == 422 and "--weights energy=1" in bad.text
+    assert field_errors(client.get("/v1/pareto-fronts", params={"workload": "noop", "pick": "cheap"})) == [("query", "pick")]
+    assert client.get("/v1/pareto-fronts", params={"workload": "nothing"}).json() == []
 
 
 def test_best_configs_devices_and_finished_sweep(client, ids):

@@ -96,3 +96,22 @@ def test_a_training_function_cannot_be_served(weights):
     fn = perftune.trainable(lambda trial: None, name="f", target=0.5)
     with pytest.raises(UsageError, match="must be a perftune.Workload"):
         TorchBackend().run_trial(fn, request(BASE, "infer", weights), NullChannel())
+
+
+@pytest.mark.parametrize("config", [{}, {"quantization": "dynamic_int8", "inference_mode": True},
+                                    {"precision": "bf16", "num_threads": 1}], ids=["fp32", "int8", "bf16"])  # fmt: skip
+def test_serving_applies_a_tuned_config_to_the_users_model(config, weights):
+    """perftune.serving: the stored config on the user's own model, outside any trial."""
+    import perftune
+
+    trained = model()
+    trained.load_state_dict(torch.load(weights, weights_only=True))
+    x = torch.as_tensor(X[900:])
+    predict = perftune.serving(trained, {**BASE, **config})
+    with torch.no_grad():
+        want = trained(x).argmax(1)
+    got = predict(x).float().argmax(1)
+    assert (got == want).float().mean() >= 0.95  # quantized / bf16: the same answers, nearly
+    if not config:
+        assert torch.equal(predict(x), trained(x).detach())
+    assert trained.training is False and next(trained.parameters()).dtype == torch.float32  # left as it was

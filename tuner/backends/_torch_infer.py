@@ -134,7 +134,7 @@ def configure(model, config: dict[str, Any], device, example):
     m = m.to(device)
     if precision in ("bf16", "fp16"):
         m = m.to({"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
-    if config.get("channels_last") and example.dim() == 4:
+    if config.get("channels_last") and (example is None or example.dim() == 4):  # 4-D weights only
         m = m.to(memory_format=torch.channels_last)
     mode = config.get("compile", "none")
     if mode != "none":

@@ -280,7 +280,8 @@ class SweepConfig:
         for flag, value in (("--patience", self.patience), ("--search factored", self.search == "factored" or None),
                             ("--workers", self.workers if self.workers > 1 else None),
                             ("--sampler grid", self.sampler == "grid" or None),
-                            ("--sampler cmaes", self.sampler == "cmaes" or None)):  # fmt: skip
+                            ("--sampler cmaes", self.sampler == "cmaes" or None),
+                            ("--device all", self.device == "all" or None)):  # fmt: skip
             if value is not None:
                 raise UsageError(f"{flag}: not with several objectives ({self.objective}: the "
                                  "sweep keeps a Pareto front, not one best)")  # fmt: skip
