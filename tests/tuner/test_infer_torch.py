@@ -115,3 +115,20 @@ def test_serving_applies_a_tuned_config_to_the_users_model(config, weights):
     if not config:
         assert torch.equal(predict(x), trained(x).detach())
     assert trained.training is False and next(trained.parameters()).dtype == torch.float32  # left as it was
+
+
+def test_a_language_model_is_served_by_generating_tokens(tmp_path):
+    """A small GPT (gpt-tiny's code, smaller): requests are prompts continued token by token;
+    throughput counts generated tokens, latencies are per token, the request's p99 besides."""
+    from perftune.workloads.torch_gpt import make_gpt_workload
+
+    gpt = make_gpt_workload(d_model=32, n_layer=1, n_head=2, n_train=256, n_val=32, target=4.0,
+                            budget_s=30, name="gpt-serve")  # fmt: skip
+    path = tmp_path / "gpt.pt"
+    TorchBackend().run_trial(gpt, request(TRAINING_DEFAULTS, "fit", path), NullChannel())
+    m = TorchBackend().run_trial(gpt, request({**BASE, "batch_size": 4}, "infer", path), NullChannel())["metrics"]
+    gen = gpt.extra["generate"]
+    assert gen["prompt"] + gen["new_tokens"] == gpt.extra["seq_len"] and m["new_tokens"] == gen["new_tokens"]
+    assert 0 < m["p50_ms"] <= m["p99_ms"] <= m["max_ms"]
+    assert m["request_p99_ms"] > m["p50_ms"]  # a request is several decoding steps
+    assert m["throughput_sps"] > 0 and m["quality_drop"] == pytest.approx(0.0, abs=1e-6)

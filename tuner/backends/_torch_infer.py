@@ -11,6 +11,13 @@ replica) and ``replicas`` (threads serving at once, sharing the weights).
 Weight-only int8 needs torchao, which perftune does not install: it is offered only where
 ``torchao`` is importable (:func:`quantizations`), and has never run here.
 
+A language model whose workload says ``extra["generate"] = {"prompt": P, "new_tokens": N}``
+(``gpt-tiny``) is served by generating: a request is ``batch_size`` prompts of ``P`` tokens, each
+continued greedily by ``N`` tokens, one forward pass per token (the model has no KV cache, so a
+step recomputes its context, as the model is written). A *sample* is then a generated token:
+``throughput_sps`` is tokens per second, and ``p50_ms`` ... ``max_ms`` are per-token (per
+decoding step) latencies; ``request_p99_ms`` is a whole request's.
+
 The model comes from :func:`trained_model`: the workload's ``weights`` file if it names one,
 else the file the sweep's ``fit`` request wrote (the workload trained once to its target by the
 built-in loop, :func:`fit`).
@@ -154,6 +161,27 @@ def prepare_inputs(x, config: dict[str, Any], device):
     return x.to(device)
 
 
+def generator(model, prompt_inputs, new_tokens: int, sync, steps: list[float], timing: dict[str, bool]):
+    """``predict`` for a generating model: greedy decoding of ``new_tokens`` after the prompts;
+    each step's time is appended to ``steps`` while ``timing["on"]``."""
+    import time
+
+    import torch
+
+    def predict(x):
+        ctx = prompt_inputs(x)
+        for _ in range(new_tokens):
+            t0 = time.perf_counter()
+            nxt = model(ctx)[:, -1].float().argmax(-1, keepdim=True).to(ctx.dtype)
+            ctx = torch.cat([ctx, nxt], dim=1)
+            sync()
+            if timing["on"]:
+                steps.append(time.perf_counter() - t0)
+        return ctx
+
+    return predict
+
+
 def run_inference(workload: Any, request: Any) -> dict[str, Any]:
     """One inference trial: load, configure, measure quality on the validation set, then serve
     (:func:`~perftune.trial._serve.serve`) and report latencies, throughput, memory, energy."""
@@ -188,18 +216,35 @@ def run_inference(workload: Any, request: Any) -> dict[str, Any]:
         out = torch.cat([predict(x_va[i : i + bs]).float().cpu() for i in range(0, len(x_va), bs)])
     quality = _metric(torch, workload.metric, out, y_va)
     ref_quality = _metric(torch, workload.metric, ref_out, y_va)
-    requests = [(x_va[i : i + bs], len(x_va[i : i + bs])) for i in range(0, len(x_va) - bs + 1, bs)]
+    gen, steps, timing = workload.extra.get("generate"), [], {"on": False}
+    per_request = gen["new_tokens"] if gen else 1  # samples a request yields: generated tokens
+    requests = [(x_va[i : i + bs, : gen["prompt"]] if gen else x_va[i : i + bs], len(x_va[i : i + bs]) * per_request)
+                for i in range(0, len(x_va) - bs + 1, bs)]  # fmt: skip
     if not requests:
         raise InvalidConfig(f"batch_size {bs} is larger than the validation set ({len(x_va)} samples)")
+    if gen:  # token ids stay float32 (the model casts them), whatever the precision
+
+        def decode_step(ctx):
+            with grad_off():
+                return model(ctx)
+
+        predict = generator(decode_step, lambda x: x.to(device), gen["new_tokens"], acc.synchronize, steps, timing)
     meter = _open_energy(info["kind"], [0])
     if meter is not None:
         meter.start()
     result = serve([predict] * int(config.get("replicas", 1)), requests,
                    warmup_s=request.warmup_s, window_s=request.window_s, repeats=request.repeats,
                    rate=request.request_rate, seed=request.seed,
-                   on_thread=lambda: torch.set_num_threads(threads))  # fmt: skip
+                   on_thread=lambda: torch.set_num_threads(threads),
+                   on_phase=lambda timed: timing.update(on=timed))  # fmt: skip
     joules = meter.stop() if meter is not None else None
-    metrics = {**result.metrics(), "quality": quality, "quality_reference": ref_quality,
+    served = result.metrics()
+    if gen:  # latencies per generated token; the request's as well
+        from perftune.trial._serve import percentiles
+
+        served = {**served, "request_p99_ms": served["p99_ms"], "new_tokens": gen["new_tokens"],
+                  **{f"{k}_ms": v * 1000 for k, v in percentiles(steps).items()}}  # fmt: skip
+    metrics = {**served, "quality": quality, "quality_reference": ref_quality,
                "quality_drop": ref_quality - quality if workload.mode == "max" else quality - ref_quality,
                "peak_rss_mb": rss_peak_mb(), "batch_size": bs,
                **energy_metrics(joules, result.samples, result.seconds, getattr(meter, "source", None))}  # fmt: skip

@@ -66,14 +66,21 @@ def percentiles(values: Sequence[float]) -> dict[str, float]:
 
 def serve(predicts: Sequence[Callable[[Any], Any]], requests: Sequence[tuple[Any, int]], *,
           warmup_s: float, window_s: float, repeats: int, rate: float | None = None, seed: int = 0,
-          on_thread: Callable[[], None] | None = None) -> ServeResult:  # fmt: skip
+          on_thread: Callable[[], None] | None = None,
+          on_phase: Callable[[bool], None] | None = None) -> ServeResult:  # fmt: skip
     """Serve ``requests`` (``(inputs, samples)`` pairs, cycled) with one thread per ``predicts``
     entry (a replica); see the module docstring. ``on_thread()`` runs first in every replica
-    thread (per-thread settings such as intra-op threads)."""
+    thread (per-thread settings such as intra-op threads); ``on_phase(timed)`` before the
+    warm-up (False) and before the timed windows (True), for a ``predict`` that records times
+    of its own (a generating model's per-token latencies)."""
     if not predicts or not requests:
         raise ValueError("serve() needs at least one replica and one request")
     result = ServeResult()
+    if on_phase is not None:
+        on_phase(False)
     _phase(predicts, requests, warmup_s, None, rate, seed, on_thread)  # warm-up: not recorded
+    if on_phase is not None:
+        on_phase(True)
     for r in range(repeats):
         _phase(predicts, requests, window_s, result, rate, seed + 1 + r, on_thread)
     return result

@@ -311,7 +311,10 @@ def make_gpt_workload(*, vocab: int = TINY_VOCAB, seq_len: int = TINY_SEQ_LEN,
         flops_per_sample=gpt_flops_per_sample(vocab, seq_len, d_model, n_layer, n_head),
         description=desc,
         extra={"vocab": vocab, "seq_len": seq_len, "d_model": d_model, "n_layer": n_layer,
-               "n_head": n_head, "n_train": n_train, "n_val": n_val, "entropy_floor": floor},
+               "n_head": n_head, "n_train": n_train, "n_val": n_val, "entropy_floor": floor,
+               # served by generating (--task inference): a prompt of half a sequence, the rest
+               # generated greedily token by token (perftune.backends._torch_infer.generator)
+               "generate": {"prompt": seq_len // 2, "new_tokens": seq_len - seq_len // 2}},
     )  # fmt: skip
 
 
