@@ -163,6 +163,16 @@ def _history_dict(h: BestConfigHistory) -> dict[str, Any]:
     }
 
 
+def _device_matches(device: str):
+    """The condition of a ``device`` filter: the kind or the model name (case-insensitive), or
+    a fingerprint prefix of at least 6 hex characters."""
+    d = device.strip().lower()
+    conds = [func.lower(Device.kind) == d, func.lower(Device.name) == d]
+    if len(d) >= 6 and set(d) <= _HEX:
+        conds.append(Device.fingerprint.startswith(d, autoescape=True))
+    return or_(*conds)
+
+
 def _front_record(row: ParetoFront) -> ParetoFrontRecord:
     return ParetoFrontRecord(
         id=row.id, workload=row.workload.name, framework=row.framework, device_kind=row.device.kind,
@@ -765,11 +775,7 @@ class SQLConfigStore(BaseConfigStore):
             stmt = stmt.where(or_(BestConfig.objective == objective,
                                   BestConfig.objective.startswith(f"{objective}@", autoescape=True)))  # fmt: skip
         if device is not None:
-            d = device.strip().lower()
-            conds = [func.lower(Device.kind) == d, func.lower(Device.name) == d]
-            if len(d) >= 6 and set(d) <= _HEX:
-                conds.append(Device.fingerprint.startswith(d, autoescape=True))
-            stmt = stmt.where(or_(*conds))
+            stmt = stmt.where(_device_matches(device))
         with self._tx() as s:
             records = [_record(row) for row in s.scalars(stmt).unique()]
         return sorted(records, key=_sort_key)
@@ -814,11 +820,7 @@ class SQLConfigStore(BaseConfigStore):
         if framework is not None:
             stmt = stmt.where(ParetoFront.framework == framework)
         if device is not None:
-            d = device.strip().lower()
-            conds = [func.lower(Device.kind) == d, func.lower(Device.name) == d]
-            if len(d) >= 6 and set(d) <= _HEX:
-                conds.append(Device.fingerprint.startswith(d, autoescape=True))
-            stmt = stmt.where(or_(*conds))
+            stmt = stmt.where(_device_matches(device))
         with self._tx() as s:
             found = [_front_record(row) for row in s.scalars(stmt).unique()]
         if objective is not None:  # a name the key contains: "energy" in "time-to-target,energy"

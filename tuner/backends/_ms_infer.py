@@ -36,6 +36,7 @@ import os
 from typing import Any
 
 from perftune.backends._host import rss_peak_mb, usable_cores
+from perftune.backends._serving import check_workload, fit_result, metered_serve, quality_metrics
 from perftune.errors import InvalidConfig, UsageError
 
 PRECISIONS = {"cpu": ["fp32", "fp16"]}
@@ -73,7 +74,6 @@ def fit(backend: Any, workload: Any, request: Any, channel: Any) -> dict[str, An
     MindSpore checkpoint)."""
     from perftune.backends._base import TrialRequest
     from perftune.backends._mindspore import MindSporeKit, builtin_loop, validate_config
-    from perftune.backends._torch_infer import check_workload
     from perftune.trial._run import run_rank
 
     check_workload(workload)
@@ -92,19 +92,14 @@ def fit(backend: Any, workload: Any, request: Any, channel: Any) -> dict[str, An
 
     kit = FitKit(train.config, train)
     result = run_rank(builtin_loop(workload), kit, train, channel, workload.describe())
-    metrics = result["metrics"]
-    if not metrics.get("reached_target"):
-        raise UsageError(f"--workload {workload.name}: training the model to serve did not reach "
-                         f"its target {workload.target} in {train.budget_s or workload.budget_s:g} s (last "
-                         f"evaluation {metrics.get('final_metric')}): give the Workload weights=, or a longer budget_s")  # fmt: skip
+    fitted = fit_result(workload, result["metrics"], train.budget_s)
     if not nets:
         raise UsageError(f"--workload {workload.name}: the training loop built no network to save")
     # save_checkpoint appends ".ckpt" to a name without it: the temporary name keeps the suffix.
     tmp = f"{request.model_path}.tmp{os.getpid()}.ckpt"
     kit.ms.save_checkpoint(nets[-1], tmp)
     os.replace(tmp, request.model_path)  # a reader never sees half a file
-    return {"metrics": {"fit_metric": metrics.get("final_metric"), "fit_time_s": metrics.get("time_to_target_s")},
-            "curves": {}, "pruned": False}  # fmt: skip
+    return fitted
 
 
 def trained_model(workload: Any, request: Any):
@@ -149,26 +144,13 @@ def configure(workload: Any, request: Any, config: dict[str, Any]):
     return predict
 
 
-def _open_meter():
-    """The CPU's energy meter (RAPL), or None when it cannot be read here."""
-    try:
-        from perftune.backends._energy import open_meter
-
-        return open_meter("cpu", [0])
-    except Exception:  # noqa: BLE001 - energy is optional; a broken reader must not fail a trial
-        return None
-
-
 def run_inference(workload: Any, request: Any) -> dict[str, Any]:
     """One inference trial: load, configure, measure quality on the validation set, then serve
     (:func:`~perftune.trial._serve.serve`) and report latencies, throughput, memory, energy."""
     import mindspore as ms
     import numpy as np
 
-    from perftune.backends._energy import energy_metrics
     from perftune.backends._mindspore import _arrays, _metric
-    from perftune.backends._torch_infer import check_workload
-    from perftune.trial._serve import serve
 
     check_workload(workload)
     config = request.config
@@ -189,18 +171,7 @@ def run_inference(workload: Any, request: Any) -> dict[str, Any]:
     y = ms.Tensor(y_va)
     quality = _metric(workload.metric, ms.Tensor(out.astype(np.float32)), y)
     ref_quality = _metric(workload.metric, ms.Tensor(ref_out.astype(np.float32)), y)
-    meter = _open_meter()
-    try:
-        if meter is not None:
-            meter.start()
-        result = serve([predict], requests, warmup_s=request.warmup_s, window_s=request.window_s,
-                       repeats=request.repeats, rate=request.request_rate, seed=request.seed)  # fmt: skip
-        joules = meter.stop() if meter is not None else None
-    finally:
-        if meter is not None:
-            meter.close()
-    metrics = {**result.metrics(), "quality": quality, "quality_reference": ref_quality,
-               "quality_drop": ref_quality - quality if workload.mode == "max" else quality - ref_quality,
-               "peak_rss_mb": rss_peak_mb(), "batch_size": bs,
-               **energy_metrics(joules, result.samples, result.seconds, getattr(meter, "source", None))}  # fmt: skip
+    result, energy = metered_serve([predict], requests, request)
+    metrics = {**result.metrics(), **quality_metrics(quality, ref_quality, workload.mode), **energy,
+               "peak_rss_mb": rss_peak_mb(), "batch_size": bs}
     return {"metrics": metrics, "curves": {}, "pruned": False}

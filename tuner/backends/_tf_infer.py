@@ -33,8 +33,8 @@ import warnings
 from typing import Any
 
 from perftune.backends._host import rss_peak_mb, usable_cores
+from perftune.backends._serving import check_workload, fit_result, metered_serve, quality_metrics
 from perftune.errors import InvalidConfig, UsageError
-from perftune.trial._serve import serve
 
 RUNTIMES = ("keras", "tflite")
 QUANTIZATIONS = ("none", "dynamic_range", "float16")
@@ -80,7 +80,6 @@ def fit(backend: Any, workload: Any, request: Any, channel: Any) -> dict[str, An
     from perftune.backends._base import TrialRequest
     from perftune.backends._tensorflow import KerasKit, builtin_loop
     from perftune.backends._tensorflow import validate_config as validate_training
-    from perftune.backends._torch_infer import check_workload
     from perftune.trial._run import run_rank
 
     check_workload(workload)
@@ -91,11 +90,7 @@ def fit(backend: Any, workload: Any, request: Any, channel: Any) -> dict[str, An
     validate_training(train.config, train.device)
     kit = KerasKit(train.config, train)
     result = run_rank(builtin_loop(workload), kit, train, channel, workload.describe())
-    metrics = result["metrics"]
-    if not metrics.get("reached_target"):
-        raise UsageError(f"--workload {workload.name}: training the model to serve did not reach "
-                         f"its target {workload.target} in {workload.budget_s:g} s (best "
-                         f"{metrics.get('best_metric')}): give the Workload weights=, or a longer budget_s")  # fmt: skip
+    fitted = fit_result(workload, result["metrics"], train.budget_s)
     model = kit.keep[0]
     tmp = f"{request.model_path[: -len('.weights.h5')]}.tmp{os.getpid()}.weights.h5"
     try:
@@ -104,8 +99,7 @@ def fit(backend: Any, workload: Any, request: Any, channel: Any) -> dict[str, An
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
-    return {"metrics": {"fit_metric": metrics.get("final_metric"), "fit_time_s": metrics.get("time_to_target_s")},
-            "curves": {}, "pruned": False}  # fmt: skip
+    return fitted
 
 
 def trained_model(workload: Any, request: Any, example=None):
@@ -157,24 +151,12 @@ def tflite_predictor(tf, content: bytes, threads: int, shape: tuple[int, ...]):
     return predict
 
 
-def _open_energy():
-    """The CPU's energy meter, or None when none is readable (never invented)."""
-    try:
-        from perftune.backends._energy import open_meter
-
-        return open_meter("cpu", [0])
-    except Exception:  # noqa: BLE001 - energy is optional; a broken reader must not fail a trial
-        return None
-
-
 def run_inference(workload: Any, request: Any) -> dict[str, Any]:
     """One inference trial: load, configure, measure quality on the validation set, then serve
     (:func:`~perftune.trial._serve.serve`) and report latencies, throughput, memory, energy."""
     import numpy as np
 
-    from perftune.backends._energy import energy_metrics
     from perftune.backends._tensorflow import _host_array, _metric
-    from perftune.backends._torch_infer import check_workload
 
     check_workload(workload)
     if request.device.split(":", 1)[0] != "cpu":
@@ -238,16 +220,9 @@ def run_inference(workload: Any, request: Any) -> dict[str, Any]:
     quality = _metric(workload.metric, tf.constant(out), y_va)
     ref_quality = _metric(workload.metric, tf.constant(ref_out), y_va)
 
-    meter = _open_energy()
-    if meter is not None:
-        meter.start()
-    result = serve(predicts, requests, warmup_s=request.warmup_s, window_s=request.window_s,
-                   repeats=request.repeats, rate=request.request_rate, seed=request.seed)  # fmt: skip
-    joules = meter.stop() if meter is not None else None
-    metrics = {**result.metrics(), "quality": quality, "quality_reference": ref_quality,
-               "quality_drop": ref_quality - quality if workload.mode == "max" else quality - ref_quality,
-               "peak_rss_mb": rss_peak_mb(), "batch_size": bs,
-               **energy_metrics(joules, result.samples, result.seconds, getattr(meter, "source", None))}  # fmt: skip
+    result, energy = metered_serve(predicts, requests, request)
+    metrics = {**result.metrics(), **quality_metrics(quality, ref_quality, workload.mode), **energy,
+               "peak_rss_mb": rss_peak_mb(), "batch_size": bs}
     if runtime == "tflite":
         metrics["model_bytes"] = len(content)
     return {"metrics": metrics, "curves": {}, "pruned": False}

@@ -32,8 +32,8 @@ import warnings
 from typing import Any
 
 from perftune.backends._host import rss_peak_mb
+from perftune.backends._serving import check_workload, fit_result, metered_serve, quality_metrics
 from perftune.errors import InvalidConfig, UsageError
-from perftune.trial._serve import serve
 
 QUANTIZATIONS = ("none", "dynamic_int8", "weight_only_int8")
 PRECISIONS = {"cpu": ["fp32", "bf16"], "cuda": ["fp32", "bf16", "fp16"], "xpu": ["fp32", "bf16", "fp16"],
@@ -60,17 +60,6 @@ def capabilities(device_class: str) -> dict[str, Any]:
                         "inference_mode": [False, True], "channels_last": [False, True]}}  # fmt: skip
 
 
-def check_workload(workload: Any) -> None:
-    """A served model needs a :class:`~perftune.workload.Workload` (a factory, data and a
-    metric); a training function alone says neither what to load nor what to feed it."""
-    from perftune.workload import Workload
-
-    if not isinstance(workload, Workload):
-        raise UsageError("--task inference: the workload must be a perftune.Workload (a model "
-                         "factory, data and a metric); a @perftune.trainable training function "
-                         "does not say what to serve")  # fmt: skip
-
-
 def fit(backend: Any, workload: Any, request: Any, channel: Any) -> dict[str, Any]:
     """Train ``workload`` once with ``request.config`` (the training space's defaults) to its
     target with the built-in loop, and save its weights to ``request.model_path``."""
@@ -91,17 +80,12 @@ def fit(backend: Any, workload: Any, request: Any, channel: Any) -> dict[str, An
     device = device_record(train)
     kit = TorchKit(train.config, validate_config(train.config, device), device, train)
     result = run_rank(builtin_loop(workload), kit, train, channel, workload.describe())
-    metrics = result["metrics"]
-    if not metrics.get("reached_target"):
-        raise UsageError(f"--workload {workload.name}: training the model to serve did not reach "
-                         f"its target {workload.target} in {train.budget_s or workload.budget_s:g} s (best "
-                         f"{metrics.get('final_metric')}): give the Workload weights=, or a longer budget_s")  # fmt: skip
+    fitted = fit_result(workload, result["metrics"], train.budget_s)
     model = _unwrapped(kit.models[-1]).to("cpu")
     tmp = f"{request.model_path}.tmp{os.getpid()}"
     torch.save(model.state_dict(), tmp)
     os.replace(tmp, request.model_path)  # a reader never sees half a file
-    return {"metrics": {"fit_metric": metrics.get("final_metric"), "fit_time_s": metrics.get("time_to_target_s")},
-            "curves": {}, "pruned": False}  # fmt: skip
+    return fitted
 
 
 def trained_model(workload: Any, request: Any):
@@ -187,8 +171,7 @@ def run_inference(workload: Any, request: Any) -> dict[str, Any]:
     (:func:`~perftune.trial._serve.serve`) and report latencies, throughput, memory, energy."""
     import torch
 
-    from perftune.backends._energy import energy_metrics
-    from perftune.backends._torch import _metric, _open_energy, _tensors, device_record
+    from perftune.backends._torch import _metric, _tensors, device_record
     from perftune.backends._torch_accel import accelerator
 
     check_workload(workload)
@@ -229,25 +212,17 @@ def run_inference(workload: Any, request: Any) -> dict[str, Any]:
                 return model(ctx)
 
         predict = generator(decode_step, lambda x: x.to(device), gen["new_tokens"], acc.synchronize, steps, timing)
-    meter = _open_energy(info["kind"], [0])
-    if meter is not None:
-        meter.start()
-    result = serve([predict] * int(config.get("replicas", 1)), requests,
-                   warmup_s=request.warmup_s, window_s=request.window_s, repeats=request.repeats,
-                   rate=request.request_rate, seed=request.seed,
-                   on_thread=lambda: torch.set_num_threads(threads),
-                   on_phase=lambda timed: timing.update(on=timed))  # fmt: skip
-    joules = meter.stop() if meter is not None else None
+    result, energy = metered_serve([predict] * int(config.get("replicas", 1)), requests, request, kind=info["kind"],
+                                   on_thread=lambda: torch.set_num_threads(threads),
+                                   on_phase=lambda timed: timing.update(on=timed))  # fmt: skip
     served = result.metrics()
     if gen:  # latencies per generated token; the request's as well
         from perftune.trial._serve import percentiles
 
         served = {**served, "request_p99_ms": served["p99_ms"], "new_tokens": gen["new_tokens"],
                   **{f"{k}_ms": v * 1000 for k, v in percentiles(steps).items()}}  # fmt: skip
-    metrics = {**served, "quality": quality, "quality_reference": ref_quality,
-               "quality_drop": ref_quality - quality if workload.mode == "max" else quality - ref_quality,
-               "peak_rss_mb": rss_peak_mb(), "batch_size": bs,
-               **energy_metrics(joules, result.samples, result.seconds, getattr(meter, "source", None))}  # fmt: skip
+    metrics = {**served, **quality_metrics(quality, ref_quality, workload.mode), **energy,
+               "peak_rss_mb": rss_peak_mb(), "batch_size": bs}
     peak = acc.peak_memory_bytes()
     if peak is not None:
         metrics["peak_device_memory_mb"] = peak / 2**20
