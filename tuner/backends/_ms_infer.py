@@ -36,7 +36,13 @@ import os
 from typing import Any
 
 from perftune.backends._host import rss_peak_mb, usable_cores
-from perftune.backends._serving import check_workload, fit_result, metered_serve, quality_metrics
+from perftune.backends._serving import (
+    check_workload,
+    fit_result,
+    metered_serve,
+    quality_metrics,
+    weights_path,
+)
 from perftune.errors import InvalidConfig, UsageError
 
 PRECISIONS = {"cpu": ["fp32", "fp16"]}
@@ -106,9 +112,7 @@ def trained_model(workload: Any, request: Any):
     """The workload's network with its trained parameters, in inference mode (fp32)."""
     import mindspore as ms
 
-    path = workload.weights or request.model_path
-    if not path or not os.path.isfile(path):
-        raise UsageError(f"--workload {workload.name}: no trained weights at {path}")
+    path = weights_path(workload, request)
     net = workload.model()
     try:
         missing, _ = ms.load_param_into_net(net, ms.load_checkpoint(path), strict_load=True)

@@ -9,7 +9,7 @@ from typing import Any
 from perftune.errors import UsageError
 from perftune.trial._serve import ServeResult, serve
 
-__all__ = ["check_workload", "fit_result", "metered_serve", "quality_metrics"]
+__all__ = ["check_workload", "fit_result", "metered_serve", "quality_metrics", "weights_path"]
 
 
 def check_workload(workload: Any) -> None:
@@ -21,6 +21,16 @@ def check_workload(workload: Any) -> None:
         raise UsageError("--task inference: the workload must be a perftune.Workload (a model "
                          "factory, data and a metric); a @perftune.trainable training function "
                          "does not say what to serve")  # fmt: skip
+
+
+def weights_path(workload: Any, request: Any) -> str:
+    """The trained weights to serve: the workload's ``weights``, else the fit's file."""
+    import os
+
+    path = workload.weights or request.model_path
+    if not path or not os.path.isfile(path):
+        raise UsageError(f"--workload {workload.name}: no trained weights at {path}")
+    return path
 
 
 def fit_result(workload: Any, metrics: dict[str, Any], budget_s: float | None) -> dict[str, Any]:

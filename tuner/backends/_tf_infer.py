@@ -33,7 +33,13 @@ import warnings
 from typing import Any
 
 from perftune.backends._host import rss_peak_mb, usable_cores
-from perftune.backends._serving import check_workload, fit_result, metered_serve, quality_metrics
+from perftune.backends._serving import (
+    check_workload,
+    fit_result,
+    metered_serve,
+    quality_metrics,
+    weights_path,
+)
 from perftune.errors import InvalidConfig, UsageError
 
 RUNTIMES = ("keras", "tflite")
@@ -105,9 +111,7 @@ def fit(backend: Any, workload: Any, request: Any, channel: Any) -> dict[str, An
 def trained_model(workload: Any, request: Any, example=None):
     """The workload's Keras model with its trained weights (built first: called on
     ``example``, one sample, where given)."""
-    path = workload.weights or request.model_path
-    if not path or not os.path.isfile(path):
-        raise UsageError(f"--workload {workload.name}: no trained weights at {path}")
+    path = weights_path(workload, request)
     model = workload.model()
     try:
         if example is not None:

@@ -32,7 +32,13 @@ import warnings
 from typing import Any
 
 from perftune.backends._host import rss_peak_mb
-from perftune.backends._serving import check_workload, fit_result, metered_serve, quality_metrics
+from perftune.backends._serving import (
+    check_workload,
+    fit_result,
+    metered_serve,
+    quality_metrics,
+    weights_path,
+)
 from perftune.errors import InvalidConfig, UsageError
 
 QUANTIZATIONS = ("none", "dynamic_int8", "weight_only_int8")
@@ -92,9 +98,7 @@ def trained_model(workload: Any, request: Any):
     """The workload's model with its trained weights, on the CPU, in eval mode."""
     import torch
 
-    path = workload.weights or request.model_path
-    if not path or not os.path.isfile(path):
-        raise UsageError(f"--workload {workload.name}: no trained weights at {path}")
+    path = weights_path(workload, request)
     model = workload.model()
     try:
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
