@@ -90,9 +90,10 @@ def test_throughput_value():
 
 
 def test_get_objective():
-    assert set(OBJECTIVES) == {"time-to-target", "throughput"}
+    assert set(OBJECTIVES) == {"time-to-target", "throughput", "throughput-at-slo", "latency", "energy",
+                               "peak-memory", "quality"}
     assert isinstance(get_objective("throughput"), Throughput)
-    with pytest.raises(UsageError, match=r"^--objective speed: unknown objective .*time-to-target"):
+    with pytest.raises(UsageError, match=r"^--objective speed: unknown objective .speed. .*time-to-target"):
         get_objective("speed")
 
 
