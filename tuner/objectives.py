@@ -109,11 +109,11 @@ class ThroughputAtSLO(Objective):
         return float(v) if v is not None and math.isfinite(v) and v > 0 else None
 
     def violations(self, metrics: Mapping[str, Any], limits: Mapping[str, Any]) -> dict[str, str]:
-        out = _quality_violation(metrics, limits)
+        out = {}  # the SLO first: the cause a trial over both limits is recorded with
         p99, slo = metrics.get("p99_ms"), limits.get("slo_p99_ms")
         if slo is not None and p99 is not None and p99 > slo:
             out["slo"] = f"p99 latency {p99:.3g} ms over the {slo:g} ms target"
-        return out
+        return {**out, **_quality_violation(metrics, limits)}
 
 
 class Latency(Objective):

@@ -32,7 +32,7 @@ def sweep(home, *args: str, rounds: int = 1, framework: str = "torch"):
     return run_cli("sweep", "--task", "inference", "--workload", "mlp-digits", "--framework", framework,
                    "--seed", "0", "--confirm-top", "1", "--confirm-repeats", str(rounds),
                    "--confirm-max-repeats", str(rounds), "--home", str(home), "--json", *args,
-                   *(["--space", str(space)] if framework == "torch" else []))  # fmt: skip
+                   *(["--space", str(space)] if framework == "torch" and "--space" not in args else []))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -77,23 +77,17 @@ def test_best_shows_the_latency_distribution(swept, home):
     assert "latency p50" in text and "quality" in text and "p99<=200ms" in text
 
 
-def test_latency_objective_reuses_the_model_at_batch_one(swept, home):
+def test_a_target_no_config_meets_stores_nothing(swept, home):
+    """Through the CLI: exit 1, the closest config named (the flow is
+    tests/tuner/test_sweep_inference.py's, with the latency objective's)."""
     model = next((home / "models").glob("*.pt"))
     trained = model.stat().st_mtime_ns
-    proc = sweep(home, "--objective", "latency", "--trials", "2")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout)
-    assert model.stat().st_mtime_ns == trained  # the cached weights, not trained again
-    assert report["objective"] == "latency@drop<=0.01" and report["unit"] == "ms"
-    assert report["best"]["config"]["batch_size"] == 1  # one sample per request: the space is capped
-
-
-def test_a_target_no_config_meets_stores_nothing(swept, home):
-    proc = sweep(home, "--slo-p99-ms", "0.0001", "--trials", "2")
+    proc = sweep(home, "--slo-p99-ms", "0.0001", "--trials", "1")
     assert proc.returncode == 1, proc.stderr[-3000:]
+    assert model.stat().st_mtime_ns == trained  # the cached weights, not trained again
     report = json.loads(proc.stdout)
     assert report["stored"] is False and report["best"] is None
-    assert report["trials"].get("over_slo") == 2
+    assert report["trials"].get("over_slo") == 1
     closest = report["inference"]["closest"]
     assert closest["p99_ms"] > 0.0001 and "over the 0.0001 ms target" in closest["missed"]
     assert any("no config met the limits" in w for w in report["warnings"])
@@ -102,17 +96,41 @@ def test_a_target_no_config_meets_stores_nothing(swept, home):
     assert all("0.0001" not in r["objective"] for r in stored)
 
 
+#: Every TensorFlow runtime and quantization once: a grid over them, one sample per request.
+TF_GRID = """params:
+  batch_size: {type: categorical, choices: [1], default: 1}
+  jit_compile: null
+  replicas: null
+  intra_op_threads: null
+  inter_op_threads: null
+"""
+
+
 @pytest.mark.tensorflow
 def test_tensorflow_serving_sweep(tmp_path):
-    """The same flow in TensorFlow's own interpreter: the Keras model trained once, then served by
-    Keras or TFLite, the best stored with its latencies."""
+    """The flow in TensorFlow's own interpreter: the Keras model trained once, then served by
+    Keras and by TFLite unquantized, dynamic-range and float16 quantized (a grid: each once),
+    the best stored with its latencies and every quality drop measured."""
+    import optuna
+
     if not has_module(python_for("tensorflow"), "tensorflow"):
         pytest.skip("no interpreter with tensorflow")
-    proc = sweep(tmp_path, "--slo-p99-ms", str(SLO), "--trials", "2", framework="tensorflow")
+    space = tmp_path / "grid.yaml"
+    space.write_text(TF_GRID)
+    proc = sweep(tmp_path, "--slo-p99-ms", str(SLO), "--trials", "4", "--sampler", "grid", "--space", str(space),
+                 framework="tensorflow")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
     assert report["framework"] == "tensorflow" and report["stored"] is True
-    assert report["baseline"]["config"]["runtime"] == "keras" and report["baseline"]["config"]["batch_size"] == 1
+    assert report["baseline"]["config"] == {"batch_size": 1, "runtime": "keras", "quantization": "none"}
     assert list((tmp_path / "models").glob("mlp-digits-tensorflow-*.weights.h5"))
     m = report["best"]["metrics"]
     assert m["p99_ms"] <= SLO and m["quality_reference"] >= 0.96 and m["quality_drop"] <= 0.01
+    study = optuna.load_study(study_name=report["study_name"], storage=f"sqlite:///{tmp_path}/optuna.db")
+    served = {(t.user_attrs["config"]["runtime"], t.user_attrs["config"]["quantization"]): t.user_attrs["metrics"]
+              for t in study.trials}  # fmt: skip
+    assert set(served) == {("keras", "none"), ("tflite", "none"), ("tflite", "dynamic_range"), ("tflite", "float16")}
+    for (runtime, _), tm in served.items():
+        assert 0 < tm["p50_ms"] <= tm["p99_ms"] <= tm["max_ms"] and tm["throughput_sps"] > 0
+        assert tm["quality_drop"] == pytest.approx(tm["quality_reference"] - tm["quality"])
+        assert ("model_bytes" in tm) is (runtime == "tflite")

@@ -1,33 +1,19 @@
-"""TensorFlow inference: capabilities and the inference search space (no TensorFlow), config
-validation, and real fit + serving trials of mlp-digits through the trial worker, one per
-runtime/quantization."""
+"""TensorFlow inference: capabilities and the inference search space (no TensorFlow), and config
+validation. The real fit and serving trials, one per runtime/quantization, are the TensorFlow
+sweep's in tests/e2e/test_e2e_inference.py."""
 
 from __future__ import annotations
-
-import subprocess
 
 import optuna
 import pytest
 from optuna.samplers import RandomSampler
 
-from perftune.backends import TensorFlowBackend, TrialRequest
+from perftune.backends import TensorFlowBackend
 from perftune.backends._tf_infer import validate_config
 from perftune.errors import InvalidConfig
-from perftune.executor import ProcessExecutor, python_for
 from perftune.search_spaces import Capabilities, load_space
 
 RESOURCES = {"cores": 2, "device_count": 1, "memory_gib": 16.0}
-SERVE = {"warmup_s": 0.1, "window_s": 0.1, "repeats": 2}
-
-
-def _has_tensorflow() -> bool:
-    """Whether the TensorFlow trial interpreter finds tensorflow (found, not imported)."""
-    code = "import importlib.util, sys; sys.exit(importlib.util.find_spec('tensorflow') is None)"
-    try:
-        return subprocess.run([python_for("tensorflow"), "-c", code], capture_output=True,
-                              timeout=60).returncode == 0  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return False
 
 
 def _space(resources=None):
@@ -88,44 +74,5 @@ def test_invalid_configs_are_rejected(config, words):
         validate_config(config)
 
 
-# ----------------------------------------------------------------- real trials through the worker
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """A worker and the mlp-digits weights its fit request trained (once for the module)."""
-    if not _has_tensorflow():
-        pytest.skip("no interpreter with tensorflow")
-    home = tmp_path_factory.mktemp("tfinfer")
-    path = str(home / "mlp-digits.weights.h5")
-    training = load_space("tensorflow", "cpu", resources=RESOURCES).defaults()
-    with ProcessExecutor("tensorflow") as ex:
-        out = ex.run(TrialRequest(workload="mlp-digits", framework="tensorflow", device="cpu",
-                                  config=training, measure="fit", model_path=path, timeout_s=240.0,
-                                  log_path=str(home / "fit.log")))  # fmt: skip
-        assert out.status == "ok", (out.cause, out.message)
-        assert out.metrics["fit_time_s"] > 0 and 0.96 <= out.metrics["fit_metric"] <= 1.0
-        yield ex, path, home
-
-
-@pytest.mark.tensorflow
-@pytest.mark.parametrize("config", [
-    {},  # the baseline: Keras, fp32, one sample per request
-    {"runtime": "tflite", "batch_size": 8},
-    {"runtime": "tflite", "quantization": "dynamic_range", "replicas": 2, "intra_op_threads": 1},
-    {"runtime": "tflite", "quantization": "float16", "batch_size": 256},
-], ids=["keras-fp32", "tflite-none", "tflite-dynamic-range", "tflite-float16"])  # fmt: skip
-def test_infer_trial(served, config):
-    ex, path, home = served
-    out = ex.run(TrialRequest(workload="mlp-digits", framework="tensorflow", device="cpu",
-                              config=config, measure="infer", model_path=path, timeout_s=240.0,
-                              log_path=str(home / "infer.log"), **SERVE))  # fmt: skip
-    assert out.status == "ok", (out.cause, out.message)
-    m = out.metrics
-    assert 0 < m["p50_ms"] <= m["p90_ms"] <= m["p99_ms"] <= m["max_ms"]
-    assert m["throughput_sps"] > 0 and m["windows"] == SERVE["repeats"] and m["requests"] > 0
-    assert m["batch_size"] == config.get("batch_size", 1)
-    assert 0.0 <= m["quality"] <= 1.0 and 0.9 <= m["quality_reference"] <= 1.0
-    # accuracy (mode max): the drop is reference - quality
-    assert m["quality_drop"] == pytest.approx(m["quality_reference"] - m["quality"])
-    assert m["quality_drop"] < 0.05  # these quantizations barely move a digits MLP
-    assert m["peak_rss_mb"] > 0 and "energy_source" in m
-    assert ("model_bytes" in m) is (config.get("runtime") == "tflite")
+# Real fit and serving trials of every runtime and quantization: tests/e2e/test_e2e_inference.py's
+# TensorFlow sweep walks them all (a grid), through the CLI.
