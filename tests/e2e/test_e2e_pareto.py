@@ -7,6 +7,7 @@ machine has no readable RAPL; the trials read it as they would the real one."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 
@@ -28,8 +29,10 @@ class FakeRapl:
 
     def _run(self) -> None:
         start = time.monotonic()
-        while not self.stop.wait(0.01):
-            self.file.write_text(f"{int((time.monotonic() - start) * self.watts * 1e6)}\n")
+        tmp = self.file.with_name("energy_uj.tmp")
+        while not self.stop.wait(0.01):  # replaced whole, as sysfs reads are: never half a number
+            tmp.write_text(f"{int((time.monotonic() - start) * self.watts * 1e6)}\n")
+            os.replace(tmp, self.file)
 
 
 OBJECTIVES = "throughput,peak-memory,energy"
