@@ -643,7 +643,7 @@ def _print_front(r, ws) -> None:
 
 def _print_report(r, ws) -> None:
     counts = ", ".join(f"{v} {k}" for k, v in sorted(r.trials.items()))
-    if r.front is not None:
+    if getattr(r, "front", None) is not None:
         out.print(_styled("\n", (r.study_name, "bold"), f": {counts}"))
         _print_front(r, ws)
         return

@@ -144,3 +144,43 @@ def test_two_objectives_keep_a_front_and_a_pick_chooses_from_it(ws, space):
     assert stored["picked"]["values"][1] == min(v[1] for v in values)
     (fastest,) = pareto_fronts(ws, "served", pick="fastest")
     assert fastest["picked"]["values"][0] == max(v[0] for v in values)
+
+
+@pytest.fixture
+def cli_on_fake(monkeypatch, capsys):
+    """``perftune ARGS`` in this process, its sweeps run on a FakeServer."""
+    import dataclasses
+
+    from perftune import cli, service
+
+    monkeypatch.setenv("PERFTUNE_NO_PROGRESS", "1")
+    monkeypatch.setattr(service, "sweep", lambda cfg, ws, progress=None: run_sweep(
+        dataclasses.replace(cfg, track=False), ws, progress, executor=FakeServer()))  # fmt: skip
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = cli.main(list(argv))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+def test_the_cli_says_no_config_met_the_limits(tmp_path, space, cli_on_fake):
+    code, out, err = cli_on_fake("sweep", "--task", "inference", "--workload", "mlp-digits", "--space", space,
+                                 "--slo-p99-ms", "0.5", "--trials", "2", "--home", str(tmp_path / "ws"))  # fmt: skip
+    assert code == 1 and "Traceback" not in out + err
+    assert "no config met the limits (p99 <= 0.5 ms, quality drop <= 0.01): nothing stored" in " ".join(out.split())
+    assert err.strip() == "perftune: error: no config met the limits: nothing stored (see the closest config above)"
+
+
+def test_the_cli_prints_the_front(tmp_path, space, cli_on_fake, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, err = cli_on_fake("sweep", "--task", "inference", "--workload", "mlp-digits", "--space", space,
+                                 "--objective", "throughput-at-slo,peak-memory", "--slo-p99-ms", "100",
+                                 "--trials", "6", "--seed", "0", "--home", str(tmp_path / "ws"))  # fmt: skip
+    assert code == 0, err
+    assert "Pareto front: served / torch / cpu / throughput-at-slo,peak-memory@p99<=100ms,drop<=0.01" in out
+    assert "throughput-at-slo (samples/s)" in out and "peak-memory (MiB)" in out
+    assert "--pick fastest|efficient|smallest|balanced" in out
+    code, out, err = cli_on_fake("best", "--workload", "served", "--pick", "smallest", "--home", str(tmp_path / "ws"))
+    assert code == 0 and "→" in out and "picked config: batch_size=1" in out
