@@ -768,15 +768,13 @@ def best(
     if fmt is not None and workload is None:
         raise UsageError(f"--format {fmt}: give --workload too (whose best config to print)")
     ws = _ws(home, db=db)
+    picking = pick is not None or weights is not None  # a point of a front, not a single best
+    found = [] if picking else best_configs(ws, workload, framework=framework, device=device, objective=objective)
     fronts = pareto_fronts(ws, workload, framework=framework, device=device, objective=objective,
                            pick=pick, weights=weights)  # fmt: skip
-    if pick is not None or weights is not None:  # a point of a front, not a single best
-        if not fronts:
-            raise PerftuneError("no Pareto front stored" + (f" for workload {workload}" if workload else "")
-                                + " (sweep with several objectives: --objective time-to-target,energy)")  # fmt: skip
-        found = []
-    else:
-        found = best_configs(ws, workload, framework=framework, device=device, objective=objective)
+    if picking and not fronts:
+        raise PerftuneError("no Pareto front stored" + (f" for workload {workload}" if workload else "")
+                            + " (sweep with several objectives: --objective time-to-target,energy)")  # fmt: skip
     if fmt is not None and not found and fronts:
         print(format_config(fronts[0]["picked"]["config"], fmt))
     elif json_out:

@@ -241,7 +241,18 @@ INVALID = [
     ({"patience": 0}, "patience"), ({"warm_start": "maybe"}, "warm_start"),
     ({"workload": "cnn-digits", "framework": "mindspore", "device": "tpu"}, "device"),
     ({"workload": "gpt-tiny", "framework": "tensorflow"}, "workload"),
+    ({"objective": "throughput,speed"}, "objective"), ({"objective": "time-to-target,throughput"}, "objective"),
+    ({"objective": "Throughput"}, "objective"), ({"task": "inference"}, "slo_p99_ms"),
+    ({"task": "inference", "slo_p99_ms": -1}, "slo_p99_ms"), ({"max_quality_drop": 0.1}, "max_quality_drop"),
+    ({"task": "serving"}, "task"),
 ]  # fmt: skip
+
+
+def test_inference_and_several_objectives_can_be_queued(client):
+    r = submit(client, task="inference", slo_p99_ms=5, max_quality_drop=0.02)
+    assert r.status_code == 201, r.text
+    r = submit(client, objective="throughput,peak-memory")
+    assert r.status_code == 201, r.text
 
 
 def test_validation_errors_name_the_field(client):

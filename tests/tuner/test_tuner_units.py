@@ -504,7 +504,7 @@ def test_sweep_config_valid():
     ({"device": "quantum"}, r"^--device quantum: the torch backend drives cpu, cuda, mps, xpu, npu, tpu$"),
     ({"device": "ipu:0"}, r"^--device ipu:0"),
     ({"batch_probe": "maybe"}, r"^--batch-probe maybe: choose auto, on or off$"),
-    ({"sampler": "bayes"}, r"^--sampler bayes: choose tpe, random, grid, cmaes or gp$"),
+    ({"sampler": "bayes"}, r"^--sampler bayes: choose tpe, random, grid, cmaes, gp or nsga2$"),
     ({"pruner": "hyperband"}, r"^--pruner hyperband: choose median or none$"),
     ({"trials": 0}, r"^--trials 0: must be an integer >= 1"),
     ({"trials": 2.5}, r"^--trials 2.5: must be an integer"),

@@ -210,6 +210,7 @@ def stage(ctx, name: str, trials: int, objective: str | None = None, **changes: 
     out = copy.copy(ctx)
     out.cfg = replace(ctx.cfg, trials=trials, batch_probe="off", objective=objective or ctx.cfg.objective)
     out.objective = get_objective(out.cfg.objective)
+    out.objectives, out.multi = [out.objective], False
     out.stage = name
     for key, value in changes.items():
         setattr(out, key, value)
