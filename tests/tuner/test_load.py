@@ -8,8 +8,14 @@ from perftune._load import busy_warning, measure_load, start_load
 
 
 def test_measure_load_reads_the_load_average_and_steal():
+    import time
+
+    import psutil
+
     started = start_load()
-    sum(i * i for i in range(200_000))  # some CPU time between the two readings
+    deadline = time.monotonic() + 5.0  # some CPU time between the two readings: a tick at least
+    while sum(psutil.cpu_times()) == sum(started) and time.monotonic() < deadline:
+        sum(i * i for i in range(200_000))
     got = measure_load(started)
     assert got["load_avg_1m"] == pytest.approx(os.getloadavg()[0], abs=1.0)
     assert 0.0 <= got["cpu_steal_pct"] <= 100.0  # Linux: /proc/stat has steal
