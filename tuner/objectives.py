@@ -53,6 +53,12 @@ class Objective(abc.ABC):
         return speedup(baseline, best, self.direction)
 
 
+def _positive(metrics: Mapping[str, Any], key: str) -> float | None:
+    """``metrics[key]`` if it is a finite number above 0, else None (nothing measured)."""
+    v = metrics.get(key)
+    return float(v) if v is not None and math.isfinite(v) and v > 0 else None
+
+
 class TimeToTarget(Objective):
     """Training wall-clock seconds until the validation metric reaches the workload's target.
 
@@ -80,8 +86,7 @@ class Throughput(Objective):
     measure = "throughput"
 
     def value(self, metrics: Mapping[str, Any]) -> float | None:
-        v = metrics.get("throughput_sps")
-        return float(v) if v is not None and math.isfinite(v) and v > 0 else None
+        return _positive(metrics, "throughput_sps")
 
 
 def _quality_violation(metrics: Mapping[str, Any], limits: Mapping[str, Any]) -> dict[str, str]:
@@ -105,8 +110,7 @@ class ThroughputAtSLO(Objective):
     task = "inference"
 
     def value(self, metrics: Mapping[str, Any]) -> float | None:
-        v = metrics.get("throughput_sps")
-        return float(v) if v is not None and math.isfinite(v) and v > 0 else None
+        return _positive(metrics, "throughput_sps")
 
     def violations(self, metrics: Mapping[str, Any], limits: Mapping[str, Any]) -> dict[str, str]:
         out = {}  # the SLO first: the cause a trial over both limits is recorded with
@@ -127,8 +131,7 @@ class Latency(Objective):
     task = "inference"
 
     def value(self, metrics: Mapping[str, Any]) -> float | None:
-        v = metrics.get("p99_ms")
-        return float(v) if v is not None and math.isfinite(v) and v > 0 else None
+        return _positive(metrics, "p99_ms")
 
     def violations(self, metrics: Mapping[str, Any], limits: Mapping[str, Any]) -> dict[str, str]:
         return _quality_violation(metrics, limits)
