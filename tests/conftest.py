@@ -36,6 +36,19 @@ def _this_checkout_first() -> None:
 
 
 _this_checkout_first()
+
+
+def _consoles_read_the_width_at_each_print() -> None:
+    """Rich fixes a console's width for good when ``COLUMNS`` is set as the console is made, and
+    perftune's consoles are made when ``perftune.cli`` is first imported. Tests set ``COLUMNS``
+    each to its own width, so the CLI is imported here, with no ``COLUMNS``: its consoles then
+    read the width at every print, whatever order the tests run in (serially, or split over
+    pytest-xdist workers, where a test that set ``COLUMNS=80`` could otherwise import it first)."""
+    os.environ.pop("COLUMNS", None)
+    import perftune.cli  # noqa: F401
+
+
+_consoles_read_the_width_at_each_print()
 PG_SERVER = os.environ.get("PERFTUNE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
