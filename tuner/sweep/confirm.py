@@ -14,7 +14,6 @@ candidate) and :func:`log_candidate` (its MLflow run).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +31,8 @@ from perftune.stats import (
 )
 from perftune.sweep.context import SweepContext
 from perftune.sweep.mfu import add_mfu
-from perftune.sweep.search import format_value
+from perftune.sweep.repeats import config_key, ranked
+from perftune.sweep.search import finished, format_value
 
 #: Rounds at most when ``--confirm-max-repeats`` is not given (and ``--confirm-repeats`` >= 3).
 DEFAULT_MAX_ROUNDS = 6
@@ -183,20 +183,17 @@ def confirm(ctx: SweepContext, study) -> Verdict:
 
 
 def candidates(ctx: SweepContext, study) -> list[Measured]:
-    """The baseline first, then the best complete trials' distinct configs, best first."""
-    from optuna.trial import TrialState
-
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    complete.sort(key=lambda t: t.value, reverse=ctx.objective.direction == "maximize")
+    """The baseline first, then the search's best distinct configs (by their mean over the
+    seeds they ran with, :func:`~.repeats.ranked`), best first."""
     out: list[Measured] = [Measured("baseline", ctx.baseline)]
-    seen = {json.dumps(ctx.baseline, sort_keys=True)}
-    for t in complete:
-        cfg = t.user_attrs.get("config") or t.params
-        key = json.dumps(cfg, sort_keys=True)
-        if key in seen:
+    seen = {config_key(ctx.baseline)}
+    for _, runs in ranked(finished(study), ctx.objective.direction):
+        first = min(runs, key=lambda t: t.number)
+        cfg = first.user_attrs.get("config") or first.params
+        if config_key(cfg) in seen:
             continue
-        seen.add(key)
-        out.append(Measured(f"candidate-{t.number}", cfg, trial_number=t.number))
+        seen.add(config_key(cfg))
+        out.append(Measured(f"candidate-{first.number}", cfg, trial_number=first.number))
         if len(out) > ctx.cfg.confirm_top:
             break
     return out

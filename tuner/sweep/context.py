@@ -68,6 +68,8 @@ class SweepContext:
         #: The search stage this context runs (the factored search's ``throughput`` or
         #: ``convergence``; None for the joint search): a tag on every MLflow run.
         self.stage: str | None = None
+        #: Seeds each leading config of the search runs with (:mod:`.repeats`; 1: no repeats).
+        self.leader_seeds = 1
         # Set by prepare().
         self.executor = self.storage = self.store = self.tracker = None
         self.workload: dict[str, Any] = {}

@@ -11,7 +11,9 @@ more cheaply and precisely than their product:
   the *samples to target*: a count that does not depend on the machine's load. Stage 2 searches
   them in the sweep's study, each trial run on stage 1's fastest systems config for its batch
   size, and values it as samples to target / stage 1's throughput of that config: a predicted
-  time to target in seconds, comparable to the baseline's.
+  time to target in seconds, comparable to the baseline's. Samples to target depends on the
+  seed, so the leading configs run again with the next seed (:mod:`.repeats`) and rank by
+  their mean.
 * The learning rate moves with the batch size: stage 2 searches a multiplier on a base rate
   scaled from the default's, linearly for SGD (Goyal et al. 2017), with the square root for
   the adaptive optimizers (Malladi et al. 2022); the rule is recorded on each trial.
@@ -40,6 +42,11 @@ __all__ = ["TRAINING", "FactoredPolicy", "Throughputs", "applies", "lr_rule", "s
 TRAINING = ("learning_rate", "optimizer", "momentum", "beta1", "beta2", "weight_decay")
 #: Optimizers whose learning rate scales with the square root of the batch size.
 SQRT_RULE = ("adam", "adamw", "rmsprop", "adagrad")
+#: The share of ``--trials`` stage 1 (throughput) runs.
+THROUGHPUT_SHARE = 0.4
+#: Seeds each of stage 2's leading configs runs with (samples to target depends on the seed:
+#: :mod:`.repeats`).
+LEADER_SEEDS = 2
 #: The range of stage 2's learning-rate multiplier.
 MULTIPLIER = (1 / 8, 8.0)
 
@@ -62,7 +69,7 @@ def applies(ctx) -> str | None:
 
 def split(trials: int) -> tuple[int, int]:
     """Trials of stage 1 (throughput: short) and stage 2 (convergence) out of ``trials``."""
-    first = max(3, round(0.4 * trials))
+    first = max(3, round(THROUGHPUT_SHARE * trials))
     return first, trials - first
 
 
@@ -154,8 +161,8 @@ class ConvergenceSpace:
 
     def sample(self, trial) -> dict[str, Any]:
         attrs = trial.user_attrs
-        if attrs.get("baseline") or "warm_start" in attrs:  # enqueued with its own params
-            return self.space.sample(trial)
+        if attrs.get("baseline") or "warm_start" in attrs or attrs.get("repeat_enqueued"):
+            return self.space.sample(trial)  # enqueued with its own params
         bs = int(self.space.suggest(trial, "batch_size"))
         systems = self.table.systems_for(bs) or {}
         config = self.space.sample(trial, given={**systems, "batch_size": bs,
@@ -195,6 +202,7 @@ class FactoredPolicy(SearchPolicy):
             return stopped
         slow = stage(ctx, "convergence", second, space=ConvergenceSpace(ctx.space, table, ctx.baseline))
         slow.value = lambda config, metrics: predicted(table, config, metrics)
+        slow.leader_seeds = LEADER_SEEDS
         stopped = run_trials(slow, study, deadline) or stopped
         ctx.cancelled = slow.cancelled
         self.stages["convergence"] = {"study": ctx.study_name, "trials": second}

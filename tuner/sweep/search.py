@@ -14,6 +14,7 @@ from perftune.backends import TrialOutcome, get_backend
 from perftune.errors import InvalidConfig, UsageError
 from perftune.sweep.context import SweepContext
 from perftune.sweep.mfu import add_mfu
+from perftune.sweep.repeats import enqueue_repeats
 
 MAX_CONSECUTIVE_INVALID = 50
 #: Trials that do not count towards ``--trials``: configs the constraints rejected, and trials
@@ -29,6 +30,8 @@ INFEASIBLE = {"oom": "fits_in_memory", "crash": "runs_cleanly", "timeout": "ends
 OVER_LIMIT = {"slo": "over_slo", "quality": "quality_drop"}
 #: A trial's MLflow run status by its state (``FAIL`` includes the infeasible causes): what
 #: failed looks failed, what was cut short or rejected looks killed.
+#: How many of the leading configs get seed repeats (:mod:`.repeats`) when a policy asks for them.
+LEADERS = 3
 RUN_STATUS = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "PRUNED": "KILLED"}
 
 
@@ -63,6 +66,8 @@ def run_trials(ctx: SweepContext, study, deadline: float | None) -> dict[str, An
             fail_if_running(study, trial, exc)
             raise
         if last is not None:
+            if ctx.leader_seeds > 1 and not ctx.multi:
+                enqueue_repeats(study, finished(study), ctx.objective.direction, LEADERS, ctx.leader_seeds)
             done = len(finished(study))
             best = None
             with contextlib.suppress(ValueError, RuntimeError):  # none yet; several objectives
@@ -102,6 +107,7 @@ def one_trial(ctx: SweepContext, study, trial, rejected: list[list[str]]) -> dic
 
     cfg = ctx.cfg
     config = ctx.space.sample(trial)
+    config = trial.user_attrs.get("repeat_config") or config  # a leader's next seed (.repeats)
     trial.set_user_attr("config", config)
     violations = ctx.space.violations(config)
     reasons = [f"constraint {v!r}" for v in violations]
@@ -124,7 +130,7 @@ def one_trial(ctx: SweepContext, study, trial, rejected: list[list[str]]) -> dic
         trial.report(value, step)
         return trial.should_prune()
 
-    request = ctx.request(config, seed=cfg.seed or 0, number=trial.number,
+    request = ctx.request(config, seed=(cfg.seed or 0) + trial.user_attrs.get("repeat", 0), number=trial.number,
                           label=f"trial-{trial.number}")  # fmt: skip
     request.budget_s = ctx.trial_budget(study)
     ctx.progress("running", {"number": trial.number, "baseline": bool(trial.user_attrs.get("baseline")),
