@@ -383,7 +383,12 @@ class TableExecutor(Executor):
     (:data:`NEAREST_OPTIMIZER`, counted in ``substitutions``), samples from one of the (batch
     size, optimizer, learning rate) cell's seeds over a throughput from one of the (systems,
     batch size) cell's repeats. Which repeat and which seed: a hash of the request's seed,
-    trial number and log file (reproducible, different for each trial and confirmation run)."""
+    trial number and log file (reproducible, different for each trial and confirmation run).
+
+    Each answer also says what the trial would have cost (its ``wall_s``): a throughput trial
+    its warm-up and windows, a converge trial its training time (to the target, or the whole
+    budget), each plus the median overhead of the table's own runs of that kind (start-up,
+    evaluations)."""
 
     framework = "torch"
 
@@ -393,8 +398,9 @@ class TableExecutor(Executor):
                                       "target": grid.table.get("target"), "mode": "max",
                                       "budget_s": grid.table["grid"].get("converge_budget_s", 30.0),
                                       "eval_interval_s": 0.2}  # fmt: skip
-        self.requests: list[tuple[TrialRequest, dict[str, Any]]] = []
+        self.requests: list[tuple[TrialRequest, dict[str, Any], float]] = []  # (request, cell, cost s)
         self.substitutions: dict[str, int] = {}
+        self.overhead = overheads(grid.table)
 
     def describe(self, workload: str) -> dict[str, Any]:
         return dict(self.describe_)
@@ -419,6 +425,7 @@ class TableExecutor(Executor):
                                 wall_s=0.0)  # fmt: skip
         tput = self._pick(tps, request, "tp")
         metrics: dict[str, Any] = {"throughput_sps": tput}
+        cost = request.warmup_s + request.repeats * request.window_s + self.overhead["throughput"]
         if request.measure == "converge":
             sms = self.grid.samples(cell)
             if not sms:
@@ -431,8 +438,22 @@ class TableExecutor(Executor):
             metrics.update(reached_target=reached, samples=samples if reached else None,
                            time_to_target_s=ttt if reached else None,
                            train_time_s=ttt if reached else budget)  # fmt: skip
-        self.requests.append((request, cell))
-        return TrialOutcome("ok", metrics=metrics, wall_s=0.0)
+            cost = metrics["train_time_s"] + self.overhead["converge"]
+        self.requests.append((request, cell, cost))
+        return TrialOutcome("ok", metrics=metrics, wall_s=cost)
+
+
+def overheads(table: dict[str, Any]) -> dict[str, float]:
+    """Seconds a trial costs beyond what it measures, the median over the table's runs: a
+    throughput run's wall time less its warm-up and windows, a converge run's less its training
+    time (0.1 s and 0.9 s, this machine's figures, where the table has no runs to tell)."""
+    req = table["grid"].get("throughput_request") or {}
+    timed = req.get("warmup_s", 0.5) + req.get("repeats", 5) * req.get("window_s", 0.5)
+    tp = [r["wall_s"] - timed for c in table["throughput"].values() for r in c["runs"] if r.get("wall_s")]
+    cv = [r["wall_s"] - r["train_time_s"] for c in table["samples"].values() for r in c["runs"]
+          if r.get("wall_s") and r.get("train_time_s") is not None]  # fmt: skip
+    return {"throughput": max(0.0, statistics.median(tp)) if tp else 0.1,
+            "converge": max(0.0, statistics.median(cv)) if cv else 0.9}
 
 
 def _fixed_space(grid: Grid, folder: Path) -> Path:
@@ -493,20 +514,21 @@ def score(grid: Grid, ex: TableExecutor, report, trials: int, within: float = 0.
     speedup: (default / best) / (default / grid best) = grid best / best (1.0: the grid best)."""
     _, best_pred = grid.best()
     default_pred = grid.predict(grid.default_cell())
-    search = [(r, c) for r, c in ex.requests if r.measure in ("converge", "throughput")
+    search = [(r, c, cost) for r, c, cost in ex.requests if r.measure in ("converge", "throughput")
               and not CONFIRMATION.search(r.log_path or "")]  # fmt: skip
-    first = None
-    for i, (r, c) in enumerate(search, 1):
+    first = first_cost = None
+    for i, (r, c, _) in enumerate(search, 1):
         if r.measure != "converge":
             continue
         p = grid.predict(c)
         if p is not None and p <= best_pred * (1 + within):
-            first = i
+            first, first_cost = i, sum(cost for _, _, cost in search[:i])
             break
     chosen = (report.best or {}).get("config") or grid.defaults
     chosen_pred = grid.predict(grid.snap(chosen)[0])
     share = best_pred / chosen_pred if chosen_pred else 0.0
-    return {"evaluations": len(search), "first_near_best": first, "best_config": grid.snap(chosen)[0],
+    return {"evaluations": len(search), "first_near_best": first, "first_near_best_cost_s": first_cost,
+            "search_cost_s": sum(cost for _, _, cost in search), "best_config": grid.snap(chosen)[0],
             "best_pred_s": chosen_pred, "grid_best_pred_s": best_pred, "default_pred_s": default_pred,
             "share_of_grid_speedup": share, "ratio_to_grid_best": (chosen_pred / best_pred) if chosen_pred else None,
             "reported_speedup": report.speedup, "substitutions": dict(ex.substitutions)}  # fmt: skip
@@ -524,12 +546,16 @@ def summarize(runs: list[dict[str, Any]], trials: int) -> dict[str, Any]:
     counts as ``trials + 1`` evaluations (censored: the median is then a lower bound)."""
     firsts = [r["first_near_best"] if r["first_near_best"] is not None else trials + 1 for r in runs]
     shares = [r["share_of_grid_speedup"] for r in runs]
+    total = [r["search_cost_s"] for r in runs]
+    # never found: the whole search's cost (censored like the evaluations)
+    costs = [r["first_near_best_cost_s"] if r["first_near_best"] is not None else r["search_cost_s"] for r in runs]
     ratios = [r["ratio_to_grid_best"] if r["ratio_to_grid_best"] is not None else math.inf for r in runs]
 
     def stat(xs: list[float]) -> dict[str, float]:
         return {"median": statistics.median(xs), "p10": _pct(xs, 0.1), "p90": _pct(xs, 0.9)}
 
     return {"runs": len(runs), "evaluations_to_near_best": stat(firsts),
+            "trial_seconds_to_near_best": stat(costs), "trial_seconds_per_sweep": stat(total),
             "found_near_best": sum(r["first_near_best"] is not None for r in runs),
             "share_of_grid_speedup": stat(shares), "ratio_to_grid_best": stat(ratios),
             "within_1_25x": sum(x <= 1.25 for x in ratios), "share_ge_95": sum(s >= 0.95 for s in shares),
@@ -594,14 +620,17 @@ def print_replay(out: dict[str, Any]) -> None:
     print(f"\n{out['workload']}: {out['grid_cells']} grid cells, {t} trials per sweep (15%); grid best "
           f"{out['grid_best']['predicted_s']:.2f} s ({Grid.key(out['grid_best']['config'])}), default "
           f"{_fmt(out['default']['predicted_s'])} s: grid-best speedup {_fmt(out['grid_best_speedup'])}x")  # fmt: skip
-    print("| policy | runs | evals to within 5% of grid best (p10-p90) | found | share of grid-best speedup "
-          "(p10-p90) | >= 95% | best / grid best (p10-p90) | <= 1.25x |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+    print("| policy | runs | evals to within 5% of grid best (p10-p90) | trial seconds to it (p10-p90) | found "
+          "| share of grid-best speedup (p10-p90) | >= 95% | best / grid best (p10-p90) | <= 1.25x "
+          "| trial seconds per sweep |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, s in out["policies"].items():
         e, sh, r = s["evaluations_to_near_best"], s["share_of_grid_speedup"], s["ratio_to_grid_best"]
-        print(f"| {name} | {s['runs']} | {e['median']:.0f} ({e['p10']:.0f}-{e['p90']:.0f}) | {s['found_near_best']}/"
-              f"{s['runs']} | {sh['median']:.0%} ({sh['p10']:.0%}-{sh['p90']:.0%}) | {s['share_ge_95']}/{s['runs']} | "
-              f"{r['median']:.2f} ({r['p10']:.2f}-{r['p90']:.2f}) | {s['within_1_25x']}/{s['runs']} |")  # fmt: skip
+        c, tot = s["trial_seconds_to_near_best"], s["trial_seconds_per_sweep"]
+        print(f"| {name} | {s['runs']} | {e['median']:.0f} ({e['p10']:.0f}-{e['p90']:.0f}) | {c['median']:.0f} "
+              f"({c['p10']:.0f}-{c['p90']:.0f}) | {s['found_near_best']}/{s['runs']} | {sh['median']:.0%} "
+              f"({sh['p10']:.0%}-{sh['p90']:.0%}) | {s['share_ge_95']}/{s['runs']} | {r['median']:.2f} "
+              f"({r['p10']:.2f}-{r['p90']:.2f}) | {s['within_1_25x']}/{s['runs']} | {tot['median']:.0f} |")  # fmt: skip
     pol = out["policies"]
     if "random" in pol:
         rnd = pol["random"]["evaluations_to_near_best"]["median"]
@@ -624,7 +653,7 @@ def real(args: argparse.Namespace) -> int:
         from perftune.sweep import SweepConfig, run_sweep
 
         cfg = SweepConfig(workload=args.workload, framework="torch", trials=trials, seed=0, track=False,
-                          warm_start="off")  # fmt: skip
+                          warm_start="off", search=args.search)  # fmt: skip
         t0 = time.monotonic()
         report = run_sweep(cfg, Workspace.resolve(Path(tmp) / "ws"))
         sweep_s = time.monotonic() - t0
@@ -641,7 +670,7 @@ def real(args: argparse.Namespace) -> int:
         b.executor.close()
     med = {k: _median([x for x in v if x is not None]) for k, v in times.items()}
     ratio = med["stored"] / med["grid"] if med["stored"] and med["grid"] else None
-    out = {"trials": trials, "sweep_s": round(sweep_s, 1), "stored_config": stored, "grid_best": best_cell,
+    out = {"search": report.search, "trials": trials, "trial_counts": report.trials, "sweep_s": round(sweep_s, 1), "stored_config": stored, "grid_best": best_cell,
            "times": times, "median_s": med, "ratio_stored_to_grid_best": ratio, "load_avg_1m": os.getloadavg()[0]}  # fmt: skip
     print(json.dumps(out, indent=1, default=str) if args.json else
           f"real sweep ({trials} trials, {sweep_s:.0f} s): stored best {med['stored']} s vs grid best "
@@ -685,6 +714,7 @@ def main(argv: list[str] | None = None) -> int:
     rl.add_argument("--workload", default="mlp-digits")
     rl.add_argument("--trials", type=int, default=None)
     rl.add_argument("--runs", type=int, default=3)
+    rl.add_argument("--search", default="auto", help="the sweep's --search (auto, joint, factored)")
     rl.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     with contextlib.suppress(BrokenPipeError):

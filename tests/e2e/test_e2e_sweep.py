@@ -196,6 +196,10 @@ def test_factored_search_for_real(tmp_path):
     for t in study.trials[1:]:
         assert "lr_multiplier" in t.params and t.user_attrs["lr_rule"] in ("linear", "sqrt")
         assert "num_threads" not in t.params  # the systems knobs came from stage 1
+    # stage 2's pruner steps are predicted training ms (samples seen / stage 1's throughput), not
+    # evaluation numbers: the first evaluation comes after 0.25 s of training
+    reported = [sorted(t.intermediate_values) for t in study.trials if t.intermediate_values]
+    assert reported and all(steps[0] > 10 for steps in reported), reported
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([report["mlflow_experiment_id"]], max_results=100)
     names = {(r.data.tags.get("stage"), int(r.data.tags["optuna_trial_number"])): r.info.run_name for r in runs

@@ -57,6 +57,38 @@ def test_workers_share_one_study(pg):
     assert len(nested) == len(counted)  # every worker's trials under the one sweep run
 
 
+def test_workers_share_both_stages_of_the_factored_search(pg):
+    """``--search factored --workers 2``: both workers take stage 1's throughput trials, no
+    stage-2 trial starts before the last stage-1 trial ended (in either worker), and every
+    stage-2 trial runs on the systems config that stage 1's whole table picks for its batch size."""
+    from optuna.trial import TrialState
+
+    from perftune.sweep.factored import TRAINING, Throughputs
+
+    urls, flags = pg
+    report = run_json("sweep", "--workload", NOOP, "--workers", "2", "--trials", "20", "--seed", "0",
+                      "--search", "factored", "--confirm-top", "1", "--confirm-repeats", "1", *flags)  # fmt: skip
+    stages = report["search"]["stages"]
+    assert report["search"]["search"] == "factored" and report["stored"] is True, report
+    assert (stages["throughput"]["trials"], stages["convergence"]["trials"]) == (8, 12)
+    fast = _trials(urls["optuna"], stages["throughput"]["study"])
+    slow = _trials(urls["optuna"], report["study_name"])
+    for trials, total in ((fast, 8), (slow, 12)):
+        counted = [t for t in trials if t.user_attrs.get("cause") not in ("invalid", "surplus")]
+        assert len(counted) == total and not [t for t in trials if t.state == TrialState.RUNNING]
+    assert sum(bool(t.user_attrs.get("baseline")) for t in fast) == 1  # enqueued once, not per worker
+    assert len({t.user_attrs["worker"] for t in fast}) == 2  # stage 1 was shared
+    assert min(t.datetime_start for t in slow) >= max(t.datetime_complete for t in fast)
+    systems = [k for k in fast[0].user_attrs["config"] if k not in TRAINING and k != "batch_size"]
+    table = Throughputs(systems, [(t.user_attrs["config"], t.value) for t in fast
+                                  if t.state == TrialState.COMPLETE])  # fmt: skip
+    sampled = [t for t in slow if "lr_multiplier" in t.params]
+    assert sampled
+    for t in sampled:
+        config = t.user_attrs["config"]
+        assert {k: config[k] for k in systems} == table.systems_for(config["batch_size"])
+
+
 def test_external_worker_joins_and_a_killed_worker_is_retried(pg, tmp_path):
     """``perftune worker --study`` joins a running sweep; SIGKILL it mid-trial: after the grace
     period its trial is failed (cause: lost) and retried, and the sweep still ends with its total."""

@@ -90,11 +90,36 @@ def test_replay_structure_and_ranges(sq, space):
         assert run["first_near_best"] is None or 1 <= run["first_near_best"] <= 6
         assert 0.0 < run["share_of_grid_speedup"] <= 1.0 + 1e-9
         assert run["ratio_to_grid_best"] >= 1.0 - 1e-9
+        # what the trials would have cost: up to the first near-best config, and in all
+        assert run["search_cost_s"] > 0
+        if run["first_near_best"] is not None:
+            assert 0 < run["first_near_best_cost_s"] <= run["search_cost_s"]
     for s in out["policies"].values():
         assert s["runs"] == 2 and 0 <= s["found_near_best"] <= 2 and 0 <= s["within_1_25x"] <= 2
-        for k in ("evaluations_to_near_best", "share_of_grid_speedup", "ratio_to_grid_best"):
+        for k in ("evaluations_to_near_best", "share_of_grid_speedup", "ratio_to_grid_best",
+                  "trial_seconds_to_near_best", "trial_seconds_per_sweep"):
             assert s[k]["p10"] <= s[k]["median"] <= s[k]["p90"]
         assert 1 <= s["evaluations_to_near_best"]["median"] <= 7  # 7: never found (trials + 1)
+
+
+def test_a_trial_costs_its_warm_up_and_windows_or_its_training_plus_the_tables_overhead(sq):
+    from perftune.backends import TrialRequest
+
+    table = tiny_table(sq)
+    ex = sq.TableExecutor(sq.Grid(table))
+    assert ex.overhead == {"throughput": 0.1, "converge": 0.9}  # the tiny table has no wall times
+    cell = {**SYSTEMS[1], "batch_size": 32, "optimizer": "adam", "learning_rate": 1e-3}
+    base = {"workload": "mlp-digits", "framework": "torch", "device": "cpu", "log_path": "x-trial-1.log"}
+    tp = ex.run(TrialRequest(**base, config=cell, measure="throughput", warmup_s=0.5, window_s=0.5, repeats=5))
+    assert tp.wall_s == pytest.approx(0.5 + 5 * 0.5 + 0.1)
+    fast = ex.run(TrialRequest(**base, config={**cell, "learning_rate": 1e-2}))
+    assert fast.wall_s == pytest.approx(fast.metrics["time_to_target_s"] + 0.9)
+    never = ex.run(TrialRequest(**base, config={**cell, "optimizer": "sgd", "learning_rate": 1e-3}, budget_s=7.0))
+    assert never.wall_s == pytest.approx(7.0 + 0.9) and not never.metrics["reached_target"]
+    runs = {"throughput": {"a": {"runs": [{"wall_s": 1.5}, {"wall_s": 1.7}]}}, "samples": {"b": {"runs": [
+        {"wall_s": 5.0, "train_time_s": 4.0}, {"wall_s": 3.0, "train_time_s": 2.5}]}},
+        "grid": {"throughput_request": {"warmup_s": 0.3, "window_s": 0.3, "repeats": 3}}}  # fmt: skip
+    assert sq.overheads(runs) == pytest.approx({"throughput": 0.4, "converge": 0.75})
 
 
 def test_a_policy_that_reaches_the_grid_best_gets_full_credit(sq, tmp_path):

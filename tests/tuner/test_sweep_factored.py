@@ -19,8 +19,10 @@ from perftune.sweep import SweepConfig, run_sweep
 from perftune.sweep.factored import (
     Throughputs,
     applies,
+    halving_pruner,
     lr_rule,
     predicted,
+    predicted_ms,
     scaled_lr,
     split,
 )
@@ -60,6 +62,9 @@ class TwoFactors(Executor):
         if request.measure == "throughput":
             return TrialOutcome("ok", metrics={"throughput_sps": rate}, wall_s=0.01)
         n = self.samples(c)
+        for k in range(1, 10):  # evaluations at each tenth of the samples: the gap closes linearly
+            if on_report is not None and on_report(round(n * k / 10), 0.5 * (1 - k / 10)):
+                return TrialOutcome("pruned", metrics={"samples": round(n * k / 10)}, wall_s=0.01)
         return TrialOutcome("ok", metrics={"reached_target": True, "samples": n, "throughput_sps": rate,
                                            "time_to_target_s": n / rate}, wall_s=0.01)  # fmt: skip
 
@@ -113,12 +118,21 @@ def test_factored_search_finds_the_planted_optimum_in_two_stages(tmp_path, space
         c = t.user_attrs["config"]
         base = scaled_lr(1e-3, 32, c["batch_size"], c["optimizer"])
         assert c["learning_rate"] == pytest.approx(min(max(base * t.params["lr_multiplier"], 1e-4), 0.1))
-        assert t.value == pytest.approx(TwoFactors.samples(c) / TwoFactors.throughput(c))
+        if t.state.name == "COMPLETE":
+            assert t.value == pytest.approx(TwoFactors.samples(c) / TwoFactors.throughput(c))
     # stage 2's leaders ran again with the next seed, the same config (.repeats): on this
     # seed-free fake they tell nothing new, which is why the sweep has 30 trials, not 24
     repeats = [t for t in study.trials if "repeat_of" in t.user_attrs]
     assert repeats and all(t.user_attrs["config"] == study.trials[t.user_attrs["repeat_of"]].user_attrs["config"]
                            for t in repeats)  # fmt: skip
+    # stage 2 is pruned by successive halving over predicted training time: its trials report
+    # samples seen, the pruner's steps are those samples over stage 1's throughput, in ms
+    assert {r.fidelity for r in search[first:]} == {"samples"} and {r.fidelity for r in search[:first]} == {"time"}
+    pruned = [t for t in study.trials if t.user_attrs.get("outcome") == "pruned"]
+    assert pruned and not [t for t in fast.trials if t.user_attrs.get("outcome") == "pruned"]
+    for t in pruned:
+        n, rate = TwoFactors.samples(t.user_attrs["config"]), TwoFactors.throughput(t.user_attrs["config"])
+        assert max(t.intermediate_values) == pytest.approx(1000 * n * len(t.intermediate_values) / 10 / rate, abs=1)
     # the confirmed best is near the planted optimum: 4 threads, its optimizer's best rate
     best = report.best["config"]
     optimum = min(TwoFactors.samples({**best, "learning_rate": lr, "optimizer": opt}) /
@@ -130,13 +144,75 @@ def test_factored_search_finds_the_planted_optimum_in_two_stages(tmp_path, space
     assert report.speedup > 4
 
 
-def test_resuming_a_factored_sweep_runs_no_stage_again(tmp_path, space):
+def test_halving_prunes_at_equal_predicted_time_after_its_startup_trials():
+    import optuna
+
+    study = optuna.create_study(pruner=halving_pruner(reduction=3, first_rung=1 / 9, startup=3))
+
+    def run(pace: float, value: float | None = None) -> bool:
+        """A trial that closes its gap at ``pace`` per second of predicted time, reporting every
+        500 ms up to 9 s; True if the pruner stopped it."""
+        trial = study.ask()
+        for ms in range(500, 9001, 500):
+            trial.report(max(0.0, 1 - pace * ms / 1000), ms)
+            if trial.should_prune():
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                return True
+        study.tell(trial, value if value is not None else 1 / pace)
+        return False
+
+    assert not run(1 / 9, 9.0)  # the first completed trial: its 9 s put the first rung at 1 s
+    assert not run(0.05)  # the slowest yet: not pruned before 3 trials completed...
+    assert "completed_rung_0" in study.trials[1].system_attrs  # ...but its rungs are recorded
+    assert not run(0.5)
+    assert run(0.06)  # among the slowest third at the 1 s rung: pruned
+    assert study.trials[3].last_step == 1000
+    assert not run(0.6)  # the best at each rung it reaches: runs to the end
+
+
+def test_the_trial_budget_caps_real_training_when_values_are_predicted():
+    import optuna
+
+    from perftune.sweep.context import BOUND_FACTOR, SweepContext
+
+    ctx = SimpleNamespace(objective=SimpleNamespace(measure="converge"), multi=False, budget=60.0)
+    study = optuna.create_study()
+    assert SweepContext.trial_budget(ctx, study) == 60.0  # nothing completed yet
+
+    def done(value: float, real: float) -> None:
+        trial = study.ask()
+        trial.set_user_attr("metrics", {"time_to_target_s": real})
+        study.tell(trial, value)
+
+    done(4.0, 4.0)  # the joint search: the value is the real time to target
+    assert SweepContext.trial_budget(ctx, study) == pytest.approx(BOUND_FACTOR * 4.0)
+    # stage 2: predicted 2 s (stage 1's steady throughput), really trained 4.4 s; another 3 s, 3.3 s
+    done(2.0, 4.4)
+    done(3.0, 3.3)
+    assert SweepContext.trial_budget(ctx, study) == pytest.approx(BOUND_FACTOR * 2.0 * 2.2)
+    done(0.01, 0.01)
+    assert SweepContext.trial_budget(ctx, study) == pytest.approx(60.0 * 0.05)  # never below 5% of the budget
+
+
+def test_predicted_ms_is_samples_over_stage_1_throughput():
+    table = Throughputs(["num_threads"], [({"batch_size": 32, "num_threads": 1}, 200.0)])
+    assert predicted_ms(table, {"batch_size": 32, "num_threads": 1}, 500) == 2500
+    assert predicted_ms(table, {"batch_size": 64, "num_threads": 3}, 500) == 500  # unseen: the samples
+
+
+def test_a_finished_factored_sweep_run_again_runs_nothing(tmp_path, space):
     ex, ws, report = sweep(tmp_path, space, trials=8)
     ex2 = TwoFactors()
     cfg = SweepConfig(workload="mlp-digits", space=space, trials=8, seed=1, confirm_top=1,
                       confirm_repeats=1, track=False, search="factored")  # fmt: skip
-    run_sweep(cfg, ws, executor=ex2)
-    assert not [r for r in ex2.requests if "-trial-" in r.log_path]  # both stages were complete
+    again = run_sweep(cfg, ws, executor=ex2)
+    assert ex2.requests == []  # both stages complete and confirmed: its stored result
+    assert again.already_complete["sweep_id"] == report.sweep_id and again.best == report.best
+    ex3 = TwoFactors()
+    more = run_sweep(SweepConfig(**{**cfg.__dict__, "trials": 10}), ws, executor=ex3)
+    search = [r for r in ex3.requests if "-trial-" in r.log_path]
+    assert [r.measure for r in search] == ["throughput", "converge"]  # one more trial per stage
+    assert more.already_complete is None
 
 
 def test_auto_is_the_joint_search(tmp_path, space):
@@ -150,7 +226,6 @@ def test_auto_is_the_joint_search(tmp_path, space):
     ("change", "reason"),
     [
         ({"objective": SimpleNamespace(name="throughput")}, "time to target"),
-        ({"cfg": SimpleNamespace(workers=2, sampler="tpe", trials=20)}, "--workers"),
         ({"cfg": SimpleNamespace(workers=1, sampler="grid", trials=20)}, "grid"),
         ({"cfg": SimpleNamespace(workers=1, sampler="tpe", trials=5)}, "--trials 6"),
         ({"space": SimpleNamespace(searched=lambda: ["batch_size"])}, "learning_rate"),

@@ -51,6 +51,16 @@ def test_the_leaders_get_their_next_seed_once():
                            top=2, seeds=2) == 0  # already waiting  # fmt: skip
 
 
+def test_no_more_repeats_waiting_than_the_stage_has_trials_left():
+    study = study_with([({"x": 1}, 1.0), ({"x": 2}, 2.0), ({"x": 3}, 3.0), ({"x": 4}, 4.0)])
+    assert enqueue_repeats(study, study.trials, "minimize", top=2, seeds=2, room=0) == 0  # the last trial ran
+    assert enqueue_repeats(study, study.trials, "minimize", top=2, seeds=2, room=1) == 1
+    # one waits already: with room for two, one more
+    assert enqueue_repeats(study, study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)), "minimize",
+                           top=2, seeds=2, room=2) == 1  # fmt: skip
+    assert len(study.get_trials(states=(optuna.trial.TrialState.WAITING,))) == 2
+
+
 def test_no_repeats_before_twice_top_configs_and_never_the_baseline():
     study = study_with([({"x": 1}, 1.0), ({"x": 2}, 2.0), ({"x": 3}, 3.0)])
     assert enqueue_repeats(study, study.trials, "minimize", top=2, seeds=2) == 0  # 3 configs < 2 * 2

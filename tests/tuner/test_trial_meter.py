@@ -146,6 +146,15 @@ def test_the_pruner_sees_the_gap_and_stops_the_trial(clock):
     assert pruner.reports == [(1, pytest.approx(0.6)), (2, pytest.approx(0.5))]
 
 
+def test_a_samples_fidelity_reports_the_samples_seen(clock):
+    # the first two evaluations come at steps 3 and 6 (8 samples each): the pruner's steps are
+    # the samples seen then, 24 and 48
+    pruner = Pruner(prune_at=48)
+    m = Meter(Plan(target=0.9, eval_interval_s=0.25, fidelity="samples"), Coll(), pruner)
+    assert train(m, clock, [0.3, 0.4, 0.5])["pruned"]
+    assert pruner.reports == [(24, pytest.approx(0.6)), (48, pytest.approx(0.5))]
+
+
 def test_minimised_metrics(clock):
     m = Meter(Plan(target=0.1, mode="min"), Coll(), Pruner())
     metrics = train(m, clock, [0.5, 0.2, 0.05])["metrics"]

@@ -47,6 +47,10 @@ class TrialRequest:
     #: write them), and the open-loop request rate (requests/s; None: closed loop).
     model_path: str | None = None
     request_rate: float | None = None
+    #: What the steps a time-to-target trial reports to the pruner count: ``"time"``
+    #: (evaluations, due at equal training time) or ``"samples"`` (training samples seen: the
+    #: factored search's stage 2 compares configs at equal work, whatever the machine's load).
+    fidelity: str = "time"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

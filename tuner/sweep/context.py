@@ -70,6 +70,9 @@ class SweepContext:
         self.stage: str | None = None
         #: Seeds each leading config of the search runs with (:mod:`.repeats`; 1: no repeats).
         self.leader_seeds = 1
+        #: What a trial's pruner steps count (``TrialRequest.fidelity``): "time" (evaluations at
+        #: equal training time) or "samples" (the factored search's stage 2).
+        self.fidelity = "time"
         # Set by prepare().
         self.executor = self.storage = self.store = self.tracker = None
         self.workload: dict[str, Any] = {}
@@ -197,17 +200,31 @@ class SweepContext:
             return None if None in values else values  # type: ignore[return-value]
         return self.objective.value(metrics)
 
+    def pruner_step(self, config: dict[str, Any], step: int) -> int:
+        """The step the pruner compares for a step a trial reported (a search stage may map it,
+        e.g. samples seen to predicted training time: :mod:`.factored`)."""
+        return step
+
     def trial_budget(self, study) -> float:
         """Training-time cap of a time-to-target trial: the workload's budget, tightened to
         ``BOUND_FACTOR`` x the best time so far (a trial still short of the target by then
-        cannot win; the slack leaves room for noise, which the confirmation round settles)."""
+        cannot win; the slack leaves room for noise, which the confirmation round settles).
+        Where trials are valued by a prediction (the factored search's stage 2: samples to
+        target over stage 1's steady throughput), the best value is scaled by the most that a
+        completed trial really trained beyond its predicted time: the cap is on real training."""
+        from optuna.trial import TrialState
+
         if self.objective.measure != "converge" or self.multi:  # a slow trial may be on the front
             return self.budget
         try:
             best = float(study.best_value)
         except ValueError:
             return self.budget
-        return max(self.budget * 0.05, min(self.budget, BOUND_FACTOR * best))
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        real = [t.user_attrs.get("metrics", {}).get("time_to_target_s") for t in done]
+        scale = max([r / t.value for r, t in zip(real, done, strict=True) if r and t.value and t.value > 0],
+                    default=1.0)  # fmt: skip
+        return max(self.budget * 0.05, min(self.budget, BOUND_FACTOR * best * max(1.0, scale)))
 
     def request(self, config: dict[str, Any], *, seed: int, number: int | None, label: str,
                 measure: str | None = None) -> TrialRequest:  # fmt: skip
@@ -219,7 +236,7 @@ class SweepContext:
             trial_number=number,
             log_path=str(self.log_file(label)),
             command=self.cfg.command, description=self.workload if self.cfg.command else None,
-            model_path=self.model_path, request_rate=self.cfg.request_rate,
+            model_path=self.model_path, request_rate=self.cfg.request_rate, fidelity=self.fidelity,
             # Serving: three windows, each of 0.5 s and 200 requests at least (its p99 rests on
             # two observations or more); training's throughput takes five shorter ones.
             repeats=3 if (measure or self.objective.measure) == "infer" else TrialRequest.repeats,

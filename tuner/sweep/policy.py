@@ -38,15 +38,27 @@ class SearchPolicy(abc.ABC):
     why it stopped early (``{"reason": ..., "after_trials": n}``) or None. Every trial it runs is
     an ordinary Optuna trial logged to MLflow with its ``stage`` tag. When it returns, the
     study's COMPLETE trials, ranked by value, are the candidates of the confirmation round:
-    their ``config`` user attribute is what the training code receives.
+    their ``config`` user attribute is what the training code receives. Helper workers
+    (``--workers``, ``perftune worker``) run the same :meth:`search` on the same studies, so
+    it must share out each stage's trials through the storage (``run_trials`` does) and start
+    a stage only once the stage it builds on is done in every worker.
     """
 
     #: The name ``--search`` gives it.
     name: str = ""
 
+    def prepare(self, ctx) -> None:
+        """Before any helper worker starts (the sweep's own process only): open what the
+        workers will share (the joint search needs nothing more than the sweep's study)."""
+        return None
+
     @abc.abstractmethod
     def search(self, ctx, study, deadline: float | None) -> dict[str, Any] | None:
         """Run the search stage(s). See the class docstring."""
+
+    def study_trials(self, trials: int) -> int:
+        """How many of ``--trials`` run in the sweep's own study (the rest in stage studies)."""
+        return trials
 
     def describe(self) -> dict[str, Any]:
         """What the report and MLflow say about how the search went (stages, trials each)."""

@@ -43,20 +43,24 @@ def ranked(trials: list, direction: str) -> list[tuple[float, list]]:
     return means
 
 
-def enqueue_repeats(study, trials: list, direction: str, top: int, seeds: int) -> int:
+def enqueue_repeats(study, trials: list, direction: str, top: int, seeds: int, room: int | None = None) -> int:
     """Enqueue the next seed of each of the ``top`` configs of ``trials`` (the study's finished
     trials that count) run with fewer than ``seeds`` seeds, none already waiting, once at least
-    ``2 * top`` configs are ranked. The baseline is never repeated here: the confirmation round
-    measures it anyway. Returns how many were enqueued."""
+    ``2 * top`` configs are ranked, and no more than ``room`` trials (the stage's trials left)
+    waiting in all. The baseline is never repeated here: the confirmation round measures it
+    anyway. Returns how many were enqueued."""
     from optuna.trial import TrialState
 
     pending = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
     waiting = {t.user_attrs.get("repeat_of") for t in pending} - {None}
+    queued = sum(t.state == TrialState.WAITING for t in pending)
     order = ranked(trials, direction)
     if len(order) < 2 * top:  # too few configs yet for a lead to mean anything
         return 0
     added = 0
     for _, runs in order[:top]:
+        if room is not None and queued + added >= room:
+            break
         first = min(runs, key=lambda t: t.number)
         if len(runs) >= seeds or first.number in waiting or first.user_attrs.get("baseline"):
             continue

@@ -66,7 +66,7 @@ def _run(ctx: SweepContext, t0: float, sweep_id: int | None = None,
          should_stop: Callable[[], bool] | None = None) -> SweepReport:  # fmt: skip
     policy = get_policy(ctx)  # before anything is written: --search factored may not apply
     study = open_study(ctx)
-    previous = None if sweep_id is not None or ctx.cfg.confirm_again else finished_sweep(ctx, study)
+    previous = None if sweep_id is not None or ctx.cfg.confirm_again else finished_sweep(ctx, study, policy)
     if previous is not None:  # nothing left to do: its stored result, not a new confirmation
         return stored_report(ctx, study, t0, previous)
     warm_start(ctx, study)  # a new study: the stored bests of other devices / objectives first
@@ -76,6 +76,7 @@ def _run(ctx: SweepContext, t0: float, sweep_id: int | None = None,
     state, summary = "failed", None
     _track_progress(ctx, sweep_id, should_stop)
     share(ctx, study, run_id)
+    policy.prepare(ctx)
     helpers = spawn_workers(ctx)
     try:
         stopped = search(ctx, policy, study, helpers)
@@ -121,18 +122,19 @@ def _front(ctx: SweepContext, study, t0: float, counts: dict[str, int], run_id: 
     return report, summary
 
 
-def finished_sweep(ctx: SweepContext, study) -> dict[str, Any] | None:
+def finished_sweep(ctx: SweepContext, study, policy: SearchPolicy) -> dict[str, Any] | None:
     """The store's last sweep of this study (as ``get_sweep``) if it completed with a confirmed
     best and left nothing to do: no trial since (its trial count is the study's) and none to
-    run: the study has its ``--trials``, or that sweep ended its search early (``--patience``)
-    with at least as many asked for. None otherwise: the sweep runs (or resumes)."""
+    run: the study has its share of ``--trials`` (``policy.study_trials``), or that sweep ended
+    its search early (``--patience``) with at least as many asked for. None otherwise: the sweep
+    runs (or resumes)."""
     last = ctx.store.last_sweep(ctx.study_name)
     if last is None or last["state"] != "completed" or not (last["summary"] or {}).get("best"):
         return None
     if last["n_trials"] != len(study.get_trials(deepcopy=False)):
         return None
     stopped = last["summary"].get("stopped_early") and ctx.cfg.trials <= (last["trials_total"] or 0)
-    return last if stopped or len(finished(study)) >= ctx.cfg.trials else None
+    return last if stopped or len(finished(study)) >= policy.study_trials(ctx.cfg.trials) else None
 
 
 def stored_report(ctx: SweepContext, study, t0: float, last: dict[str, Any]) -> SweepReport:

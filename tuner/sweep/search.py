@@ -67,7 +67,8 @@ def run_trials(ctx: SweepContext, study, deadline: float | None) -> dict[str, An
             raise
         if last is not None:
             if ctx.leader_seeds > 1 and not ctx.multi:
-                enqueue_repeats(study, finished(study), ctx.objective.direction, LEADERS, ctx.leader_seeds)
+                enqueue_repeats(study, finished(study), ctx.objective.direction, LEADERS, ctx.leader_seeds,
+                                room=cfg.trials - _started(study))  # fmt: skip
             done = len(finished(study))
             best = None
             with contextlib.suppress(ValueError, RuntimeError):  # none yet; several objectives
@@ -127,7 +128,7 @@ def one_trial(ctx: SweepContext, study, trial, rejected: list[list[str]]) -> dic
     def on_report(step: int, value: float) -> bool:
         if ctx.multi:  # Optuna prunes single-objective studies only
             return False
-        trial.report(value, step)
+        trial.report(value, ctx.pruner_step(config, step))
         return trial.should_prune()
 
     request = ctx.request(config, seed=(cfg.seed or 0) + trial.user_attrs.get("repeat", 0), number=trial.number,

@@ -16,7 +16,8 @@ from perftune.names import safe_filename
 from perftune.settings import Workspace
 from perftune.sweep.config import ProgressFn, SweepConfig
 from perftune.sweep.context import SweepContext
-from perftune.sweep.search import finished, run_trials
+from perftune.sweep.policy import get_policy
+from perftune.sweep.search import finished
 from perftune.sweep.study import open_study
 
 
@@ -29,7 +30,7 @@ def share(ctx: SweepContext, study, run_id: str | None) -> None:
                                             "sampler", "pruner", "seed", "trial_timeout", "budget_s",
                                             "batch_probe", "max_retry", "heartbeat_s", "grace_s",
                                             "command", "name", "target", "mode", "eval_interval_s",
-                                            "patience")}  # fmt: skip
+                                            "patience", "search")}  # fmt: skip
     shared["workload"] = None if cfg.command else ctx.spec
     if cfg.space:
         with open(cfg.space) as f:
@@ -112,7 +113,7 @@ def run_worker(study_name: str, ws: Workspace, progress: ProgressFn | None = Non
 
                 ensure_model(ctx)
             ctx.tracker.attach(ctx.workload["name"], attrs.get("mlflow_run_id"))
-            run_trials(ctx, study, None)
+            get_policy(ctx).search(ctx, study, None)  # the sweep's own search, its stages too
             return {"study": study_name, "worker": ctx.worker_id,
                     "trials_run": sum(t.user_attrs.get("worker") == ctx.worker_id
                                       for t in study.get_trials(deepcopy=False)),

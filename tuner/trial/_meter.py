@@ -91,6 +91,9 @@ class Plan:
     repeats: int = 5
     probe_steps: int = 2
     stop_at_target: bool = True
+    #: The pruner's steps: ``"time"`` (the evaluation's number: evaluations are due at equal
+    #: training time) or ``"samples"`` (training samples seen, all ranks).
+    fidelity: str = "time"
 
     def reached(self, value: float) -> bool:
         if self.target is None:
@@ -223,7 +226,8 @@ class Meter:
             return _REACHED if plan.stop_at_target or plan.measure == "converge" else _GO
         if plan.measure == "free":
             return _GO
-        if self.channel is not None and self.channel.report(self.evals, plan.gap(metric)):
+        step = self.samples if plan.fidelity == "samples" else self.evals
+        if self.channel is not None and self.channel.report(step, plan.gap(metric)):
             return _PRUNED
         return _BUDGET if self.train_s >= plan.budget_s else _GO
 

@@ -24,7 +24,7 @@ def plan_for(request: Any, description: dict[str, Any]) -> Plan:
                 budget_s=float(request.budget_s or description.get("budget_s") or 60.0),
                 eval_interval_s=float(description.get("eval_interval_s") or 0.25),
                 warmup_s=float(request.warmup_s), window_s=float(request.window_s),
-                repeats=int(request.repeats))  # fmt: skip
+                repeats=int(request.repeats), fidelity=getattr(request, "fidelity", "time"))  # fmt: skip
 
 
 def as_function(workload: Any, builtin: Callable[[Any], Callable[[Trial], Any]]) -> Callable[[Trial], Any]:
