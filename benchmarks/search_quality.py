@@ -457,11 +457,14 @@ def overheads(table: dict[str, Any]) -> dict[str, float]:
 
 
 def _fixed_space(grid: Grid, folder: Path) -> Path:
-    """The built-in CPU space with only the grid's knobs free: batch size and optimizer among the
-    grid's, momentum/beta1/beta2/weight_decay held at their defaults (:data:`FIXED`)."""
+    """The built-in CPU space with only the grid's knobs free: batch size, optimizer and parallel
+    strategy among the grid's (a strategy the table left out would only crash),
+    momentum/beta1/beta2/weight_decay held at their defaults (:data:`FIXED`)."""
+    strategies = list(dict.fromkeys(s["parallel_strategy"] for s in grid.table["grid"]["systems"]))
     lines = ["# search_quality.py replay: the built-in CPU space, only the grid's knobs free.", "version: 1",
              "params:", f"  batch_size: {{type: categorical, choices: {list(grid.batch_sizes)}, default: 32}}",
-             f"  optimizer: {{type: categorical, choices: {list(grid.optimizers)}, default: adam}}"]  # fmt: skip
+             f"  optimizer: {{type: categorical, choices: {list(grid.optimizers)}, default: adam}}",
+             f"  parallel_strategy: {{type: categorical, choices: {strategies}, default: single}}"]  # fmt: skip
     for name, (value, users) in FIXED.items():
         users = [o for o in users if o in grid.optimizers]
         lines.append(f"  {name}: {{type: categorical, choices: [{value}], default: {value}, when: {{optimizer: {users}}}}}"

@@ -4,6 +4,7 @@ learning-rate optimum are planted, and the search must find them."""
 
 from __future__ import annotations
 
+import json
 import math
 import textwrap
 from types import SimpleNamespace
@@ -17,6 +18,7 @@ from perftune.executor import Executor
 from perftune.settings import Workspace
 from perftune.sweep import SweepConfig, run_sweep
 from perftune.sweep.factored import (
+    TRAINING,
     Throughputs,
     applies,
     halving_pruner,
@@ -25,6 +27,7 @@ from perftune.sweep.factored import (
     predicted_ms,
     scaled_lr,
     split,
+    valid_configs,
 )
 
 BEST_LR = {"sgd": 0.02, "adam": 0.004}  # at batch size 32; moves with the batch size's rule
@@ -106,6 +109,10 @@ def test_factored_search_finds_the_planted_optimum_in_two_stages(tmp_path, space
     first = stages["throughput"]["trials"]
     assert {r.measure for r in search[:first]} == {"throughput"}
     assert {r.measure for r in search[first:]} == {"converge"}
+    # stage 1 walked its 16 valid configs without repeats (the baseline, then 11 enqueued)
+    configs = [json.dumps(t.user_attrs["config"], sort_keys=True) for t in fast.trials]
+    assert len(set(configs)) == len(configs) == first
+    assert sum(bool(t.user_attrs.get("walk")) for t in fast.trials) == first - 1
     # stage 1 held the training knobs at their defaults
     assert {(r.config["optimizer"], r.config["learning_rate"]) for r in search[:first]} == {("adam", 1e-3)}
     # stage 2 runs on stage 1's fastest systems config for its batch size (4 threads here)
@@ -192,6 +199,20 @@ def test_the_trial_budget_caps_real_training_when_values_are_predicted():
     assert SweepContext.trial_budget(ctx, study) == pytest.approx(BOUND_FACTOR * 2.0 * 2.2)
     done(0.01, 0.01)
     assert SweepContext.trial_budget(ctx, study) == pytest.approx(60.0 * 0.05)  # never below 5% of the budget
+
+
+def test_valid_configs_of_the_builtin_cpu_space():
+    from perftune.search_spaces import load_space
+
+    space = load_space("torch", "cpu", resources={"cores": 2, "device_count": 1, "memory_gib": 16})
+    configs = valid_configs(space.fixed(TRAINING), limit=10_000)
+    # 7 batch sizes x (single: 2 thread counts x 2 precisions; ddp and fsdp: 2 ranks x 1 thread x 2)
+    assert len(configs) == 56 and len({json.dumps(c, sort_keys=True) for c in configs}) == 56
+    assert all(not space.violations(c) for c in configs)
+    assert {(c["parallel_strategy"], c["world_size"], c["num_threads"]) for c in configs} == {
+        ("single", 1, 1), ("single", 1, 2), ("ddp", 2, 1), ("fsdp", 2, 1)}  # fmt: skip
+    assert valid_configs(space.fixed(TRAINING), limit=10) is None  # too many grid points to look at
+    assert valid_configs(space, limit=10**9) is None  # a continuous knob (the learning rate)
 
 
 def test_predicted_ms_is_samples_over_stage_1_throughput():
