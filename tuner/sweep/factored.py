@@ -6,7 +6,8 @@ more cheaply and precisely than their product:
 * **Systems knobs** (threads, precision, parallel strategy, compile, ...) and the batch size
   set the *throughput*: a steady-state rate that a short trial measures to a few percent and
   that does not depend on the seed. Stage 1 searches them in a study of its own
-  (``<study>.throughput``), the training knobs held at their defaults.
+  (``<study>.throughput``), the training knobs held at their defaults; where its valid configs
+  are few (:data:`WALK`), it walks them without repeats instead (:meth:`FactoredPolicy.prepare`).
 * **Training knobs** (optimizer, its hyper-parameters, the learning rate) and the batch size set
   the *samples to target*: a count that does not depend on the machine's load. Stage 2 searches
   them in the sweep's study, each trial run on stage 1's fastest systems config for its batch
