@@ -201,6 +201,29 @@ def test_the_trial_budget_caps_real_training_when_values_are_predicted():
     assert SweepContext.trial_budget(ctx, study) == pytest.approx(60.0 * 0.05)  # never below 5% of the budget
 
 
+def test_stage_1_table_counts_the_windows_of_a_pruned_trial():
+    import optuna
+
+    study = optuna.create_study(direction="maximize")
+
+    def trial(threads: int, state: str, value=None, windows=(), **attrs) -> None:
+        t = study.ask()
+        t.set_user_attr("config", {"batch_size": 32, "num_threads": threads})
+        for k, v in attrs.items():
+            t.set_user_attr(k, v)
+        for i, w in enumerate(windows):
+            t.report(w, i)
+        study.tell(t, value, state=getattr(optuna.trial.TrialState, state))
+
+    trial(1, "COMPLETE", 100.0)
+    trial(2, "PRUNED", windows=(40.0, 60.0, 50.0), outcome="pruned")  # slower than the median: stopped
+    trial(3, "PRUNED", cause="invalid")  # rejected before it ran
+    trial(4, "PRUNED", cause="oom", windows=(10.0,))  # infeasible: no throughput of its own
+    table = Throughputs.from_study(study, ["num_threads"])
+    assert sorted(table.cells) == [('{"num_threads": 1}', 32), ('{"num_threads": 2}', 32)]
+    assert table.of({"batch_size": 32, "num_threads": 2}) == pytest.approx(50.0)
+
+
 def test_valid_configs_of_the_builtin_cpu_space():
     from perftune.search_spaces import load_space
 

@@ -37,6 +37,7 @@ import copy
 import json
 import math
 import random
+import statistics
 import time
 from dataclasses import replace
 from typing import Any
@@ -123,10 +124,19 @@ class Throughputs:
 
     @classmethod
     def from_study(cls, study, systems: list[str]) -> Throughputs:
+        """Stage 1's throughputs: a completed trial's value; a trial the pruner stopped (slower
+        than the median at its window) counts with the median of the windows it reported, which
+        were timed like any other (without it, the slow half of the configs would be missing
+        from the table and guessed by the model)."""
         from optuna.trial import TrialState
 
-        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        return cls(systems, [(t.user_attrs.get("config") or t.params, t.value) for t in done])
+        rows = []
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            if t.state == TrialState.COMPLETE:
+                rows.append((t.user_attrs.get("config") or t.params, t.value))
+            elif t.user_attrs.get("outcome") == "pruned" and t.intermediate_values:
+                rows.append((t.user_attrs.get("config") or t.params, statistics.median(t.intermediate_values.values())))
+        return cls(systems, rows)
 
     def _systems_key(self, config: dict[str, Any]) -> str:
         return json.dumps({k: config.get(k) for k in self.systems}, sort_keys=True)
