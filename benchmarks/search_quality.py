@@ -655,7 +655,7 @@ def real(args: argparse.Namespace) -> int:
         from perftune.settings import Workspace
         from perftune.sweep import SweepConfig, run_sweep
 
-        cfg = SweepConfig(workload=args.workload, framework="torch", trials=trials, seed=0, track=False,
+        cfg = SweepConfig(workload=args.workload, framework="torch", trials=trials, seed=args.seed, track=False,
                           warm_start="off", search=args.search)  # fmt: skip
         t0 = time.monotonic()
         report = run_sweep(cfg, Workspace.resolve(Path(tmp) / "ws"))
@@ -673,7 +673,8 @@ def real(args: argparse.Namespace) -> int:
         b.executor.close()
     med = {k: _median([x for x in v if x is not None]) for k, v in times.items()}
     ratio = med["stored"] / med["grid"] if med["stored"] and med["grid"] else None
-    out = {"search": report.search, "trials": trials, "trial_counts": report.trials, "sweep_s": round(sweep_s, 1), "stored_config": stored, "grid_best": best_cell,
+    out = {"search": report.search, "trials": trials, "trial_counts": report.trials,
+           "reported_speedup": report.speedup, "speedup_interval": report.speedup_interval, "sweep_s": round(sweep_s, 1), "stored_config": stored, "grid_best": best_cell,
            "times": times, "median_s": med, "ratio_stored_to_grid_best": ratio, "load_avg_1m": os.getloadavg()[0]}  # fmt: skip
     print(json.dumps(out, indent=1, default=str) if args.json else
           f"real sweep ({trials} trials, {sweep_s:.0f} s): stored best {med['stored']} s vs grid best "
@@ -718,6 +719,7 @@ def main(argv: list[str] | None = None) -> int:
     rl.add_argument("--trials", type=int, default=None)
     rl.add_argument("--runs", type=int, default=3)
     rl.add_argument("--search", default="auto", help="the sweep's --search (auto, joint, factored)")
+    rl.add_argument("--seed", type=int, default=0, help="the sweep's --seed")
     rl.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     with contextlib.suppress(BrokenPipeError):
