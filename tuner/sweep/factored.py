@@ -219,8 +219,8 @@ class FactoredPolicy(SearchPolicy):
         """Before any helper worker starts: open stage 1's study (its baseline enqueued), and
         where the stage's valid configs are at most ``WALK`` x its trials, enqueue them in a
         seeded random order (the baseline's excluded, as many as the stage has trials), so that
-        stage 1 measures as many distinct configs as it can: left to TPE, a real 39-trial
-        stage 1 measured 11 distinct ones (the additive model guessed the other 45)."""
+        each stage-1 trial measures a config no other did (TPE may propose one again), and the
+        additive model has to guess as few cells as the trials allow."""
         from perftune.sweep.study import open_study
 
         fast = self._throughput_stage(ctx)
