@@ -182,7 +182,7 @@ def test_the_trial_budget_caps_real_training_when_values_are_predicted():
 
     from perftune.sweep.context import BOUND_FACTOR, SweepContext
 
-    ctx = SimpleNamespace(objective=SimpleNamespace(measure="converge"), multi=False, budget=60.0)
+    ctx = SimpleNamespace(objective=SimpleNamespace(measure="converge"), multi=False, budget=60.0, predicted=True)
     study = optuna.create_study()
     assert SweepContext.trial_budget(ctx, study) == 60.0  # nothing completed yet
 
@@ -191,12 +191,14 @@ def test_the_trial_budget_caps_real_training_when_values_are_predicted():
         trial.set_user_attr("metrics", {"time_to_target_s": real})
         study.tell(trial, value)
 
-    done(4.0, 4.0)  # the joint search: the value is the real time to target
+    done(4.0, 4.0)  # a value that is the real time to target
     assert SweepContext.trial_budget(ctx, study) == pytest.approx(BOUND_FACTOR * 4.0)
     # stage 2: predicted 2 s (stage 1's steady throughput), really trained 4.4 s; another 3 s, 3.3 s
     done(2.0, 4.4)
     done(3.0, 3.3)
     assert SweepContext.trial_budget(ctx, study) == pytest.approx(BOUND_FACTOR * 2.0 * 2.2)
+    joint = SimpleNamespace(**{**ctx.__dict__, "predicted": False})  # values are real times: no scaling
+    assert SweepContext.trial_budget(joint, study) == pytest.approx(BOUND_FACTOR * 2.0)
     done(0.01, 0.01)
     assert SweepContext.trial_budget(ctx, study) == pytest.approx(60.0 * 0.05)  # never below 5% of the budget
 

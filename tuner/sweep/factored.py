@@ -252,7 +252,7 @@ class FactoredPolicy(SearchPolicy):
         if ctx.cancelled or not table.cells:
             return stopped
         slow = stage(ctx, "convergence", second, space=ConvergenceSpace(ctx.space, table, ctx.baseline),
-                     fidelity="samples", leader_seeds=LEADER_SEEDS)  # fmt: skip
+                     fidelity="samples", leader_seeds=LEADER_SEEDS, predicted=True)  # fmt: skip
         slow.value = lambda config, metrics: predicted(table, config, metrics)
         slow.pruner_step = lambda config, samples: predicted_ms(table, config, samples)
         if ctx.cfg.pruner != "none":
