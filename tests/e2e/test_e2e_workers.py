@@ -61,6 +61,7 @@ def test_workers_share_both_stages_of_the_factored_search(pg):
     """``--search factored --workers 2``: both workers take stage 1's throughput trials, no
     stage-2 trial starts before the last stage-1 trial ended (in either worker), and every
     stage-2 trial runs on the systems config that stage 1's whole table picks for its batch size."""
+    import optuna
     from optuna.trial import TrialState
 
     from perftune.sweep.factored import TRAINING, Throughputs
@@ -80,8 +81,9 @@ def test_workers_share_both_stages_of_the_factored_search(pg):
     assert len({t.user_attrs["worker"] for t in fast}) == 2  # stage 1 was shared
     assert min(t.datetime_start for t in slow) >= max(t.datetime_complete for t in fast)
     systems = [k for k in fast[0].user_attrs["config"] if k not in TRAINING and k != "batch_size"]
-    table = Throughputs(systems, [(t.user_attrs["config"], t.value) for t in fast
-                                  if t.state == TrialState.COMPLETE])  # fmt: skip
+    # the whole table, pruned throughput trials included (as every worker builds it)
+    table = Throughputs.from_study(optuna.load_study(study_name=stages["throughput"]["study"],
+                                                     storage=urls["optuna"]), systems)  # fmt: skip
     sampled = [t for t in slow if "lr_multiplier" in t.params]
     assert sampled
     for t in sampled:

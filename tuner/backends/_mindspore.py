@@ -46,7 +46,6 @@ import math
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -55,6 +54,7 @@ from typing import Any
 
 from perftune.backends._base import Backend, Channel, NullChannel, TrialRequest, classify_exception
 from perftune.backends._host import cpu_device, rss_peak_mb, usable_cores
+from perftune.backends._ranks import free_ports
 from perftune.errors import InvalidConfig, TrialError, UsageError
 from perftune.trial._kit import Kit
 from perftune.trial._run import as_function, drive, run_rank
@@ -274,12 +274,6 @@ def make_ms_optimizer(params, config: dict[str, Any]):
 
 
 # ---------------------------------------------------------------------- msrun
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _run_msrun(request: TrialRequest) -> dict[str, Any]:
     """Run the trial on ``world_size`` ranks started by MindSpore's launcher ``msrun``.
 
@@ -311,7 +305,7 @@ def _run_msrun(request: TrialRequest) -> dict[str, Any]:
     cmd = [sys.executable, "-c", "import sys; from mindspore.parallel.cluster.run import main; "
            "sys.argv[0] = 'msrun'; sys.exit(main())",
            "--worker_num", str(world), "--local_worker_num", str(world),
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+           "--master_addr", "127.0.0.1", "--master_port", str(free_ports(1)[0]),
            "--log_dir", log_dir, "--join", "True", "--cluster_time_out", "120",
            os.path.abspath(__file__), req_path, result_path]  # fmt: skip
     try:

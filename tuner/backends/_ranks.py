@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
+import socket
 import sys
 import threading
 import traceback
@@ -89,4 +91,47 @@ def run_ranks(world: int, rank_main: Callable[[int], object], chief: Callable[[]
         watcher.join(timeout=30)
 
 
-__all__ = ["INVALID_EXIT", "KEEPALIVE", "run_ranks"]
+__all__ = ["INVALID_EXIT", "KEEPALIVE", "free_ports", "run_ranks"]
+
+
+#: Where :func:`free_ports` looks: below Linux's default ephemeral range (32768-60999).
+PORT_RANGE = (20000, 32767)
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_ports(n: int, rng: random.Random | None = None) -> list[int]:
+    """``n`` distinct TCP ports free on every interface now, for servers that a trial's ranks
+    start seconds later (TensorFlow's gRPC servers, MindSpore's scheduler).
+
+    They are drawn outside the kernel's ephemeral range: a port ``bind(0)`` returned is free
+    only until it is closed, and in the seconds before a rank binds it, any outgoing
+    connection on the machine (a database, a tracking server) may take it as its local port,
+    and the rank's server then fails to start. Ports outside that range are never handed out
+    by the kernel; another program that picks ports by hand is the only race left."""
+    rng = rng or random.Random()
+    low, high = _ephemeral_range()
+    lo, hi = PORT_RANGE if PORT_RANGE[1] < low or PORT_RANGE[0] > high else (1024, low - 1)
+    ports: list[int] = []
+    for _ in range(200 * n):
+        if len(ports) == n:
+            break
+        port = rng.randint(lo, hi)
+        if port in ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))  # as the gRPC server will
+            except OSError:
+                continue
+        ports.append(port)
+    if len(ports) < n:
+        raise OSError(f"no {n} free TCP ports in {lo}-{hi}")
+    return ports

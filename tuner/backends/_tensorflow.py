@@ -42,14 +42,13 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 from typing import Any
 
 from perftune.backends._base import Backend, Channel, TrialRequest
 from perftune.backends._host import cpu_device, rss_peak_mb, usable_cores
-from perftune.backends._ranks import KEEPALIVE, run_ranks
+from perftune.backends._ranks import KEEPALIVE, free_ports, run_ranks
 from perftune.errors import InvalidConfig, UsageError
 from perftune.trial._kit import Kit
 from perftune.trial._run import as_function, drive, run_rank
@@ -300,24 +299,11 @@ def make_keras_optimizer(config: dict[str, Any]):
 
 
 # ---------------------------------------------------------------------- multi-worker
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def _run_multi_worker(fn, request: TrialRequest, channel: Channel, world: int,
                       description: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     """``world`` workers (see :func:`~perftune.backends._ranks.run_ranks`), each with its
     ``TF_CONFIG``, set before any of them starts the TensorFlow runtime; worker 0 is the chief."""
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(world)]}
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(world)]}
 
     def worker(rank: int, ch: Channel | None) -> dict[str, Any]:
         os.environ["TF_CONFIG"] = json.dumps({"cluster": cluster,
