@@ -262,7 +262,7 @@ class _Progress:
     def text(self, event: str, data: dict[str, Any]) -> str | None:
         """What an event says, in a few words (None: nothing to say)."""
         if event == "start":
-            self.total = data["total"]
+            self.total, self.unit = data["total"], data.get("unit") or self.unit  # a stage's own
             stage = f"{data['stage']} stage: " if data.get("stage") else ""
             return f"{stage}{data['done']}/{data['total']} trials done"
         if event == "probe":

@@ -29,6 +29,7 @@ from perftune.sweep.factored import (
     split,
     valid_configs,
 )
+from perftune.sweep.lr import base_lr
 
 BEST_LR = {"sgd": 0.02, "adam": 0.004}  # at batch size 32; moves with the batch size's rule
 
@@ -123,7 +124,7 @@ def test_factored_search_finds_the_planted_optimum_in_two_stages(tmp_path, space
     assert tried and {t.user_attrs["lr_rule"] for t in tried} <= {"linear", "sqrt"}
     for t in tried:  # the learning rate is the multiplier on the batch-size-scaled base rate
         c = t.user_attrs["config"]
-        base = scaled_lr(1e-3, 32, c["batch_size"], c["optimizer"])
+        base = scaled_lr(base_lr(1e-3, "adam", c["optimizer"]), 32, c["batch_size"], c["optimizer"])
         assert c["learning_rate"] == pytest.approx(min(max(base * t.params["lr_multiplier"], 1e-4), 0.1))
         if t.state.name == "COMPLETE":
             assert t.value == pytest.approx(TwoFactors.samples(c) / TwoFactors.throughput(c))

@@ -128,6 +128,16 @@ def test_the_live_bar_says_what_runs(monkeypatch):
     assert "trial 5/16: #4 complete 2.5 s | best 2 s\n" in screen.getvalue()  # -v: the line above the bar
 
 
+def test_each_stage_shows_its_own_unit():
+    """The factored search's throughput stage reports samples/s, its convergence stage seconds."""
+    bar = cli._Progress("s", verbose=False)
+    trial = {"done": 1, "number": 0, "state": "COMPLETE", "value": 1193.0, "best": 1193.0, "cause": None}
+    assert bar.text("start", {"total": 10, "done": 0, "stage": "throughput", "unit": "samples/s"})
+    assert bar.text("trial", trial) == "trial 1/10: #0 complete 1193 samples/s | best 1193 samples/s"
+    bar.text("start", {"total": 14, "done": 0, "stage": "convergence", "unit": "s"})
+    assert bar.text("trial", {**trial, "value": 2.5, "best": 2.5}) == "trial 1/14: #0 complete 2.5 s | best 2.5 s"
+
+
 def test_rerun_of_a_finished_sweep_shows_its_stored_result(tmp_path, space, env, fake, capsys):
     used, events = fake
     code, out, _ = perftune(capsys, *sweep_args(tmp_path, space))

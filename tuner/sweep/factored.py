@@ -44,6 +44,7 @@ from typing import Any
 
 from perftune.objectives import get_objective
 from perftune.sweep.context import trial_timeout
+from perftune.sweep.lr import ScaledLrSpace, lr_rule, scaled_lr
 from perftune.sweep.policy import SearchPolicy
 from perftune.sweep.repeats import config_key
 from perftune.sweep.search import run_trials
@@ -53,15 +54,11 @@ __all__ = ["TRAINING", "FactoredPolicy", "Throughputs", "applies", "lr_rule", "s
 #: The knobs that act on samples to target (and not on throughput); every other knob of a
 #: space but the batch size is a systems knob.
 TRAINING = ("learning_rate", "optimizer", "momentum", "beta1", "beta2", "weight_decay")
-#: Optimizers whose learning rate scales with the square root of the batch size.
-SQRT_RULE = ("adam", "adamw", "rmsprop", "adagrad")
 #: The share of ``--trials`` stage 1 (throughput) runs.
 THROUGHPUT_SHARE = 0.4
 #: Seeds each of stage 2's leading configs runs with (samples to target depends on the seed:
 #: :mod:`.repeats`).
 LEADER_SEEDS = 2
-#: The range of stage 2's learning-rate multiplier.
-MULTIPLIER = (1 / 8, 8.0)
 #: Stage 2's successive halving: half the configs at a rung go on; the first rung is at this
 #: share of the first completed trial's predicted time to target. Measured against a third and
 #: 1/9 (one real 30-trial sweep each, docs/how-a-sweep-works.md): that pruned 14 of 18 trials.
@@ -92,16 +89,6 @@ def split(trials: int) -> tuple[int, int]:
     """Trials of stage 1 (throughput: short) and stage 2 (convergence) out of ``trials``."""
     first = max(3, round(THROUGHPUT_SHARE * trials))
     return first, trials - first
-
-
-def lr_rule(optimizer: str) -> str:
-    return "sqrt" if optimizer in SQRT_RULE else "linear"
-
-
-def scaled_lr(base_lr: float, base_bs: int, bs: int, optimizer: str) -> float:
-    """The base learning rate moved to batch size ``bs`` by ``optimizer``'s rule."""
-    ratio = bs / base_bs
-    return base_lr * (math.sqrt(ratio) if lr_rule(optimizer) == "sqrt" else ratio)
 
 
 class Throughputs:
@@ -177,33 +164,18 @@ def _additive_fit(cells: dict[tuple[str, int], float], rounds: int = 50):
     return a, b
 
 
-class ConvergenceSpace:
-    """Stage 2's view of the space: the batch size and the training knobs suggested with their
-    own distributions, the learning rate as a multiplier on the batch-size-scaled default, the
-    systems knobs taken from stage 1. An enqueued trial (the baseline, a warm start) keeps its
-    own params. Everything else is the space's."""
+class ConvergenceSpace(ScaledLrSpace):
+    """Stage 2's view of the space: the batch size suggested first, the systems knobs taken
+    from stage 1's fastest config at that batch size, the learning rate as a multiplier on the
+    batch-size-scaled default (:class:`~perftune.sweep.lr.ScaledLrSpace`)."""
 
     def __init__(self, space, table: Throughputs, baseline: dict[str, Any]) -> None:
-        self.space, self.table, self.baseline = space, table, baseline
+        super().__init__(space, baseline)
+        self.table = table
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.space, name)
-
-    def sample(self, trial) -> dict[str, Any]:
-        attrs = trial.user_attrs
-        if attrs.get("baseline") or "warm_start" in attrs or attrs.get("repeat_enqueued"):
-            return self.space.sample(trial)  # enqueued with its own params
+    def given(self, trial) -> dict[str, Any]:
         bs = int(self.space.suggest(trial, "batch_size"))
-        systems = self.table.systems_for(bs) or {}
-        config = self.space.sample(trial, given={**systems, "batch_size": bs,
-                                                 "learning_rate": self.baseline["learning_rate"]})  # fmt: skip
-        multiplier = trial.suggest_float("lr_multiplier", *MULTIPLIER, log=True)
-        spec = self.space.params["learning_rate"]
-        lr = scaled_lr(self.baseline["learning_rate"], self.baseline["batch_size"], bs,
-                       str(config.get("optimizer", "")))  # fmt: skip
-        config["learning_rate"] = min(max(lr * multiplier, spec.low), spec.high)
-        trial.set_user_attr("lr_rule", lr_rule(str(config.get("optimizer", ""))))
-        return config
+        return {**(self.table.systems_for(bs) or {}), "batch_size": bs}
 
 
 class FactoredPolicy(SearchPolicy):
