@@ -61,6 +61,26 @@ def test_no_more_repeats_waiting_than_the_stage_has_trials_left():
     assert len(study.get_trials(states=(optuna.trial.TrialState.WAITING,))) == 2
 
 
+def test_a_repeat_two_workers_enqueued_at_once_runs_once():
+    """Both workers saw the same leaders and enqueued the same repeat: the copy asked for
+    second is given back (FAIL, cause surplus, not counted); a retry of a dead copy is not."""
+    from perftune.sweep.search import _duplicate_repeat
+
+    study = study_with([({"x": 1}, 1.0), ({"x": 2}, 2.0), ({"x": 3}, 3.0), ({"x": 4}, 4.0)])
+    for _ in range(2):  # two workers, the same moment: neither saw the other's waiting copy
+        study.enqueue_trial({"x": 1}, user_attrs={"repeat_of": 0, "repeat": 1, "repeat_config": {"x": 1}})
+    first, second = study.ask(), study.ask()
+    assert first.number < second.number and not _duplicate_repeat(study, first)
+    assert _duplicate_repeat(study, second)
+    given_back = study.trials[second.number]
+    assert given_back.state == optuna.trial.TrialState.FAIL and given_back.user_attrs["cause"] == "surplus"
+    assert given_back not in finished(study)
+    study.tell(first, state=optuna.trial.TrialState.FAIL)  # its worker died: the retry runs
+    study.enqueue_trial({"x": 1}, user_attrs={"repeat_of": 0, "repeat": 1, "repeat_config": {"x": 1}})
+    assert not _duplicate_repeat(study, study.ask())
+    assert not _duplicate_repeat(study, study.ask())  # a sampled trial: not a repeat at all
+
+
 def test_no_repeats_before_twice_top_configs_and_never_the_baseline():
     study = study_with([({"x": 1}, 1.0), ({"x": 2}, 2.0), ({"x": 3}, 3.0)])
     assert enqueue_repeats(study, study.trials, "minimize", top=2, seeds=2) == 0  # 3 configs < 2 * 2

@@ -28,10 +28,10 @@ INFEASIBLE = {"oom": "fits_in_memory", "crash": "runs_cleanly", "timeout": "ends
 #: The infeasible causes that are not failures: an inference trial that ran but broke a limit
 #: (``--slo-p99-ms``, ``--max-quality-drop``; :meth:`~perftune.objectives.Objective.violations`).
 OVER_LIMIT = {"slo": "over_slo", "quality": "quality_drop"}
-#: A trial's MLflow run status by its state (``FAIL`` includes the infeasible causes): what
-#: failed looks failed, what was cut short or rejected looks killed.
 #: How many of the leading configs get seed repeats (:mod:`.repeats`) when a policy asks for them.
 LEADERS = 3
+#: A trial's MLflow run status by its state (``FAIL`` includes the infeasible causes): what
+#: failed looks failed, what was cut short or rejected looks killed.
 RUN_STATUS = {"COMPLETE": "FINISHED", "FAIL": "FAILED", "PRUNED": "KILLED"}
 
 
@@ -59,6 +59,8 @@ def run_trials(ctx: SweepContext, study, deadline: float | None) -> dict[str, An
         _recovery.claim(trial)  # user attrs worker (host:pid) and worker_process
         if _surplus(ctx, study, trial):  # only when workers asked at the same moment
             break
+        if _duplicate_repeat(study, trial):  # enqueued twice by workers at the same moment
+            continue
         try:
             last = one_trial(ctx, study, trial, rejected)
         except BaseException as exc:
@@ -329,6 +331,26 @@ def _surplus(ctx: SweepContext, study, trial) -> bool:
     ahead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
              if t.number < trial.number] + [t for t in finished(study) if t.number < trial.number]  # fmt: skip
     if len(ahead) < ctx.cfg.trials:
+        return False
+    trial.set_user_attr("cause", "surplus")
+    study.tell(trial, state=TrialState.FAIL)
+    return True
+
+
+def _duplicate_repeat(study, trial) -> bool:
+    """Two workers that finish a trial at the same moment may both enqueue the same leader's
+    seed repeat (:mod:`.repeats`). Optuna hands out waiting trials oldest first, so the first
+    copy is running or done when the second is asked for: the second is given back (FAIL, cause
+    ``surplus``, not counted; it has no params yet). A retry of a copy whose worker died (FAIL)
+    is not a duplicate."""
+    from optuna.trial import TrialState
+
+    key = (trial.user_attrs.get("repeat_of"), trial.user_attrs.get("repeat"))
+    if key[0] is None:
+        return False
+    live = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
+    if not any((t.user_attrs.get("repeat_of"), t.user_attrs.get("repeat")) == key and t.number < trial.number
+               for t in study.get_trials(deepcopy=False, states=live)):  # fmt: skip
         return False
     trial.set_user_attr("cause", "surplus")
     study.tell(trial, state=TrialState.FAIL)
