@@ -182,7 +182,8 @@ def build(args: argparse.Namespace) -> int:
     t = b.table
     drop = tuple(s for s in args.drop_strategies.split(",") if s)
     batch_sizes = [int(x) for x in args.batch_sizes.split(",")]
-    lrs = lr_grid(args.lr_points)
+    # the default's rate too (when the grid misses it): the replay's baseline is its cell
+    lrs = sorted({*lr_grid(args.lr_points), *(float(x) for x in args.extra_lr or [])})
     systems = b.systems(drop)
     t.setdefault("workload", args.workload)
     t.setdefault("framework", "torch")
@@ -607,7 +608,7 @@ def run_replay(table: dict[str, Any], *, policies: list[str], seeds: int, trials
                 runs.append(r)
                 if log:
                     log(f"{policy} seed {seed}: first near-best at {r['first_near_best']}, best "
-                        f"{r['best_pred_s']:.2f} s ({r['share_of_grid_speedup']:.0%} of the grid-best speedup), "
+                        f"{_fmt(r['best_pred_s'])} s ({r['share_of_grid_speedup']:.0%} of the grid-best speedup), "
                         f"{r['wall_s']:.1f} s")  # fmt: skip
             out["runs"] += runs
             out["policies"][policy] = summarize(runs, trials)
@@ -692,6 +693,7 @@ def main(argv: list[str] | None = None) -> int:
     bp.add_argument("--batch-sizes", default=",".join(map(str, BATCH_SIZES)))
     bp.add_argument("--drop-strategies", default="", help="e.g. fsdp")
     bp.add_argument("--lr-points", type=int, default=LR_POINTS)
+    bp.add_argument("--extra-lr", action="append", help="a learning rate added to the grid's (e.g. the default's)")
     bp.add_argument("--tp-repeats", type=int, default=3)
     bp.add_argument("--sm-seeds", type=int, default=2)
     bp.add_argument("--budget", type=float, default=8.0, help="training seconds of a converge cell")

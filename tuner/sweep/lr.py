@@ -7,6 +7,10 @@ a sampler that draws each knob independently (TPE's default, random search) most
 that do not train. Sampled as a multiplier on the default's rate moved to the trial's batch
 size, every draw is a plausible pair and the multiplier's good range is about the same at every
 batch size.
+
+Stage 2 of the factored search (:mod:`.factored`) samples it this way. The joint search samples
+the learning rate itself: replayed against a measured grid, the multiplier did not beat the
+noise there (``benchmarks/README.md``, *The learning rate's scaling in the joint search*).
 """
 
 from __future__ import annotations
@@ -41,15 +45,6 @@ def scaled_lr(base_lr: float, base_bs: int, bs: int, optimizer: str) -> float:
 def base_lr(base: float, base_optimizer: str, optimizer: str) -> float:
     """The base rate ``base`` (set for ``base_optimizer``) moved to ``optimizer``'s family."""
     return base * FAMILY.get(optimizer, 1.0) / FAMILY.get(base_optimizer, 1.0)
-
-
-def applies(space, baseline: dict[str, Any]) -> bool:
-    """Whether ``space`` searches a float learning rate and the batch size, and the baseline
-    has both (the rate the multiplier scales)."""
-    lr = space.params.get("learning_rate")
-    searched = set(space.searched())
-    return (lr is not None and lr.type == "float" and {"learning_rate", "batch_size"} <= searched
-            and bool(baseline.get("learning_rate")) and bool(baseline.get("batch_size")))  # fmt: skip
 
 
 class ScaledLrSpace:
