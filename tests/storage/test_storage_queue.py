@@ -68,7 +68,7 @@ def test_cancel_and_fail(store) -> None:
     assert store.claim_sweep("w:1") is None
 
 
-def _claim_race(url: str, n_sweeps: int = 24, n_claimers: int = 4) -> None:
+def _check_each_sweep_claimed_once(url: str, n_sweeps: int = 24, n_claimers: int = 4) -> None:
     """``n_claimers`` threads, each with its own store (own connections), claim until the queue
     is empty: every sweep is claimed exactly once."""
     with open_store(url, create=True) as s:
@@ -101,12 +101,12 @@ def _claim_race(url: str, n_sweeps: int = 24, n_claimers: int = 4) -> None:
 
 
 def test_claims_are_atomic_on_sqlite(sqlite_url: str) -> None:
-    _claim_race(sqlite_url)
+    _check_each_sweep_claimed_once(sqlite_url)
 
 
 @pytest.mark.postgres
 def test_claims_are_atomic_on_postgresql(pg_url: str) -> None:
-    _claim_race(pg_url)
+    _check_each_sweep_claimed_once(pg_url)
 
 
 @pytest.mark.postgres

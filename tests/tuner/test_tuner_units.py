@@ -550,8 +550,11 @@ def test_space_directory_is_not_a_file(tmp_path):
 
 
 def test_sweep_config_accepts_the_edges_of_its_ranges():
-    SweepConfig(workload="mlp-digits", trials=100_000, confirm_top=100, confirm_repeats=100,
-                workers=256, max_retry=100, seed=2**32 - 10_001, timeout=30 * 86_400,
-                trial_timeout=7 * 86_400, budget_s=0.001, heartbeat_s=1, grace_s=2,
-                device="cuda:1023").validate()  # fmt: skip
-    SweepConfig(workload="mlp-digits", heartbeat_s=3600.0, grace_s=7 * 86_400.0, device="all").validate()
+    edges = [dict(trials=100_000, confirm_top=100, confirm_repeats=100, workers=256, max_retry=100,
+                  seed=2**32 - 10_001, timeout=30 * 86_400, trial_timeout=7 * 86_400, budget_s=0.001,
+                  heartbeat_s=1, grace_s=2, device="cuda:1023"),
+             dict(heartbeat_s=3600.0, grace_s=7 * 86_400.0, device="all")]  # fmt: skip
+    for values in edges:
+        cfg = SweepConfig(workload="mlp-digits", **values)
+        assert cfg.validate() is None  # no UsageError
+        assert {k: getattr(cfg, k) for k in values} == values  # nothing clamped
