@@ -662,14 +662,15 @@ def real(args: argparse.Namespace) -> int:
         report = run_sweep(cfg, Workspace.resolve(Path(tmp) / "ws"))
         sweep_s = time.monotonic() - t0
     best_cell, best_pred = grid.best()
-    b = Builder(args.workload, Path(tmp) / "unused.json", 30.0)
+    budget = max(30.0, table["grid"].get("converge_budget_s", 0.0))  # the table's, when longer
+    b = Builder(args.workload, Path(tmp) / "unused.json", budget)
     stored = report.best["config"]
     grid_cfg = full_config(b.space, b.defaults, best_cell)
     try:
         times: dict[str, list] = {"stored": [], "grid": []}
         for s in range(args.runs):  # interleaved
             for name, c in (("stored", stored), ("grid", grid_cfg)):
-                times[name].append(b.run(c, "converge", 3000 + s, budget_s=30.0).get("time_to_target_s"))
+                times[name].append(b.run(c, "converge", 3000 + s, budget_s=budget).get("time_to_target_s"))
     finally:
         b.executor.close()
     med = {k: _median([x for x in v if x is not None]) for k, v in times.items()}

@@ -363,7 +363,7 @@ def sweep(
     patience: Annotated[int | None, typer.Option(help="End the search once this many completed trials in a row "
                                                       "improved the best by less than 1%.")] = None,
     search: Annotated[str, _choice("--search", POLICIES, "factored: throughput first, then samples to target (time to target only); "
-                                                         "joint: every knob at once; auto: joint (each won on one of two measured workloads, docs/benchmarks.md).")] = "auto",
+                                                         "joint: every knob at once; auto: joint (it won on two of three measured workloads, docs/benchmarks.md).")] = "auto",
     confirm_again: Annotated[bool, typer.Option("--confirm-again", help="A finished sweep's rerun shows its stored result; this runs its confirmation round again.")] = False,
     home: Home = None, storage: Storage = None, tracking_uri: Tracking = None, db: Db = None,
     json_out: Json = False, quiet: Quiet = False, verbose: Verbose = False,
