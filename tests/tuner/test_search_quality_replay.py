@@ -146,3 +146,29 @@ def test_a_policy_that_reaches_the_grid_best_gets_full_credit(sq, tmp_path):
     assert run["first_near_best"] is not None
     s = out["policies"]["random"]
     assert s["share_ge_95"] == 1 and s["within_1_25x"] == 1
+
+
+@pytest.mark.parametrize("table", sorted((ROOT / "benchmarks" / "search_quality").glob("*.json")), ids=lambda p: p.stem)
+def test_every_committed_table_can_be_replayed(sq, table):
+    """Each table in the repo names its workload, target and direction, covers its grid, and has a
+    finite grid best that beats or equals every other predicted cell."""
+    import json
+
+    t = json.loads(table.read_text())
+    assert t["workload"] == table.stem and t["mode"] in ("max", "min") and isinstance(t["target"], float)
+    grid = sq.Grid(t)
+    g = t["grid"]
+    assert len(grid.cells()) == len(g["systems"]) * len(g["batch_sizes"]) * len(g["optimizers"]) * len(g["learning_rates"])
+    assert all(grid.throughputs(c) for c in grid.cells())  # every (systems, batch size) measured
+    assert all(grid.samples(c) for c in grid.cells())  # every training cell measured
+    best, predicted = grid.best()
+    assert 0 < predicted < g["converge_budget_s"]
+    assert all(p >= predicted for c in grid.cells() if (p := grid.predict(c)) is not None)
+    assert sq.TableExecutor(grid).describe(t["workload"])["mode"] == t["mode"]
+
+
+def test_a_real_run_that_missed_the_target_counts_as_the_budget(sq):
+    assert sq.median_with_misses([2.4, None, None], 40.0) == 40.0  # two misses of three: the budget
+    assert sq.median_with_misses([3.0, 2.8, 5.8], 40.0) == 3.0
+    assert sq.median_with_misses([2.0, None], 40.0) == 21.0
+    assert sq.median_with_misses([], 40.0) is None

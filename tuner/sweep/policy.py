@@ -16,7 +16,7 @@ re-measures the study's best configs end to end, whatever the policy.
 (``benchmarks/search_quality.py``), the joint search did better on ``mlp-digits`` (648 cells,
 many configs train) and on ``gpt-tiny`` (540 cells, 11 of 90 training configs reach the
 target), the factored search on ``cnn-digits`` (360 cells, 5 of 60 training configs reach the
-target, seeds that disagree by up to 10x): two workloads of three for joint
+target): two workloads of three for joint
 (docs/how-a-sweep-works.md, *Search policies*).
 """
 
