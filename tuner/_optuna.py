@@ -129,7 +129,53 @@ def make_pruner(name: str, measure: str):
     # built-ins): earlier, the validation metric is too noisy to judge a config.
     # throughput: from the second timed window on.
     warmup = 5 if measure == "converge" else 1
-    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=warmup)
+    return _median_pruner_class()(startup=3, warmup=warmup)
+
+
+def ran_their_course(study) -> list:
+    """The trials whose curves are whole: the completed ones, and those that trained to their
+    budget without reaching the target (perftune tells them PRUNED, ``outcome`` not_reached);
+    not those a pruner stopped, nor the invalid or failed ones."""
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    return [t for t in done if t.state == TrialState.COMPLETE or t.user_attrs.get("outcome") == "not_reached"]
+
+
+def _median_pruner_class():
+    import optuna
+
+    class MedianPruner(optuna.pruners.BasePruner):
+        """Optuna's median rule (prune a trial whose best value so far is worse than the median
+        of other trials' values at the same step), over the trials that ran their course
+        (:func:`ran_their_course`). Optuna's ``MedianPruner`` counts completed trials only: on a
+        workload where few configs reach the target it never starts, and every config that
+        misses costs its whole budget."""
+
+        def __init__(self, startup: int, warmup: int) -> None:
+            self.startup, self.warmup = startup, warmup
+
+        def prune(self, study, trial) -> bool:
+            import math
+            import statistics
+
+            step = trial.last_step
+            if step is None or step < self.warmup:
+                return False
+            peers = ran_their_course(study)
+            at = [t.intermediate_values[step] for t in peers if step in t.intermediate_values]
+            at = [v for v in at if not math.isnan(v)]
+            if len(peers) < self.startup or not at:
+                return False
+            own = [v for v in trial.intermediate_values.values() if not math.isnan(v)]
+            if not own:
+                return True  # nothing but NaN: diverged
+            median = statistics.median(at)
+            if study.direction == optuna.study.StudyDirection.MAXIMIZE:
+                return max(own) < median
+            return min(own) > median
+
+    return MedianPruner
 
 
 def _grid_sampler_class():

@@ -178,6 +178,32 @@ def test_halving_prunes_at_equal_predicted_time_after_its_startup_trials():
     assert not run(0.6)  # the best at each rung it reaches: runs to the end
 
 
+def test_halving_counts_trials_that_trained_to_their_budget_among_its_startup_trials():
+    """A config that missed the target ran its course: with one completed trial and two such,
+    a slow third is pruned (counting completed trials only, halving would wait for two more)."""
+    import optuna
+
+    study = optuna.create_study(pruner=halving_pruner(reduction=3, first_rung=1 / 9, startup=3))
+
+    def run(pace: float, outcome: str | None = None) -> bool:
+        trial = study.ask()
+        for ms in range(500, 9001, 500):
+            trial.report(max(0.0, 1 - pace * ms / 1000), ms)
+            if trial.should_prune():
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                return True
+        if outcome:
+            trial.set_user_attr("outcome", outcome)
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, 1 / pace)
+        return False
+
+    assert not run(1 / 9)
+    assert not run(0.5, outcome="not_reached") and not run(0.4, outcome="not_reached")
+    assert run(0.06)
+
+
 def test_the_trial_budget_caps_real_training_when_values_are_predicted():
     import optuna
 

@@ -42,6 +42,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from perftune._optuna import ran_their_course
 from perftune.objectives import get_objective
 from perftune.sweep.context import trial_timeout
 from perftune.sweep.lr import ScaledLrSpace, lr_rule, scaled_lr
@@ -308,7 +309,8 @@ def halving_pruner(reduction: int = REDUCTION, first_rung: float = FIRST_RUNG, s
     (:func:`predicted_ms`), its first rung at ``first_rung`` x the first completed trial's value
     (seconds of predicted time to target: the baseline's, in ms), then x ``reduction`` each; at
     a rung a trial goes on only among the best ``1 / reduction`` of those that reached it. No
-    trial is pruned before ``startup`` trials completed, but every trial's rungs are recorded
+    trial is pruned before ``startup`` trials ran their course (completed, or trained to their
+    budget: :func:`~perftune._optuna.ran_their_course`), but every trial's rungs are recorded
     from the first."""
     import optuna
     from optuna.trial import TrialState
@@ -327,7 +329,7 @@ def halving_pruner(reduction: int = REDUCTION, first_rung: float = FIRST_RUNG, s
                     min_resource=max(1, round(first_rung * scale)), reduction_factor=reduction)
             if not self.inner.prune(study, trial):
                 return False
-            return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) >= startup
+            return len(ran_their_course(study)) >= startup
 
     return Halving()
 
