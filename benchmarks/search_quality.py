@@ -665,7 +665,7 @@ def real(args: argparse.Namespace) -> int:
         from perftune.sweep import SweepConfig, run_sweep
 
         cfg = SweepConfig(workload=args.workload, framework="torch", trials=trials, seed=args.seed, track=False,
-                          warm_start="off", search=args.search)  # fmt: skip
+                          warm_start="off", search=args.search, confirm_max_repeats=args.confirm_max_repeats)  # fmt: skip
         t0 = time.monotonic()
         report = run_sweep(cfg, Workspace.resolve(Path(tmp) / "ws"))
         sweep_s = time.monotonic() - t0
@@ -736,6 +736,8 @@ def main(argv: list[str] | None = None) -> int:
     rl.add_argument("--runs", type=int, default=3)
     rl.add_argument("--search", default="auto", help="the sweep's --search (auto, joint, factored)")
     rl.add_argument("--seed", type=int, default=0, help="the sweep's --seed")
+    rl.add_argument("--confirm-max-repeats", type=int, default=None,
+                    help="the sweep's --confirm-max-repeats (default: the sweep's, 6 rounds)")  # fmt: skip
     rl.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     with contextlib.suppress(BrokenPipeError):

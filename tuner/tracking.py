@@ -498,9 +498,10 @@ def sync_spool(ws, *, timeout: float = 30.0) -> dict[str, Any]:
         spool.close()
 
 
-def check_tracking(uri: str, timeout: float = 3.0) -> None:
+def check_tracking(uri: str, timeout: float = 3.0, patience_s: float = 0.0) -> None:
     """Fail fast, with one line, on a malformed tracking URI or an unreachable tracking
-    database. A tracking server is not contacted: a sweep spools what it cannot deliver."""
+    database (``patience_s``: as :func:`check_database`). A tracking server is not contacted:
+    a sweep spools what it cannot deliver."""
     from perftune.storage import redact_url
 
     if uri.startswith(("http://", "https://")):
@@ -515,14 +516,16 @@ def check_tracking(uri: str, timeout: float = 3.0) -> None:
             raise UsageError(f"--tracking-uri {redact_url(uri)}: not a valid tracking server URL "
                              f"({exc})") from None  # fmt: skip
     elif not uri.startswith(("file:", "databricks")):
-        check_database(uri, "--tracking-uri", timeout)
+        check_database(uri, "--tracking-uri", timeout, patience_s)
 
 
-def check_database(url: str, flag: str, timeout: float = 3.0) -> None:
+def check_database(url: str, flag: str, timeout: float = 3.0, patience_s: float = 0.0) -> None:
     """Fail fast, with one line naming ``flag``, on a database that cannot be used: connect
     once to a database server; read the schema of an existing SQLite file (a corrupt file, or
     one that is not SQLite, fails here instead of half-way through the setup). Writes nothing
-    and creates no file."""
+    and creates no file. ``patience_s``: keep trying a lost or refused connection for that long
+    (a helper worker joins a sweep that has reached the database: a drop is passing)."""
+    from perftune._recovery import retry
     from perftune.storage import redact_text, redact_url
 
     if url.startswith("sqlite"):
@@ -530,12 +533,17 @@ def check_database(url: str, flag: str, timeout: float = 3.0) -> None:
         return
     import sqlalchemy as sa
 
+    def connect() -> None:
+        engine = sa.create_engine(url, connect_args=args, poolclass=sa.pool.NullPool)
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+
     try:
         args = {"connect_timeout": int(timeout)} if url.startswith("postgresql") else {}
-        engine = sa.create_engine(url, connect_args=args, poolclass=sa.pool.NullPool)
-        with engine.connect():
-            pass
-        engine.dispose()
+        retry(connect, what=f"{flag} check", budget_s=patience_s)
     except Exception as exc:  # noqa: BLE001
         reason = redact_text(getattr(exc, "orig", None) or exc).strip().splitlines()
         raise UsageError(

@@ -15,7 +15,7 @@ from typing import Any
 
 from perftune import _recovery
 from perftune._load import measure_load, start_load
-from perftune._optuna import open_storage
+from perftune._optuna import STORAGE_OPEN_RETRY_S, open_storage
 from perftune.backends import TrialOutcome, TrialRequest, get_backend
 from perftune.devices import Device, select
 from perftune.errors import UsageError
@@ -101,11 +101,13 @@ class SweepContext:
                              "the Optuna storage (--storage postgresql://...), or Optuna's journal "
                              "file on one machine (--storage journal:///path/optuna.journal); "
                              "SQLite would fail with 'database is locked'")  # fmt: skip
+        # a helper worker joins a sweep that reached its databases: a dropped connection passes
+        patience = STORAGE_OPEN_RETRY_S if cfg.worker_index else 0.0
         if not ws.storage.startswith("journal:"):
-            check_database(ws.storage, "--storage")
-        check_database(ws.db, "--db")
+            check_database(ws.storage, "--storage", patience_s=patience)
+        check_database(ws.db, "--db", patience_s=patience)
         if cfg.track:
-            check_tracking(ws.tracking_uri)
+            check_tracking(ws.tracking_uri, patience_s=patience)
         self._check_meters(cfg.device.partition(":")[0])
         self.executor = self.given_executor or make_executor(cfg.framework, isolate=cfg.isolate,
                                                              log_dir=None)  # fmt: skip
