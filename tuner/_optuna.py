@@ -126,10 +126,11 @@ def make_pruner(name: str, measure: str):
     if name == "none":
         return optuna.pruners.NopPruner()
     # time-to-target: compare at equal training time, after 5 evaluations (1 s for the
-    # built-ins): earlier, the validation metric is too noisy to judge a config.
-    # throughput: from the second timed window on.
-    warmup = 5 if measure == "converge" else 1
-    return _median_pruner_class()(startup=3, warmup=warmup)
+    # built-ins) and a third of the time the best config took: earlier, the validation metric is
+    # too noisy to judge a config. throughput: from the second timed window on.
+    if measure == "converge":
+        return _median_pruner_class()(startup=3, warmup=5, share=1 / 3)
+    return _median_pruner_class()(startup=3, warmup=1, share=0.0)
 
 
 def ran_their_course(study) -> list:
@@ -148,21 +149,30 @@ def _median_pruner_class():
     class MedianPruner(optuna.pruners.BasePruner):
         """Optuna's median rule (prune a trial whose best value so far is worse than the median
         of other trials' values at the same step), over the trials that ran their course
-        (:func:`ran_their_course`). Optuna's ``MedianPruner`` counts completed trials only: on a
-        workload where few configs reach the target it never starts, and every config that
-        misses costs its whole budget."""
+        (:func:`ran_their_course`), from ``startup`` such trials on. Optuna's ``MedianPruner``
+        counts completed trials only: on a workload where few configs reach the target it never
+        starts, and every config that misses costs its whole budget. No trial is judged before
+        step ``warmup``, nor before ``share`` of the steps the best completed trial reported
+        (a time-to-target trial's steps are evaluations at equal training time: the warm-up
+        scales with the workload)."""
 
-        def __init__(self, startup: int, warmup: int) -> None:
-            self.startup, self.warmup = startup, warmup
+        def __init__(self, startup: int, warmup: int, share: float) -> None:
+            self.startup, self.warmup, self.share = startup, warmup, share
 
         def prune(self, study, trial) -> bool:
             import math
             import statistics
 
+            from optuna.trial import TrialState
+
             step = trial.last_step
             if step is None or step < self.warmup:
                 return False
+            maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
             peers = ran_their_course(study)
+            done = [t for t in peers if t.state == TrialState.COMPLETE and t.last_step is not None]
+            if done and step < self.share * (max if maximize else min)(done, key=lambda t: t.value).last_step:
+                return False
             at = [t.intermediate_values[step] for t in peers if step in t.intermediate_values]
             at = [v for v in at if not math.isnan(v)]
             if len(peers) < self.startup or not at:
@@ -171,7 +181,7 @@ def _median_pruner_class():
             if not own:
                 return True  # nothing but NaN: diverged
             median = statistics.median(at)
-            if study.direction == optuna.study.StudyDirection.MAXIMIZE:
+            if maximize:
                 return max(own) < median
             return min(own) > median
 

@@ -92,3 +92,14 @@ def test_throughput_trials_are_judged_from_their_second_window():
         t.report(100.0, 1)
         study.tell(t, 100.0)
     assert _pruned_at(study, [50.0, 50.0]) == 1
+
+
+def test_no_trial_is_judged_before_a_third_of_the_best_configs_time():
+    """The best completed trial reached the target at its 30th evaluation: its third, 10
+    evaluations, is the warm-up (the 5-evaluation floor scales with the workload)."""
+    study = _study(2, "not_reached")
+    t = study.ask()
+    for step in range(31):
+        t.report(0.5 - step / 60, step)
+    study.tell(t, 3.0)
+    assert _pruned_at(study, [0.9] * 31) == 10
