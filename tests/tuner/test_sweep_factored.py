@@ -152,22 +152,33 @@ def test_factored_search_finds_the_planted_optimum_in_two_stages(tmp_path, space
     assert report.speedup > 4
 
 
+def _halving_trial(study, pace: float, value: float | None = None, outcome: str | None = None) -> bool:
+    """A trial that closes its gap at ``pace`` per second of predicted time, reporting every
+    500 ms up to 9 s; True if the pruner stopped it. Run to the end, it completes with ``value``
+    (default 1 / pace), or is told PRUNED with ``outcome`` (e.g. not_reached) when given."""
+    import optuna
+
+    trial = study.ask()
+    for ms in range(500, 9001, 500):
+        trial.report(max(0.0, 1 - pace * ms / 1000), ms)
+        if trial.should_prune():
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            return True
+    if outcome:
+        trial.set_user_attr("outcome", outcome)
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    else:
+        study.tell(trial, value if value is not None else 1 / pace)
+    return False
+
+
 def test_halving_prunes_at_equal_predicted_time_after_its_startup_trials():
     import optuna
 
     study = optuna.create_study(pruner=halving_pruner(reduction=3, first_rung=1 / 9, startup=3))
 
     def run(pace: float, value: float | None = None) -> bool:
-        """A trial that closes its gap at ``pace`` per second of predicted time, reporting every
-        500 ms up to 9 s; True if the pruner stopped it."""
-        trial = study.ask()
-        for ms in range(500, 9001, 500):
-            trial.report(max(0.0, 1 - pace * ms / 1000), ms)
-            if trial.should_prune():
-                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                return True
-        study.tell(trial, value if value is not None else 1 / pace)
-        return False
+        return _halving_trial(study, pace, value)
 
     assert not run(1 / 9, 9.0)  # the first completed trial: its 9 s put the first rung at 1 s
     assert not run(0.05)  # the slowest yet: not pruned before 3 trials completed...
@@ -186,18 +197,7 @@ def test_halving_counts_trials_that_trained_to_their_budget_among_its_startup_tr
     study = optuna.create_study(pruner=halving_pruner(reduction=3, first_rung=1 / 9, startup=3))
 
     def run(pace: float, outcome: str | None = None) -> bool:
-        trial = study.ask()
-        for ms in range(500, 9001, 500):
-            trial.report(max(0.0, 1 - pace * ms / 1000), ms)
-            if trial.should_prune():
-                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                return True
-        if outcome:
-            trial.set_user_attr("outcome", outcome)
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        else:
-            study.tell(trial, 1 / pace)
-        return False
+        return _halving_trial(study, pace, outcome=outcome)
 
     assert not run(1 / 9)
     assert not run(0.5, outcome="not_reached") and not run(0.4, outcome="not_reached")
