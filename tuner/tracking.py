@@ -533,6 +533,8 @@ def check_database(url: str, flag: str, timeout: float = 3.0, patience_s: float 
         return
     import sqlalchemy as sa
 
+    args = {"connect_timeout": int(timeout)} if url.startswith("postgresql") else {}
+
     def connect() -> None:
         engine = sa.create_engine(url, connect_args=args, poolclass=sa.pool.NullPool)
         try:
@@ -542,7 +544,6 @@ def check_database(url: str, flag: str, timeout: float = 3.0, patience_s: float 
             engine.dispose()
 
     try:
-        args = {"connect_timeout": int(timeout)} if url.startswith("postgresql") else {}
         retry(connect, what=f"{flag} check", budget_s=patience_s)
     except Exception as exc:  # noqa: BLE001
         reason = redact_text(getattr(exc, "orig", None) or exc).strip().splitlines()
