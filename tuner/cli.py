@@ -711,6 +711,8 @@ def _print_report(r, ws) -> None:
         out.print(_styled("speedup over the default: ", (f"{r.speedup:.2f}x", "bold"),
                           f" (95% CI {iv['low']:.2f}-{iv['high']:.2f}x, {r.confirm_rounds} paired rounds)"
                           if iv else "", "" if r.stored else "; an earlier stored best is better: kept it"))  # fmt: skip
+    if getattr(r, "challenger", None):
+        out.print(_challenger_line(r.challenger), markup=False, highlight=False, soft_wrap=True)
     if cost:
         out.print(_payback_line(cost, r.speedup))
     out.print(f"stored: perftune best --workload {r.workload} --framework {r.framework} "
@@ -718,6 +720,14 @@ def _print_report(r, ws) -> None:
               + (f" --home {ws.home}" if str(ws.home) != os.path.abspath(".perftune") else ""))  # fmt: skip
     spooled = " (spooled: not on the tracking server yet)" if str(r.mlflow_run_id).startswith("local-") else ""
     out.print("MLflow: perftune ui   (run " + str(r.mlflow_run_id) + ")" + spooled)
+
+
+def _challenger_line(ch: dict[str, Any]) -> str:
+    """Why the default stayed: "no candidate beat the default: the closest, trial 7, ran at
+    0.93x (95% CI 0.71-1.22x, 6 paired rounds)"."""
+    iv = ch.get("speedup_interval")
+    within = f" (95% CI {iv['low']:.2f}-{iv['high']:.2f}x, {iv['n']} paired rounds)" if iv else ""
+    return f"no candidate beat the default: the closest, trial {ch['trial_number']}, ran at {ch['speedup']:.2f}x{within}"
 
 
 def _warm_line(w: dict[str, Any]) -> str:

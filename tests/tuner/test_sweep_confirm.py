@@ -81,3 +81,12 @@ def test_no_speedup_when_the_baseline_never_reached_the_target():
     measure, _ = _fake({"baseline": 10.0, "a": 5.0}, fail={"baseline"})
     v = race(_cands("baseline", "a"), measure, "minimize", min_rounds=3, max_rounds=6)
     assert v.winner.label == "a" and v.gain is None and v.rounds == 3
+
+
+def test_the_challenger_is_the_closest_candidate_when_the_baseline_wins():
+    measure, _ = _fake({"baseline": 5.0, "near": 6.0, "far": 9.0}, noise=0.01)
+    v = race(_cands("baseline", "near", "far"), measure, "minimize", min_rounds=3, max_rounds=3)
+    assert v.winner.label == "baseline" and v.challenger.label == "near"
+    measure, _ = _fake({"baseline": 5.0, "a": 4.0, "b": 6.0}, noise=0.01)
+    v = race(_cands("baseline", "a", "b"), measure, "minimize", min_rounds=3, max_rounds=3)
+    assert v.winner.label == "a" and v.challenger is None

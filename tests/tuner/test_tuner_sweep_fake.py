@@ -156,3 +156,42 @@ def test_constraints_that_admit_only_the_defaults(tmp_path):
         ["invalid"] * 2 * MAX_CONSECUTIVE_INVALID  # fmt: skip
     assert all(t.state == TrialState.PRUNED for t in trials if t.user_attrs.get("cause") == "invalid")
     assert [t.state for t in trials if t.user_attrs.get("baseline")] == [TrialState.COMPLETE]
+
+
+class DefaultWinsExecutor(FakeExecutor):
+    """The default (batch size 32) is the fastest, 64 is 1.25x slower, the others 2x; each
+    confirmation round's seed scales all of them alike (paired rounds)."""
+
+    def run(self, request: TrialRequest, on_report=None) -> TrialOutcome:
+        self.requests.append(request)
+        luck = 1.0 + (request.seed % 7) / 20
+        seconds = {32: 1.0, 64: 1.25}.get(request.config["batch_size"], 2.0) * luck
+        return TrialOutcome("ok", metrics={"reached_target": True, "time_to_target_s": seconds},
+                            wall_s=0.01)  # fmt: skip
+
+
+def test_a_kept_default_reports_the_closest_candidate_and_its_interval(tmp_path, space, capsys, monkeypatch):
+    """When no candidate beats the default, the report (and the stored sweep row, and the CLI)
+    says by how much the closest one lost and how sure that is, not a bare 1.00x."""
+    from perftune import cli
+
+    ex = DefaultWinsExecutor()
+    cfg = SweepConfig(workload="mlp-digits", space=space, sampler="grid", trials=5, confirm_top=2,
+                      confirm_repeats=3, track=False)  # fmt: skip
+    ws = Workspace.resolve(tmp_path / "ws")
+    report = run_sweep(cfg, ws, executor=ex)
+    assert report.best["label"] == "baseline" and report.speedup == 1.0 and report.speedup_interval is None
+    ch = report.challenger
+    assert ch["config"] == {"batch_size": 64} and ch["trial_number"] is not None
+    assert ch["speedup"] == pytest.approx(0.8) and ch["values"] == [1.25 * v for v in report.baseline["values"]]
+    iv = ch["speedup_interval"]
+    assert iv["low"] <= 0.8 <= iv["high"] and iv["n"] == report.confirm_rounds == 3
+    rerun = run_sweep(cfg, ws, executor=DefaultWinsExecutor())  # nothing left: the stored report
+    assert rerun.already_complete and rerun.challenger == ch
+    monkeypatch.setenv("COLUMNS", "200")
+    cli._print_report(report, ws)
+    out = capsys.readouterr().out
+    assert "speedup over the default: 1.00x\n" in out
+    assert (f"no candidate beat the default: the closest, trial {ch['trial_number']}, ran at 0.80x "
+            f"(95% CI {iv['low']:.2f}-{iv['high']:.2f}x, 3 paired rounds)") in out
+

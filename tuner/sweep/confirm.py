@@ -92,6 +92,15 @@ class Verdict:
             return None
         return speedup(self.base.stats["median"], self.winner.stats["median"], self.direction)
 
+    @property
+    def challenger(self) -> Measured | None:
+        """When the baseline won: the candidate closest to it (the best median of those whose
+        repeats all ran), so that the report can say by how much, and how surely, it lost."""
+        if self.winner is not self.base:
+            return None
+        others = [c for c in self.candidates if c is not self.base and c.ok]
+        return _leader(others, self.direction) if others else None
+
 
 def paired(a: Measured, b: Measured) -> tuple[list[float], list[float]]:
     """``a``'s and ``b``'s values in the rounds both completed (same seed, same round)."""

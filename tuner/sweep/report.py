@@ -12,8 +12,9 @@ from typing import Any
 
 from perftune import _recovery
 from perftune._load import busy_warning
+from perftune.objectives import speedup
 from perftune.stats import value_interval
-from perftune.sweep.confirm import Measured, Verdict
+from perftune.sweep.confirm import Measured, Verdict, versus
 from perftune.sweep.context import SweepContext
 
 
@@ -70,6 +71,9 @@ class SweepReport:
     #: stored record's id; ``best``/``speedup`` stay None (no single best).
     front: dict[str, Any] | None = None
     front_id: int | None = None
+    #: When the default stayed the best: the closest candidate (:func:`challenger`), with its
+    #: ``speedup`` (below 1) and ``speedup_interval`` over the baseline.
+    challenger: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,6 +102,18 @@ def side(m: Measured | None) -> dict[str, Any] | None:
             "values": m.values, "failures": m.failures, "stats": m.stats,
             "interval": iv.to_dict() if iv else None, "dropped": m.dropped,
             "metrics": {k: m.metrics[k] for k in shown if k in m.metrics}}  # fmt: skip
+
+
+def challenger(verdict: Verdict | None) -> dict[str, Any] | None:
+    """The candidate closest to a baseline that stayed the best (:attr:`.Verdict.challenger`), as
+    the report shows it, with its speedup and that speedup's interval from the paired rounds
+    (None with fewer than two); None when a candidate won."""
+    ch = verdict.challenger if verdict is not None else None
+    if ch is None or not verdict.base.ok:
+        return None
+    iv = versus(verdict.base, ch, verdict.direction)
+    ratio = speedup(verdict.base.stats["median"], ch.stats["median"], verdict.direction)
+    return {**side(ch), "speedup": iv.estimate if iv else ratio, "speedup_interval": iv.to_dict() if iv else None}
 
 
 #: What an inference config's report shows besides throughput: its latency distribution and

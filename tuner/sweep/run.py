@@ -25,6 +25,7 @@ from perftune.sweep.policy import SearchPolicy, get_policy
 from perftune.sweep.report import (
     SweepReport,
     artifacts,
+    challenger,
     inference_summary,
     payback,
     report_warnings,
@@ -151,7 +152,7 @@ def stored_report(ctx: SweepContext, study, t0: float, last: dict[str, Any]) -> 
         batch_probe=({"max_batch_size": study.user_attrs["max_batch_size"]}
                      if "max_batch_size" in study.user_attrs else None),
         speedup_interval=s.get("speedup_interval"), confirm_rounds=s.get("confirm_rounds", 0),
-        already_complete={"sweep_id": last["id"], "finished_at": last["finished_at"]},
+        challenger=s.get("challenger"), already_complete={"sweep_id": last["id"], "finished_at": last["finished_at"]},
     )  # fmt: skip
 
 
@@ -260,7 +261,7 @@ def summarize_verdict(verdict: Verdict | None) -> dict[str, Any]:
         return {"baseline": None, "best": None, "speedup": None, "speedup_interval": None}
     return {"baseline": side(verdict.base), "best": side(verdict.winner), "speedup": verdict.gain,
             "speedup_interval": verdict.speedup.to_dict() if verdict.speedup else None,
-            "confirm_rounds": verdict.rounds}  # fmt: skip
+            "confirm_rounds": verdict.rounds, "challenger": challenger(verdict)}  # fmt: skip
 
 
 def log_summary(ctx: SweepContext, verdict: Verdict | None, counts: dict[str, int]) -> None:
@@ -300,7 +301,7 @@ def make_report(ctx: SweepContext, study, t0: float, counts: dict[str, int], ver
                                        if "max_batch_size" in study.user_attrs else None),
         cancelled=ctx.cancelled, warnings=report_warnings(ctx, study, verdict),
         speedup_interval=verdict.speedup.to_dict() if verdict and verdict.speedup else None,
-        confirm_rounds=verdict.rounds if verdict else 0,
+        confirm_rounds=verdict.rounds if verdict else 0, challenger=challenger(verdict),
     )  # fmt: skip
 
 
