@@ -195,3 +195,24 @@ def test_a_kept_default_reports_the_closest_candidate_and_its_interval(tmp_path,
     assert (f"no candidate beat the default: the closest, trial {ch['trial_number']}, ran at 0.80x "
             f"(95% CI {iv['low']:.2f}-{iv['high']:.2f}x, 3 paired rounds)") in out
 
+
+
+
+def test_the_busy_machine_warning_counts_the_confirmation_runs_too(tmp_path, space, monkeypatch):
+    """Every run this process measures records the machine's load; the report warns when a
+    quarter or more ran busy, counting the confirmation's repeats, not only the search trials."""
+    import perftune.sweep.context as context
+
+    def confirming(request: TrialRequest) -> bool:
+        return "-trial-" not in request.log_path
+
+    ex = FakeExecutor()  # below: the load over the run just measured, busy while confirming
+    monkeypatch.setattr(context, "measure_load", lambda _: {"load_avg_1m": 9.0 if confirming(ex.requests[-1]) else 0.1})
+    cfg = SweepConfig(workload="mlp-digits", space=space, sampler="grid", trials=5, confirm_repeats=3, track=False)
+    ws = Workspace.resolve(tmp_path / "ws")
+    report = run_sweep(cfg, ws, executor=ex)
+    confirmed = sum(map(confirming, ex.requests))
+    assert 0 < confirmed < len(ex.requests)
+    assert f"busy during {confirmed} of {len(ex.requests)} measured trials" in " ".join(report.warnings)
+    study = _load(ws, report.study_name)
+    assert {t.user_attrs["metrics"]["load_avg_1m"] for t in study.get_trials(deepcopy=False)} == {0.1}

@@ -76,6 +76,9 @@ class SweepContext:
         #: Trial values are predictions, not the time to target measured (the factored search's
         #: stage 2): the trial budget is scaled to real training time (:meth:`trial_budget`).
         self.predicted = False
+        #: How busy the machine was over each trial this process ran, every stage's and the
+        #: confirmation's (:meth:`execute`; a stage's copy of the context shares the list).
+        self.loads: list[dict[str, float]] = []
         # Set by prepare().
         self.executor = self.storage = self.store = self.tracker = None
         self.workload: dict[str, Any] = {}
@@ -257,7 +260,9 @@ class SweepContext:
 
         started = start_load()
         outcome = self.executor.run(request, on_report)
-        outcome.metrics.update(measure_load(started))  # how busy the machine was meanwhile
+        load = measure_load(started)  # how busy the machine was meanwhile
+        outcome.metrics.update(load)
+        self.loads.append(load)
         if isinstance(outcome.metrics.get("quality"), int | float):  # higher is better, whatever the metric
             sign = 1 if self.workload.get("mode", "max") == "max" else -1
             outcome.metrics["quality_score"] = sign * outcome.metrics["quality"]

@@ -154,7 +154,8 @@ def limits_warning(summary: dict[str, Any] | None) -> list[str]:
 
 def report_warnings(ctx: SweepContext, study, verdict: Verdict | None) -> list[str]:
     """What the user should know before trusting the result: knobs never read, a speedup not
-    resolved by the confirmation, trials measured on a busy machine, limits no config met."""
+    resolved by the confirmation, trials measured on a busy machine (those this process ran:
+    every stage's and the confirmation's), limits no config met."""
     out = limits_warning(inference_summary(ctx, study)) + unread_knobs_warning(study, ctx.space)
     if verdict is not None and verdict.winner is not None and verdict.winner is not verdict.base:
         iv = verdict.speedup
@@ -165,8 +166,7 @@ def report_warnings(ctx: SweepContext, study, verdict: Verdict | None) -> list[s
         if iv is not None and iv.low <= 1.0:
             out.append("the best config is not faster than the default beyond doubt (its "
                        "speedup's 95% interval reaches 1x)")  # fmt: skip
-    measured = [t.user_attrs.get("metrics") or {} for t in study.get_trials(deepcopy=False)]
-    busy = busy_warning(measured, ctx.device.cores)
+    busy = busy_warning(ctx.loads, ctx.device.cores)
     return out + ([busy] if busy else [])
 
 
