@@ -80,11 +80,11 @@ def test_grid_prediction(sq):
 
 
 def test_replay_structure_and_ranges(sq, space):
-    out = sq.run_replay(tiny_table(sq), policies=["joint", "random"], seeds=2, trials=6, confirm_top=1,
+    out = sq.run_replay(tiny_table(sq), policies=["joint", "factored", "random"], seeds=2, trials=6, confirm_top=1,
                         confirm_repeats=1, space=space)  # fmt: skip
     assert out["grid_cells"] == 16 and out["trials"] == 6
     assert out["grid_best_speedup"] == pytest.approx((6000 * 1.01 / 2000) / (2000 * 2**0.5 * 1.01 / 3000))
-    assert set(out["policies"]) == {"joint", "random"} and len(out["runs"]) == 4
+    assert set(out["policies"]) == {"joint", "factored", "random"} and len(out["runs"]) == 6
     for run in out["runs"]:
         assert run["evaluations"] == 6
         assert run["first_near_best"] is None or 1 <= run["first_near_best"] <= 6
@@ -100,6 +100,17 @@ def test_replay_structure_and_ranges(sq, space):
                   "trial_seconds_to_near_best", "trial_seconds_per_sweep"):
             assert s[k]["p10"] <= s[k]["median"] <= s[k]["p90"]
         assert 1 <= s["evaluations_to_near_best"]["median"] <= 7  # 7: never found (trials + 1)
+
+
+def test_the_factored_search_replays_both_stages(sq, space):
+    """Stage 1's throughput trials come first (4 of 10: they try no full config), then stage 2
+    reaches the grid best (seed 0), and the confirmation stores it."""
+    from perftune.sweep.factored import split
+
+    run = sq.run_replay(tiny_table(sq), policies=["factored"], seeds=1, trials=10, confirm_top=1,
+                        confirm_repeats=1, space=space)["runs"][0]  # fmt: skip
+    assert split(10) == (4, 6) and run["evaluations"] == 10
+    assert 4 < run["first_near_best"] <= 10 and run["share_of_grid_speedup"] == pytest.approx(1.0)
 
 
 def test_a_trial_costs_its_warm_up_and_windows_or_its_training_plus_the_tables_overhead(sq):
