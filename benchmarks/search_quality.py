@@ -693,8 +693,17 @@ def real(args: argparse.Namespace) -> int:
     print(json.dumps(out, indent=1, default=str) if args.json else
           f"real sweep ({trials} trials, {sweep_s:.0f} s): stored best {med['stored']} s vs grid best "
           f"{med['grid']} s (a miss counts as the {budget:g} s budget; reached: {reached}) -> ratio {ratio} "
-          f"(target <= 1.25); runs {times}")  # fmt: skip
+          f"(target <= 1.25); {_speedup_text(report)}; runs {times}")  # fmt: skip
     return 0
+
+
+def _speedup_text(report) -> str:
+    """The sweep's reported speedup with its interval and the interval's half-width (target: 10%)."""
+    iv = report.speedup_interval
+    if report.speedup is None or iv is None:
+        return f"reported speedup {report.speedup} (no interval)"
+    return (f"reported speedup {report.speedup:.2f}x (95% CI {iv['low']:.2f}-{iv['high']:.2f}x, half-width "
+            f"{iv['half_width']:.1%}, target <= 10%, {report.confirm_rounds} paired rounds)")
 
 
 def main(argv: list[str] | None = None) -> int:

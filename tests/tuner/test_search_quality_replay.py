@@ -183,3 +183,12 @@ def test_a_real_run_that_missed_the_target_counts_as_the_budget(sq):
     assert sq.median_with_misses([3.0, 2.8, 5.8], 40.0) == 3.0
     assert sq.median_with_misses([2.0, None], 40.0) == 21.0
     assert sq.median_with_misses([], 40.0) is None
+
+
+def test_a_real_run_prints_the_speedup_with_its_half_width(sq):
+    from types import SimpleNamespace
+
+    r = SimpleNamespace(speedup=1.65, speedup_interval={"low": 1.51, "high": 1.8, "half_width": 0.089}, confirm_rounds=6)
+    assert sq._speedup_text(r) == ("reported speedup 1.65x (95% CI 1.51-1.80x, half-width 8.9%, target <= 10%, "
+                                   "6 paired rounds)")  # fmt: skip
+    assert sq._speedup_text(SimpleNamespace(speedup=None, speedup_interval=None, confirm_rounds=0)).endswith("(no interval)")
