@@ -740,7 +740,19 @@ def _warm_line(w: dict[str, Any]) -> str:
         text += ("; the search's best came from one of them" if w["best_trial_warm"] else
                  f"; trial {w['first_better_trial']} was the first to beat them"
                  if w.get("first_better_trial") is not None else "; none of them was the search's best")  # fmt: skip
+    if w.get("saved_trials") is not None:
+        text += "; " + _saved_text(w)
     return text
+
+
+def _saved_text(w: dict[str, Any]) -> str:
+    """"sampled trials matched them after 9 trials: the warm start saved about 7"."""
+    n, saved = w["trials_to_match"], w["saved_trials"]
+    if n is None:
+        return f"no sampled trial matched them: the warm start saved at least {saved} trials"
+    if saved < 0:
+        return f"sampled trials matched them after {n}: the warm start cost about {-saved}"
+    return f"sampled trials matched them after {n}: the warm start saved about {saved}"
 
 
 def _payback_line(cost: dict[str, Any], speedup: float | None) -> str:

@@ -18,7 +18,7 @@ from perftune.settings import Workspace
 from perftune.sweep import SweepConfig, run_sweep
 from perftune.sweep.report import payback
 from perftune.sweep.search import stalled
-from perftune.sweep.warm import MAX_WARM, candidates, memory_ratio, project
+from perftune.sweep.warm import MAX_WARM, candidates, memory_ratio, project, warm_summary
 
 SPACE = """
     extends: none
@@ -160,6 +160,42 @@ def test_report_lines():
         "; trial 5 was the first to beat them")
 
 
+def _warm_study(*sampled: float | None):
+    """A minimizing study: the baseline (10 s), two warm trials (5 s and 4 s), then ``sampled``
+    trials (None: pruned)."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    study = optuna.create_study(direction="minimize")
+    study.set_user_attr("warm_start", {"enqueued": 2, "sources": ["cuda/time-to-target/best 1"]})
+    dist = {"x": FloatDistribution(0, 1)}
+    rows = [(10.0, {"baseline": True}), (5.0, {"warm_start": "w1"}), (4.0, {"warm_start": "w2"})]
+    for value, attrs in [*rows, *((v, {}) for v in sampled)]:
+        state = TrialState.COMPLETE if value is not None else TrialState.PRUNED
+        study.add_trial(create_trial(state=state, value=value, params={"x": 0.5}, distributions=dist,
+                                     user_attrs=attrs))  # fmt: skip
+    return study
+
+
+def test_warm_summary_counts_the_trials_the_sampler_took_to_match_the_warm_ones():
+    from perftune.cli import _warm_line
+
+    w = warm_summary(_warm_study(6.0, None, 4.0, 3.9, 4.5))  # matched by the third sampled trial
+    assert (w["first_better_trial"], w["trials_to_match"], w["saved_trials"], w["saved_at_least"]) == (6, 3, 1, False)
+    assert not w["best_trial_warm"]
+    assert _warm_line(w).endswith("; trial 6 was the first to beat them; sampled trials matched them after 3: the "
+                                  "warm start saved about 1")  # fmt: skip
+    w = warm_summary(_warm_study(3.0))  # matched at once: the two warm trials cost one more
+    assert (w["trials_to_match"], w["saved_trials"]) == (1, -1)
+    assert _warm_line(w).endswith("after 1: the warm start cost about 1")
+    w = warm_summary(_warm_study(6.0, None, 7.0, 8.0))  # never matched: a lower bound
+    assert (w["first_better_trial"], w["trials_to_match"], w["saved_trials"], w["saved_at_least"]) == (None, None, 3, True)
+    assert w["best_trial_warm"]
+    assert _warm_line(w).endswith("best came from one of them; no sampled trial matched them: the warm start "
+                                  "saved at least 3 trials")  # fmt: skip
+
+
 # -- through the real parts, with a fake executor
 
 GRID = [16, 32, 64, 128, 256]
@@ -232,7 +268,10 @@ def test_a_new_study_tries_the_stored_bests_first(tmp_path, space_file):
     assert [r.config for r in ex.requests[:2]] == [{"batch_size": 32, "learning_rate": 0.001}, stored]
     w = second.warm_start
     assert (w["enqueued"], w["sources"]) == (1, [trials[1].user_attrs["warm_start"]])
-    assert w["best_trial_warm"] == (_study(ws, "on-b").best_trial.number == 1)
+    # the one sampled trial (seeded: batch size 32) is slower than the warm one: the best is warm,
+    # and the warm start saved at least the one trial the sampler would have needed after it
+    assert trials[2].value > trials[1].value and _study(ws, "on-b").best_trial.number == 1
+    assert (w["best_trial_warm"], w["trials_to_match"], w["saved_trials"], w["saved_at_least"]) == (True, None, 1, True)
     assert _warm_line(w).startswith("warm start: 1 stored config tried first (from cpu/time-to-target/best")
 
     # The same device under another objective (its own study): warm started from both bests,

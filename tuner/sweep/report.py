@@ -47,7 +47,8 @@ class SweepReport:
     #: What the user should know about the result (e.g. searched knobs the code never read).
     warnings: list[str] = field(default_factory=list)
     #: Stored configs a new study tried first (:func:`perftune.sweep.warm.warm_summary`): enqueued,
-    #: sources, best_trial_warm, first_better_trial; None when none was.
+    #: sources, best_trial_warm, first_better_trial, trials_to_match, saved_trials,
+    #: saved_at_least; None when none was.
     warm_start: dict[str, Any] | None = None
     #: Why the search ended before ``--trials`` (``{"reason": "patience", "after_trials": n}``).
     stopped_early: dict[str, Any] | None = None

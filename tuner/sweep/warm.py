@@ -170,22 +170,35 @@ def _key(config: Mapping[str, Any]) -> str:
 
 def warm_summary(study) -> dict[str, Any] | None:
     """The report's account of the warm start: what was enqueued and from where, whether the
-    search's best trial was a warm one, and the number of the first trial the sampler chose
-    (not the baseline, not a warm one) that beat every warm one (None if none did). None when
+    search's best trial was a warm one, the number of the first trial the sampler chose (not
+    the baseline, not a warm one) that beat every warm one (None if none did), and the trials
+    the warm start saved: ``trials_to_match``, the sampled trials until one was as good as the best
+    warm one (None: none was), and ``saved_trials``, that count less the warm trials (negative:
+    the warm start cost trials); when none matched, ``saved_at_least`` and the count is a lower
+    bound. An estimate: the sampler that matched them had seen the warm trials. None when
     nothing was enqueued."""
     from optuna.trial import TrialState
+
+    from perftune.sweep.search import finished
 
     info = study.user_attrs.get("warm_start")
     if not info or not info.get("enqueued"):
         return None
-    done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
+    done = sorted(finished(study), key=lambda t: t.number)
     sign = 1 if study.direction.name.lower() == "minimize" else -1
-    warm = [sign * t.value for t in done if "warm_start" in t.user_attrs]
-    best = min(done, key=lambda t: sign * t.value) if done else None
-    first = None
+    complete = [t for t in done if t.state == TrialState.COMPLETE]
+    warm = [sign * t.value for t in complete if "warm_start" in t.user_attrs]
+    best = min(complete, key=lambda t: sign * t.value) if complete else None
+    sampled = [t for t in done if "warm_start" not in t.user_attrs and not t.user_attrs.get("baseline")]
+    out = {"enqueued": info["enqueued"], "sources": list(info.get("sources", [])),
+           "best_trial_warm": bool(best is not None and "warm_start" in best.user_attrs),
+           "first_better_trial": None}  # fmt: skip
     if warm:
-        first = next((t.number for t in done if "warm_start" not in t.user_attrs
-                      and not t.user_attrs.get("baseline") and sign * t.value < min(warm)), None)  # fmt: skip
-    return {"enqueued": info["enqueued"], "sources": list(info.get("sources", [])),
-            "best_trial_warm": bool(best is not None and "warm_start" in best.user_attrs),
-            "first_better_trial": first}  # fmt: skip
+        def value(t) -> float:
+            return sign * t.value if t.state == TrialState.COMPLETE else math.inf
+
+        out["first_better_trial"] = next((t.number for t in sampled if value(t) < min(warm)), None)
+        match = next((i for i, t in enumerate(sampled, 1) if value(t) <= min(warm)), None)
+        out |= {"trials_to_match": match, "saved_at_least": match is None,
+                "saved_trials": (match or len(sampled) + 1) - info["enqueued"]}  # fmt: skip
+    return out
