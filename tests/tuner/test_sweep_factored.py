@@ -30,6 +30,7 @@ from perftune.sweep.factored import (
     valid_configs,
 )
 from perftune.sweep.lr import base_lr
+from perftune.sweep.search import finished
 
 BEST_LR = {"sgd": 0.02, "adam": 0.004}  # at batch size 32; moves with the batch size's rule
 
@@ -286,6 +287,47 @@ def test_a_finished_factored_sweep_run_again_runs_nothing(tmp_path, space):
     search = [r for r in ex3.requests if "-trial-" in r.log_path]
     assert [r.measure for r in search] == ["throughput", "converge"]  # one more trial per stage
     assert more.already_complete is None
+
+
+class Interrupted(TwoFactors):
+    """Ctrl-C during its ``at``-th search trial."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+
+    def run(self, request: TrialRequest, on_report=None) -> TrialOutcome:
+        if "-trial-" in request.log_path and sum("-trial-" in r.log_path for r in self.requests) + 1 == self.at:
+            self.requests.append(request)
+            raise KeyboardInterrupt
+        return super().run(request, on_report)
+
+
+@pytest.mark.parametrize("at", [3, 7], ids=["in-stage-1", "in-stage-2"])
+def test_an_interrupted_factored_sweep_resumes_where_it_stopped(tmp_path, space, at):
+    """Ctrl-C in either stage, then the same command: each stage ends with its share of the
+    trials, the interrupted trial is run again (it counted nothing), and nothing ran twice."""
+    import optuna
+
+    cfg = SweepConfig(workload="mlp-digits", space=space, trials=10, seed=1, confirm_top=1,
+                      confirm_repeats=1, track=False, search="factored")  # fmt: skip
+    ws = Workspace.resolve(tmp_path / "ws")
+    first = Interrupted(at)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(cfg, ws, executor=first)
+    second = TwoFactors()
+    report = run_sweep(cfg, ws, executor=second)
+    stages, (n1, n2) = report.search["stages"], split(10)
+    assert (stages["throughput"]["trials"], stages["convergence"]["trials"]) == (n1, n2) == (4, 6)
+    fast = optuna.load_study(study_name=stages["throughput"]["study"], storage=ws.storage)
+    slow = optuna.load_study(study_name=report.study_name, storage=ws.storage)
+    assert (len(finished(fast)), len(finished(slow))) == (n1, n2)
+    interrupted = {name: [t.state.name for t in study.trials if t.user_attrs.get("cause") == "interrupted"]
+                   for name, study in (("stage 1", fast), ("stage 2", slow))}  # fmt: skip
+    assert interrupted == ({"stage 1": ["FAIL"], "stage 2": []} if at <= n1 else {"stage 1": [], "stage 2": ["FAIL"]})
+    ran = sum("-trial-" in r.log_path for r in first.requests) + sum("-trial-" in r.log_path for r in second.requests)
+    assert ran == n1 + n2 + 1  # every counted trial once, and the interrupted one again
+    assert report.best is not None and report.speedup > 1
 
 
 def test_auto_is_the_joint_search(tmp_path, space):
