@@ -121,3 +121,29 @@ def test_a_sweep_whose_queue_worker_died_is_queued_again_and_resumed(tmp_path, s
     rows = {r["id"]: r for r in service.list_sweeps(ws)}
     assert rows[dead]["state"] == "completed" and rows[dead]["trials_done"] == 5
     assert rows[alive]["state"] == "running"
+
+
+def test_a_queued_factored_sweep_runs_both_stages(tmp_path):
+    """``search: factored`` in a submitted body (what ``POST /v1/sweeps`` passes on) reaches the
+    sweep: the queue worker runs stage 1's throughput trials, then stage 2's."""
+    from test_sweep_factored import TwoFactors
+
+    from perftune.sweep.factored import split
+
+    path = tmp_path / "space.yaml"
+    path.write_text("extends: none\nversion: 1\nparams:\n"
+                    "  batch_size: {type: categorical, choices: [16, 32, 64, 128], default: 32}\n"
+                    "  learning_rate: {type: float, low: 1.0e-4, high: 0.1, log: true, default: 1.0e-3}\n"
+                    "  optimizer: {type: categorical, choices: [sgd, adam], default: adam}\n"
+                    "  num_threads: {type: int, low: 1, high: 4, default: 1}\n")  # fmt: skip
+    ws = Workspace.resolve(tmp_path / "ws")
+    sid = _submit(ws, str(path), search="factored", sampler="tpe", trials=10, seed=1)
+    assert service.get_sweep(ws, sid)["request"]["search"] == "factored"
+    ex = TwoFactors()
+    result = service.run_queue(ws, max_sweeps=1, idle_exit=0, executor=ex, tracker=RecordingTracker())
+    assert [(r["id"], r["state"]) for r in result["sweeps"]] == [(sid, "completed")]
+    measures = [r.measure for r in ex.requests if "-trial-" in r.log_path]
+    first, second = split(10)
+    assert measures == ["throughput"] * first + ["converge"] * second
+    row = service.get_sweep(ws, sid)
+    assert row["state"] == "completed" and row["best_config_id"] is not None
