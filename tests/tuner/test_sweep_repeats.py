@@ -123,13 +123,13 @@ def test_a_lucky_seed_loses_the_lead_in_a_real_sweep(tmp_path, monkeypatch):
         params:
           num_threads: {type: categorical, choices: [1, 2, 3, 4, 5, 6, 7, 8], default: 8}
     """).lstrip())  # fmt: skip
-    search = joint.JointPolicy.search
+    stages = joint.JointPolicy.stages
 
-    def with_repeats(self, ctx, study, deadline):
+    def with_repeats(self, ctx, study):
         ctx.leader_seeds = 2
-        return search(self, ctx, study, deadline)
+        return stages(self, ctx, study)
 
-    monkeypatch.setattr(joint.JointPolicy, "search", with_repeats)
+    monkeypatch.setattr(joint.JointPolicy, "stages", with_repeats)
     ex = LuckySeed()
     cfg = SweepConfig(workload="mlp-digits", space=str(space), sampler="random", trials=20, seed=0,
                       confirm_top=1, confirm_repeats=1, track=False, warm_start="off")  # fmt: skip

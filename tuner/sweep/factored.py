@@ -39,6 +39,7 @@ import math
 import random
 import statistics
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -46,9 +47,8 @@ from perftune._optuna import ran_their_course
 from perftune.objectives import get_objective
 from perftune.sweep.context import trial_timeout
 from perftune.sweep.lr import ScaledLrSpace, lr_rule, scaled_lr
-from perftune.sweep.policy import SearchPolicy
+from perftune.sweep.policy import SearchPolicy, Stage
 from perftune.sweep.repeats import config_key
-from perftune.sweep.search import run_trials
 
 __all__ = ["TRAINING", "FactoredPolicy", "Throughputs", "applies", "lr_rule", "scaled_lr", "split"]
 
@@ -186,7 +186,8 @@ class FactoredPolicy(SearchPolicy):
     name = "factored"
 
     def __init__(self) -> None:
-        self.stages: dict[str, dict[str, Any]] = {}
+        #: Each stage that ran: its study, its trials (``describe``).
+        self.account: dict[str, dict[str, Any]] = {}
 
     def prepare(self, ctx) -> None:
         """Before any helper worker starts: open stage 1's study (its baseline enqueued), and
@@ -209,31 +210,28 @@ class FactoredPolicy(SearchPolicy):
         for config in order[: fast.cfg.trials - 1]:
             study.enqueue_trial(fast.space.suggested_params(config), user_attrs={"walk": True})
 
-    def search(self, ctx, study, deadline: float | None) -> dict[str, Any] | None:
+    def stages(self, ctx, study) -> Iterator[Stage]:
         from perftune.sweep.study import open_study
 
         first, second = split(ctx.cfg.trials)
         systems = [n for n in ctx.space.params if n not in TRAINING and n != "batch_size"]
         fast = self._throughput_stage(ctx)
         fast_study = open_study(fast)
-        stopped = run_trials(fast, fast_study, deadline)
-        ctx.cancelled = fast.cancelled
+        self.account["throughput"] = {"study": fast.study_name, "trials": first}
+        yield Stage(fast, fast_study)
         wait_for_stage(fast, fast_study)  # every worker builds stage 2 on the same table
         table = Throughputs.from_study(fast_study, systems)
-        self.stages["throughput"] = {"study": fast.study_name, "trials": first,
-                                     "measured": len(table.cells)}  # fmt: skip
-        if ctx.cancelled or not table.cells:
-            return stopped
+        self.account["throughput"]["measured"] = len(table.cells)
+        if not table.cells:
+            return
         slow = stage(ctx, "convergence", second, space=ConvergenceSpace(ctx.space, table, ctx.baseline),
                      fidelity="samples", leader_seeds=LEADER_SEEDS, predicted=True)  # fmt: skip
         slow.value = lambda config, metrics: predicted(table, config, metrics)
         slow.pruner_step = lambda config, samples: predicted_ms(table, config, samples)
         if ctx.cfg.pruner != "none":
             study.pruner = halving_pruner()
-        stopped = run_trials(slow, study, deadline) or stopped
-        ctx.cancelled = slow.cancelled
-        self.stages["convergence"] = {"study": ctx.study_name, "trials": second}
-        return stopped
+        self.account["convergence"] = {"study": ctx.study_name, "trials": second}
+        yield Stage(slow, study)
 
     def study_trials(self, trials: int) -> int:
         return split(trials)[1]  # stage 2's: stage 1 has a study of its own
@@ -244,7 +242,7 @@ class FactoredPolicy(SearchPolicy):
                      space=ctx.space.fixed(TRAINING), study_name=f"{ctx.study_name}.throughput")  # fmt: skip
 
     def describe(self) -> dict[str, Any]:
-        return {"search": self.name, "stages": self.stages}
+        return {"search": self.name, "stages": self.account}
 
 
 def valid_configs(space, limit: int) -> list[dict[str, Any]] | None:

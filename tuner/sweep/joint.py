@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
 
-from perftune.sweep.policy import SearchPolicy
-from perftune.sweep.search import run_trials
+from perftune.sweep.policy import SearchPolicy, Stage
 
 __all__ = ["JointPolicy"]
 
@@ -15,5 +14,5 @@ class JointPolicy(SearchPolicy):
 
     name = "joint"
 
-    def search(self, ctx, study, deadline: float | None) -> dict[str, Any] | None:
-        return run_trials(ctx, study, deadline)
+    def stages(self, ctx, study) -> Iterator[Stage]:
+        yield Stage(ctx, study)

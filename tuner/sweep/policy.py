@@ -1,8 +1,9 @@
 """How the search stage spends its trials: one small interface, two policies.
 
-A :class:`SearchPolicy` runs the search stage of a sweep (which configs to try, in which
-stages, when a stage is done) on the sweep's Optuna study; the confirmation round then
-re-measures the study's best configs end to end, whatever the policy.
+A :class:`SearchPolicy` says how the search stage of a sweep goes: its stages, in order, each
+a space, an objective and an Optuna study whose sampler picks the next config, and when one is
+done the next is built from what it measured. :func:`run_stages` runs them; the confirmation
+round then re-measures the sweep study's best configs end to end, whatever the policy.
 
 * ``joint`` (:mod:`.joint`): one study over every knob, each trial measured by the objective
   itself (for time to target: a full run to the target). Works for every objective.
@@ -23,28 +24,39 @@ target): two workloads of three for joint
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from perftune.errors import UsageError
 
-__all__ = ["POLICIES", "SearchPolicy", "choose", "get_policy"]
+__all__ = ["POLICIES", "SearchPolicy", "Stage", "choose", "get_policy", "run_stages"]
 
 POLICIES = ("auto", "joint", "factored")
 
 
-class SearchPolicy(abc.ABC):
-    """The search stage of a sweep.
+@dataclass
+class Stage:
+    """One stage of a search: ``ctx.cfg.trials`` trials on ``study``, each config drawn by the
+    study's sampler from ``ctx.space`` and measured by ``ctx.objective`` (a stage's context is a
+    copy of the sweep's with those changed: :func:`~.factored.stage`)."""
 
-    Contract: :meth:`search` runs trials on ``study`` (and any stage studies it owns, named
-    after it in the same storage) until its stages are done, ``deadline`` (a
-    ``time.monotonic()`` value) passes or the sweep is cancelled (``ctx.cancelled``); it returns
-    why it stopped early (``{"reason": ..., "after_trials": n}``) or None. Every trial it runs is
-    an ordinary Optuna trial logged to MLflow with its ``stage`` tag. When it returns, the
-    study's COMPLETE trials, ranked by value, are the candidates of the confirmation round:
-    their ``config`` user attribute is what the training code receives. Helper workers
-    (``--workers``, ``perftune worker``) run the same :meth:`search` on the same studies, so
-    it must share out each stage's trials through the storage (``run_trials`` does) and start
-    a stage only once the stage it builds on is done in every worker.
+    ctx: Any
+    study: Any
+
+
+class SearchPolicy(abc.ABC):
+    """The search stage of a sweep: which stages run, in which order, each over which space,
+    objective and study; :func:`run_stages` runs them.
+
+    Contract: :meth:`stages` yields the stages in order; the next is asked for only once the
+    one before is done (its trials finished in every worker), so a later stage can be built on
+    what an earlier one measured. A stage that owns a study of its own names it after the
+    sweep's, in the same storage. When the last is done, the sweep study's COMPLETE trials,
+    ranked by value, are the candidates of the confirmation round: their ``config`` user
+    attribute is what the training code receives. Helper workers (``--workers``, ``perftune
+    worker``) run the same stages on the same studies, so a stage must be the same in every
+    worker, built from what the storage holds.
     """
 
     #: The name ``--search`` gives it.
@@ -56,8 +68,8 @@ class SearchPolicy(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def search(self, ctx, study, deadline: float | None) -> dict[str, Any] | None:
-        """Run the search stage(s). See the class docstring."""
+    def stages(self, ctx, study) -> Iterator[Stage]:
+        """The search's stages, in order. See the class docstring."""
 
     def study_trials(self, trials: int) -> int:
         """How many of ``--trials`` run in the sweep's own study (the rest in stage studies)."""
@@ -66,6 +78,21 @@ class SearchPolicy(abc.ABC):
     def describe(self) -> dict[str, Any]:
         """What the report and MLflow say about how the search went (stages, trials each)."""
         return {"search": self.name}
+
+
+def run_stages(policy: SearchPolicy, ctx, study, deadline: float | None) -> dict[str, Any] | None:
+    """Run ``policy``'s stages, each until it has its trials, ``deadline`` (a
+    ``time.monotonic()`` value) passes or the sweep is cancelled (no later stage then). Returns
+    why a stage stopped early (``{"reason": "patience", "after_trials": n}``) or None."""
+    from perftune.sweep.search import run_trials
+
+    stopped = None
+    for stage in policy.stages(ctx, study):
+        stopped = run_trials(stage.ctx, stage.study, deadline) or stopped
+        ctx.cancelled = stage.ctx.cancelled
+        if ctx.cancelled:
+            break
+    return stopped
 
 
 def choose(ctx) -> str:

@@ -21,7 +21,7 @@ from perftune.sweep.config import ProgressFn, SweepConfig
 from perftune.sweep.confirm import Verdict, confirm
 from perftune.sweep.context import SweepContext
 from perftune.sweep.pareto import confirm_front, store_front
-from perftune.sweep.policy import SearchPolicy, get_policy
+from perftune.sweep.policy import SearchPolicy, get_policy, run_stages
 from perftune.sweep.report import (
     SweepReport,
     artifacts,
@@ -195,7 +195,7 @@ def search(ctx: SweepContext, policy: SearchPolicy, study, helpers: list) -> dic
     ``--timeout`` passed, the sweep was cancelled or ``--patience`` ran out; then wait for the
     helpers. Returns why the search stopped early (``--patience``), or None."""
     deadline = time.monotonic() + ctx.cfg.timeout if ctx.cfg.timeout else None
-    stopped = policy.search(ctx, study, deadline)
+    stopped = run_stages(policy, ctx, study, deadline)
     if ctx.cancelled:
         stop_workers(helpers)
     wait_workers(ctx, helpers)

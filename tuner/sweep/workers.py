@@ -16,7 +16,7 @@ from perftune.names import safe_filename
 from perftune.settings import Workspace
 from perftune.sweep.config import ProgressFn, SweepConfig
 from perftune.sweep.context import SweepContext
-from perftune.sweep.policy import get_policy
+from perftune.sweep.policy import get_policy, run_stages
 from perftune.sweep.search import finished
 from perftune.sweep.study import open_study
 
@@ -113,7 +113,7 @@ def run_worker(study_name: str, ws: Workspace, progress: ProgressFn | None = Non
 
                 ensure_model(ctx)
             ctx.tracker.attach(ctx.workload["name"], attrs.get("mlflow_run_id"))
-            get_policy(ctx).search(ctx, study, None)  # the sweep's own search, its stages too
+            run_stages(get_policy(ctx), ctx, study, None)  # the sweep's own search, its stages too
             return {"study": study_name, "worker": ctx.worker_id,
                     "trials_run": sum(t.user_attrs.get("worker") == ctx.worker_id
                                       for t in study.get_trials(deepcopy=False)),
